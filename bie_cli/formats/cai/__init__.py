@@ -1,0 +1,1 @@
+"""The ``.cai`` container: ``spec`` (constants), ``writer``, ``reader``. See docs/FORMAT.md."""

@@ -1,0 +1,151 @@
+"""Streaming ``.cai`` writer.
+
+The writer only appends, so it works on pipes as well as files: it counts the
+bytes it has written to know every record's offset for the index. It is an
+explicit state machine — calls out of order raise ``RuntimeError`` (a bug in
+the caller) instead of producing a file no reader accepts.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from . import spec
+
+
+class _State(enum.Enum):
+    NEW = enum.auto()
+    HEADER_WRITTEN = enum.auto()
+    IN_TENSOR = enum.auto()
+    FINISHED = enum.auto()
+
+
+def _json_bytes(obj) -> bytes:
+    # sort_keys + compact separators: the same input always gives the same bytes.
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+@dataclass
+class _TensorIndexEntry:
+    record: dict
+    record_offset: int
+    chunks: list[list[int]] = field(default_factory=list)
+    end: dict | None = None
+
+
+class ContainerWriter:
+    """Write one container to ``out`` (any binary file object with ``write``)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._offset = 0
+        self._state = _State.NEW
+        self._tensors: list[_TensorIndexEntry] = []
+        self._blobs: list[dict] = []
+        self._current: _TensorIndexEntry | None = None
+        self._names: set[str] = set()
+
+    @property
+    def bytes_written(self) -> int:
+        return self._offset
+
+    # -- low level ---------------------------------------------------------------
+    def _write(self, data) -> None:
+        self._out.write(data)
+        self._offset += len(data)
+
+    def _write_record(self, record_type: spec.RecordType, *body_parts) -> int:
+        """Write one record; return its offset."""
+        offset = self._offset
+        length = sum(len(part) for part in body_parts)
+        checksum = spec.body_checksum(*body_parts)
+        head = spec.RECORD_HEADER.pack(int(record_type), 0, length, checksum, 0)
+        crc = zlib.crc32(head[: spec.RECORD_HEADER_CRC_SPAN])
+        self._write(head[: spec.RECORD_HEADER_CRC_SPAN] + crc.to_bytes(4, "little"))
+        for part in body_parts:
+            self._write(part)
+        return offset
+
+    def _expect(self, *states: _State) -> None:
+        if self._state not in states:
+            raise RuntimeError(f"ContainerWriter: call not allowed in state {self._state.name}")
+
+    # -- records -----------------------------------------------------------------
+    def write_header(self, header: dict) -> None:
+        self._expect(_State.NEW)
+        self._write(spec.FILE_HEADER.pack(spec.FILE_MAGIC, spec.FORMAT_MAJOR, spec.FORMAT_MINOR, 0))
+        self._header_offset = self._write_record(spec.RecordType.HEADER, _json_bytes(header))
+        self._state = _State.HEADER_WRITTEN
+
+    def write_blob(self, name: str, data: bytes) -> None:
+        """Non-tensor source structure (e.g. an ONNX graph without its weights)."""
+        self._expect(_State.HEADER_WRITTEN)
+        encoded = name.encode()
+        if len(encoded) > spec.MAX_BLOB_NAME:
+            raise ValueError(f"blob name longer than {spec.MAX_BLOB_NAME} bytes")
+        data_start = self._offset + spec.RECORD_HEADER.size + spec.BLOB_PREFIX.size + len(encoded)
+        padding = spec.padding_for(data_start)
+        prefix = spec.BLOB_PREFIX.pack(len(encoded), padding)
+        offset = self._write_record(spec.RecordType.BLOB, prefix, encoded, bytes(padding), data)
+        self._blobs.append({"name": name, "offset": offset, "length": len(data)})
+
+    def begin_tensor(self, record: dict) -> int:
+        """Open a tensor; ``record`` holds name, dtype, shape, strategy, config... Returns its id."""
+        self._expect(_State.HEADER_WRITTEN)
+        if record["name"] in self._names:
+            raise ValueError(f"duplicate tensor name {record['name']!r}")
+        self._names.add(record["name"])
+        record = dict(record, id=len(self._tensors))
+        offset = self._write_record(spec.RecordType.TENSOR, _json_bytes(record))
+        self._current = _TensorIndexEntry(record=record, record_offset=offset)
+        self._tensors.append(self._current)
+        self._state = _State.IN_TENSOR
+        return record["id"]
+
+    def write_chunk(self, row_start: int, row_stop: int, meta: dict, payload) -> None:
+        self._expect(_State.IN_TENSOR)
+        entry = self._current
+        meta_bytes = _json_bytes(meta)
+        payload_start = (
+            self._offset + spec.RECORD_HEADER.size + spec.CHUNK_PREFIX.size + len(meta_bytes)
+        )
+        padding = spec.padding_for(payload_start)
+        prefix = spec.CHUNK_PREFIX.pack(
+            entry.record["id"], len(entry.chunks), row_start, row_stop, len(meta_bytes), padding
+        )
+        offset = self._write_record(spec.RecordType.CHUNK, prefix, meta_bytes, bytes(padding), payload)
+        entry.chunks.append([offset, self._offset - offset, row_start, row_stop])
+
+    def end_tensor(self, end: dict) -> None:
+        """Close the open tensor with its digest, sizes and error statistics."""
+        self._expect(_State.IN_TENSOR)
+        entry = self._current
+        end = dict(end, id=entry.record["id"])
+        self._write_record(spec.RecordType.TENSOR_END, _json_bytes(end))
+        entry.end = end
+        self._current = None
+        self._state = _State.HEADER_WRITTEN
+
+    def finish(self) -> None:
+        """Write the index and the trailer. The file is valid only after this."""
+        self._expect(_State.HEADER_WRITTEN)
+        index = {
+            "header_offset": self._header_offset,
+            "blobs": self._blobs,
+            "tensors": [
+                dict(entry.record, **{k: v for k, v in entry.end.items() if k != "id"},
+                     record_offset=entry.record_offset, chunks=entry.chunks)
+                for entry in self._tensors
+            ],
+        }
+        index_offset = self._write_record(spec.RecordType.INDEX, _json_bytes(index))
+        index_length = self._offset - index_offset
+        file_length = self._offset + spec.TRAILER.size
+        head = spec.TRAILER.pack(index_offset, index_length, file_length, 0, 0, spec.TRAILER_MAGIC)
+        crc = zlib.crc32(head[: spec.TRAILER_CRC_SPAN])
+        self._write(spec.TRAILER.pack(index_offset, index_length, file_length, crc, 0, spec.TRAILER_MAGIC))
+        self._state = _State.FINISHED

@@ -1,0 +1,287 @@
+"""safetensors in and out: single files and sharded checkpoints.
+
+Reading parses the header ourselves and reads each tensor's rows with
+``os.pread``, so one tensor (or one chunk of rows) is in memory at a time,
+never the file. Writing streams too: the header is computed from the tensor
+list, then rows are appended as they are decoded. The ``safetensors`` package
+is used only by the tests, to prove the files we write load.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import struct
+from collections.abc import Iterable
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import BadInputError, UnsupportedDtypeError
+from .base import CheckpointSource, TensorInfo
+
+name = "safetensors"
+extensions = (".safetensors",)
+
+INDEX_NAME = "model.safetensors.index.json"
+MAX_HEADER = 100 << 20  # the reference implementation's own limit
+_HEADER_SIZE = struct.Struct("<Q")
+
+
+def sniff(path: str) -> bool:
+    if os.path.isdir(path):
+        return os.path.exists(os.path.join(path, INDEX_NAME)) or any(
+            entry.endswith(".safetensors") for entry in os.listdir(path)
+        )
+    if path.endswith(".index.json"):
+        return True
+    try:
+        with builtins.open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    (length,) = _HEADER_SIZE.unpack(head[:8])
+    return 2 <= length <= MAX_HEADER and head[8:9] == b"{"
+
+
+# -- reading -----------------------------------------------------------------------
+
+
+def _reject_duplicates(pairs):
+    keys = [key for key, _ in pairs]
+    if len(keys) != len(set(keys)):
+        duplicate = next(key for key in keys if keys.count(key) > 1)
+        raise BadInputError(f"duplicate tensor name {duplicate!r} in safetensors header")
+    return dict(pairs)
+
+
+class _ShardReader:
+    """One .safetensors file: validated header, rows read on demand."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise BadInputError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            self._parse_header()
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _bad(self, message: str) -> BadInputError:
+        return BadInputError(f"{self.path} is not a valid safetensors file: {message}")
+
+    def _parse_header(self) -> None:
+        size = os.fstat(self.fd).st_size
+        head = os.pread(self.fd, 8, 0)
+        if len(head) < 8:
+            raise self._bad("file is shorter than its 8-byte header length (truncated)")
+        (length,) = _HEADER_SIZE.unpack(head)
+        if length > MAX_HEADER:
+            raise self._bad(f"header length {length} exceeds {MAX_HEADER} bytes")
+        if 8 + length > size:
+            raise self._bad("header runs past the end of the file (truncated)")
+        try:
+            header = json.loads(os.pread(self.fd, length, 8), object_pairs_hook=_reject_duplicates)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise self._bad(f"header is not valid JSON ({exc})") from None
+        if not isinstance(header, dict):
+            raise self._bad("header is not a JSON object")
+        metadata = header.pop("__metadata__", None)
+        if metadata is not None and not (
+            isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+        ):
+            raise self._bad("__metadata__ must map strings to strings")
+        self.metadata = metadata
+        self.data_start = 8 + length
+        data_size = size - self.data_start
+        entries = []
+        for tensor_name, entry in header.items():
+            if not isinstance(entry, dict):
+                raise self._bad(f"entry for {tensor_name!r} is not an object")
+            dtype_name, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+            if not isinstance(dtype_name, str):
+                raise self._bad(f"tensor {tensor_name!r} has no dtype")
+            if dtype_name not in dtypes.ALL_NAMES:
+                raise UnsupportedDtypeError(
+                    f"tensor {tensor_name!r} in {self.path} has dtype {dtype_name}, which bie cannot "
+                    f"store yet (supported: {', '.join(sorted(dtypes.ALL_NAMES))})"
+                )
+            if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+                raise self._bad(f"tensor {tensor_name!r} has an invalid shape")
+            if not (
+                isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_size
+            ):
+                raise self._bad(f"tensor {tensor_name!r} has data offsets outside the file")
+            info = TensorInfo(tensor_name, dtype_name, tuple(shape))
+            if offsets[1] - offsets[0] != dtypes.nbytes(dtype_name, info.shape):
+                raise self._bad(f"tensor {tensor_name!r}: data size does not match dtype and shape")
+            entries.append((offsets[0], info))
+        # Tensors must not overlap; sorting by offset also gives file order.
+        entries.sort(key=lambda pair: pair[0])
+        end = 0
+        for begin, info in entries:
+            if begin < end:
+                raise self._bad(f"tensor {info.name!r} overlaps the tensor before it")
+            end = begin + dtypes.nbytes(info.dtype, info.shape)
+        self.tensors = [info for _, info in entries]
+        self.offsets = {info.name: begin for begin, info in entries}
+
+    def read_rows(self, info: TensorInfo, row_start: int, row_stop: int) -> np.ndarray:
+        np_dtype = dtypes.get(info.dtype).numpy
+        row_elements = info.numel // info.rows if info.rows else 0
+        row_bytes = row_elements * np_dtype.itemsize
+        begin = self.data_start + self.offsets[info.name] + row_start * row_bytes
+        length = (row_stop - row_start) * row_bytes
+        data = os.pread(self.fd, length, begin) if length else b""
+        if len(data) != length:
+            raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
+        shape = info.shape if not info.shape else (row_stop - row_start, *info.shape[1:])
+        # bytearray keeps the array writable (strategies may modify in place).
+        return np.frombuffer(bytearray(data), dtype=np_dtype).reshape(shape)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _shard_files(path: str) -> tuple[list[str], dict | None]:
+    """Shard paths in order, plus the index's own metadata when there is an index."""
+    index_path = path if path.endswith(".index.json") else os.path.join(path, INDEX_NAME)
+    directory = os.path.dirname(index_path)
+    if os.path.exists(index_path):
+        try:
+            with builtins.open(index_path, encoding="utf-8") as handle:
+                index = json.load(handle)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadInputError(f"cannot read shard index {index_path}: {exc}") from None
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise BadInputError(f"{index_path} has no valid weight_map")
+        files = []
+        for filename in weight_map.values():
+            if filename not in files:
+                if os.path.isabs(filename) or ".." in filename.replace("\\", "/").split("/"):
+                    raise BadInputError(f"{index_path}: shard path {filename!r} leaves the checkpoint directory")
+                files.append(filename)
+        index_metadata = index.get("metadata") if isinstance(index.get("metadata"), dict) else None
+        return [os.path.join(directory, f) for f in files], {"metadata": index_metadata, "weight_map": weight_map}
+    files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    if not files:
+        raise BadInputError(f"{path} holds no .safetensors files")
+    return [os.path.join(path, f) for f in files], None
+
+
+def open(path: str) -> CheckpointSource:  # noqa: A001 (the format-module contract)
+    sharded = os.path.isdir(path) or path.endswith(".index.json")
+    shard_paths, index = _shard_files(path) if sharded else ([path], None)
+    shards: list[_ShardReader] = []
+    try:
+        for shard_path in shard_paths:
+            if not os.path.exists(shard_path):
+                raise BadInputError(f"shard {shard_path} named in the index is missing")
+            shards.append(_ShardReader(shard_path))
+    except BaseException:
+        for shard in shards:
+            shard.close()
+        raise
+    owner: dict[str, tuple[_ShardReader, TensorInfo]] = {}
+    tensors: list[TensorInfo] = []
+    for shard in shards:
+        for info in shard.tensors:
+            if info.name in owner:
+                for s in shards:
+                    s.close()
+                raise BadInputError(f"duplicate tensor name {info.name!r} in {shard.path} and {owner[info.name][0].path}")
+            owner[info.name] = (shard, info)
+            tensors.append(info)
+    if index is not None:
+        missing = sorted(set(index["weight_map"]) - set(owner))
+        if missing:
+            for s in shards:
+                s.close()
+            raise BadInputError(f"shard index names {len(missing)} tensor(s) no shard holds, e.g. {missing[0]!r}")
+
+    def read_rows(tensor_name: str, row_start: int, row_stop: int) -> np.ndarray:
+        shard, info = owner[tensor_name]
+        return shard.read_rows(info, row_start, row_stop)
+
+    # A sharded checkpoint's shards carry the same __metadata__ by convention; keep the first.
+    metadata: dict = {"__metadata__": shards[0].metadata}
+    if sharded:
+        metadata["shards"] = {
+            "index_metadata": index["metadata"] if index else None,
+            "files": {os.path.basename(s.path): [t.name for t in s.tensors] for s in shards},
+        }
+    source = CheckpointSource(
+        format=name, path=path, tensors=tensors, read_rows=read_rows,
+        metadata={"safetensors": metadata},
+    )
+    source.close_callbacks.extend(shard.close for shard in shards)
+    return source
+
+
+# -- writing -------------------------------------------------------------------------
+
+
+def build_header(tensors: list[TensorInfo], metadata: dict | None) -> bytes:
+    """The header bytes (length prefix included), padded to 8 bytes like the reference writer."""
+    header: dict = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for info in tensors:
+        size = dtypes.nbytes(info.dtype, info.shape)
+        header[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return _HEADER_SIZE.pack(len(encoded)) + encoded
+
+
+def write(
+    path: str,
+    tensors: list[TensorInfo],
+    chunks: Iterable[tuple[str, np.ndarray]],
+    metadata: dict,
+    blobs: dict[str, bytes] | None = None,
+) -> None:
+    """Stream tensors into one safetensors file; chunks arrive in ``tensors`` order."""
+    for info in tensors:
+        if info.dtype in ("C64", "C128"):
+            raise UnsupportedDtypeError(
+                f"tensor {info.name!r} is {info.dtype}, which safetensors cannot hold; decompress to .pt"
+            )
+    st_metadata = (metadata.get("safetensors") or {}).get("__metadata__")
+    if st_metadata is None and "pytorch" in metadata:
+        st_metadata = {"format": "pt"}
+    expected = {info.name: dtypes.nbytes(info.dtype, info.shape) for info in tensors}
+    written = dict.fromkeys(expected, 0)
+    order = iter(tensors)
+    current = None
+    with builtins.open(path, "wb") as out:
+        out.write(build_header(tensors, st_metadata))
+        for tensor_name, array in chunks:
+            if current is None or tensor_name != current.name:
+                if current is not None and written[current.name] != expected[current.name]:
+                    raise RuntimeError(f"tensor {current.name!r} was written incompletely")
+                current = next(order)
+                if current.name != tensor_name:
+                    raise RuntimeError(f"chunks out of order: got {tensor_name!r}, expected {current.name!r}")
+            data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+            out.write(memoryview(data))
+            written[tensor_name] += data.size
+        for info in order:  # tensors with no chunks (empty) need no bytes
+            if expected[info.name]:
+                raise RuntimeError(f"tensor {info.name!r} received no data")
+        bad = [n for n in expected if written[n] != expected[n]]
+        if bad:
+            raise RuntimeError(f"tensor {bad[0]!r} was written incompletely")

@@ -1,0 +1,182 @@
+"""The strategy contract.
+
+A strategy turns one chunk of a tensor (a numpy array holding whole rows) into
+bytes and back. It knows nothing about files, torch or threads:
+
+* ``id`` is stable and stored in every container that uses it;
+* ``Config`` is a frozen dataclass whose fields have defaults; it round-trips
+  through JSON with :meth:`Strategy.config_to_dict` / :meth:`config_from_dict`;
+* ``encode(chunk, config) -> (payload, meta)`` must be deterministic; ``meta``
+  is a small JSON-able dict stored next to the payload;
+* ``decode(payload, meta, shape, dtype) -> array`` must rebuild the chunk
+  (bit-exact when ``lossless``) from the payload and the meta alone — every
+  parameter needed to decode is in the file, never in code defaults.
+
+Subclasses do the math; this base class does the plumbing (config parsing,
+dtype checks). Hot loops are vectorised numpy or numba.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import BadInputError, UnsupportedDtypeError
+
+
+@dataclasses.dataclass(frozen=True)
+class NoConfig:
+    """Config for strategies without options."""
+
+
+class Strategy:
+    id: ClassVar[str]
+    lossless: ClassVar[bool]
+    #: canonical dtype names accepted; ``None`` means every dtype bie knows.
+    dtypes: ClassVar[frozenset[str] | None] = None
+    description: ClassVar[str] = ""
+    Config: ClassVar[type] = NoConfig
+
+    # -- the two methods every strategy writes ---------------------------------
+    def encode(self, chunk: np.ndarray, config: Any) -> tuple[bytes, dict]:
+        raise NotImplementedError
+
+    def decode(
+        self, payload: bytes | memoryview, meta: dict, shape: tuple[int, ...], dtype: str
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- plumbing ----------------------------------------------------------------
+    def supports(self, dtype: str) -> bool:
+        return self.dtypes is None or dtype in self.dtypes
+
+    def check_dtype(self, dtype: str, tensor_name: str = "") -> None:
+        if not self.supports(dtype):
+            where = f" (tensor {tensor_name!r})" if tensor_name else ""
+            raise UnsupportedDtypeError(
+                f"strategy {self.id!r} does not accept dtype {dtype}{where}; "
+                f"it accepts {', '.join(sorted(self.dtypes or ()))}"
+            )
+
+    def default_config(self) -> Any:
+        return self.Config()
+
+    def config_to_dict(self, config: Any) -> dict:
+        return dataclasses.asdict(config)
+
+    def config_from_dict(self, values: dict) -> Any:
+        """Build a config from JSON values or CLI strings, checking names and types."""
+        fields = {f.name: f for f in dataclasses.fields(self.Config)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            valid = ", ".join(fields) or "none"
+            raise BadInputError(
+                f"strategy {self.id!r} has no option {unknown[0]!r}; its options: {valid}"
+            )
+        hints = typing.get_type_hints(self.Config)
+        parsed = {name: _coerce(self.id, name, hints[name], value) for name, value in values.items()}
+        try:
+            return self.Config(**parsed)
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"strategy {self.id!r}: {exc}") from None
+
+    def options(self) -> list[tuple[str, str, Any]]:
+        """(name, type, default) for every option, for ``bie strategies``."""
+        hints = typing.get_type_hints(self.Config)
+        return [
+            (f.name, _type_name(hints[f.name]), f.default)
+            for f in dataclasses.fields(self.Config)
+        ]
+
+    def empty(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        return np.zeros(shape, dtype=dtypes.get(dtype).numpy)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "|".join(str(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))
+
+
+def _coerce(strategy_id: str, name: str, hint: Any, value: Any) -> Any:
+    """Turn a JSON or command-line value into the field's type, or explain why not."""
+    def fail() -> BadInputError:
+        return BadInputError(
+            f"strategy {strategy_id!r}: option {name}={value!r} is not a valid {_type_name(hint)}"
+        )
+
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        for choice in choices:
+            if value == choice or (isinstance(value, str) and str(choice) == value):
+                return choice
+        raise fail()
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+                    return None
+                continue
+            try:
+                return _coerce(strategy_id, name, arg, value)
+            except BadInputError:
+                continue
+        raise fail()
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise fail()
+    if hint is int:
+        if isinstance(value, bool):
+            raise fail()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value, 0)
+            except ValueError:
+                raise fail() from None
+        raise fail()
+    if hint is float:
+        if isinstance(value, bool):
+            raise fail()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise fail() from None
+        raise fail()
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise fail()
+    return value
+
+
+def as_bytes(chunk: np.ndarray) -> memoryview:
+    """The chunk's elements as little-endian bytes, without copying when possible."""
+    # via uint8: ml_dtypes types (bfloat16, float8) do not export the buffer protocol
+    return memoryview(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8))
+
+
+def from_bytes(data: bytes | memoryview, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """Rebuild an array from raw element bytes, checking the length first."""
+    np_dtype = dtypes.get(dtype).numpy
+    count = 1
+    for dim in shape:
+        count *= dim
+    if len(data) != count * np_dtype.itemsize:
+        raise ValueError(
+            f"payload holds {len(data)} bytes, shape {shape} of {dtype} needs {count * np_dtype.itemsize}"
+        )
+    return np.frombuffer(data, dtype=np_dtype).reshape(shape)
