@@ -1,0 +1,82 @@
+"""Golden strategy payloads: ``tests/golden/strategies/<id>/<case>.bin`` + ``.json``.
+
+    python tests/golden/make_strategy_golden.py [STRATEGY_ID ...]
+
+Each ``.json`` holds the meta, shape, dtype and config, plus how to rebuild
+the input (``input`` = {"kind", "seed"}) and, for lossy strategies, the
+SHA-256 of the decoded bytes. Tests decode the committed ``.bin`` and compare:
+a change to a decoder that breaks old payloads fails. Write once; regenerate
+a strategy's cases only with a deliberate format change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent / "strategies"
+
+
+def golden_input(case: dict) -> np.ndarray:
+    from bie_cli import dtypes
+
+    spec = case["input"]
+    rng = np.random.default_rng(spec["seed"])
+    shape = tuple(case["shape"])
+    count = int(np.prod(shape)) if shape else 1
+    np_dtype = dtypes.get(case["dtype"]).numpy
+    kind = spec["kind"]
+    if kind == "normal":
+        values = (rng.standard_normal(count) * spec.get("scale", 0.05)).astype(np.float32)
+    elif kind == "sparse-normal":
+        values = rng.standard_normal(count).astype(np.float32)
+        values[rng.random(count) >= spec.get("density", 0.1)] = 0
+    elif kind == "integers":
+        values = rng.integers(spec.get("low", 0), spec.get("high", 100), count)
+    elif kind == "runs":
+        values = np.repeat(rng.integers(0, 4, count // 8 + 1), 8)[:count]
+    elif kind == "bool":
+        values = rng.random(count) > 0.5
+    else:
+        raise ValueError(f"unknown golden input kind {kind!r}")
+    return values.astype(np_dtype).reshape(shape)
+
+
+# strategy id -> list of (case name, dtype, shape, config, input spec)
+CASES: dict[str, list[tuple[str, str, list[int], dict, dict]]] = {
+    "raw": [("f32", "F32", [4, 5], {}, {"kind": "normal", "seed": 1}),
+            ("bool", "BOOL", [3, 7], {}, {"kind": "bool", "seed": 2})],
+    "zstd": [("f32", "F32", [32, 16], {"level": 3}, {"kind": "normal", "seed": 3}),
+             ("i64", "I64", [2, 64], {"level": 19}, {"kind": "integers", "seed": 4})],
+    "gzip": [("bf16", "BF16", [16, 16], {"level": 6}, {"kind": "normal", "seed": 5}),
+             ("u8", "U8", [128], {"level": 9}, {"kind": "runs", "seed": 6})],
+}
+
+
+def write_cases(strategy_id: str) -> None:
+    from bie_cli.strategies import get
+
+    strategy = get(strategy_id)
+    folder = HERE / strategy_id
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, dtype, shape, config_values, input_spec in CASES[strategy_id]:
+        case = {"dtype": dtype, "shape": shape, "config": config_values, "input": input_spec}
+        chunk = golden_input(case)
+        payload, meta = strategy.encode(chunk, strategy.config_from_dict(config_values))
+        case["meta"] = meta
+        if not strategy.lossless:
+            decoded = strategy.decode(memoryview(payload), meta, tuple(shape), dtype)
+            case["decoded_sha256"] = hashlib.sha256(np.ascontiguousarray(decoded).tobytes()).hexdigest()
+        (folder / f"{name}.bin").write_bytes(bytes(payload))
+        (folder / f"{name}.json").write_text(json.dumps(case, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {folder / name}.bin ({len(payload)} bytes)")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    for strategy_id in sys.argv[1:] or CASES:
+        write_cases(strategy_id)
