@@ -316,9 +316,10 @@ def decompress_model(
         infos = _manifest(decoder.header)
         selected = _select(infos, wanted, src)
         names = {info.name for info in selected}
-        chunks = ((entry.name, array) for entry, _, _, array in decoder.chunks() if entry.name in names)
+        stream = decoder.chunks()
+        chunks = ((entry.name, array) for entry, _, _, array in stream if entry.name in names)
         header, blobs = decoder.header, decoder.blobs
-        drain = decoder
+        drain = stream
     else:
         reader = ContainerReader(src)
         infos = [TensorInfo(e.name, e.dtype, e.shape) for e in reader.entries]
@@ -345,7 +346,7 @@ def decompress_model(
             writer_module.write(temporary, selected, counted(), metadata, blobs, **format_options)
             if drain is not None:
                 # finish reading the stream: a truncated or corrupt tail must fail the run
-                for _ in drain.chunks():
+                for _ in drain:
                     pass
     finally:
         if src != STDIO:

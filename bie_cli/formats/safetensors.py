@@ -265,23 +265,21 @@ def write(
         st_metadata = {"format": "pt"}
     expected = {info.name: dtypes.nbytes(info.dtype, info.shape) for info in tensors}
     written = dict.fromkeys(expected, 0)
-    order = iter(tensors)
-    current = None
+    pending = iter(tensors)
+    current: TensorInfo | None = None
     with builtins.open(path, "wb") as out:
         out.write(build_header(tensors, st_metadata))
         for tensor_name, array in chunks:
-            if current is None or tensor_name != current.name:
+            while current is None or tensor_name != current.name:
+                # tensors with no elements have no chunks; anything else must not be skipped
                 if current is not None and written[current.name] != expected[current.name]:
                     raise RuntimeError(f"tensor {current.name!r} was written incompletely")
-                current = next(order)
-                if current.name != tensor_name:
-                    raise RuntimeError(f"chunks out of order: got {tensor_name!r}, expected {current.name!r}")
-            data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+                current = next(pending, None)
+                if current is None:
+                    raise RuntimeError(f"unexpected data for tensor {tensor_name!r}")
+            data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
             out.write(memoryview(data))
             written[tensor_name] += data.size
-        for info in order:  # tensors with no chunks (empty) need no bytes
-            if expected[info.name]:
-                raise RuntimeError(f"tensor {info.name!r} received no data")
-        bad = [n for n in expected if written[n] != expected[n]]
-        if bad:
-            raise RuntimeError(f"tensor {bad[0]!r} was written incompletely")
+        incomplete = [n for n in expected if written[n] != expected[n]]
+        if incomplete:
+            raise RuntimeError(f"tensor {incomplete[0]!r} was written incompletely")

@@ -21,6 +21,7 @@ _BUILTIN: dict[str, str] = {
     "raw": "bie_cli.strategies.raw:RawStrategy",
     "zstd": "bie_cli.strategies.zstd:ZstdStrategy",
     "gzip": "bie_cli.strategies.gzip:GzipStrategy",
+    "quant": "bie_cli.strategies.quant:QuantStrategy",
 }
 
 _instances: dict[str, Strategy] = {}

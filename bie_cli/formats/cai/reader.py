@@ -367,6 +367,7 @@ class StreamDecoder:
         records = self._records
         if self._pending is not None:
             records = _prepend(self._pending, records)
+            self._pending = None  # the record stream is consumed once
         for record in records:
             rtype, offset = record.type, record.offset
             if rtype == spec.RecordType.TENSOR:

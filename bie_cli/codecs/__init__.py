@@ -1,0 +1,1 @@
+"""Byte-level codecs shared by strategies (bit packing, entropy coders)."""

@@ -1,0 +1,200 @@
+"""``quant``: b-bit uniform quantization (2..8 bits), codes bit-packed or rANS-coded.
+
+Each scale unit (the chunk, a row, or a group of a row; see ``_quant_common``)
+gets a uniform grid:
+
+* symmetric: x^ = (code - 2**(b-1)) * d, codes 0..2**b-1. Without clipping
+  d = m / -2**(b-1) where m is the unit's element of largest magnitude (the
+  llama.cpp Q4_0 trick: the far side of zero gets 2**(b-1) levels, none wasted);
+* asymmetric: x^ = lo + code * s, s = (hi - lo) / (2**b - 1);
+* ``clip=mse`` shrinks the range by the ratio (of 21 in [0.5, 1]) with the
+  least squared error; ``clip=octav`` uses OCTAV's fixed point for the
+  MSE-optimal clip (Sakr et al. 2022), applied to |x| (about the range's
+  midpoint when asymmetric);
+* ``step=σ`` is the entropy-constrained mode: the grid step is σ times the
+  unit's RMS (no range fitting, no clipping search); codes beyond the b-bit
+  range saturate. Relative MSE is then about σ²/12 whatever the weights, and
+  the rANS coder makes the stored size track the codes' entropy.
+
+Scales (and minimums) are stored as fp16 when every one is a normal fp16
+(``scale_dtype=auto``), else fp32, and codes are chosen against the stored,
+rounded scale. ``granularity=tensor`` means one scale per chunk: the
+pipeline splits big tensors into chunks of whole rows.
+
+Payload: scales[units] | mins[units] (asymmetric) | non-finite section |
+codes section (rest). Meta says everything needed to parse it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from . import _quant_common as common
+from .base import Strategy
+
+_MSE_RATIOS = np.linspace(1.0, 0.5, 21)
+_OCTAV_ITERATIONS = 30
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    bits: int = 4
+    symmetric: bool = True
+    granularity: Literal["tensor", "channel", "group"] = "group"
+    group_size: int = 64
+    clip: Literal["none", "mse", "octav"] = "none"
+    step: float | None = None
+    scale_dtype: Literal["auto", "f16", "f32"] = "auto"
+    entropy: Literal["auto", "none"] = "auto"
+    allow_nonfinite: bool = False
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 8:
+            raise ValueError(f"bits must be between 2 and 8, got {self.bits}")
+        if not 1 <= self.group_size <= 1 << 24:
+            raise ValueError(f"group_size must be between 1 and 16777216, got {self.group_size}")
+        if self.step is not None:
+            if not (math.isfinite(self.step) and self.step > 0):
+                raise ValueError(f"step must be a positive number (a fraction of the RMS), got {self.step}")
+            if self.clip != "none":
+                raise ValueError("step fixes the grid from the RMS; it cannot be combined with clip")
+
+
+class QuantStrategy(Strategy):
+    id = "quant"
+    lossless = False
+    dtypes = common.FLOAT_DTYPES
+    description = "b-bit uniform quantization (2..8 bits), per tensor/channel/group, rANS-coded codes"
+    Config = QuantConfig
+
+    def encode(self, chunk: np.ndarray, config: QuantConfig) -> tuple[bytes, dict]:
+        from . import _quant_kernels as kernels
+
+        dtype_name = common.dtype_name_of(chunk)
+        self.check_dtype(dtype_name)
+        rows = common.as_rows(chunk)
+        rows, nonfinite, n_nonfinite = common.split_nonfinite(self.id, chunk, rows, config.allow_nonfinite)
+        layout = common.layout_for(rows.shape[0], rows.shape[1], config.granularity, config.group_size)
+        meta = {
+            "bits": config.bits,
+            "symmetric": config.symmetric,
+            "granularity": config.granularity,
+            "group_size": layout.group_size,
+        }
+        if n_nonfinite:
+            meta["nonfinite"] = n_nonfinite
+        if layout.count == 0:
+            meta.update(scale_dtype="f32", codes="packed")
+            return b"", meta
+        work = rows.dtype
+        units = common.to_units(rows, layout)
+        levels = 1 << config.bits
+        half = levels >> 1
+        if config.symmetric:
+            scale = self._symmetric_step(units, config, kernels)
+            scale_dtype = common.choose_scale_dtype(config.scale_dtype, config.granularity, scale)
+            scale = common.round_scales(scale, scale_dtype, work)
+            mins = None
+            mul = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale != 0)
+            add = np.full_like(scale, half)
+        else:
+            mins, scale = self._asymmetric_grid(units, config, kernels)
+            scale_dtype = common.choose_scale_dtype(config.scale_dtype, config.granularity, scale, mins)
+            scale = common.round_scales(scale, scale_dtype, work)
+            mins = common.round_scales(mins, scale_dtype, work)
+            mul = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale != 0)
+            add = -mins * mul
+        codes, counts = kernels.affine_codes(units, mul, add, float(levels - 1))
+        if layout.padded:
+            codes = common.unit_codes_to_rows(codes, layout)
+            counts = None
+        kind, code_bytes = common.encode_codes(codes, config.bits, counts, config.entropy)
+        meta.update(scale_dtype=scale_dtype, codes=kind)
+        parts = [common.scale_bytes(scale, scale_dtype)]
+        if mins is not None:
+            parts.append(common.scale_bytes(mins, scale_dtype))
+        parts += [nonfinite, code_bytes]
+        return b"".join(parts), meta
+
+    @staticmethod
+    def _symmetric_step(units: np.ndarray, config: QuantConfig, kernels) -> np.ndarray:
+        half = 1 << (config.bits - 1)
+        if config.step is not None:
+            rms = np.sqrt(np.einsum("ij,ij->i", units, units, dtype=np.float64) / units.shape[1])
+            return (rms * config.step).astype(units.dtype)
+        high = units.max(axis=1)
+        low = units.min(axis=1)
+        extreme = np.where(-low > high, low, high).astype(np.float64)  # signed largest magnitude
+        if config.clip == "mse":
+            ratio = kernels.mse_clip_search(units, low.astype(np.float64), extreme, _MSE_RATIOS, float(1 << config.bits), True)
+            extreme = extreme * ratio
+        elif config.clip == "octav":
+            magnitude = np.abs(units)
+            clip = kernels.octav_clip(magnitude, np.abs(extreme) / 2, config.bits, _OCTAV_ITERATIONS)
+            sign = np.where(extreme < 0, -1.0, 1.0)
+            extreme = sign * np.minimum(clip, np.abs(extreme))
+        return (extreme / -half).astype(units.dtype)
+
+    @staticmethod
+    def _asymmetric_grid(units: np.ndarray, config: QuantConfig, kernels) -> tuple[np.ndarray, np.ndarray]:
+        top = (1 << config.bits) - 1
+        low = units.min(axis=1).astype(np.float64)
+        high = units.max(axis=1).astype(np.float64)
+        if config.step is not None:
+            rms = np.sqrt(np.einsum("ij,ij->i", units, units, dtype=np.float64) / units.shape[1])
+            return low.astype(units.dtype), (rms * config.step).astype(units.dtype)
+        if config.clip != "none":
+            mid = 0.5 * (low + high)
+            half_width = 0.5 * (high - low)
+            if config.clip == "mse":
+                ratio = kernels.mse_clip_search(units, low, high, _MSE_RATIOS, float(top + 1), False)
+            else:
+                magnitude = np.abs(units - mid[:, None].astype(units.dtype))
+                clip = kernels.octav_clip(magnitude, half_width / 2, config.bits, _OCTAV_ITERATIONS)
+                ratio = np.divide(np.minimum(clip, half_width), half_width, out=np.ones_like(half_width), where=half_width > 0)
+            low = mid - half_width * ratio
+            high = mid + half_width * ratio
+        return low.astype(units.dtype), ((high - low) / top).astype(units.dtype)
+
+    def decode(self, payload, meta, shape, dtype) -> np.ndarray:
+        shape = tuple(shape)
+        self.check_dtype(dtype)
+        bits = common.meta_int(meta, "bits", 2, 8)
+        symmetric = common.meta_choice(meta, "symmetric", (True, False))
+        granularity = common.meta_choice(meta, "granularity", ("tensor", "channel", "group"))
+        group_size = common.meta_int(meta, "group_size", 0, 1 << 62)
+        scale_dtype = common.meta_choice(meta, "scale_dtype", ("f16", "f32"))
+        kind = common.meta_choice(meta, "codes", ("packed", "rans"))
+        n_nonfinite = common.meta_int(meta, "nonfinite", 0, 1 << 62) if "nonfinite" in meta else 0
+        rows, row_length = common.row_shape(shape)
+        layout = common.layout_for(rows, row_length, granularity, group_size)
+        if granularity == "group" and layout.count and layout.group_size != group_size:
+            raise ValueError(f"meta group_size={group_size} does not fit rows of {row_length}")
+        reader = common.PayloadReader(payload)
+        work = common.work_dtype(dtype)
+        if layout.count == 0:
+            if len(reader.rest()):
+                raise ValueError("payload of an empty chunk is not empty")
+            return common.finish(np.zeros(shape, dtype=work), shape, dtype)
+        scale_np = common.SCALE_DTYPES[scale_dtype]
+        scale = reader.array(scale_np, layout.count).astype(work)
+        mins = None if symmetric else reader.array(scale_np, layout.count).astype(work)
+        nonfinite_reader = common.PayloadReader(reader.take(n_nonfinite * (8 + common.dtypes.get(dtype).itemsize)))
+        count = rows * row_length
+        codes = common.decode_codes(kind, reader.rest(), bits, count, (1 << bits) - 1)
+        unit_codes = common.rows_codes_to_units(codes, layout) if layout.padded else codes.reshape(layout.count, -1)
+        values = unit_codes.astype(work)
+        if symmetric:
+            values -= work.type(1 << (bits - 1))
+            values *= scale[:, None]
+        else:
+            values *= scale[:, None]
+            values += mins[:, None]
+        out = np.ascontiguousarray(common.from_units(values, layout)) if layout.padded else values
+        out = common.finish(out, shape, dtype)
+        common.restore_nonfinite(out, nonfinite_reader, n_nonfinite, dtype)
+        return out
