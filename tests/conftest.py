@@ -55,7 +55,8 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
     """Write with the reference safetensors library (not ours), so our reader is tested against it."""
     from safetensors.numpy import save_file
 
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
+    # np.require keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
+    save_file({k: np.require(v, requirements="C") for k, v in tensors.items()}, str(path), metadata=metadata)
     return path
 
 

@@ -215,15 +215,16 @@ def from_numpy(array: np.ndarray, canonical: str):
     if canonical not in table:
         raise UnsupportedDtypeError(f"this torch cannot hold dtype {canonical}")
     target = table[canonical]
-    array = np.ascontiguousarray(array)
+    # np.ascontiguousarray would turn a 0-d array into shape (1,); np.array(copy) keeps the shape
+    array = np.array(array, copy=True, order="C")
     if canonical in ("BF16", "F16"):
-        return torch.from_numpy(array.view(np.int16).copy()).view(target)
+        return torch.from_numpy(array.view(np.int16)).view(target)
     if canonical in ("F8_E4M3", "F8_E5M2"):
-        return torch.from_numpy(array.view(np.uint8).copy()).view(target)
+        return torch.from_numpy(array.view(np.uint8)).view(target)
     if canonical in ("U16", "U32", "U64"):
         signed = {"U16": np.int16, "U32": np.int32, "U64": np.int64}[canonical]
-        return torch.from_numpy(array.view(signed).copy()).view(target)
-    return torch.from_numpy(array.copy())
+        return torch.from_numpy(array.view(signed)).view(target)
+    return torch.from_numpy(array)
 
 
 def _rebuild(node: dict, tensors: dict):

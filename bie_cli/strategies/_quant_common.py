@@ -25,9 +25,11 @@ from ..codecs import bitpack, static_rans
 from ..errors import BadInputError
 
 FLOAT_DTYPES = frozenset({"F32", "F16", "BF16", "F64"})
-SCALE_DTYPES = {"f16": np.dtype("<f2"), "f32": np.dtype("<f4")}
+SCALE_DTYPES = {"f16": np.dtype("<f2"), "f32": np.dtype("<f4"), "f64": np.dtype("<f8")}
 _F16_MIN_NORMAL = 2.0**-14
 _F16_MAX = 65504.0
+_F32_MIN_NORMAL = float(np.finfo(np.float32).tiny)
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def work_dtype(dtype_name: str) -> np.dtype:
@@ -57,43 +59,42 @@ def dtype_name_of(chunk: np.ndarray) -> str:
     return dtypes.from_numpy(chunk.dtype).name
 
 
-# -- non-finite values -----------------------------------------------------------
-def split_nonfinite(
-    strategy_id: str, chunk: np.ndarray, rows: np.ndarray, allow: bool
-) -> tuple[np.ndarray, bytes, int]:
-    """Check for NaN/Inf; return (rows with them zeroed, section bytes, count)."""
-    # A float64 sum of the chunk is finite exactly when every element is
-    # (no float32/16 sum can overflow float64), and costs one fast pass.
-    if rows.dtype == np.float32 and math.isfinite(float(rows.sum(dtype=np.float64))):
-        return rows, b"", 0
-    finite = np.isfinite(rows)
-    if finite.all():
-        return rows, b"", 0
-    positions = np.flatnonzero(~finite.reshape(-1))
-    if not allow:
-        first = positions[0]
+# -- elements stored exactly ---------------------------------------------------------
+def nonfinite_positions(strategy_id: str, rows: np.ndarray, allow: bool) -> np.ndarray:
+    """Flat positions of NaN/Inf elements; refused with a clear error unless ``allow``."""
+    positions = np.flatnonzero(~np.isfinite(rows).reshape(-1))
+    if positions.size and not allow:
         raise BadInputError(
             f"strategy {strategy_id!r}: input holds {positions.size} NaN/Inf value(s) "
-            f"(first at flat index {first}); quantization needs finite numbers. "
+            f"(first at flat index {positions[0]}); quantization needs finite numbers. "
             f"Pass the option allow_nonfinite=true to store them exactly."
         )
+    return positions
+
+
+def exact_section(chunk: np.ndarray, positions: np.ndarray) -> bytes:
+    """u64 flat positions, then those elements' original bytes (``restore_exact`` reads it)."""
+    if positions.size == 0:
+        return b""
     original = np.ascontiguousarray(chunk).reshape(-1)[positions]
-    cleaned = rows.copy()
-    cleaned.reshape(-1)[positions] = 0.0
-    section = positions.astype("<u8").tobytes() + original.tobytes()
-    return cleaned, section, int(positions.size)
+    return positions.astype("<u8").tobytes() + original.tobytes()
 
 
-def restore_nonfinite(out: np.ndarray, reader: PayloadReader, count: int, dtype_name: str) -> None:
-    """Put the exactly stored non-finite elements back into ``out`` (flat view)."""
+def exact_section_size(count: int, dtype_name: str) -> int:
+    return count * (8 + dtypes.get(dtype_name).itemsize)
+
+
+def restore_exact(out: np.ndarray, section: np.ndarray, count: int, dtype_name: str) -> None:
+    """Write the exactly stored elements back into ``out``."""
     if count == 0:
         return
+    reader = PayloadReader(section)
     np_dtype = dtypes.get(dtype_name).numpy
     flat = out.reshape(-1)
     positions = reader.array("<u8", count)
     values = reader.array(np_dtype, count)
-    if positions.size and int(positions.max()) >= flat.size:
-        raise ValueError("non-finite position outside the chunk")
+    if int(positions.max()) >= flat.size:
+        raise ValueError("exactly stored element outside the chunk")
     flat[positions.astype(np.int64)] = values
 
 
@@ -164,18 +165,21 @@ def rows_codes_to_units(codes: np.ndarray, layout: UnitLayout) -> np.ndarray:
 
 # -- scales ------------------------------------------------------------------------------
 def choose_scale_dtype(requested: str, granularity: str, *arrays: np.ndarray) -> str:
-    """``auto``: f16 when every value is 0 or a normal f16 (f32 for one per-tensor scale)."""
+    """``auto``: f16 when every value is 0 or a normal f16, else f32, else f64.
+
+    One per-tensor scale costs nothing, so it is never f16. f64 is only needed
+    for F64 tensors with values beyond float32's range.
+    """
     if requested != "auto":
         return requested
+    magnitudes = [np.abs(v[v != 0]) for v in arrays]
+    magnitudes = [a for a in magnitudes if a.size]
+    if any(a.max() > _F32_MAX or a.min() < _F32_MIN_NORMAL for a in magnitudes):
+        return "f64"
     if granularity == "tensor":
         return "f32"
-    for values in arrays:
-        a = np.abs(values[np.isfinite(values)])
-        a = a[a != 0]
-        if a.size and (a.min() < _F16_MIN_NORMAL or a.max() > _F16_MAX):
-            return "f32"
-        if not np.isfinite(values).all():
-            return "f32"
+    if any(a.min() < _F16_MIN_NORMAL or a.max() > _F16_MAX for a in magnitudes):
+        return "f32"
     return "f16"
 
 

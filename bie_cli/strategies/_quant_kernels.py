@@ -16,10 +16,11 @@ from numba import njit
 
 @njit(nogil=True, cache=True)
 def affine_codes(units, mul, add, top):  # pragma: no cover - compiled
-    """codes = clip(floor(x * mul[u] + add[u] + 0.5), 0, top) and their 256-bin histogram."""
+    """codes = clip(floor(x * mul[u] + add[u] + 0.5), 0, top), their 256-bin histogram, how many clipped."""
     n_units, length = units.shape
     codes = np.empty((n_units, length), dtype=np.uint8)
     counts = np.zeros(256, dtype=np.int64)
+    clipped = 0
     for u in range(n_units):
         m = mul[u]
         a = add[u] + 0.5
@@ -27,12 +28,14 @@ def affine_codes(units, mul, add, top):  # pragma: no cover - compiled
             v = math.floor(units[u, i] * m + a)
             if v < 0.0:
                 v = 0.0
+                clipped += 1
             elif v > top:
                 v = top
+                clipped += 1
             c = np.uint8(v)
             codes[u, i] = c
             counts[c] += 1
-    return codes, counts
+    return codes, counts, clipped
 
 
 @njit(nogil=True, cache=True)
@@ -150,3 +153,42 @@ def octav_clip(magnitudes, start, bits, iterations):  # pragma: no cover - compi
             s = new
         out[u] = s
     return out
+
+
+@njit(nogil=True, cache=True)
+def unit_stats(units):  # pragma: no cover - compiled
+    """Per unit: min, max and sum of squares (float64); a NaN/Inf anywhere makes its sum non-finite."""
+    n_units, length = units.shape
+    low = np.empty(n_units)
+    high = np.empty(n_units)
+    squares = np.empty(n_units)
+    for u in range(n_units):
+        lo = np.inf
+        hi = -np.inf
+        acc = 0.0
+        for i in range(length):
+            v = np.float64(units[u, i])
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+            acc += v * v
+        low[u] = lo
+        high[u] = hi
+        squares[u] = acc
+    return low, high, squares
+
+
+@njit(nogil=True, cache=True)
+def saturated(units, mul, add, top):  # pragma: no cover - compiled
+    """Mask of elements whose code falls outside [0, top] before clipping."""
+    n_units, length = units.shape
+    mask = np.zeros((n_units, length), dtype=np.bool_)
+    for u in range(n_units):
+        m = mul[u]
+        a = add[u] + 0.5
+        for i in range(length):
+            v = math.floor(units[u, i] * m + a)
+            if v < 0.0 or v > top:
+                mask[u, i] = True
+    return mask

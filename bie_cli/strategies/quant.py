@@ -21,7 +21,7 @@ Scales (and minimums) are stored as fp16 when every one is a normal fp16
 rounded scale. ``granularity=tensor`` means one scale per chunk: the
 pipeline splits big tensors into chunks of whole rows.
 
-Payload: scales[units] | mins[units] (asymmetric) | non-finite section |
+Payload: scales[units] | mins[units] (asymmetric) | exact elements |
 codes section (rest). Meta says everything needed to parse it.
 """
 
@@ -64,6 +64,13 @@ class QuantConfig:
                 raise ValueError("step fixes the grid from the RMS; it cannot be combined with clip")
 
 
+def _rms(stats, length: int) -> np.ndarray:
+    low, high, squares = stats
+    rms = np.sqrt(squares / length)
+    # an F64 unit can overflow the sum of squares; its largest magnitude is a usable RMS stand-in
+    return np.where(np.isfinite(rms), rms, np.maximum(np.abs(low), np.abs(high)))
+
+
 class QuantStrategy(Strategy):
     id = "quant"
     lossless = False
@@ -77,7 +84,6 @@ class QuantStrategy(Strategy):
         dtype_name = common.dtype_name_of(chunk)
         self.check_dtype(dtype_name)
         rows = common.as_rows(chunk)
-        rows, nonfinite, n_nonfinite = common.split_nonfinite(self.id, chunk, rows, config.allow_nonfinite)
         layout = common.layout_for(rows.shape[0], rows.shape[1], config.granularity, config.group_size)
         meta = {
             "bits": config.bits,
@@ -85,52 +91,63 @@ class QuantStrategy(Strategy):
             "granularity": config.granularity,
             "group_size": layout.group_size,
         }
-        if n_nonfinite:
-            meta["nonfinite"] = n_nonfinite
         if layout.count == 0:
             meta.update(scale_dtype="f32", codes="packed")
             return b"", meta
-        work = rows.dtype
         units = common.to_units(rows, layout)
+        stats = kernels.unit_stats(units)
+        exact = np.zeros(0, dtype=np.int64)
+        if not np.isfinite(stats[2].sum()):  # NaN/Inf somewhere (or an F64 sum overflow)
+            exact = common.nonfinite_positions(self.id, rows, config.allow_nonfinite)
+            if exact.size:
+                rows = rows.copy()
+                rows.reshape(-1)[exact] = 0.0
+                units = common.to_units(rows, layout)
+                stats = kernels.unit_stats(units)
+        work = rows.dtype
         levels = 1 << config.bits
-        half = levels >> 1
         if config.symmetric:
-            scale = self._symmetric_step(units, config, kernels)
+            scale = self._symmetric_step(units, stats, config, kernels)
             scale_dtype = common.choose_scale_dtype(config.scale_dtype, config.granularity, scale)
             scale = common.round_scales(scale, scale_dtype, work)
             mins = None
             mul = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale != 0)
-            add = np.full_like(scale, half)
+            add = np.full_like(scale, levels >> 1)
         else:
-            mins, scale = self._asymmetric_grid(units, config, kernels)
+            mins, scale = self._asymmetric_grid(units, stats, config, kernels)
             scale_dtype = common.choose_scale_dtype(config.scale_dtype, config.granularity, scale, mins)
             scale = common.round_scales(scale, scale_dtype, work)
             mins = common.round_scales(mins, scale_dtype, work)
             mul = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale != 0)
             add = -mins * mul
-        codes, counts = kernels.affine_codes(units, mul, add, float(levels - 1))
+        codes, counts, clipped = kernels.affine_codes(units, mul, add, float(levels - 1))
+        if clipped and config.step is not None:
+            # The step grid has no range fitting: the few elements beyond the
+            # b-bit range are stored exactly rather than saturated.
+            mask = common.from_units(kernels.saturated(units, mul, add, float(levels - 1)), layout)
+            exact = np.union1d(exact, np.flatnonzero(mask))
         if layout.padded:
             codes = common.unit_codes_to_rows(codes, layout)
             counts = None
         kind, code_bytes = common.encode_codes(codes, config.bits, counts, config.entropy)
         meta.update(scale_dtype=scale_dtype, codes=kind)
+        if exact.size:
+            meta["exact"] = int(exact.size)
         parts = [common.scale_bytes(scale, scale_dtype)]
         if mins is not None:
             parts.append(common.scale_bytes(mins, scale_dtype))
-        parts += [nonfinite, code_bytes]
+        parts += [common.exact_section(chunk, exact), code_bytes]
         return b"".join(parts), meta
 
     @staticmethod
-    def _symmetric_step(units: np.ndarray, config: QuantConfig, kernels) -> np.ndarray:
+    def _symmetric_step(units: np.ndarray, stats, config: QuantConfig, kernels) -> np.ndarray:
         half = 1 << (config.bits - 1)
+        low, high, squares = stats
         if config.step is not None:
-            rms = np.sqrt(np.einsum("ij,ij->i", units, units, dtype=np.float64) / units.shape[1])
-            return (rms * config.step).astype(units.dtype)
-        high = units.max(axis=1)
-        low = units.min(axis=1)
-        extreme = np.where(-low > high, low, high).astype(np.float64)  # signed largest magnitude
+            return (_rms(stats, units.shape[1]) * config.step).astype(units.dtype)
+        extreme = np.where(-low > high, low, high)  # signed largest magnitude
         if config.clip == "mse":
-            ratio = kernels.mse_clip_search(units, low.astype(np.float64), extreme, _MSE_RATIOS, float(1 << config.bits), True)
+            ratio = kernels.mse_clip_search(units, low, extreme, _MSE_RATIOS, float(1 << config.bits), True)
             extreme = extreme * ratio
         elif config.clip == "octav":
             magnitude = np.abs(units)
@@ -140,13 +157,11 @@ class QuantStrategy(Strategy):
         return (extreme / -half).astype(units.dtype)
 
     @staticmethod
-    def _asymmetric_grid(units: np.ndarray, config: QuantConfig, kernels) -> tuple[np.ndarray, np.ndarray]:
+    def _asymmetric_grid(units: np.ndarray, stats, config: QuantConfig, kernels) -> tuple[np.ndarray, np.ndarray]:
         top = (1 << config.bits) - 1
-        low = units.min(axis=1).astype(np.float64)
-        high = units.max(axis=1).astype(np.float64)
+        low, high, _ = stats
         if config.step is not None:
-            rms = np.sqrt(np.einsum("ij,ij->i", units, units, dtype=np.float64) / units.shape[1])
-            return low.astype(units.dtype), (rms * config.step).astype(units.dtype)
+            return low.astype(units.dtype), (_rms(stats, units.shape[1]) * config.step).astype(units.dtype)
         if config.clip != "none":
             mid = 0.5 * (low + high)
             half_width = 0.5 * (high - low)
@@ -167,9 +182,9 @@ class QuantStrategy(Strategy):
         symmetric = common.meta_choice(meta, "symmetric", (True, False))
         granularity = common.meta_choice(meta, "granularity", ("tensor", "channel", "group"))
         group_size = common.meta_int(meta, "group_size", 0, 1 << 62)
-        scale_dtype = common.meta_choice(meta, "scale_dtype", ("f16", "f32"))
+        scale_dtype = common.meta_choice(meta, "scale_dtype", ("f16", "f32", "f64"))
         kind = common.meta_choice(meta, "codes", ("packed", "rans"))
-        n_nonfinite = common.meta_int(meta, "nonfinite", 0, 1 << 62) if "nonfinite" in meta else 0
+        n_exact = common.meta_int(meta, "exact", 0, 1 << 62) if "exact" in meta else 0
         rows, row_length = common.row_shape(shape)
         layout = common.layout_for(rows, row_length, granularity, group_size)
         if granularity == "group" and layout.count and layout.group_size != group_size:
@@ -183,7 +198,7 @@ class QuantStrategy(Strategy):
         scale_np = common.SCALE_DTYPES[scale_dtype]
         scale = reader.array(scale_np, layout.count).astype(work)
         mins = None if symmetric else reader.array(scale_np, layout.count).astype(work)
-        nonfinite_reader = common.PayloadReader(reader.take(n_nonfinite * (8 + common.dtypes.get(dtype).itemsize)))
+        exact_section = reader.take(common.exact_section_size(n_exact, dtype))
         count = rows * row_length
         codes = common.decode_codes(kind, reader.rest(), bits, count, (1 << bits) - 1)
         unit_codes = common.rows_codes_to_units(codes, layout) if layout.padded else codes.reshape(layout.count, -1)
@@ -196,5 +211,5 @@ class QuantStrategy(Strategy):
             values += mins[:, None]
         out = np.ascontiguousarray(common.from_units(values, layout)) if layout.padded else values
         out = common.finish(out, shape, dtype)
-        common.restore_nonfinite(out, nonfinite_reader, n_nonfinite, dtype)
+        common.restore_exact(out, exact_section, n_exact, dtype)
         return out

@@ -22,6 +22,8 @@ _BUILTIN: dict[str, str] = {
     "zstd": "bie_cli.strategies.zstd:ZstdStrategy",
     "gzip": "bie_cli.strategies.gzip:GzipStrategy",
     "quant": "bie_cli.strategies.quant:QuantStrategy",
+    "nf4": "bie_cli.strategies.nf4:NF4Strategy",
+    "ternary": "bie_cli.strategies.ternary:TernaryStrategy",
 }
 
 _instances: dict[str, Strategy] = {}
