@@ -205,7 +205,7 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     done = 0
     max_in_flight = threads * 2
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-encode") as pool:
-        for info, choice in zip(source.tensors, choices):
+        for info, choice in zip(source.tensors, choices, strict=True):
             strategy = registry.get(choice.strategy)
             step = rows_per_chunk(info, chunk_size)
             count = 0 if info.numel == 0 else -(-info.rows // step)
@@ -218,29 +218,18 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
             digest = spec.new_digest()
             error = None if strategy.lossless else ErrorStats()
             pending: deque = deque()
-
-            def drain(limit: int) -> None:
-                while len(pending) > limit:
-                    row_start, row_stop, future = pending.popleft()
-                    payload, meta, chunk_error = future.result()
-                    writer.write_chunk(row_start, row_stop, meta, payload)
-                    if chunk_error is not None:
-                        error.merge(chunk_error)
-
             for number in range(count):
                 row_start = number * step
                 row_stop = min(row_start + step, info.rows)
                 chunk = source.read(info.name, row_start, row_stop)
-                _check_chunk(chunk, info, choice.strategy)
+                _check_chunk(chunk, info)
                 digest.update(np.ascontiguousarray(chunk).view(np.uint8).reshape(-1))
                 pending.append((row_start, row_stop, pool.submit(_encode_job, strategy, choice.config, chunk, info.dtype)))
-                drain(max_in_flight)
+                _write_finished(writer, pending, error, max_in_flight)
                 done += chunk.nbytes
                 if progress:
                     progress(done, total, info.name)
-            drain(0)
-            if count == 0:
-                digest.update(b"")
+            _write_finished(writer, pending, error, 0)
             stored = writer.bytes_written - start_offset
             original = dtypes.nbytes(info.dtype, info.shape)
             writer.end_tensor({
@@ -257,7 +246,17 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     return stats
 
 
-def _check_chunk(chunk: np.ndarray, info: TensorInfo, strategy_id: str) -> None:
+def _write_finished(writer: ContainerWriter, pending: deque, error: ErrorStats | None, keep: int) -> None:
+    """Write encoded chunks in order until at most ``keep`` are still in flight."""
+    while len(pending) > keep:
+        row_start, row_stop, future = pending.popleft()
+        payload, meta, chunk_error = future.result()
+        writer.write_chunk(row_start, row_stop, meta, payload)
+        if chunk_error is not None:
+            error.merge(chunk_error)
+
+
+def _check_chunk(chunk: np.ndarray, info: TensorInfo) -> None:
     expected = dtypes.get(info.dtype).numpy
     if chunk.dtype != expected:
         raise BadInputError(f"tensor {info.name!r}: source gave {chunk.dtype}, expected {expected}")
@@ -484,7 +483,7 @@ def _scan_all_records(reader: ContainerReader, chunk_owner, bad_chunks, report: 
         while offset < end:
             head = handle.read(spec.RECORD_HEADER.size)
             try:
-                rtype, length, checksum = parse_record_header(head, offset, end - offset)
+                _, length, checksum = parse_record_header(head, offset, end - offset)
             except CorruptContainerError as exc:
                 report.problems.append(str(exc))
                 return

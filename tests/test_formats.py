@@ -102,7 +102,7 @@ def test_missing_shard_is_a_clear_error(tmp_path):
 
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "gone.safetensors"}}))
-    with pytest.raises(BadInputError, match="gone.safetensors"):
+    with pytest.raises(BadInputError, match=r"gone\.safetensors"):
         bie_cli.compress_model(tmp_path / "ckpt", tmp_path / "m.cai")
 
 

@@ -78,7 +78,7 @@ def test_wrong_magic(bie, tmp_path):
 def test_length_field_larger_than_file(container, tmp_path, bie):
     data = bytearray(container.read_bytes())
     offset = spec.FILE_HEADER.size  # the header record
-    rtype, flags, length, checksum, _ = spec.RECORD_HEADER.unpack_from(data, offset)
+    rtype, flags, _, checksum, _ = spec.RECORD_HEADER.unpack_from(data, offset)
     head = spec.RECORD_HEADER.pack(rtype, flags, 60 << 20, checksum, 0)
     crc = zlib.crc32(head[: spec.RECORD_HEADER_CRC_SPAN])
     data[offset : offset + spec.RECORD_HEADER.size] = spec.RECORD_HEADER.pack(rtype, flags, 60 << 20, checksum, crc)
@@ -95,7 +95,7 @@ def test_length_field_larger_than_file(container, tmp_path, bie):
 def test_absurd_index_length_in_trailer(container, tmp_path):
     data = bytearray(container.read_bytes())
     trailer_at = len(data) - spec.TRAILER.size
-    index_offset, index_length, file_length, _, reserved, magic = spec.TRAILER.unpack_from(data, trailer_at)
+    index_offset, _, file_length, _, reserved, magic = spec.TRAILER.unpack_from(data, trailer_at)
     head = spec.TRAILER.pack(index_offset, 1 << 60, file_length, 0, reserved, magic)
     crc = zlib.crc32(head[: spec.TRAILER_CRC_SPAN])
     data[trailer_at:] = spec.TRAILER.pack(index_offset, 1 << 60, file_length, crc, reserved, magic)

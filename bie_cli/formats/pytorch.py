@@ -167,7 +167,7 @@ def _wrapper_prefix(obj) -> str | None:
     return None
 
 
-def open(path: str) -> CheckpointSource:  # noqa: A001 (the format-module contract)
+def open(path: str) -> CheckpointSource:
     obj = _load(path)
     flattener = _Flattener(path)
     wrapper = _wrapper_prefix(obj)

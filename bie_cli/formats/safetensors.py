@@ -180,7 +180,7 @@ def _shard_files(path: str) -> tuple[list[str], dict | None]:
     return [os.path.join(path, f) for f in files], None
 
 
-def open(path: str) -> CheckpointSource:  # noqa: A001 (the format-module contract)
+def open(path: str) -> CheckpointSource:
     sharded = os.path.isdir(path) or path.endswith(".index.json")
     shard_paths, index = _shard_files(path) if sharded else ([path], None)
     shards: list[_ShardReader] = []

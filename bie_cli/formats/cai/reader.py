@@ -177,7 +177,7 @@ def parse_record_header(head: bytes, offset: int, remaining: int | None) -> tupl
     """Check one record header; return (type, body length, body checksum)."""
     if len(head) < spec.RECORD_HEADER.size:
         raise _corrupt("file ends inside a record header (truncated)", offset)
-    rtype, flags, length, checksum, crc = spec.RECORD_HEADER.unpack(head)
+    rtype, _flags, length, checksum, crc = spec.RECORD_HEADER.unpack(head)
     if zlib.crc32(head[: spec.RECORD_HEADER_CRC_SPAN]) != crc:
         raise _corrupt("record header checksum mismatch", offset)
     cap = {
@@ -571,6 +571,22 @@ class ContainerReader:
             if ref.row_stop <= row_start or ref.row_start >= row_stop:
                 continue
             yield ref.row_start, ref.row_stop, decode_chunk(entry, self.read_chunk(entry, number))
+            self._release(ref.offset, ref.length)
+
+    def _release(self, offset: int, length: int) -> None:
+        """Drop a finished chunk's pages from this process's memory map.
+
+        The pages stay in the OS page cache and are faulted back in from the
+        file if touched again, so views handed out stay valid; without this a
+        full pass over a large container would count the whole file in our
+        resident memory."""
+        if not hasattr(mmap, "MADV_DONTNEED") or self._map is None:
+            return
+        start = offset - offset % mmap.PAGESIZE
+        end = min(offset + length, self.file_length)
+        end -= end % mmap.PAGESIZE  # only whole pages that belong to this record's range
+        if end > start:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def read_tensor(self, name: str, row_start: int | None = None, row_stop: int | None = None) -> np.ndarray:
         """Decode a tensor, or rows ``[row_start, row_stop)`` of it (only those chunks are read)."""
