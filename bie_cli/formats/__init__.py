@@ -53,12 +53,16 @@ def detect(path: str) -> str:
     if not os.path.exists(path):
         raise BadInputError(f"no such file or directory: {path}")
     extension = os.path.splitext(path)[1].lower()
-    for name, (_, extensions) in _FORMATS.items():
-        if extension in extensions and module(name).sniff(path):
-            return name
-    for name in _FORMATS:
+    by_extension = [name for name, (_, extensions) in _FORMATS.items() if extension in extensions]
+    for name in by_extension:
         if module(name).sniff(path):
             return name
+    for name in _FORMATS:
+        if name not in by_extension and module(name).sniff(path):
+            return name
+    if by_extension and not os.path.isdir(path):
+        # The name says what it should be; that format's reader explains what is wrong with it.
+        return by_extension[0]
     raise BadInputError(
         f"{path} is not a checkpoint bie can read (safetensors file or directory, "
         "PyTorch .pt/.pth/.bin, ONNX)"

@@ -92,8 +92,9 @@ ALIGN_SMALL = 64
 #: Constant-node tensors smaller than this stay in the graph: they are shapes,
 #: axes and scalars, and a container record costs more than they could save.
 CONSTANT_MIN_BYTES = 64
-#: deeper subgraph nesting than this is refused (no real model comes close).
-MAX_GRAPH_DEPTH = 64
+#: deeper subgraph nesting than this is refused: no real model comes close, and
+#: protobuf's own parser stops at 100 message levels (3 per If/Loop level).
+MAX_GRAPH_DEPTH = 24
 
 # TensorProto.DataType -> canonical dtype name; the ones bie_cli.dtypes knows.
 _ONNX_TO_CANONICAL = {
@@ -588,14 +589,14 @@ class _Extractor:
     def graph(self, graph, tree: _GraphTree, where: str) -> None:
         if len(tree.initializers) != len(graph.initializer) or len(tree.nodes) != len(graph.node):
             raise OnnxModelError(f"{self.path} is truncated or not an ONNX model: graph {where} did not parse consistently")
-        for tensor, raw in zip(graph.initializer, tree.initializers):
+        for tensor, raw in zip(graph.initializer, tree.initializers, strict=True):
             self.tensor(tensor, raw, tensor.name, "initializer", where)
-        for node, attributes in zip(graph.node, tree.nodes):
+        for node, attributes in zip(graph.node, tree.nodes, strict=True):
             if len(attributes) != len(node.attribute):
                 raise OnnxModelError(f"{self.path} is truncated or not an ONNX model: node {node.name!r} did not parse consistently")
             is_constant = node.op_type == "Constant" and node.domain in ("", "ai.onnx")
             output = node.output[0] if node.output else ""
-            for attribute, attribute_tree in zip(node.attribute, attributes):
+            for attribute, attribute_tree in zip(node.attribute, attributes, strict=True):
                 node_where = f"{where}/{node.op_type}:{node.name or output}"
                 if is_constant and attribute.HasField("t"):
                     if attribute.name == "value":
@@ -610,7 +611,7 @@ class _Extractor:
                     self.graph(attribute.g, attribute_tree.graph, f"{node_where}/{attribute.name}")
                 if len(attribute.graphs) != len(attribute_tree.graphs):
                     raise OnnxModelError(f"{self.path} is truncated or not an ONNX model: node {node.name!r} did not parse consistently")
-                for index, (subgraph, subtree) in enumerate(zip(attribute.graphs, attribute_tree.graphs)):
+                for index, (subgraph, subtree) in enumerate(zip(attribute.graphs, attribute_tree.graphs, strict=True)):
                     self.graph(subgraph, subtree, f"{node_where}/{attribute.name}[{index}]")
 
 
@@ -622,7 +623,7 @@ def _itemsize_hint(data_type: int) -> int | None:
     return {18: 1, 20: 1, 24: 1}.get(data_type)
 
 
-def open(path: str) -> CheckpointSource:  # noqa: A001 (the format-module contract)
+def open(path: str) -> CheckpointSource:
     """Open an ONNX model lazily: the graph is parsed, weights are read on demand."""
     path = os.fspath(path)
     try:

@@ -180,3 +180,37 @@ def from_bytes(data: bytes | memoryview, shape: tuple[int, ...], dtype: str) -> 
             f"payload holds {len(data)} bytes, shape {shape} of {dtype} needs {count * np_dtype.itemsize}"
         )
     return np.frombuffer(data, dtype=np_dtype).reshape(shape)
+
+
+class ByteCodecStrategy(Strategy):
+    """A general-purpose byte compressor over the element bytes, with a raw fallback.
+
+    Subclasses give ``compress_bytes`` and ``decompress_bytes``; this class
+    keeps the chunk no larger than raw (meta ``{"stored": "raw"}``) and bounds
+    decompression by the size the shape implies, so a hostile frame cannot
+    claim gigabytes.
+    """
+
+    lossless = True
+
+    def compress_bytes(self, data: memoryview, config: Any) -> bytes:
+        raise NotImplementedError
+
+    def decompress_bytes(self, payload: bytes | memoryview, size: int) -> bytes:
+        raise NotImplementedError
+
+    def encode(self, chunk: np.ndarray, config: Any) -> tuple[bytes, dict]:
+        data = as_bytes(chunk)
+        packed = self.compress_bytes(data, config)
+        if len(packed) >= len(data):
+            return bytes(data), {"stored": "raw"}
+        return packed, {}
+
+    def decode(self, payload, meta, shape, dtype) -> np.ndarray:
+        if meta.get("stored") == "raw":
+            return from_bytes(payload, shape, dtype)
+        size = dtypes.nbytes(dtype, tuple(shape))
+        data = self.decompress_bytes(payload, size)
+        if len(data) != size:
+            raise ValueError(f"{self.id} payload decodes to {len(data)} bytes, the chunk needs {size}")
+        return from_bytes(data, shape, dtype)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-import numpy as np
+from .base import ByteCodecStrategy
 
-from .. import dtypes
-from .base import Strategy, as_bytes, from_bytes
+GZIP_WBITS = 31  # zlib's gzip wrapper; its fixed header (mtime 0) keeps bytes deterministic
 
 
 @dataclass(frozen=True)
@@ -20,27 +19,18 @@ class GzipConfig:
             raise ValueError(f"level must be between 0 and 9, got {self.level}")
 
 
-class GzipStrategy(Strategy):
+class GzipStrategy(ByteCodecStrategy):
     id = "gzip"
-    lossless = True
     description = "gzip (DEFLATE) over the element bytes (raw when that is smaller)"
     Config = GzipConfig
 
-    def encode(self, chunk: np.ndarray, config: GzipConfig) -> tuple[bytes, dict]:
-        data = as_bytes(chunk)
-        # mtime=0 in a fixed gzip header keeps the bytes deterministic.
-        compressor = zlib.compressobj(config.level, zlib.DEFLATED, 31)
-        packed = compressor.compress(data) + compressor.flush()
-        if len(packed) >= len(data):
-            return bytes(data), {"stored": "raw"}
-        return packed, {}
+    def compress_bytes(self, data, config: GzipConfig) -> bytes:
+        compressor = zlib.compressobj(config.level, zlib.DEFLATED, GZIP_WBITS)
+        return compressor.compress(data) + compressor.flush()
 
-    def decode(self, payload, meta, shape, dtype) -> np.ndarray:
-        if meta.get("stored") == "raw":
-            return from_bytes(payload, shape, dtype)
-        size = dtypes.nbytes(dtype, tuple(shape))
-        decompressor = zlib.decompressobj(31)
+    def decompress_bytes(self, payload, size: int) -> bytes:
+        decompressor = zlib.decompressobj(GZIP_WBITS)
         data = decompressor.decompress(payload, size)
         if decompressor.unconsumed_tail or not decompressor.eof:
-            raise ValueError("gzip stream is longer than the chunk's shape allows or truncated")
-        return from_bytes(data, shape, dtype)
+            raise ValueError("gzip stream is longer than the chunk's shape allows, or truncated")
+        return data

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import zstandard
 
-from .. import dtypes
-from .base import Strategy, as_bytes, from_bytes
+from .base import ByteCodecStrategy
 
-# Long-range matching and dictionary training buy nothing on float weights;
-# plain levels keep the payload decodable by any zstd.
+# Long-range matching and dictionaries buy nothing on float weights; plain
+# levels keep the payload decodable by any zstd.
 
 
 @dataclass(frozen=True)
@@ -23,28 +21,13 @@ class ZstdConfig:
             raise ValueError(f"level must be between -7 and 22, got {self.level}")
 
 
-class ZstdStrategy(Strategy):
+class ZstdStrategy(ByteCodecStrategy):
     id = "zstd"
-    lossless = True
     description = "Zstandard over the element bytes (raw when that is smaller)"
     Config = ZstdConfig
 
-    def encode(self, chunk: np.ndarray, config: ZstdConfig) -> tuple[bytes, dict]:
-        data = as_bytes(chunk)
-        packed = zstandard.ZstdCompressor(level=config.level).compress(data)
-        if len(packed) >= len(data):
-            return bytes(data), {"stored": "raw"}
-        return packed, {}
+    def compress_bytes(self, data, config: ZstdConfig) -> bytes:
+        return zstandard.ZstdCompressor(level=config.level).compress(data)
 
-    def decode(self, payload, meta, shape, dtype) -> np.ndarray:
-        if meta.get("stored") == "raw":
-            return from_bytes(payload, shape, dtype)
-        data = _decompress(payload, shape, dtype)
-        return from_bytes(data, shape, dtype)
-
-
-def _decompress(payload, shape, dtype) -> bytes:
-    size = dtypes.nbytes(dtype, tuple(shape))
-    # max_output_size bounds the allocation to what the shape says, so a
-    # hostile frame cannot claim gigabytes.
-    return zstandard.ZstdDecompressor().decompress(payload, max_output_size=max(size, 1))
+    def decompress_bytes(self, payload, size: int) -> bytes:
+        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=max(size, 1))
