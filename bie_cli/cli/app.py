@@ -75,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # the reader of our stdout went away (e.g. `| head`): not our failure to report
         return 141
+    except OSError as exc:  # disk full, permission denied mid-run, ...: the environment, not the input format
+        if _debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        _error(f"{exc.strerror or exc}{where}")
+        return 2
     except MemoryError:
         _error("out of memory; try a smaller --chunk-size or fewer --threads")
         return 2

@@ -243,7 +243,6 @@ def decode_chunk(entry: TensorEntry, chunk: Chunk) -> np.ndarray:
     strategy = registry.get(entry.strategy)
     shape = entry.chunk_shape(chunk.row_start, chunk.row_stop)
     try:
-        config = strategy.config_from_dict(entry.config)  # noqa: F841 (validates the stored config)
         array = strategy.decode(chunk.payload, chunk.meta, shape, entry.dtype)
     except BieError as exc:
         raise CorruptContainerError(
