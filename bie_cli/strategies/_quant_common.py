@@ -84,18 +84,26 @@ def exact_section_size(count: int, dtype_name: str) -> int:
     return count * (8 + dtypes.get(dtype_name).itemsize)
 
 
+def read_exact(section: np.ndarray, count: int, dtype_name: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 flat positions, original values) of the exactly stored elements of a ``size``-element chunk."""
+    np_dtype = dtypes.get(dtype_name).numpy
+    if count == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np_dtype)
+    reader = PayloadReader(section)
+    positions = reader.array("<u8", count)
+    values = reader.array(np_dtype, count)
+    if int(positions.max()) >= size:
+        raise ValueError("exactly stored element outside the chunk")
+    return positions.astype(np.int64), values
+
+
 def restore_exact(out: np.ndarray, section: np.ndarray, count: int, dtype_name: str) -> None:
     """Write the exactly stored elements back into ``out``."""
     if count == 0:
         return
-    reader = PayloadReader(section)
-    np_dtype = dtypes.get(dtype_name).numpy
     flat = out.reshape(-1)
-    positions = reader.array("<u8", count)
-    values = reader.array(np_dtype, count)
-    if int(positions.max()) >= flat.size:
-        raise ValueError("exactly stored element outside the chunk")
-    flat[positions.astype(np.int64)] = values
+    positions, values = read_exact(section, count, dtype_name, flat.size)
+    flat[positions] = values
 
 
 # -- scale units ---------------------------------------------------------------------

@@ -142,7 +142,7 @@ class QuantStrategy(Strategy):
     @staticmethod
     def _symmetric_step(units: np.ndarray, stats, config: QuantConfig, kernels) -> np.ndarray:
         half = 1 << (config.bits - 1)
-        low, high, squares = stats
+        low, high, _squares = stats
         if config.step is not None:
             return (_rms(stats, units.shape[1]) * config.step).astype(units.dtype)
         extreme = np.where(-low > high, low, high)  # signed largest magnitude
@@ -177,39 +177,74 @@ class QuantStrategy(Strategy):
 
     def decode(self, payload, meta, shape, dtype) -> np.ndarray:
         shape = tuple(shape)
-        self.check_dtype(dtype)
-        bits = common.meta_int(meta, "bits", 2, 8)
-        symmetric = common.meta_choice(meta, "symmetric", (True, False))
-        granularity = common.meta_choice(meta, "granularity", ("tensor", "channel", "group"))
-        group_size = common.meta_int(meta, "group_size", 0, 1 << 62)
-        scale_dtype = common.meta_choice(meta, "scale_dtype", ("f16", "f32", "f64"))
-        kind = common.meta_choice(meta, "codes", ("packed", "rans"))
-        n_exact = common.meta_int(meta, "exact", 0, 1 << 62) if "exact" in meta else 0
-        rows, row_length = common.row_shape(shape)
-        layout = common.layout_for(rows, row_length, granularity, group_size)
-        if granularity == "group" and layout.count and layout.group_size != group_size:
-            raise ValueError(f"meta group_size={group_size} does not fit rows of {row_length}")
-        reader = common.PayloadReader(payload)
-        work = common.work_dtype(dtype)
+        parsed = unpack(payload, meta, shape, dtype)
+        layout, work = parsed.layout, common.work_dtype(dtype)
         if layout.count == 0:
-            if len(reader.rest()):
-                raise ValueError("payload of an empty chunk is not empty")
             return common.finish(np.zeros(shape, dtype=work), shape, dtype)
-        scale_np = common.SCALE_DTYPES[scale_dtype]
-        scale = reader.array(scale_np, layout.count).astype(work)
-        mins = None if symmetric else reader.array(scale_np, layout.count).astype(work)
-        exact_section = reader.take(common.exact_section_size(n_exact, dtype))
-        count = rows * row_length
-        codes = common.decode_codes(kind, reader.rest(), bits, count, (1 << bits) - 1)
+        codes = parsed.codes
         unit_codes = common.rows_codes_to_units(codes, layout) if layout.padded else codes.reshape(layout.count, -1)
         values = unit_codes.astype(work)
-        if symmetric:
-            values -= work.type(1 << (bits - 1))
-            values *= scale[:, None]
+        if parsed.symmetric:
+            values -= work.type(1 << (parsed.bits - 1))
+            values *= parsed.scale[:, None]
         else:
-            values *= scale[:, None]
-            values += mins[:, None]
+            values *= parsed.scale[:, None]
+            values += parsed.mins[:, None]
         out = np.ascontiguousarray(common.from_units(values, layout)) if layout.padded else values
         out = common.finish(out, shape, dtype)
-        common.restore_exact(out, exact_section, n_exact, dtype)
+        out.reshape(-1)[parsed.exact_positions] = parsed.exact_values
         return out
+
+
+@dataclass(frozen=True)
+class QuantizedChunk:
+    """A ``quant`` chunk parsed but not dequantized: what :func:`unpack` returns.
+
+    ``codes`` are the chunk's codes in row-major element order (uint8, one per
+    element); unit ``u`` (see ``layout``) reconstructs as
+    ``(code - 2**(bits-1)) * scale[u]`` (symmetric) or ``mins[u] + code * scale[u]``,
+    then the ``exact_positions`` (flat) take ``exact_values`` (the chunk's dtype).
+    ``decode`` and the matmul kernels (``bie_cli.kernels.quant``) both read this.
+    """
+
+    bits: int
+    symmetric: bool
+    layout: common.UnitLayout
+    codes: np.ndarray
+    scale: np.ndarray
+    mins: np.ndarray | None
+    exact_positions: np.ndarray
+    exact_values: np.ndarray
+
+
+def unpack(payload, meta: dict, shape: tuple[int, ...], dtype: str) -> QuantizedChunk:
+    """Parse and check a ``quant`` payload (entropy stage decoded) without dequantizing it."""
+    shape = tuple(shape)
+    QuantStrategy().check_dtype(dtype)
+    bits = common.meta_int(meta, "bits", 2, 8)
+    symmetric = common.meta_choice(meta, "symmetric", (True, False))
+    granularity = common.meta_choice(meta, "granularity", ("tensor", "channel", "group"))
+    group_size = common.meta_int(meta, "group_size", 0, 1 << 62)
+    scale_dtype = common.meta_choice(meta, "scale_dtype", ("f16", "f32", "f64"))
+    kind = common.meta_choice(meta, "codes", ("packed", "rans"))
+    n_exact = common.meta_int(meta, "exact", 0, 1 << 62) if "exact" in meta else 0
+    rows, row_length = common.row_shape(shape)
+    layout = common.layout_for(rows, row_length, granularity, group_size)
+    if granularity == "group" and layout.count and layout.group_size != group_size:
+        raise ValueError(f"meta group_size={group_size} does not fit rows of {row_length}")
+    reader = common.PayloadReader(payload)
+    work = common.work_dtype(dtype)
+    if layout.count == 0:
+        if len(reader.rest()):
+            raise ValueError("payload of an empty chunk is not empty")
+        none = np.zeros(0, dtype=work)
+        positions, values = common.read_exact(none, 0, dtype, 0)
+        return QuantizedChunk(bits, symmetric, layout, np.zeros(0, np.uint8), none, None, positions, values)
+    scale_np = common.SCALE_DTYPES[scale_dtype]
+    scale = reader.array(scale_np, layout.count).astype(work)
+    mins = None if symmetric else reader.array(scale_np, layout.count).astype(work)
+    exact_section = reader.take(common.exact_section_size(n_exact, dtype))
+    count = rows * row_length
+    codes = common.decode_codes(kind, reader.rest(), bits, count, (1 << bits) - 1)
+    positions, values = common.read_exact(exact_section, n_exact, dtype, count)
+    return QuantizedChunk(bits, symmetric, layout, codes, scale, mins, positions, values)

@@ -24,6 +24,13 @@ _BUILTIN: dict[str, str] = {
     "quant": "bie_cli.strategies.quant:QuantStrategy",
     "nf4": "bie_cli.strategies.nf4:NF4Strategy",
     "ternary": "bie_cli.strategies.ternary:TernaryStrategy",
+    "sdr": "bie_cli.strategies.sdr:SdrStrategy",
+    "bie-binary": "bie_cli.strategies.bie_binary:BinaryStrategy",
+    "bie-bitplane": "bie_cli.strategies.bie_bitplane:BitplaneStrategy",
+    "bie-blocked": "bie_cli.strategies.bie_blocked:BlockedStrategy",
+    "float-split": "bie_cli.strategies.float_split:FloatSplitStrategy",
+    "rle": "bie_cli.strategies.rle:RleStrategy",
+    "delta": "bie_cli.strategies.delta:DeltaStrategy",
 }
 
 _instances: dict[str, Strategy] = {}

@@ -39,6 +39,14 @@ def golden_input(case: dict) -> np.ndarray:
         values = rng.integers(spec.get("low", 0), spec.get("high", 100), count)
     elif kind == "runs":
         values = np.repeat(rng.integers(0, 4, count // 8 + 1), 8)[:count]
+    elif kind == "float-specials":
+        # normal weights with NaN (two payloads), +-inf, +-0, subnormals every 7th element
+        values = (rng.standard_normal(count) * spec.get("scale", 0.05)).astype(np.float64)
+        specials = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-310, -5e-324])
+        values[::7] = specials[np.arange(values[::7].size) % specials.size]
+        return values.astype(np_dtype).reshape(shape)
+    elif kind == "ramp":
+        values = np.arange(count) * spec.get("step", 1) + spec.get("start", 0)
     elif kind == "bool":
         values = rng.random(count) > 0.5
     else:
@@ -55,6 +63,41 @@ CASES: dict[str, list[tuple[str, str, list[int], dict, dict]]] = {
     "gzip": [("bf16", "BF16", [16, 16], {"level": 6}, {"kind": "normal", "seed": 5}),
              ("u8", "U8", [128], {"level": 9}, {"kind": "runs", "seed": 6})],
 }
+
+
+# Quantization strategies (issue 5): small chunks, one case per payload layout.
+CASES.update({
+    "quant": [("g64-sym-rans", "F32", [8, 96], {"bits": 4, "group_size": 64}, {"kind": "normal", "seed": 11}),
+              ("asym-mse-packed", "BF16", [6, 40], {"bits": 3, "symmetric": False, "granularity": "channel",
+                                                    "clip": "mse", "entropy": "none"}, {"kind": "normal", "seed": 12}),
+              ("step-tensor-f16", "F16", [4, 64], {"bits": 8, "step": 0.25, "granularity": "tensor"},
+               {"kind": "normal", "seed": 13}),
+              ("octav-f64-1d", "F64", [50], {"bits": 5, "clip": "octav", "granularity": "channel"},
+               {"kind": "normal", "seed": 14})],
+    "nf4": [("b64-rans", "F32", [4, 128], {}, {"kind": "normal", "seed": 21}),
+            ("dq-packed", "BF16", [8, 100], {"block_size": 32, "double_quant": True, "entropy": "none"},
+             {"kind": "normal", "seed": 22})],
+    "ternary": [("channel-trits", "F32", [5, 33], {"entropy": "none"}, {"kind": "normal", "seed": 31}),
+                ("group-fit", "F16", [3, 70], {"granularity": "group", "group_size": 32, "scale": "fit"},
+                 {"kind": "normal", "seed": 32})],
+})
+
+# Lossless strategies of issue 3: float-split (one case per element width and
+# residual choice), rle (runs and incompressible), delta (each inner coder).
+CASES.update({
+    "float-split": [("f32", "F32", [48, 32], {}, {"kind": "normal", "seed": 41}),
+                    ("bf16-specials", "BF16", [40, 24], {}, {"kind": "float-specials", "seed": 42}),
+                    ("f16-r4", "F16", [700], {"residual_bits": 4}, {"kind": "normal", "seed": 43}),
+                    ("f64-specials", "F64", [9, 30], {}, {"kind": "float-specials", "seed": 44, "scale": 1.0}),
+                    ("f8e4m3", "F8_E4M3", [20, 50], {}, {"kind": "normal", "seed": 45, "scale": 1.0}),
+                    ("c64", "C64", [100], {}, {"kind": "normal", "seed": 46})],
+    "rle": [("u8-runs", "U8", [20, 13], {}, {"kind": "runs", "seed": 51}),
+            ("f32-sparse", "F32", [16, 16], {}, {"kind": "sparse-normal", "seed": 52, "density": 0.1}),
+            ("i64-raw", "I64", [40], {}, {"kind": "integers", "seed": 53, "high": 1 << 40})],
+    "delta": [("i64-ramp-rle", "I64", [1, 512], {"inner": "rle"}, {"kind": "ramp", "seed": 61}),
+              ("i32-ramp-zstd", "I32", [300], {"inner": "zstd", "level": 3}, {"kind": "ramp", "seed": 62, "step": 3}),
+              ("u16-raw", "U16", [7, 5], {"inner": "raw"}, {"kind": "integers", "seed": 63})],
+})
 
 
 def write_cases(strategy_id: str) -> None:
