@@ -12,8 +12,13 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = [
-    "BieError", "compress_model", "decompress_model", "load_state_dict", "open_container",
-    "verify_container", "__version__",
+    "BieError",
+    "__version__",
+    "compress_model",
+    "decompress_model",
+    "load_state_dict",
+    "open_container",
+    "verify_container",
 ]
 
 

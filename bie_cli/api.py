@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from .formats.cai.reader import ContainerReader, TensorEntry
+from .formats.cai.reader import ContainerReader, TensorEntry, check_bits
 
 
 class Container(Mapping):
@@ -17,9 +17,15 @@ class Container(Mapping):
     decodes only the chunks that hold those rows. Lossy tensors come back
     dequantized in their original dtype. Use as a context manager, or call
     :meth:`close`, to release the memory map.
+
+    ``bits=m``: tensors of a progressive strategy (``bie-bitplane``) are
+    rebuilt from their top ``m`` planes, reading only those bytes; other
+    tensors ignore it.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, bits: int | None = None) -> None:
+        check_bits(bits)
+        self._bits = bits
         self._reader = ContainerReader(path)
 
     @property
@@ -36,12 +42,12 @@ class Container(Mapping):
 
     def read(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` of a tensor (along its first axis)."""
-        return self._reader.read_tensor(name, start, stop)
+        return self._reader.read_tensor(name, start, stop, self._bits)
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._reader:
             raise KeyError(name)
-        return self._reader.read_tensor(name)
+        return self._reader.read_tensor(name, bits=self._bits)
 
     def __iter__(self) -> Iterator[str]:
         return (entry.name for entry in self._reader.entries)
@@ -65,8 +71,9 @@ class Container(Mapping):
         return f"Container({self.path!r}, {len(self)} tensors)"
 
 
-def open_container(path: str | os.PathLike) -> Container:
-    return Container(path)
+def open_container(path: str | os.PathLike, bits: int | None = None) -> Container:
+    """A lazy mapping name -> array; ``bits=m`` decodes progressive tensors from their top m planes."""
+    return Container(path, bits)
 
 
 def load_state_dict(path: str | os.PathLike) -> dict:

@@ -28,7 +28,7 @@ from . import __version__, dtypes, formats
 from .errors import BadInputError, CorruptContainerError, VerificationFailedError
 from .formats.base import CheckpointSource, TensorInfo
 from .formats.cai import spec
-from .formats.cai.reader import ContainerReader, StreamDecoder, TensorEntry, parse_record_header
+from .formats.cai.reader import ContainerReader, StreamDecoder, TensorEntry, check_bits, parse_record_header
 from .formats.cai.writer import ContainerWriter
 from .metrics import ErrorStats
 from .plan import DEFAULT_STRATEGY, Planner, StrategySpec, load_policy, parse_rule, parse_strategy
@@ -138,7 +138,7 @@ def _encode_job(strategy, config, chunk: np.ndarray, dtype: str):
     """Runs in a worker thread: encode, and for lossy strategies measure the real error."""
     payload, meta = strategy.encode(chunk, config)
     stats = None
-    if not strategy.lossless:
+    if not strategy.is_lossless(config):
         decoded = strategy.decode(memoryview(payload), meta, chunk.shape, dtype)
         stats = ErrorStats()
         stats.add(chunk, decoded)
@@ -218,7 +218,8 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
                 "rows_per_chunk": step, "chunk_count": count,
             })
             digest = spec.new_digest()
-            error = None if strategy.lossless else ErrorStats()
+            lossless = strategy.is_lossless(choice.config)
+            error = None if lossless else ErrorStats()
             pending: deque = deque()
             for number in range(count):
                 row_start = number * step
@@ -236,11 +237,11 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
             original = dtypes.nbytes(info.dtype, info.shape)
             writer.end_tensor({
                 "digest": digest.hexdigest(), "original_bytes": original, "stored_bytes": stored,
-                "lossless": strategy.lossless, "stats": error.to_dict() if error else None,
+                "lossless": lossless, "stats": error.to_dict() if error else None,
             })
             stats.tensors.append(TensorStats(
                 info.name, info.dtype, list(info.shape), choice.strategy, choice.reason,
-                original, stored, strategy.lossless, error.to_dict() if error else None,
+                original, stored, lossless, error.to_dict() if error else None,
                 time.perf_counter() - tensor_started,
             ))
     writer.finish()
@@ -281,11 +282,11 @@ class DecompressStats:
         return asdict(self)
 
 
-def _checked_chunks(reader: ContainerReader, entries: list[TensorEntry]) -> Iterator[tuple[str, np.ndarray]]:
+def _checked_chunks(reader: ContainerReader, entries: list[TensorEntry], bits: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Decoded chunks in order; each lossless tensor's bytes are checked against its digest."""
     for entry in entries:
         digest = spec.new_digest()
-        for _, _, array in reader.iter_chunks(entry):
+        for _, _, array in reader.iter_chunks(entry, bits=bits):
             digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
             yield entry.name, array
         if _lossless(entry) and digest.hexdigest() != entry.digest:
@@ -304,10 +305,15 @@ def decompress_model(
     tensors: Sequence[str] | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    bits: int | None = None,
     **format_options,
 ) -> DecompressStats:
-    """Rebuild a checkpoint from container ``src`` (``"-"``: stdin) at ``dst``."""
+    """Rebuild a checkpoint from container ``src`` (``"-"``: stdin) at ``dst``.
+
+    ``bits=m`` rebuilds tensors of a progressive strategy (``bie-bitplane``)
+    from their top ``m`` planes only; other tensors ignore it."""
     src, dst = os.fspath(src), os.fspath(dst)
+    check_bits(bits)
     output_format = formats.format_for_output(dst, format)
     writer_module = formats.module(output_format)
     if output_format == "onnx":
@@ -321,7 +327,7 @@ def decompress_model(
         infos = _manifest(decoder.header)
         selected = _select(infos, wanted, src)
         names = {info.name for info in selected}
-        stream = decoder.chunks()
+        stream = decoder.chunks(bits=bits)
         chunks = ((entry.name, array) for entry, _, _, array in stream if entry.name in names)
         header, blobs = decoder.header, decoder.blobs
         drain = stream
@@ -330,7 +336,7 @@ def decompress_model(
         infos = [TensorInfo(e.name, e.dtype, e.shape) for e in reader.entries]
         selected = _select(infos, wanted, src)
         entries = [reader.entry(info.name) for info in selected]
-        chunks = _checked_chunks(reader, entries)
+        chunks = _checked_chunks(reader, entries, bits)
         header = reader.header
         blobs = {name: reader.blob(name) for name in reader._blobs}
         drain = None

@@ -187,7 +187,7 @@ class Planner:
         fallback_why = None
         if not strategy.supports(info.dtype):
             fallback_why = f"{strategy.id} does not take {info.dtype}"
-        elif not strategy.lossless:
+        elif not strategy.is_lossless(config):
             if info.dtype not in _lossy_dtypes():
                 fallback_why = f"{info.dtype} is not a float dtype"
             elif len(info.shape) < 2:

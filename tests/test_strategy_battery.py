@@ -131,7 +131,7 @@ def test_golden_payload_decodes(meta_path):
     payload = meta_path.with_suffix(".bin").read_bytes()
     decoded = strategy.decode(memoryview(payload), case["meta"], tuple(case["shape"]), case["dtype"])
     original = golden_input(case)
-    if strategy.lossless:
+    if strategy.is_lossless(strategy.config_from_dict(case["config"])):
         assert decoded.tobytes() == original.tobytes()
     else:
         expected = case.get("decoded_sha256")

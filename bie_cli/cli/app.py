@@ -11,7 +11,7 @@ import sys
 import click
 import typer
 
-from . import compress, decompress, inspect, strategies, verify
+from . import bench, compress, decompress, inspect, strategies, verify
 
 app = typer.Typer(
     name="bie",
@@ -48,6 +48,7 @@ app.command("decompress")(decompress.command)
 app.command("inspect")(inspect.command)
 app.command("verify")(verify.command)
 app.command("strategies")(strategies.command)
+app.command("bench")(bench.command)
 
 
 def _error(message: str) -> None:

@@ -51,6 +51,23 @@ class Strategy:
     ) -> np.ndarray:
         raise NotImplementedError
 
+    # -- optional ----------------------------------------------------------------
+    #: True when :meth:`decode_planes` can rebuild a chunk from a prefix of its
+    #: payload (``bie-bitplane``); readers then skip the whole-record checksum
+    #: and let the strategy verify only the bytes it reads.
+    progressive: ClassVar[bool] = False
+
+    def is_lossless(self, config: Any) -> bool:
+        """Whether this config decodes bit-exact (e.g. ``sdr`` is, unless it prunes or quantizes)."""
+        return self.lossless
+
+    def decode_planes(
+        self, payload: bytes | memoryview, meta: dict, shape: tuple[int, ...], dtype: str, bits: int
+    ) -> np.ndarray:
+        """Progressive strategies: decode from the top ``bits`` planes only, reading and
+        checksumming only their bytes (the rest of ``payload`` must not be touched)."""
+        raise NotImplementedError(f"strategy {self.id!r} is not progressive")
+
     # -- plumbing ----------------------------------------------------------------
     def supports(self, dtype: str) -> bool:
         return self.dtypes is None or dtype in self.dtypes

@@ -87,7 +87,7 @@ CASES.update({
 CASES.update({
     "float-split": [("f32", "F32", [48, 32], {}, {"kind": "normal", "seed": 41}),
                     ("bf16-specials", "BF16", [40, 24], {}, {"kind": "float-specials", "seed": 42}),
-                    ("f16-r4", "F16", [700], {"residual_bits": 4}, {"kind": "normal", "seed": 43}),
+                    ("f16-low4", "F16", [40, 80], {"low_bits": 4}, {"kind": "normal", "seed": 43}),
                     ("f64-specials", "F64", [9, 30], {}, {"kind": "float-specials", "seed": 44, "scale": 1.0}),
                     ("f8e4m3", "F8_E4M3", [20, 50], {}, {"kind": "normal", "seed": 45, "scale": 1.0}),
                     ("c64", "C64", [100], {}, {"kind": "normal", "seed": 46})],
@@ -97,6 +97,32 @@ CASES.update({
     "delta": [("i64-ramp-rle", "I64", [1, 512], {"inner": "rle"}, {"kind": "ramp", "seed": 61}),
               ("i32-ramp-zstd", "I32", [300], {"inner": "zstd", "level": 3}, {"kind": "ramp", "seed": 62, "step": 3}),
               ("u16-raw", "U16", [7, 5], {"inner": "raw"}, {"kind": "integers", "seed": 63})],
+})
+
+
+# Bit-Index Encodings and SDR index storage (issue 6): each position kind
+# (gaps, bitmap, all), every values mode, progressive planes, mask/index tiles.
+CASES.update({
+    "sdr": [("f32-gaps", "F32", [32, 64], {}, {"kind": "sparse-normal", "seed": 71, "density": 0.05}),
+            ("bf16-bitmap", "BF16", [16, 40], {}, {"kind": "sparse-normal", "seed": 72, "density": 0.5}),
+            ("i32-dense", "I32", [3, 20], {}, {"kind": "integers", "seed": 73, "low": 1}),
+            ("f32-density-int8", "F32", [24, 48], {"density": 0.2, "values": "int8"}, {"kind": "normal", "seed": 74}),
+            ("f16-int4", "F16", [10, 30], {"values": "int4"}, {"kind": "sparse-normal", "seed": 75, "density": 0.3}),
+            ("f64-fp16", "F64", [40], {"values": "fp16"}, {"kind": "sparse-normal", "seed": 76, "density": 0.4})],
+    "bie-binary": [("f32-pruned", "F32", [32, 64], {}, {"kind": "sparse-normal", "seed": 81, "density": 0.05}),
+                   ("bf16-dense", "BF16", [8, 50], {}, {"kind": "normal", "seed": 82}),
+                   ("f32-density", "F32", [16, 30], {"density": 0.1}, {"kind": "normal", "seed": 83}),
+                   ("f16-threshold", "F16", [12, 12], {"threshold": 0.05}, {"kind": "normal", "seed": 84})],
+    "bie-bitplane": [("f32-k8-sparse", "F32", [24, 40], {}, {"kind": "sparse-normal", "seed": 91, "density": 0.1}),
+                     ("bf16-k4", "BF16", [10, 33], {"bits": 4}, {"kind": "normal", "seed": 92}),
+                     ("f32-k1", "F32", [6, 20], {"bits": 1}, {"kind": "normal", "seed": 93}),
+                     ("f64-k6-packed", "F64", [50], {"bits": 6, "entropy": "none"}, {"kind": "normal", "seed": 94})],
+    "bie-blocked": [("f32-t16", "F32", [40, 50], {}, {"kind": "sparse-normal", "seed": 101, "density": 0.05}),
+                    ("f32-t4-masks", "F32", [9, 14], {"tile": 4, "entropy": "none"},
+                     {"kind": "sparse-normal", "seed": 102, "density": 0.7}),
+                    ("u8-t32", "U8", [64, 40], {"tile": 32}, {"kind": "runs", "seed": 103}),
+                    ("bf16-int4", "BF16", [20, 20], {"values": "int4", "tile": 8},
+                     {"kind": "sparse-normal", "seed": 104, "density": 0.3})],
 })
 
 
@@ -111,7 +137,7 @@ def write_cases(strategy_id: str) -> None:
         chunk = golden_input(case)
         payload, meta = strategy.encode(chunk, strategy.config_from_dict(config_values))
         case["meta"] = meta
-        if not strategy.lossless:
+        if not strategy.is_lossless(strategy.config_from_dict(config_values)):
             decoded = strategy.decode(memoryview(payload), meta, tuple(shape), dtype)
             case["decoded_sha256"] = hashlib.sha256(np.ascontiguousarray(decoded).tobytes()).hexdigest()
         (folder / f"{name}.bin").write_bytes(bytes(payload))

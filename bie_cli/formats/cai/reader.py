@@ -238,12 +238,30 @@ def check_file_header(head: bytes) -> None:
 # -- decoding ------------------------------------------------------------------------
 
 
-def decode_chunk(entry: TensorEntry, chunk: Chunk) -> np.ndarray:
-    """Decode one chunk to an array of the tensor's dtype (names the chunk on failure)."""
+def check_bits(bits: int | None) -> None:
+    """``bits`` (progressive decoding: top planes only) is None or a positive integer."""
+    if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or bits < 1):
+        raise BadInputError(f"bits must be a positive integer, got {bits!r}")
+
+
+def is_progressive(entry: TensorEntry, bits: int | None) -> bool:
+    """Whether ``bits`` applies to this tensor: its strategy decodes from its top planes.
+    Other strategies ignore ``bits`` and decode in full."""
+    return bits is not None and registry.get(entry.strategy).progressive
+
+
+def decode_chunk(entry: TensorEntry, chunk: Chunk, bits: int | None = None) -> np.ndarray:
+    """Decode one chunk to an array of the tensor's dtype (names the chunk on failure).
+
+    With ``bits`` and a progressive strategy, only the top ``bits`` planes are
+    decoded; the strategy checksums exactly the bytes it reads."""
     strategy = registry.get(entry.strategy)
     shape = entry.chunk_shape(chunk.row_start, chunk.row_stop)
     try:
-        array = strategy.decode(chunk.payload, chunk.meta, shape, entry.dtype)
+        if bits is not None and strategy.progressive:
+            array = strategy.decode_planes(chunk.payload, chunk.meta, shape, entry.dtype, bits)
+        else:
+            array = strategy.decode(chunk.payload, chunk.meta, shape, entry.dtype)
     except BieError as exc:
         raise CorruptContainerError(
             f"tensor {entry.name!r} chunk {chunk.number}: {exc}"
@@ -360,7 +378,8 @@ class StreamDecoder:
             self._pending = record
             break
 
-    def chunks(self, check_digests: bool = True) -> Iterator[tuple[TensorEntry, int, int, np.ndarray]]:
+    def chunks(self, check_digests: bool = True, bits: int | None = None) -> Iterator[tuple[TensorEntry, int, int, np.ndarray]]:
+        check_bits(bits)
         current: TensorEntry | None = None
         hasher = None
         records = self._records
@@ -381,7 +400,7 @@ class StreamDecoder:
                 if current is None or chunk.tensor_id != current.id:
                     raise _corrupt("chunk outside its tensor", offset)
                 _check_chunk_position(current, chunk, len(current.chunks), offset)
-                array = decode_chunk(current, chunk)
+                array = decode_chunk(current, chunk, bits)
                 current.chunks.append(ChunkRef(offset, spec.RECORD_HEADER.size + len(record.body), chunk.row_start, chunk.row_stop))
                 if check_digests:
                     hasher.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
@@ -516,7 +535,7 @@ class ContainerReader:
             entries.append(entry)
         return entries
 
-    def _record(self, offset: int, expected_type: int) -> Record:
+    def _record(self, offset: int, expected_type: int, verify: bool = True) -> Record:
         if offset + spec.RECORD_HEADER.size > self.file_length:
             raise _corrupt("record offset past the end of the file", offset)
         head = bytes(self._view[offset : offset + spec.RECORD_HEADER.size])
@@ -525,7 +544,7 @@ class ContainerReader:
             raise _corrupt(f"expected a {_type_name(expected_type)} record, found {_type_name(rtype)}", offset)
         start = offset + spec.RECORD_HEADER.size
         body = self._view[start : start + length]
-        if spec.body_checksum(body) != checksum:
+        if verify and spec.body_checksum(body) != checksum:
             raise _corrupt(f"{_type_name(rtype)} record checksum mismatch", offset)
         return Record(offset, rtype, body)
 
@@ -548,10 +567,12 @@ class ContainerReader:
             raise _corrupt(f"blob at {offset} is named {blob_name!r}, index says {name!r}", offset)
         return bytes(data)
 
-    def read_chunk(self, entry: TensorEntry, number: int) -> Chunk:
+    def read_chunk(self, entry: TensorEntry, number: int, verify: bool = True) -> Chunk:
+        """One chunk record; ``verify=False`` skips the body checksum (for a progressive
+        strategy that checks the parts it reads itself) and so reads no payload bytes."""
         ref = entry.chunks[number]
         try:
-            record = self._record(ref.offset, spec.RecordType.CHUNK)
+            record = self._record(ref.offset, spec.RecordType.CHUNK, verify)
             chunk = parse_chunk(record.body, ref.offset)
         except CorruptContainerError as exc:
             raise CorruptContainerError(f"tensor {entry.name!r} chunk {number}: {exc}") from None
@@ -563,13 +584,20 @@ class ContainerReader:
             )
         return chunk
 
-    def iter_chunks(self, entry: TensorEntry, row_start: int = 0, row_stop: int | None = None):
-        """Yield ``(row_start, row_stop, array)`` for the chunks overlapping the range."""
+    def iter_chunks(self, entry: TensorEntry, row_start: int = 0, row_stop: int | None = None,
+                    bits: int | None = None):
+        """Yield ``(row_start, row_stop, array)`` for the chunks overlapping the range.
+
+        ``bits``: a progressive strategy decodes only its top ``bits`` planes and
+        reads (and checksums) only those bytes; other strategies ignore it."""
+        check_bits(bits)
         row_stop = entry.rows if row_stop is None else row_stop
+        partial = is_progressive(entry, bits)
         for number, ref in enumerate(entry.chunks):
             if ref.row_stop <= row_start or ref.row_start >= row_stop:
                 continue
-            yield ref.row_start, ref.row_stop, decode_chunk(entry, self.read_chunk(entry, number))
+            chunk = self.read_chunk(entry, number, verify=False) if partial else self.read_chunk(entry, number)
+            yield ref.row_start, ref.row_stop, decode_chunk(entry, chunk, bits if partial else None)
             self._release(ref.offset, ref.length)
 
     def _release(self, offset: int, length: int) -> None:
@@ -587,8 +615,11 @@ class ContainerReader:
         if end > start:
             self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
 
-    def read_tensor(self, name: str, row_start: int | None = None, row_stop: int | None = None) -> np.ndarray:
-        """Decode a tensor, or rows ``[row_start, row_stop)`` of it (only those chunks are read)."""
+    def read_tensor(self, name: str, row_start: int | None = None, row_stop: int | None = None,
+                    bits: int | None = None) -> np.ndarray:
+        """Decode a tensor, or rows ``[row_start, row_stop)`` of it (only those chunks are read).
+
+        ``bits``: see :meth:`iter_chunks`."""
         entry = self.entry(name)
         rows = entry.rows
         start, stop, _ = slice(row_start, row_stop).indices(rows)
@@ -596,13 +627,13 @@ class ContainerReader:
         np_dtype = dtypes.get(entry.dtype).numpy
         if not entry.shape:
             out = np.zeros((), dtype=np_dtype)
-            for _, _, array in self.iter_chunks(entry):
+            for _, _, array in self.iter_chunks(entry, bits=bits):
                 out[()] = array
             return out
         out = np.empty((stop - start, *entry.shape[1:]), dtype=np_dtype)
         if out.size == 0:
             return out
-        for chunk_start, chunk_stop, array in self.iter_chunks(entry, start, stop):
+        for chunk_start, chunk_stop, array in self.iter_chunks(entry, start, stop, bits):
             lo, hi = max(start, chunk_start), min(stop, chunk_stop)
             out[lo - start : hi - start] = array[lo - chunk_start : hi - chunk_start]
         return out

@@ -1,0 +1,1 @@
+"""Benchmark runner and report writers (``bie bench``); imported only by that command."""
