@@ -31,7 +31,7 @@ from .formats.cai import spec
 from .formats.cai.reader import ContainerReader, StreamDecoder, TensorEntry, check_bits, parse_record_header
 from .formats.cai.writer import ContainerWriter
 from .metrics import ErrorStats
-from .plan import DEFAULT_STRATEGY, Planner, StrategySpec, load_policy, parse_rule, parse_strategy
+from .plan import Choice, Planner, StrategySpec, load_policy, parse_rule, parse_strategy
 from .strategies import registry
 
 DEFAULT_CHUNK_SIZE = 4 << 20
@@ -175,7 +175,7 @@ def compress_model(
         policy_default, policy_rules = load_policy(os.fspath(policy))
         rule_list += policy_rules
         default_spec = default_spec or policy_default
-    planner = Planner(default_spec or parse_strategy(DEFAULT_STRATEGY), rule_list)
+    planner = Planner(default_spec, rule_list)
     check_output_path(dst, [src], force)
     started = time.perf_counter()
     with formats.open_checkpoint(src, source_format) as source:
@@ -197,7 +197,7 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
         "tool": "bie",
         "tool_version": __version__,
         "source": {"format": source.format, "name": os.path.basename(os.path.normpath(source.path)), "metadata": source.metadata},
-        "options": {"default_strategy": str(planner.default), "rules": [r.origin for r in planner.rules], "chunk_size": chunk_size},
+        "options": {"default_strategy": planner.default_name, "rules": [r.origin for r in planner.rules], "chunk_size": chunk_size},
         "manifest": [[i.name, i.dtype, list(i.shape)] for i in source.tensors],
     })
     for blob_name, data in source.blobs.items():
@@ -207,10 +207,12 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     max_in_flight = threads * 2
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-encode") as pool:
         for info, choice in zip(source.tensors, choices, strict=True):
-            strategy = registry.get(choice.strategy)
             tensor_started = time.perf_counter()
             step = rows_per_chunk(info, chunk_size)
             count = 0 if info.numel == 0 else -(-info.rows // step)
+            if choice.candidates:
+                choice = _smallest_on_first_chunk(choice, source, info, min(step, info.rows) if count else 0)
+            strategy = registry.get(choice.strategy)
             start_offset = writer.bytes_written
             writer.begin_tensor({
                 "name": info.name, "dtype": info.dtype, "shape": list(info.shape),
@@ -248,6 +250,19 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     out.flush()
     stats.stored_bytes = writer.bytes_written
     return stats
+
+
+def _smallest_on_first_chunk(choice: Choice, source: CheckpointSource, info: TensorInfo, rows: int) -> Choice:
+    """Pick, among a choice's candidates, the one whose payload is smallest on the first chunk."""
+    if rows == 0:
+        return choice.candidates[0]
+    chunk = source.read(info.name, 0, rows)
+    sizes = []
+    for candidate in choice.candidates:
+        payload, meta = registry.get(candidate.strategy).encode(chunk, candidate.config)
+        sizes.append(len(payload) + len(str(meta)))
+    best = choice.candidates[sizes.index(min(sizes))]
+    return Choice(best.strategy, best.config, best.config_dict, f"{best.reason} (on the first chunk)")
 
 
 def _write_finished(writer: ContainerWriter, pending: deque, error: ErrorStats | None, keep: int) -> None:

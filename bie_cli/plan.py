@@ -8,7 +8,7 @@ Rule syntax on the command line: ``GLOB=NAME[:key=value,...]`` (first match
 wins, glob matched on the tensor name with ``fnmatch`` semantics, case
 sensitive). A TOML policy file can also match on dtype, rank and size::
 
-    strategy = "zstd:level=9"          # the default for unmatched tensors
+    strategy = "zstd:level=9"          # the default for unmatched tensors (omit: lossless policy)
 
     [[rules]]
     match = "*.weight"                 # glob on the name (default "*")
@@ -29,9 +29,14 @@ from .errors import BadInputError
 from .formats.base import TensorInfo
 from .strategies import registry
 
-DEFAULT_STRATEGY = "zstd"
-#: what tensors the default strategy cannot take fall back to
-LOSSLESS_FALLBACK = "zstd"
+#: The built-in lossless policy, used when no default strategy is given and for
+#: tensors a lossy default should not touch: floats get ``float-split``; every
+#: other dtype gets whichever of these is smallest on the tensor's first chunk.
+FLOAT_LOSSLESS = "float-split"
+OTHER_LOSSLESS_CANDIDATES = ("zstd", "rle")
+#: integer tensors also try delta coding (position ids, index buffers)
+INTEGER_LOSSLESS_CANDIDATES = ("zstd", "rle", "delta")
+LOSSLESS_POLICY_NAME = "lossless (float-split for floats, else smallest of zstd/rle/delta)"
 #: below this many elements a lossy default is not worth it: keep exact
 SMALL_TENSOR_ELEMENTS = 1024
 
@@ -151,22 +156,50 @@ def _policy_rule(path: str, number: int, raw: Any) -> Rule:
 
 @dataclass(frozen=True)
 class Choice:
-    """The strategy for one tensor: id, typed config, and why."""
+    """The strategy for one tensor: id, typed config, and why.
+
+    ``candidates`` (when not empty) are alternatives the pipeline tries on the
+    tensor's first chunk, keeping the one with the smallest payload; ``strategy``
+    is then only the first of them.
+    """
 
     strategy: str
     config: Any
     config_dict: dict
     reason: str
+    candidates: tuple[Choice, ...] = ()
+
+
+def _default_choice(strategy_id: str, reason: str) -> Choice:
+    strategy = registry.get(strategy_id)
+    config = strategy.default_config()
+    return Choice(strategy.id, config, strategy.config_to_dict(config), reason)
+
+
+def lossless_choice(info: TensorInfo, why: str) -> Choice:
+    """The built-in lossless policy for one tensor."""
+    if registry.get(FLOAT_LOSSLESS).supports(info.dtype):
+        return _default_choice(FLOAT_LOSSLESS, f"{why}: {FLOAT_LOSSLESS} for floats")
+    names = INTEGER_LOSSLESS_CANDIDATES if registry.get("delta").supports(info.dtype) else OTHER_LOSSLESS_CANDIDATES
+    candidates = tuple(_default_choice(name, f"{why}: smallest of {'/'.join(names)}") for name in names)
+    return Choice(candidates[0].strategy, candidates[0].config, candidates[0].config_dict, candidates[0].reason, candidates)
 
 
 class Planner:
-    def __init__(self, default: StrategySpec | str = DEFAULT_STRATEGY, rules: list[Rule] | tuple = ()) -> None:
+    """``default`` is a strategy spec, or None for the built-in lossless policy."""
+
+    def __init__(self, default: StrategySpec | str | None = None, rules: list[Rule] | tuple = ()) -> None:
         self.default = parse_strategy(default) if isinstance(default, str) else default
         self.rules = list(rules)
         # Validate every named strategy and its options now, before any work.
-        self._resolve(self.default, "--strategy")
+        if self.default is not None:
+            self._resolve(self.default, "--strategy")
         for rule in self.rules:
             self._resolve(rule.spec, rule.origin)
+
+    @property
+    def default_name(self) -> str:
+        return str(self.default) if self.default is not None else LOSSLESS_POLICY_NAME
 
     @staticmethod
     def _resolve(spec: StrategySpec, origin: str):
@@ -183,6 +216,8 @@ class Planner:
                 strategy, config = self._resolve(rule.spec, rule.origin)
                 strategy.check_dtype(info.dtype, info.name)
                 return Choice(strategy.id, config, strategy.config_to_dict(config), rule.origin)
+        if self.default is None:
+            return lossless_choice(info, "default")
         strategy, config = self._resolve(self.default, "--strategy")
         fallback_why = None
         if not strategy.supports(info.dtype):
@@ -196,9 +231,7 @@ class Planner:
                 fallback_why = f"fewer than {SMALL_TENSOR_ELEMENTS} elements"
         if fallback_why is None:
             return Choice(strategy.id, config, strategy.config_to_dict(config), f"default ({self.default})")
-        lossless = registry.get(LOSSLESS_FALLBACK)
-        config = lossless.default_config()
-        return Choice(lossless.id, config, lossless.config_to_dict(config), f"built-in: {fallback_why}")
+        return lossless_choice(info, f"built-in: {fallback_why}")
 
 
 def _lossy_dtypes() -> frozenset[str]:

@@ -43,10 +43,26 @@ def test_first_matching_rule_wins_and_reason_is_recorded():
 def test_built_in_defaults_keep_small_1d_and_integer_tensors_lossless():
     planner = Planner("test-lossy")
     assert planner.choose(TensorInfo("w", "F32", (256, 256))).strategy == "test-lossy"
-    for info, why in [(TensorInfo("b", "F32", (4096,)), "1-D"), (TensorInfo("ids", "I64", (64, 64)), "I64"),
-                      (TensorInfo("tiny", "F32", (4, 4)), "fewer than")]:
+    for info, why, strategy in [(TensorInfo("b", "F32", (4096,)), "1-D", "float-split"),
+                                (TensorInfo("ids", "I64", (64, 64)), "I64", "zstd"),
+                                (TensorInfo("tiny", "F32", (4, 4)), "fewer than", "float-split")]:
         choice = planner.choose(info)
-        assert choice.strategy == "zstd" and choice.reason.startswith("built-in") and why in choice.reason
+        assert choice.strategy == strategy and choice.reason.startswith("built-in") and why in choice.reason
+
+
+def test_default_policy_is_lossless_float_split_and_smallest_of_the_rest(small_model, tmp_path):
+    planner = Planner()
+    assert planner.choose(TensorInfo("w", "BF16", (8, 8))).strategy == "float-split"
+    ids = planner.choose(TensorInfo("ids", "I64", (1, 512)))
+    assert [c.strategy for c in ids.candidates] == ["zstd", "rle", "delta"]
+    mask = planner.choose(TensorInfo("mask", "BOOL", (16, 16)))
+    assert [c.strategy for c in mask.candidates] == ["zstd", "rle"]
+    bie_cli.compress_model(small_model, tmp_path / "m.cai")
+    with bie_cli.open_container(tmp_path / "m.cai") as container:
+        assert container.info("encoder.weight").strategy == "float-split"
+        # 0..127 in int64: deltas are all 1, which delta coding stores best
+        position_ids = container.info("position_ids")
+        assert position_ids.strategy == "delta" and "first chunk" in position_ids.rule
 
 
 def test_an_explicit_rule_with_a_dtype_the_strategy_refuses_is_an_error():
