@@ -1,0 +1,134 @@
+"""Numba kernels for :mod:`bie_cli.codecs.float_planes` (imported lazily)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True)
+def head_histogram(data, itemsize, head_bytes):  # pragma: no cover - compiled
+    counts = np.zeros(np.int64(1) << (8 * head_bytes), dtype=np.int64)
+    n = data.shape[0] // itemsize
+    top = itemsize - 1
+    if head_bytes == 2:
+        for i in range(n):
+            base = i * itemsize + top
+            counts[(np.int64(data[base]) << 8) | data[base - 1]] += 1
+    else:
+        for i in range(n):
+            counts[data[i * itemsize + top]] += 1
+    return counts
+
+
+@njit(nogil=True, cache=True)
+def split_heads(heads, head_bits, low_bits):  # pragma: no cover - compiled
+    """``heads`` (uint8 or uint16) -> (symbols, packed residuals).
+
+    symbol = magnitude bits above ``low_bits``; residual = sign, then the
+    ``low_bits`` low bits: ``(sign << low_bits) | low``, ``low_bits + 1`` bits.
+    Separate simple passes that LLVM unrolls; one fused loop ran several times slower.
+    """
+    n = heads.shape[0]
+    width = low_bits + 1
+    sign_shift = head_bits - 1
+    magnitude = (1 << sign_shift) - 1
+    mask = (1 << low_bits) - 1
+    symbols = np.empty(n, dtype=np.uint16)
+    for i in range(n):
+        symbols[i] = (heads[i] & magnitude) >> low_bits
+    # residuals of eight elements fill exactly ``width`` bytes (little-endian)
+    n_groups = (n + 7) // 8
+    residual = np.zeros(n_groups * width + 8, dtype=np.uint8)
+    for g in range(n_groups):
+        window = np.int64(0)
+        stop = min(8, n - 8 * g)
+        for k in range(stop):
+            h = np.int64(heads[8 * g + k])
+            window |= (((h >> sign_shift) << low_bits) | (h & mask)) << (k * width)
+        at = g * width
+        for k in range(8):  # bytes past this group's are overwritten by the next group
+            residual[at + k] = (window >> (8 * k)) & 0xFF
+    return symbols, residual[: (n * width + 7) // 8]
+
+
+@njit(nogil=True, cache=True)
+def tail_planes(data, itemsize, n_tails):  # pragma: no cover - compiled
+    """Plane t is byte (n_tails - 1 - t) of every element: most significant first."""
+    n = data.shape[0] // itemsize
+    tails = np.empty((n_tails, n), dtype=np.uint8)
+    for t in range(n_tails):
+        byte = n_tails - 1 - t
+        for i in range(n):
+            tails[t, i] = data[i * itemsize + byte]
+    return tails
+
+
+@njit(nogil=True, cache=True)
+def join(symbols, residual, tails, itemsize, head_bytes, low_bits, out):  # pragma: no cover - compiled
+    """Inverse of ``split_heads`` + ``tail_planes`` into ``out`` (uint8, n * itemsize).
+    Lengths are checked by the caller."""
+    n = symbols.shape[0]
+    n_tails = itemsize - head_bytes
+    width = low_bits + 1
+    sign_shift = 8 * head_bytes - 1
+    wmask = (np.int64(1) << width) - 1
+    mask = (np.int64(1) << low_bits) - 1
+    top = itemsize - 1
+    n_residual = residual.shape[0]
+    for i in range(n):
+        bit = i * width
+        b = bit >> 3
+        window = np.int64(residual[b])
+        if b + 1 < n_residual:
+            window |= np.int64(residual[b + 1]) << 8
+        r = (window >> (bit & 7)) & wmask
+        head = ((r >> low_bits) << sign_shift) | (np.int64(symbols[i]) << low_bits) | (r & mask)
+        base = i * itemsize
+        if head_bytes == 2:
+            out[base + top] = head >> 8
+            out[base + top - 1] = head & 0xFF
+        else:
+            out[base + top] = head
+        for t in range(n_tails):
+            out[base + n_tails - 1 - t] = tails[t, i]
+
+
+@njit(nogil=True, cache=True)
+def join_heads16(symbols, residual, tails, itemsize, low_bits, out8, out16):  # pragma: no cover - compiled
+    """``join`` for 16-bit heads, with straight loops for whole-byte and
+    whole-nibble residuals (``low_bits`` 7 and 3, what the encoder picks).
+    ``residual`` carries 8 zero bytes of padding; ``out16`` is ``out8`` as uint16."""
+    n = symbols.shape[0]
+    half = itemsize // 2
+    width = low_bits + 1
+    lmask = (1 << low_bits) - 1
+    if width == 8 and half == 1:  # F16/BF16, byte residuals: a loop LLVM vectorises
+        for i in range(n):
+            r = np.int64(residual[i])
+            out16[i] = ((r >> 7) << 15) | (np.int64(symbols[i]) << 7) | (r & 0x7F)
+    elif width == 4 and half == 1:
+        for i in range(n):
+            r = (np.int64(residual[i >> 1]) >> ((i & 1) << 2)) & 0xF
+            out16[i] = ((r >> 3) << 15) | (np.int64(symbols[i]) << 3) | (r & 0x7)
+    elif width == 8:
+        for i in range(n):
+            r = np.int64(residual[i])
+            out16[i * half + half - 1] = ((r >> 7) << 15) | (np.int64(symbols[i]) << 7) | (r & 0x7F)
+    elif width == 4:
+        for i in range(n):
+            r = (np.int64(residual[i >> 1]) >> ((i & 1) << 2)) & 0xF
+            out16[i * half + half - 1] = ((r >> 3) << 15) | (np.int64(symbols[i]) << 3) | (r & 0x7)
+    else:
+        rmask = (1 << width) - 1
+        for i in range(n):
+            bit = i * width
+            b = bit >> 3
+            r = ((np.int64(residual[b]) | (np.int64(residual[b + 1]) << 8)) >> (bit & 7)) & rmask
+            out16[i * half + half - 1] = ((r >> low_bits) << 15) | (np.int64(symbols[i]) << low_bits) | (r & lmask)
+    n_tails = itemsize - 2
+    for t in range(n_tails):
+        byte = n_tails - 1 - t  # plane t is byte (n_tails - 1 - t): most significant first
+        plane = tails[t]
+        for i in range(n):
+            out8[i * itemsize + byte] = plane[i]

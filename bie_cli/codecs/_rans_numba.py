@@ -1,0 +1,257 @@
+"""Numba kernels for :mod:`bie_cli.codecs.rans` (imported lazily: numba is slow to import).
+
+Interleaved rANS after Fabian Giesen's ``rans_word`` (public domain): eight
+independent 31-bit states in [L, L * 2**16) with L = 2**15, renormalised
+16 bits at a time, the encoder's division replaced by a reciprocal multiply
+(``rans_byte.h``: ``RansEncSymInit``). States stay below 2**31 and
+reciprocals below 2**32, so every product fits in int64; numba promotes mixed
+unsigned/signed arithmetic to float, so everything here is int64.
+
+Symbol ``i`` uses lane ``i % 8``: eight dependency chains keep the CPU busy
+while each waits on its table lookup (measured 1.3 ns/symbol against 1.8
+with four lanes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+RANS_L = 1 << 15
+LANES = 8
+
+
+@njit(inline="always")
+def decode_step(x, table, mask, scale_bits):  # pragma: no cover - compiled
+    """One symbol from state ``x``: returns (new state before renormalisation, symbol)."""
+    e = table[x & mask]
+    return ((e >> 16) & 0xFFFF) * (x >> scale_bits) + (e >> 32), e & 0xFFFF
+
+
+@njit(inline="always")
+def renormalise(x, words, pos):  # pragma: no cover - compiled
+    """Branchless: shift in ``words[pos]`` only when ``x`` fell below L."""
+    r = np.int64(x < RANS_L)
+    return (x << (r << 4)) | (np.int64(words[pos]) & -r), pos + r
+
+
+@njit(nogil=True, cache=True)
+def histogram(symbols, alphabet):  # pragma: no cover - compiled
+    counts = np.zeros(alphabet, dtype=np.int64)
+    for i in range(symbols.shape[0]):
+        counts[symbols[i]] += 1
+    return counts
+
+
+@njit(inline="always")
+def encode_step(x, s, info, words, pos):  # pragma: no cover - compiled
+    """Push symbol ``s`` onto state ``x``; returns (state, pos). Branchless renormalisation:
+    the word is always written at ``pos - 1`` and kept only if ``pos`` moves."""
+    r = np.int64(x >= info[s, 0])
+    words[pos - 1] = x & 0xFFFF
+    pos -= r
+    x >>= r << 4
+    q = ((x * info[s, 1]) >> 32) >> info[s, 2]
+    return x + info[s, 3] + q * info[s, 4], pos
+
+
+@njit(nogil=True, cache=True)
+def encode(symbols, freq, start, scale_bits):  # pragma: no cover - compiled
+    """Returns (states[LANES], words): words are read front to back by the decoder."""
+    n_sym = freq.shape[0]
+    # per symbol: x_max, reciprocal, reciprocal shift, bias, 2**scale - freq (one cache line)
+    info = np.zeros((n_sym, 5), dtype=np.int64)
+    total = np.int64(1) << scale_bits
+    for s in range(n_sym):
+        f = freq[s]
+        if f == 0:
+            continue
+        info[s, 0] = ((RANS_L >> scale_bits) << 16) * f
+        info[s, 4] = total - f
+        if f < 2:
+            info[s, 1] = (np.int64(1) << 32) - 1
+            info[s, 2] = 0
+            info[s, 3] = start[s] + total - 1
+        else:
+            shift = 0
+            while f > (np.int64(1) << shift):
+                shift += 1
+            info[s, 1] = ((np.int64(1) << (shift + 31)) + f - 1) // f
+            info[s, 2] = shift - 1
+            info[s, 3] = start[s]
+    n = symbols.shape[0]
+    # at most one 16-bit word per symbol (scale_bits <= 15), plus one slot so
+    # the branchless write at pos - 1 never leaves the buffer
+    words = np.empty(n + 1, dtype=np.uint16)
+    pos = words.shape[0]
+    states = np.full(LANES, RANS_L, dtype=np.int64)
+    whole = n - (n & (LANES - 1))
+    # the last n % 8 symbols first (the decoder reads them last)
+    for i in range(n - 1, whole - 1, -1):
+        lane = i & (LANES - 1)
+        states[lane], pos = encode_step(states[lane], symbols[i], info, words, pos)
+    x0, x1, x2, x3 = states[0], states[1], states[2], states[3]
+    x4, x5, x6, x7 = states[4], states[5], states[6], states[7]
+    for i in range(whole - LANES, -1, -LANES):
+        x7, pos = encode_step(x7, symbols[i + 7], info, words, pos)
+        x6, pos = encode_step(x6, symbols[i + 6], info, words, pos)
+        x5, pos = encode_step(x5, symbols[i + 5], info, words, pos)
+        x4, pos = encode_step(x4, symbols[i + 4], info, words, pos)
+        x3, pos = encode_step(x3, symbols[i + 3], info, words, pos)
+        x2, pos = encode_step(x2, symbols[i + 2], info, words, pos)
+        x1, pos = encode_step(x1, symbols[i + 1], info, words, pos)
+        x0, pos = encode_step(x0, symbols[i], info, words, pos)
+    states = np.array([x0, x1, x2, x3, x4, x5, x6, x7], dtype=np.int64)
+    return states, words[pos:].copy()
+
+
+@njit(nogil=True, cache=True)
+def slot_table(freq, scale_bits):  # pragma: no cover - compiled
+    """Per slot: symbol | freq << 16 | (slot - start) << 32, so decoding is one load."""
+    table = np.empty(np.int64(1) << scale_bits, dtype=np.int64)
+    slot = 0
+    for s in range(freq.shape[0]):
+        for k in range(freq[s]):
+            table[slot] = s | (freq[s] << 16) | (np.int64(k) << 32)
+            slot += 1
+    return table
+
+
+@njit(nogil=True, cache=True)
+def decode_tail(words, pos, n_words, states, first, count, table, scale_bits, out):  # pragma: no cover - compiled
+    """Symbols ``first..count-1`` one at a time, then the end-of-stream checks.
+
+    Returns 0 ok, 1 truncated, 2 trailing words or bad final state.
+    """
+    mask = (np.int64(1) << scale_bits) - 1
+    for i in range(first, count):
+        lane = i & (LANES - 1)
+        x, s = decode_step(states[lane], table, mask, scale_bits)
+        out[i] = s
+        if x < RANS_L:
+            if pos >= n_words:
+                return 1
+            x = (x << 16) | np.int64(words[pos])
+            pos += 1
+        states[lane] = x
+    if pos != n_words:
+        return 2
+    for lane in range(LANES):
+        if states[lane] != RANS_L:
+            return 2
+    return 0
+
+
+@njit(nogil=True, cache=True)
+def decode(words, states_in, count, table, scale_bits, out):  # pragma: no cover - compiled
+    """Fill ``out[:count]``; returns 0 ok, 1 truncated, 2 trailing words or bad final state.
+
+    ``words`` carries LANES zero words of padding after the real ones, so the
+    renormalisation reads without a branch; ``pos`` is checked once per group
+    of eight (at most eight reads), so it never runs past the padding.
+    """
+    n_words = words.shape[0] - LANES
+    mask = (np.int64(1) << scale_bits) - 1
+    x0, x1, x2, x3 = states_in[0], states_in[1], states_in[2], states_in[3]
+    x4, x5, x6, x7 = states_in[4], states_in[5], states_in[6], states_in[7]
+    pos = 0
+    whole = count - (count & (LANES - 1))
+    for i in range(0, whole, LANES):
+        if pos > n_words:
+            return 1
+        x0, out[i] = decode_step(x0, table, mask, scale_bits)
+        x1, out[i + 1] = decode_step(x1, table, mask, scale_bits)
+        x2, out[i + 2] = decode_step(x2, table, mask, scale_bits)
+        x3, out[i + 3] = decode_step(x3, table, mask, scale_bits)
+        x4, out[i + 4] = decode_step(x4, table, mask, scale_bits)
+        x5, out[i + 5] = decode_step(x5, table, mask, scale_bits)
+        x6, out[i + 6] = decode_step(x6, table, mask, scale_bits)
+        x7, out[i + 7] = decode_step(x7, table, mask, scale_bits)
+        x0, pos = renormalise(x0, words, pos)
+        x1, pos = renormalise(x1, words, pos)
+        x2, pos = renormalise(x2, words, pos)
+        x3, pos = renormalise(x3, words, pos)
+        x4, pos = renormalise(x4, words, pos)
+        x5, pos = renormalise(x5, words, pos)
+        x6, pos = renormalise(x6, words, pos)
+        x7, pos = renormalise(x7, words, pos)
+    if pos > n_words:
+        return 1
+    states = np.array([x0, x1, x2, x3, x4, x5, x6, x7], dtype=np.int64)
+    return decode_tail(words, pos, n_words, states, whole, count, table, scale_bits, out)
+
+
+@njit(nogil=True, cache=True)
+def write_table(values, out):  # pragma: no cover - compiled
+    """Frequencies as varints, each 0 followed by the count of further zeros; returns bytes written.
+
+    ``out`` must hold 10 bytes per value.
+    """
+    pos = 0
+    i = 0
+    n = values.shape[0]
+    while i < n:
+        value = values[i]
+        i += 1
+        if value == 0:
+            run = 0
+            while i < n and values[i] == 0:
+                run += 1
+                i += 1
+            out[pos] = 0
+            pos += 1
+            value = run
+        while value >= 0x80:
+            out[pos] = (value & 0x7F) | 0x80
+            pos += 1
+            value >>= 7
+        out[pos] = value
+        pos += 1
+    return pos
+
+
+@njit(nogil=True, cache=True)
+def read_table(raw, pos, values):  # pragma: no cover - compiled
+    """Inverse of ``write_table`` into ``values``; returns the end position, or -1 if corrupt."""
+    n = values.shape[0]
+    end = raw.shape[0]
+    i = 0
+    zero_run = False
+    while i < n:
+        value = np.int64(0)
+        shift = 0
+        while True:
+            if pos >= end or shift > 35:
+                return -1
+            byte = np.int64(raw[pos])
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        if zero_run:
+            if i + value > n:
+                return -1
+            for _ in range(value):
+                values[i] = 0
+                i += 1
+            zero_run = False
+        else:
+            values[i] = value
+            i += 1
+            zero_run = value == 0
+    if zero_run:  # a final 0 must still be followed by its run length
+        value = np.int64(0)
+        shift = 0
+        while True:
+            if pos >= end or shift > 35:
+                return -1
+            byte = np.int64(raw[pos])
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        if value != 0:
+            return -1
+    return pos

@@ -1,0 +1,269 @@
+"""Static order-0 rANS for uint8 or uint16 symbols: the shared entropy coder.
+
+Use it for any stream of small integers whose histogram is skewed (float
+exponents, quantization codes, gaps)::
+
+    from bie_cli.codecs import rans
+    data = rans.encode_symbols(symbols)              # bytes, self-describing
+    back = rans.decode_symbols(data, len(symbols))   # uint16 by default
+    assert (back == symbols).all()
+
+``encode_symbols`` takes an optional precomputed histogram (``counts``) so a
+caller that already has one (to choose a model) does not count twice.
+``estimate_size(counts)`` predicts the stream size within a few bytes.
+The symbol count is not stored: the caller knows it (from a tensor shape).
+
+Stream layout (integers little-endian, ``varint`` = unsigned LEB128)::
+
+    u8       scale_bits S    frequencies sum to 2**S, 1 <= S <= 15
+    varint   first           lowest symbol in the table
+    varint   entries         table length (symbols first .. first+entries-1)
+    table    per symbol: varint freq; a 0 is followed by varint k, the number
+             of further zero entries (runs of absent symbols cost two bytes)
+    u32[8]   final encoder states of lanes 0..7 (each in [2**15, 2**31))
+    u16[...] renormalisation words, in the order the decoder reads them
+
+Symbol ``i`` is coded by lane ``i % 8``; decoding lane ``l`` with state ``x``:
+``slot = x & (2**S-1)``, ``s`` = the symbol whose cumulative range holds
+``slot``, ``x = freq[s] * (x >> S) + slot - start[s]``, then while
+``x < 2**15``: ``x = (x << 16) | next_word``. After the last symbol every
+state is 2**15 and every word has been read; anything else is corrupt.
+
+Decoding raises ``ValueError`` on any inconsistency (table not summing to
+2**S, truncated or padded stream, states out of range), never reads out of
+bounds, and allocates at most ``count`` symbols plus a 2**S lookup table.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+MAX_SCALE_BITS = 15
+#: the encoder's precision cap: on float weights 2**14 loses nothing measurable
+#: against 2**15 and halves the table (smaller header, decode table in cache)
+DEFAULT_MAX_SCALE_BITS = 14
+MAX_ALPHABET = 1 << 16
+LANES = 8
+RANS_L = 1 << 15
+_STATE_BYTES = 4 * LANES
+
+
+# -- varints (small; tables have at most a few thousand entries) ---------------
+def _put_varint(out: bytearray, value: int) -> None:
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _get_varint(raw, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(raw):
+            raise ValueError("rANS table truncated")
+        byte = int(raw[pos])
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 35:
+            raise ValueError("rANS table has an overlong varint")
+
+
+# -- model ---------------------------------------------------------------------
+def histogram(symbols: np.ndarray, alphabet: int | None = None) -> np.ndarray:
+    """Counts per symbol value (int64, length ``alphabet`` or max+1)."""
+    from . import _rans_numba
+
+    symbols = _as_symbols(symbols)
+    if alphabet is None:
+        alphabet = 256 if symbols.dtype == np.uint8 else (int(symbols.max()) + 1 if symbols.size else 1)
+    return _rans_numba.histogram(symbols, alphabet)
+
+
+def choose_scale_bits(counts: np.ndarray) -> int:
+    """Precision: enough for every present symbol, no more than the data can use.
+
+    Frequencies more precise than the sample size only make the table bigger.
+    """
+    total = int(counts.sum())
+    present = int(np.count_nonzero(counts))
+    need = max(1, math.ceil(math.log2(max(present, 1))) + 1)
+    want = max(total, 1).bit_length() + 1
+    return max(min(DEFAULT_MAX_SCALE_BITS, want), min(need, MAX_SCALE_BITS))
+
+
+def normalise(counts: np.ndarray, scale_bits: int) -> np.ndarray:
+    """Integer frequencies summing to 2**scale_bits, >= 1 for every present symbol.
+
+    Deterministic (stable sorts only), so identical input gives identical bytes.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    target = 1 << scale_bits
+    freq = np.zeros_like(counts)
+    if total == 0:
+        return freq
+    freq[:] = (counts * target + total // 2) // total
+    freq[(counts > 0) & (freq == 0)] = 1
+    diff = target - int(freq.sum())
+    if diff > 0:
+        freq[int(np.argmax(counts))] += diff
+    elif diff < 0:
+        # take the excess from the largest frequencies, never below 1
+        for s in np.argsort(-freq, kind="stable"):
+            take = min(-diff, int(freq[s]) - 1)
+            if take > 0:
+                freq[s] -= take
+                diff += take
+            if diff == 0:
+                break
+    return freq
+
+
+def _table_bytes(freq: np.ndarray, scale_bits: int) -> bytes:
+    from . import _rans_numba
+
+    nonzero = np.flatnonzero(freq)
+    out = bytearray([scale_bits])
+    if nonzero.size == 0:
+        _put_varint(out, 0)
+        _put_varint(out, 0)
+        return bytes(out)
+    first, last = int(nonzero[0]), int(nonzero[-1])
+    _put_varint(out, first)
+    _put_varint(out, last - first + 1)
+    values = freq[first : last + 1]
+    buffer = np.empty(10 * values.size, dtype=np.uint8)
+    out += buffer[: _rans_numba.write_table(values, buffer)].tobytes()
+    return bytes(out)
+
+
+def estimate_size(counts: np.ndarray) -> int:
+    """Approximate stream bytes for a histogram: Shannon bound plus table and states."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    present = counts[counts > 0]
+    if total == 0:
+        return 3 + _STATE_BYTES
+    bits = float(-(present * np.log2(present / total)).sum())
+    nonzero = np.flatnonzero(counts)
+    span = int(nonzero[-1]) - int(nonzero[0]) + 1
+    scale_bits = choose_scale_bits(counts)
+    # table: ~1 byte per frequency below 128, 2 above; zero runs ~2 bytes
+    big = int(np.count_nonzero(present * (1 << scale_bits) >= 128 * total))
+    table = 4 + present.size + big + 2 * max(0, span - present.size) // 4
+    return table + _STATE_BYTES + math.ceil(bits / 8) + 2
+
+
+def _as_symbols(symbols: np.ndarray) -> np.ndarray:
+    symbols = np.ascontiguousarray(symbols).reshape(-1)
+    if symbols.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"symbols must be uint8 or uint16, got {symbols.dtype}")
+    return symbols
+
+
+# -- public API ----------------------------------------------------------------
+def encode_symbols(symbols: np.ndarray, counts: np.ndarray | None = None, scale_bits: int | None = None) -> bytes:
+    """rANS-code a 1-D uint8/uint16 array; ``counts`` must be its histogram if given."""
+    from . import _rans_numba
+
+    symbols = _as_symbols(symbols)
+    if counts is None:
+        counts = histogram(symbols)
+    counts = np.asarray(counts, dtype=np.int64)
+    if symbols.size and int(symbols.max()) >= counts.size:
+        raise ValueError("counts is shorter than the largest symbol")
+    if scale_bits is None:
+        scale_bits = choose_scale_bits(counts)
+    if not 1 <= scale_bits <= MAX_SCALE_BITS or (1 << scale_bits) < np.count_nonzero(counts):
+        raise ValueError(f"scale_bits {scale_bits} cannot hold {np.count_nonzero(counts)} symbols")
+    freq = normalise(counts, scale_bits)
+    start = np.zeros(freq.size, dtype=np.int64)
+    np.cumsum(freq[:-1], out=start[1:])
+    states, words = _rans_numba.encode(symbols, freq, start, scale_bits)
+    return _table_bytes(freq, scale_bits) + states.astype("<u4").tobytes() + words.astype("<u2").tobytes()
+
+
+class ParsedStream(NamedTuple):
+    """A validated stream, ready for a decode kernel (see :func:`parse_stream`)."""
+
+    scale_bits: int
+    freq: np.ndarray  # int64, indexed by symbol
+    states: np.ndarray  # int64[LANES]
+    words: np.ndarray  # uint16 renormalisation words plus LANES zero words of padding
+    table: np.ndarray  # int64 per slot: symbol | freq << 16 | (slot - start) << 32
+
+
+def parse_stream(data: bytes | memoryview | np.ndarray, count: int, alphabet: int = MAX_ALPHABET) -> ParsedStream:
+    """Check a stream's header against ``count`` symbols below ``alphabet``; ``ValueError`` if corrupt.
+
+    For callers that run their own decode kernel on the parsed pieces;
+    everyone else calls :func:`decode_symbols`.
+    """
+    from . import _rans_numba
+
+    # a uint8 view, not a copy: the stream can be most of a 4 MiB chunk
+    raw = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    if len(raw) < 1:
+        raise ValueError("rANS stream is empty")
+    scale_bits = int(raw[0])
+    if not 1 <= scale_bits <= MAX_SCALE_BITS:
+        raise ValueError(f"rANS scale_bits {scale_bits} out of range")
+    first, pos = _get_varint(raw, 1)
+    entries, pos = _get_varint(raw, pos)
+    if first + entries > min(alphabet, MAX_ALPHABET):
+        raise ValueError("rANS table holds symbols outside the alphabet")
+    freq = np.zeros(first + entries, dtype=np.int64)
+    pos = _rans_numba.read_table(raw, pos, freq[first:])
+    if pos < 0:
+        raise ValueError("rANS frequency table is corrupt")
+    if count and int(freq.sum()) != 1 << scale_bits:
+        raise ValueError("rANS frequency table does not sum to 2**scale_bits")
+    if len(raw) < pos + _STATE_BYTES or (len(raw) - pos - _STATE_BYTES) % 2:
+        raise ValueError("rANS stream is truncated")
+    states = raw[pos : pos + _STATE_BYTES].view("<u4").astype(np.int64)
+    body = raw[pos + _STATE_BYTES :].view("<u2")
+    if count == 0:
+        if body.size or (states != RANS_L).any():
+            raise ValueError("rANS stream has data but no symbols")
+    elif ((states < RANS_L) | (states >= RANS_L << 16)).any():
+        raise ValueError("rANS state out of range")
+    # padded with LANES zero words so decoders can renormalise without branches
+    words = np.zeros(body.size + LANES, dtype=np.uint16)
+    words[: body.size] = body
+    table = _rans_numba.slot_table(freq, scale_bits) if count else np.zeros(1, dtype=np.int64)
+    return ParsedStream(scale_bits, freq, states, words, table)
+
+
+def check_status(status: int) -> None:
+    """Turn a decode kernel's status into ``ValueError`` (0 is success)."""
+    if status == 1:
+        raise ValueError("rANS stream is truncated")
+    if status != 0:
+        raise ValueError("rANS stream is corrupt (bad final state or trailing words)")
+
+
+def decode_symbols(
+    data: bytes | memoryview | np.ndarray, count: int, dtype=np.uint16, alphabet: int | None = None
+) -> np.ndarray:
+    """Inverse of :func:`encode_symbols`: ``count`` symbols as ``dtype`` (uint8 or uint16).
+
+    ``alphabet``: refuse (``ValueError``) a stream whose table holds symbols at
+    or above it; defaults to what ``dtype`` can hold.
+    """
+    from . import _rans_numba
+
+    dtype = np.dtype(dtype)
+    if dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"dtype must be uint8 or uint16, got {dtype}")
+    limit = np.iinfo(dtype).max + 1
+    stream = parse_stream(data, count, limit if alphabet is None else min(alphabet, limit))
+    out = np.empty(count, dtype=dtype)
+    if count:
+        check_status(_rans_numba.decode(stream.words, stream.states, count, stream.table, stream.scale_bits, out))
+    return out

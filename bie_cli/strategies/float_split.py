@@ -1,0 +1,211 @@
+"""``float-split``: bit-exact float coding by splitting elements into modelled streams.
+
+Each element's top 16 bits (sign, exponent, top mantissa bits) are its
+*head*. The head's magnitude without its ``low_bits`` lowest bits is a
+*symbol* (exponent and top mantissa bits, up to 12 bits), coded with static
+rANS using a table fitted to this chunk, so the mantissa bits in the symbol
+are modelled given the exponent. The sign and the low bits (the *residual*)
+and the lower mantissa bytes (*tail planes*, one per byte position) are close
+to uniform; each is stored raw, zstd-coded (catches repeated values) or
+rANS-coded, whichever is smallest. ``low_bits`` is chosen per chunk from the
+head histogram by estimated size. Stream layout: :mod:`bie_cli.codecs.float_planes`;
+payload format: docs/strategies/float-split.md.
+
+Only bytes move, so NaN payloads, infinities, subnormals and -0.0 survive.
+C64/C128 are coded as pairs of F32/F64. A chunk that would not shrink is
+stored raw (``meta = {"stored": "raw"}``).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+from .. import dtypes
+from .base import Strategy, from_bytes
+
+FORMAT_VERSION = 1
+CODING_RAW, CODING_ZSTD, CODING_RANS = 0, 1, 2
+_STREAM_HEADER = struct.Struct("<BI")  # coding, length
+_ZSTD_SAMPLE = 16 << 10
+_ZSTD_SAMPLES = 8
+# bytes per element component: complex numbers are pairs of floats
+_COMPONENT_SIZE = {"F8_E4M3": 1, "F8_E5M2": 1, "F16": 2, "BF16": 2, "F32": 4, "F64": 8, "C64": 4, "C128": 8}
+
+
+@dataclass(frozen=True)
+class FloatSplitConfig:
+    #: zstd level tried on residual and tail planes (they are near-uniform: a
+    #: fast level finds the repeats there are; higher levels cost time, not bytes)
+    zstd_level: int = 1
+    #: low magnitude bits left out of the rANS symbol (stored beside the
+    #: sign); None chooses per chunk. 16-bit heads: 3..7; 1-byte floats: 0..5
+    low_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if not -7 <= self.zstd_level <= 22:
+            raise ValueError(f"zstd_level must be between -7 and 22, got {self.zstd_level}")
+        if self.low_bits is not None and not 0 <= self.low_bits <= 7:
+            raise ValueError(f"low_bits must be between 0 and 7, got {self.low_bits}")
+
+
+class FloatSplitStrategy(Strategy):
+    id = "float-split"
+    lossless = True
+    dtypes = frozenset(_COMPONENT_SIZE)
+    description = "floats split into sign/exponent symbols (rANS) and mantissa planes; bit-exact"
+    Config = FloatSplitConfig
+
+    def encode(self, chunk: np.ndarray, config: FloatSplitConfig) -> tuple[bytes, dict]:
+        from ..codecs import float_planes, rans
+
+        itemsize = _COMPONENT_SIZE[dtypes.from_numpy(chunk.dtype).name]
+        data = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
+        count = data.size // itemsize
+        if count == 0:
+            return b"", {"stored": "raw"}
+        magnitudes = float_planes.magnitude_counts(float_planes.head_histogram(data, itemsize))
+        valid = float_planes.low_bits_range(itemsize)
+        if config.low_bits is None:
+            low_bits, symbol_counts = _choose_low_bits(magnitudes, count, float_planes.preferred_low_bits(itemsize))
+        else:  # clamped to what this element size allows
+            low_bits = min(max(config.low_bits, valid.start), valid.stop - 1)
+            symbol_counts = float_planes.symbol_counts(magnitudes, low_bits)
+        symbols, residual, tails = float_planes.split(data, itemsize, low_bits)
+        parts = [bytes([FORMAT_VERSION, low_bits, 2 + tails.shape[0]])]
+        parts += _stream(CODING_RANS, rans.encode_symbols(symbols, symbol_counts))
+        compressor = zstandard.ZstdCompressor(level=config.zstd_level)
+        for plane in [residual, *tails]:
+            parts += _smallest_byte_coding(plane, compressor)
+        payload = b"".join(parts)  # the only copy of the coded streams
+        if len(payload) >= data.size:
+            return data.tobytes(), {"stored": "raw"}
+        return payload, {}
+
+    def decode(self, payload, meta, shape, dtype) -> np.ndarray:
+        if meta.get("stored") == "raw":
+            return from_bytes(payload, shape, dtype)
+        if meta:
+            raise ValueError(f"float-split meta has unknown keys {sorted(meta)}")
+        itemsize = _COMPONENT_SIZE[dtype]
+        total = dtypes.nbytes(dtype, tuple(shape))
+        count = total // itemsize
+        data = _decode_elements(memoryview(payload).cast("B"), count, itemsize)
+        return from_bytes(data, shape, dtype)
+
+
+def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarray:
+    from ..codecs import float_planes, rans
+
+    head_bytes = float_planes.head_bytes_for(itemsize)
+    n_tails = itemsize - head_bytes
+    if len(payload) < 3:
+        raise ValueError("float-split payload shorter than its header")
+    version, low_bits, n_streams = payload[0], payload[1], payload[2]
+    if version != FORMAT_VERSION:
+        raise ValueError(f"float-split payload version {version} is not supported (expected {FORMAT_VERSION})")
+    if low_bits not in float_planes.low_bits_range(itemsize):
+        raise ValueError(f"float-split low_bits {low_bits} out of range")
+    if n_streams != 2 + n_tails:
+        raise ValueError(f"float-split payload has {n_streams} streams, {itemsize}-byte elements need {2 + n_tails}")
+    streams = []
+    pos = 3
+    for _ in range(n_streams):
+        if pos + _STREAM_HEADER.size > len(payload):
+            raise ValueError("float-split payload truncated in a stream header")
+        coding, length = _STREAM_HEADER.unpack_from(payload, pos)
+        pos += _STREAM_HEADER.size
+        if pos + length > len(payload):
+            raise ValueError("float-split stream runs past the payload")
+        streams.append((coding, payload[pos : pos + length]))
+        pos += length
+    if pos != len(payload):
+        raise ValueError("float-split payload has trailing bytes")
+    symbol_coding, symbol_bytes = streams[0]
+    if symbol_coding != CODING_RANS:
+        raise ValueError("float-split symbol stream must be rANS-coded")
+    residual = _decode_byte_plane(*streams[1], float_planes.residual_size(count, low_bits))
+    tails = np.empty((n_tails, count), dtype=np.uint8)
+    for t, (coding, body) in enumerate(streams[2:]):
+        tails[t] = _decode_byte_plane(coding, body, count)
+    alphabet = 1 << (8 * head_bytes - 1 - low_bits)
+    symbols = rans.decode_symbols(symbol_bytes, count, np.uint16, alphabet)
+    return float_planes.join(symbols, residual, tails, itemsize, low_bits)
+
+
+def _choose_low_bits(magnitudes: np.ndarray, count: int, candidates) -> tuple[int, np.ndarray]:
+    """The ``low_bits`` with the smallest estimated size (rANS symbols + raw
+    residuals), and its symbol histogram.
+
+    Wider symbols model more mantissa bits given the exponent but cost a
+    bigger table, which small chunks cannot pay back.
+    """
+    from ..codecs import float_planes, rans
+
+    best = None
+    for low_bits in candidates:
+        counts = float_planes.symbol_counts(magnitudes, low_bits)
+        size = rans.estimate_size(counts) + float_planes.residual_size(count, low_bits)
+        if best is None or size < best[0]:
+            best = (size, low_bits, counts)
+    return best[1], best[2]
+
+
+def _stream(coding: int, body) -> list:
+    """Header and body of one stream, as parts for ``bytes.join``."""
+    return [_STREAM_HEADER.pack(coding, len(body)), body]
+
+
+def _smallest_byte_coding(plane: np.ndarray, compressor) -> list:
+    """The plane raw, zstd-coded or rANS-coded: whichever is smallest."""
+    from ..codecs import rans
+
+    raw = memoryview(np.ascontiguousarray(plane)).cast("B")
+    best = (CODING_RAW, raw)
+    if not len(raw):
+        return _stream(*best)
+    if _zstd_may_help(raw, compressor):
+        packed = compressor.compress(raw)
+        if len(packed) < len(best[1]):
+            best = (CODING_ZSTD, packed)
+    # rANS only pays on skewed planes (e.g. truncated mantissas); estimate first
+    counts = rans.histogram(plane, 256)
+    if rans.estimate_size(counts) < 0.98 * len(best[1]):
+        coded = rans.encode_symbols(plane, counts)
+        if len(coded) < len(best[1]):
+            best = (CODING_RANS, coded)
+    return _stream(*best)
+
+
+def _zstd_may_help(raw: memoryview, compressor) -> bool:
+    """Near-uniform planes are the common case; skip the full zstd pass when
+    none of a few 16 KiB samples spread over the plane shrinks by 1 %.
+    (Repeats can be local, as in MiniLM's word embeddings: hence several samples.)"""
+    if len(raw) <= 16 * _ZSTD_SAMPLE:
+        return True
+    step = len(raw) // _ZSTD_SAMPLES
+    for k in range(_ZSTD_SAMPLES):
+        sample = raw[k * step : k * step + _ZSTD_SAMPLE]
+        if len(compressor.compress(sample)) < 0.99 * len(sample):
+            return True
+    return False
+
+
+def _decode_byte_plane(coding: int, body: memoryview, size: int) -> np.ndarray:
+    from ..codecs import rans
+
+    if coding == CODING_RAW:
+        plane = np.frombuffer(body, dtype=np.uint8)
+    elif coding == CODING_ZSTD:
+        # max_output_size bounds the allocation to what the shape says
+        plane = np.frombuffer(zstandard.ZstdDecompressor().decompress(body, max_output_size=max(size, 1)), dtype=np.uint8)
+    elif coding == CODING_RANS:
+        return rans.decode_symbols(body, size, np.uint8)
+    else:
+        raise ValueError(f"float-split stream coding {coding} is unknown")
+    if plane.size != size:
+        raise ValueError(f"float-split plane holds {plane.size} bytes, expected {size}")
+    return plane

@@ -1,0 +1,93 @@
+"""The shared rANS coder (bie_cli.codecs.rans): round trips, sizes, hostile streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from bie_cli.codecs import rans
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays(np.uint16, st.integers(0, 600), elements=st.integers(0, 4095)))
+def test_uint16_symbols_round_trip(symbols):
+    assert np.array_equal(rans.decode_symbols(rans.encode_symbols(symbols), symbols.size), symbols)
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.uint8, st.integers(0, 600), elements=st.integers(0, 255)))
+def test_uint8_symbols_round_trip(symbols):
+    decoded = rans.decode_symbols(rans.encode_symbols(symbols), symbols.size, np.uint8)
+    assert decoded.dtype == np.uint8 and np.array_equal(decoded, symbols)
+
+
+def test_skewed_symbols_code_near_their_entropy():
+    rng = np.random.default_rng(0)
+    symbols = np.clip(rng.normal(2000, 20, 200_000), 0, 4095).astype(np.uint16)
+    counts = rans.histogram(symbols)
+    p = counts[counts > 0] / symbols.size
+    entropy_bytes = -(p * np.log2(p)).sum() * symbols.size / 8
+    size = len(rans.encode_symbols(symbols, counts))
+    assert entropy_bytes < size < entropy_bytes * 1.01
+    assert abs(rans.estimate_size(counts) - size) < 0.01 * size
+
+
+def test_one_symbol_alphabet_costs_only_the_header():
+    data = rans.encode_symbols(np.full(100_000, 7, dtype=np.uint16))
+    assert len(data) < 64
+    assert (rans.decode_symbols(data, 100_000) == 7).all()
+
+
+def test_symbols_too_large_for_the_requested_dtype_are_refused():
+    data = rans.encode_symbols(np.array([300, 1, 2], dtype=np.uint16))
+    with pytest.raises(ValueError, match="alphabet"):
+        rans.decode_symbols(data, 3, np.uint8)
+
+
+def test_wrong_symbol_dtype_is_a_type_error():
+    with pytest.raises(TypeError):
+        rans.encode_symbols(np.arange(5, dtype=np.int32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10_000), st.data())
+def test_truncated_or_padded_streams_raise(seed, data):
+    rng = np.random.default_rng(seed)
+    symbols = rng.integers(0, 40, 300).astype(np.uint16)
+    stream = rans.encode_symbols(symbols)
+    cut = data.draw(st.integers(0, len(stream) - 1))
+    with pytest.raises(ValueError):
+        rans.decode_symbols(stream[:cut], symbols.size)
+    with pytest.raises(ValueError):
+        rans.decode_symbols(stream + b"\x00\x00", symbols.size)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 500))
+def test_arbitrary_bytes_raise_value_error_or_decode_in_bounds(garbage, count):
+    try:
+        out = rans.decode_symbols(garbage, count)
+    except ValueError:
+        return
+    assert out.shape == (count,)
+
+
+def test_flipped_bytes_never_crash():
+    rng = np.random.default_rng(1)
+    symbols = np.clip(rng.normal(100, 5, 5000), 0, 4095).astype(np.uint16)
+    stream = bytearray(rans.encode_symbols(symbols))
+    detected = 0
+    for position in range(len(stream)):
+        corrupt = bytearray(stream)
+        corrupt[position] ^= 0x5A
+        try:
+            out = rans.decode_symbols(bytes(corrupt), symbols.size)
+        except ValueError:
+            detected += 1
+            continue
+        assert out.shape == symbols.shape
+    # the final-state check catches nearly every corruption
+    assert detected > 0.95 * len(stream)
