@@ -510,7 +510,7 @@ def _scan_all_records(reader: ContainerReader, chunk_owner, bad_chunks, report: 
         while offset < end:
             head = handle.read(spec.RECORD_HEADER.size)
             try:
-                _, length, checksum = parse_record_header(head, offset, end - offset)
+                _, _, length, checksum = parse_record_header(head, offset, end - offset)
             except CorruptContainerError as exc:
                 report.problems.append(str(exc))
                 return

@@ -16,9 +16,10 @@ import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
+import zstandard
 
 from ... import dtypes
 from ...errors import BadInputError, BieError, CorruptContainerError
@@ -80,6 +81,25 @@ class Record:
     offset: int
     type: int
     body: memoryview
+    flags: int = 0
+
+    def json(self, what: str) -> dict:
+        """The body of a JSON record, decompressed when its flag says so."""
+        body = self.body
+        if self.flags & spec.FLAG_ZSTD_JSON:
+            cap = spec.MAX_INDEX_BODY if self.type == spec.RecordType.INDEX else spec.MAX_JSON_BODY
+            try:
+                body = zstandard.ZstdDecompressor().decompress(body, max_output_size=cap)
+            except zstandard.ZstdError as exc:
+                raise _corrupt(f"{what} record does not decompress ({exc})", self.offset) from None
+        return _json(body, what, self.offset)
+
+
+class RecordHeader(NamedTuple):
+    type: int
+    flags: int
+    length: int
+    checksum: int
 
 
 # -- validation helpers ------------------------------------------------------------
@@ -173,13 +193,15 @@ def _apply_end(entry: TensorEntry, obj: dict, offset: int) -> None:
         raise _corrupt(f"{what}: original size disagrees with dtype and shape", offset)
 
 
-def parse_record_header(head: bytes, offset: int, remaining: int | None) -> tuple[int, int, int]:
-    """Check one record header; return (type, body length, body checksum)."""
+def parse_record_header(head: bytes, offset: int, remaining: int | None) -> RecordHeader:
+    """Check one record header against its CRC, the caps and the bytes that remain."""
     if len(head) < spec.RECORD_HEADER.size:
         raise _corrupt("file ends inside a record header (truncated)", offset)
-    rtype, _flags, length, checksum, crc = spec.RECORD_HEADER.unpack(head)
+    rtype, flags, length, checksum, crc = spec.RECORD_HEADER.unpack(head)
     if zlib.crc32(head[: spec.RECORD_HEADER_CRC_SPAN]) != crc:
         raise _corrupt("record header checksum mismatch", offset)
+    if flags & ~spec.KNOWN_FLAGS:
+        raise _corrupt(f"record flags {flags:#x} are not known to this reader (upgrade bie?)", offset)
     cap = {
         spec.RecordType.INDEX: spec.MAX_INDEX_BODY,
         spec.RecordType.CHUNK: spec.MAX_RECORD_BODY,
@@ -191,7 +213,7 @@ def parse_record_header(head: bytes, offset: int, remaining: int | None) -> tupl
         raise _corrupt(
             f"record length {length} runs past the end of the file (truncated?)", offset
         )
-    return rtype, length, checksum
+    return RecordHeader(rtype, flags, length, checksum)
 
 
 def parse_chunk(body: memoryview, offset: int) -> Chunk:
@@ -311,13 +333,13 @@ def scan_records(stream: BinaryIO, file_length: int | None = None) -> Iterator[R
         head = _read_exact(stream, spec.RECORD_HEADER.size)
         if not head:
             raise _corrupt("file ends before the index (truncated)", offset)
-        rtype, length, checksum = parse_record_header(head, offset, remaining)
+        rtype, flags, length, checksum = parse_record_header(head, offset, remaining)
         body = _read_exact(stream, length)
         if len(body) != length:
             raise _corrupt("file ends inside a record body (truncated)", offset)
         if spec.body_checksum(body) != checksum:
             raise _corrupt(f"{_type_name(rtype)} record checksum mismatch", offset)
-        yield Record(offset, rtype, memoryview(body))
+        yield Record(offset, rtype, memoryview(body), flags)
         index_offset = offset
         offset += spec.RECORD_HEADER.size + length
         if rtype == spec.RecordType.INDEX:
@@ -363,7 +385,7 @@ class StreamDecoder:
         first = next(self._records)
         if first.type != spec.RecordType.HEADER:
             raise _corrupt("first record is not the header", first.offset)
-        self.header = _json(first.body, "header", first.offset)
+        self.header = first.json("header")
         self.blobs: dict[str, bytes] = {}
         self.entries: list[TensorEntry] = []
         self.index: dict | None = None
@@ -391,7 +413,7 @@ class StreamDecoder:
             if rtype == spec.RecordType.TENSOR:
                 if current is not None:
                     raise _corrupt(f"tensor {current.name!r} is not closed", offset)
-                current = _parse_tensor(_json(record.body, "tensor", offset), offset)
+                current = _parse_tensor(record.json("tensor"), offset)
                 if current.id != len(self.entries):
                     raise _corrupt("tensor ids are not sequential", offset)
                 hasher = spec.new_digest()
@@ -406,7 +428,7 @@ class StreamDecoder:
                     hasher.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
                 yield current, chunk.row_start, chunk.row_stop, array
             elif rtype == spec.RecordType.TENSOR_END:
-                end = _json(record.body, "tensor end", offset)
+                end = record.json("tensor end")
                 if current is None or end.get("id") != current.id:
                     raise _corrupt("tensor end without its tensor", offset)
                 if len(current.chunks) != current.chunk_count:
@@ -421,7 +443,7 @@ class StreamDecoder:
             elif rtype == spec.RecordType.INDEX:
                 if current is not None:
                     raise _corrupt(f"tensor {current.name!r} is not closed", offset)
-                self.index = _json(record.body, "index", offset)
+                self.index = record.json("index")
             elif rtype in (spec.RecordType.HEADER, spec.RecordType.BLOB):
                 raise _corrupt(f"unexpected {_type_name(rtype)} record", offset)
             # unknown record types are skipped by length (forward compatibility)
@@ -488,12 +510,12 @@ class ContainerReader:
         if index_offset + index_length != trailer_at:
             raise _corrupt("index does not end where the trailer starts", trailer_at)
         index_record = self._record(index_offset, spec.RecordType.INDEX)
-        self.index = _json(index_record.body, "index", index_offset)
+        self.index = index_record.json("index")
         header_offset = self.index.get("header_offset")
         if not isinstance(header_offset, int) or header_offset != spec.FILE_HEADER.size:
             raise _corrupt("index does not point at the header", index_offset)
         header = self._record(header_offset, spec.RecordType.HEADER)
-        self.header = _json(header.body, "header", header_offset)
+        self.header = header.json("header")
         self.entries = self._parse_index(index_offset)
         self._by_name = {entry.name: entry for entry in self.entries}
         if len(self._by_name) != len(self.entries):
@@ -539,14 +561,14 @@ class ContainerReader:
         if offset + spec.RECORD_HEADER.size > self.file_length:
             raise _corrupt("record offset past the end of the file", offset)
         head = bytes(self._view[offset : offset + spec.RECORD_HEADER.size])
-        rtype, length, checksum = parse_record_header(head, offset, self.file_length - offset)
+        rtype, flags, length, checksum = parse_record_header(head, offset, self.file_length - offset)
         if rtype != expected_type:
             raise _corrupt(f"expected a {_type_name(expected_type)} record, found {_type_name(rtype)}", offset)
         start = offset + spec.RECORD_HEADER.size
         body = self._view[start : start + length]
         if verify and spec.body_checksum(body) != checksum:
             raise _corrupt(f"{_type_name(rtype)} record checksum mismatch", offset)
-        return Record(offset, rtype, body)
+        return Record(offset, rtype, body, flags)
 
     # -- public ----------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:

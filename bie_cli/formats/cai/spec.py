@@ -31,9 +31,18 @@ FORMAT_MINOR = 0
 #: magic, major version, minor version, flags (reserved, 0)
 FILE_HEADER = struct.Struct("<8sHHI")
 
-#: type, flags (reserved, 0), body length, xxh3-64 of the body, CRC32 of the preceding 20 bytes
+#: type, flags, body length, xxh3-64 of the body (as stored), CRC32 of the preceding 20 bytes
 RECORD_HEADER = struct.Struct("<HHQQI")
 RECORD_HEADER_CRC_SPAN = 20
+
+#: record flag: the body of a JSON record (HEADER, TENSOR, TENSOR_END, INDEX) is
+#: one zstd frame holding the JSON. Writers set it only when that is smaller;
+#: the index repeats every tensor's metadata and shrinks about 9x.
+FLAG_ZSTD_JSON = 0x1
+KNOWN_FLAGS = FLAG_ZSTD_JSON
+#: JSON bodies shorter than this are never worth a zstd frame
+JSON_COMPRESS_MIN = 128
+JSON_ZSTD_LEVEL = 19
 
 #: tensor id, chunk number, first row, end row (exclusive), meta length, padding length
 CHUNK_PREFIX = struct.Struct("<IIQQII")

@@ -14,6 +14,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+import zstandard
+
 from . import spec
 
 
@@ -27,6 +29,16 @@ class _State(enum.Enum):
 def _json_bytes(obj) -> bytes:
     # sort_keys + compact separators: the same input always gives the same bytes.
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _json_body(obj) -> tuple[bytes, int]:
+    """A JSON record body and its flags: zstd-compressed when that is smaller."""
+    body = _json_bytes(obj)
+    if len(body) >= spec.JSON_COMPRESS_MIN:
+        packed = zstandard.ZstdCompressor(level=spec.JSON_ZSTD_LEVEL, write_content_size=True).compress(body)
+        if len(packed) < len(body):
+            return packed, spec.FLAG_ZSTD_JSON
+    return body, 0
 
 
 @dataclass
@@ -58,17 +70,21 @@ class ContainerWriter:
         self._out.write(data)
         self._offset += len(data)
 
-    def _write_record(self, record_type: spec.RecordType, *body_parts) -> int:
+    def _write_record(self, record_type: spec.RecordType, *body_parts, flags: int = 0) -> int:
         """Write one record; return its offset."""
         offset = self._offset
         length = sum(len(part) for part in body_parts)
         checksum = spec.body_checksum(*body_parts)
-        head = spec.RECORD_HEADER.pack(int(record_type), 0, length, checksum, 0)
+        head = spec.RECORD_HEADER.pack(int(record_type), flags, length, checksum, 0)
         crc = zlib.crc32(head[: spec.RECORD_HEADER_CRC_SPAN])
         self._write(head[: spec.RECORD_HEADER_CRC_SPAN] + crc.to_bytes(4, "little"))
         for part in body_parts:
             self._write(part)
         return offset
+
+    def _write_json_record(self, record_type: spec.RecordType, obj: dict) -> int:
+        body, flags = _json_body(obj)
+        return self._write_record(record_type, body, flags=flags)
 
     def _expect(self, *states: _State) -> None:
         if self._state not in states:
@@ -78,7 +94,7 @@ class ContainerWriter:
     def write_header(self, header: dict) -> None:
         self._expect(_State.NEW)
         self._write(spec.FILE_HEADER.pack(spec.FILE_MAGIC, spec.FORMAT_MAJOR, spec.FORMAT_MINOR, 0))
-        self._header_offset = self._write_record(spec.RecordType.HEADER, _json_bytes(header))
+        self._header_offset = self._write_json_record(spec.RecordType.HEADER, header)
         self._state = _State.HEADER_WRITTEN
 
     def write_blob(self, name: str, data: bytes) -> None:
@@ -100,7 +116,7 @@ class ContainerWriter:
             raise ValueError(f"duplicate tensor name {record['name']!r}")
         self._names.add(record["name"])
         record = dict(record, id=len(self._tensors))
-        offset = self._write_record(spec.RecordType.TENSOR, _json_bytes(record))
+        offset = self._write_json_record(spec.RecordType.TENSOR, record)
         self._current = _TensorIndexEntry(record=record, record_offset=offset)
         self._tensors.append(self._current)
         self._state = _State.IN_TENSOR
@@ -125,7 +141,7 @@ class ContainerWriter:
         self._expect(_State.IN_TENSOR)
         entry = self._current
         end = dict(end, id=entry.record["id"])
-        self._write_record(spec.RecordType.TENSOR_END, _json_bytes(end))
+        self._write_json_record(spec.RecordType.TENSOR_END, end)
         entry.end = end
         self._current = None
         self._state = _State.HEADER_WRITTEN
@@ -142,7 +158,7 @@ class ContainerWriter:
                 for entry in self._tensors
             ],
         }
-        index_offset = self._write_record(spec.RecordType.INDEX, _json_bytes(index))
+        index_offset = self._write_json_record(spec.RecordType.INDEX, index)
         index_length = self._offset - index_offset
         file_length = self._offset + spec.TRAILER.size
         head = spec.TRAILER.pack(index_offset, index_length, file_length, 0, 0, spec.TRAILER_MAGIC)
