@@ -297,15 +297,45 @@ class DecompressStats:
         return asdict(self)
 
 
-def _checked_chunks(reader: ContainerReader, entries: list[TensorEntry], bits: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+def _decoded_in_order(reader: ContainerReader, entries: list[TensorEntry], bits: int | None, threads: int):
+    """``(entry, array)`` for every chunk in file order, decoded ``threads`` at a time
+    (decoders release the GIL) with at most ``2 x threads`` chunks held."""
+    jobs = ((entry, number) for entry in entries for number in range(len(entry.chunks)))
+    if threads <= 1:
+        for entry, number in jobs:
+            yield entry, reader.decode_chunk(entry, number, bits)
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-decode") as pool:
+        pending: deque = deque()
+        for entry, number in jobs:
+            pending.append((entry, pool.submit(reader.decode_chunk, entry, number, bits)))
+            if len(pending) > 2 * threads:
+                done_entry, future = pending.popleft()
+                yield done_entry, future.result()
+        while pending:
+            done_entry, future = pending.popleft()
+            yield done_entry, future.result()
+
+
+def _checked_chunks(reader: ContainerReader, entries: list[TensorEntry], bits: int | None = None,
+                    threads: int = 1) -> Iterator[tuple[str, np.ndarray]]:
     """Decoded chunks in order; each lossless tensor's bytes are checked against its digest."""
-    for entry in entries:
-        digest = spec.new_digest()
-        for _, _, array in reader.iter_chunks(entry, bits=bits):
-            digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
-            yield entry.name, array
-        if _lossless(entry) and digest.hexdigest() != entry.digest:
-            raise CorruptContainerError(f"tensor {entry.name!r}: decoded bytes do not match the stored digest")
+    digests = {entry.id: spec.new_digest() for entry in entries}
+    remaining = {entry.id: len(entry.chunks) for entry in entries}
+    for entry in entries:  # tensors without chunks are complete already
+        if not entry.chunks:
+            _check_digest(entry, digests.pop(entry.id))
+    for entry, array in _decoded_in_order(reader, [e for e in entries if e.chunks], bits, threads):
+        digests[entry.id].update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+        yield entry.name, array
+        remaining[entry.id] -= 1
+        if remaining[entry.id] == 0:
+            _check_digest(entry, digests.pop(entry.id))
+
+
+def _check_digest(entry: TensorEntry, digest) -> None:
+    if _lossless(entry) and digest.hexdigest() != entry.digest:
+        raise CorruptContainerError(f"tensor {entry.name!r}: decoded bytes do not match the stored digest")
 
 
 def _lossless(entry: TensorEntry) -> bool:
@@ -321,6 +351,7 @@ def decompress_model(
     force: bool = False,
     progress: Progress | None = None,
     bits: int | None = None,
+    threads: int = 1,
     **format_options,
 ) -> DecompressStats:
     """Rebuild a checkpoint from container ``src`` (``"-"``: stdin) at ``dst``.
@@ -329,6 +360,8 @@ def decompress_model(
     from their top ``m`` planes only; other tensors ignore it."""
     src, dst = os.fspath(src), os.fspath(dst)
     check_bits(bits)
+    if threads < 1:
+        raise BadInputError("--threads must be at least 1")
     output_format = formats.format_for_output(dst, format)
     writer_module = formats.module(output_format)
     if output_format == "onnx":
@@ -351,7 +384,7 @@ def decompress_model(
         infos = [TensorInfo(e.name, e.dtype, e.shape) for e in reader.entries]
         selected = _select(infos, wanted, src)
         entries = [reader.entry(info.name) for info in selected]
-        chunks = _checked_chunks(reader, entries, bits)
+        chunks = _checked_chunks(reader, entries, bits, threads)
         header = reader.header
         blobs = {name: reader.blob(name) for name in reader._blobs}
         drain = None

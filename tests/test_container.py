@@ -47,7 +47,7 @@ def test_row_range_reads_touch_only_needed_chunks(small_model, tmp_path, monkeyp
         reader = container._reader
         seen = []
         original = reader.read_chunk
-        monkeypatch.setattr(reader, "read_chunk", lambda entry, number: seen.append(number) or original(entry, number))
+        monkeypatch.setattr(reader, "read_chunk", lambda entry, number, **kw: seen.append(number) or original(entry, number, **kw))
         container.read("encoder.weight", 17, 30)
         assert seen == [2, 3]  # rows 16..23 and 24..31
 
@@ -177,3 +177,10 @@ def test_corrupt_index_is_reported_as_corrupt(small_model, tmp_path):
     (tmp_path / "bad.cai").write_bytes(bytes(data))
     with pytest.raises(CorruptContainerError, match="index record checksum"):
         ContainerReader(tmp_path / "bad.cai")
+
+
+def test_parallel_decompress_matches_sequential(small_model, tmp_path):
+    bie_cli.compress_model(small_model, tmp_path / "m.cai", chunk_size=64)
+    bie_cli.decompress_model(tmp_path / "m.cai", tmp_path / "one.safetensors", threads=1)
+    bie_cli.decompress_model(tmp_path / "m.cai", tmp_path / "two.safetensors", threads=3)
+    assert (tmp_path / "one.safetensors").read_bytes() == (tmp_path / "two.safetensors").read_bytes()

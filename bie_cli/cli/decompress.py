@@ -14,6 +14,7 @@ def command(
     tensor: Annotated[Optional[list[str]], typer.Option("-t", "--tensor", help="Extract only this tensor; repeatable.")] = None,
     external_data: Annotated[Optional[bool], typer.Option("--external-data/--no-external-data", help="ONNX: weights in a .data file beside the model (default: only over 2 GB).")] = None,
     bits: Annotated[Optional[int], typer.Option("--bits", help="Rebuild progressive (bie-bitplane) tensors from their top M planes only, reading only those bytes; other tensors are decoded in full.", metavar="M")] = None,
+    threads: Annotated[int, typer.Option("-j", "--threads", help="Decode chunks in parallel on N threads.", min=1)] = 1,
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or summary on stderr.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Write statistics as JSON to stdout.")] = False,
@@ -24,7 +25,7 @@ def command(
 
     options = {} if external_data is None else {"external_data": external_data}
     with progress_bar("decompress", quiet) as progress:
-        stats = decompress_model(src, output, format=format, tensors=tensor, force=force, progress=progress, bits=bits, **options)
+        stats = decompress_model(src, output, format=format, tensors=tensor, force=force, progress=progress, threads=threads, bits=bits, **options)
     if json_output:
         print_json(stats.to_dict())
     elif not quiet:

@@ -614,13 +614,19 @@ class ContainerReader:
         reads (and checksums) only those bytes; other strategies ignore it."""
         check_bits(bits)
         row_stop = entry.rows if row_stop is None else row_stop
-        partial = is_progressive(entry, bits)
         for number, ref in enumerate(entry.chunks):
             if ref.row_stop <= row_start or ref.row_start >= row_stop:
                 continue
-            chunk = self.read_chunk(entry, number, verify=False) if partial else self.read_chunk(entry, number)
-            yield ref.row_start, ref.row_stop, decode_chunk(entry, chunk, bits if partial else None)
-            self._release(ref.offset, ref.length)
+            yield ref.row_start, ref.row_stop, self.decode_chunk(entry, number, bits)
+
+    def decode_chunk(self, entry: TensorEntry, number: int, bits: int | None = None) -> np.ndarray:
+        """Read, check and decode chunk ``number`` of a tensor (safe to call from threads)."""
+        partial = is_progressive(entry, bits)
+        chunk = self.read_chunk(entry, number, verify=not partial)
+        array = decode_chunk(entry, chunk, bits if partial else None)
+        ref = entry.chunks[number]
+        self._release(ref.offset, ref.length)
+        return array
 
     def _release(self, offset: int, length: int) -> None:
         """Drop a finished chunk's pages from this process's memory map.
