@@ -48,8 +48,15 @@ def command(
     json_output: Annotated[bool, typer.Option("--json", help="Write every result as JSON to stdout.")] = False,
 ) -> int:
     """Benchmark every bie encoding against dense, CSR/COO and quantized baselines; sizes from stored bytes."""
-    from ..bench import grid, report
+    from ..errors import BadInputError
     from .output import print_json, stderr_console
+
+    try:
+        import matplotlib  # noqa: F401  (the plots)
+        import scipy  # noqa: F401  (the CSR/COO baselines)
+    except ImportError as exc:
+        raise BadInputError(f"bie bench needs {exc.name}: pip install 'bie-cli[bench]'") from None
+    from ..bench import grid, report
 
     if list_methods:
         for name, spec in grid.BIE_METHODS.items():

@@ -1,0 +1,266 @@
+"""Matmul kernels on the compressed form equal dense ``Ŵ @ x`` (Ŵ = the strategy's own decode).
+
+Every strategy with kernels, odd shapes (empty rows, 1×n, n×1, rank 3, tiny
+chunks so tensors span several chunks), batch 1 (matvec and matmul) and > 1,
+for the numpy reference and numba with 1 and 2 threads.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import write_safetensors
+
+import bie_cli
+from bie_cli import kernels
+from bie_cli.errors import BadInputError
+
+SPECS = [
+    "quant:bits=8",
+    "quant:bits=4",
+    "quant:bits=4,group_size=8,entropy=none",
+    "quant:bits=4,group_size=7",  # odd groups: one code a byte
+    "quant:bits=3,symmetric=false,granularity=channel",
+    "quant:bits=5,symmetric=false,granularity=tensor,clip=mse",
+    "quant:bits=2,step=1.0,granularity=tensor",  # saturated codes are stored exactly
+    "quant:bits=8,step=0.05,granularity=tensor",  # rANS-coded codes
+    "sdr",
+    "sdr:values=int8",
+    "sdr:values=int4,density=0.3",
+    "sdr:values=fp16",
+    "bie-binary",
+    "bie-binary:density=0.1",
+    "bie-binary:threshold=0.8",
+    "bie-bitplane",
+    "bie-bitplane:bits=4",
+    "bie-bitplane:bits=6",
+    "bie-bitplane:bits=1",
+    "bie-blocked",
+    "bie-blocked:tile=4,values=int8",
+    "bie-blocked:tile=32,density=0.2",
+]
+
+MODES = [("numpy", 1), ("numba", 1), ("numba", 2)]
+
+
+def _tensors() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(42)
+    odd = rng.standard_normal((37, 29)).astype(np.float32)
+    odd[[0, 5, 36]] = 0.0  # empty rows, first and last included
+    sparse = (rng.standard_normal((40, 70)) * (rng.random((40, 70)) > 0.9)).astype(np.float32)
+    sparse[3] = 0.0
+    mixed = rng.standard_normal((24, 33)).astype(np.float32)
+    mixed[12:] *= rng.random((12, 33)) > 0.97  # dense chunks then very sparse ones
+    return {
+        "odd": odd,
+        "sparse": sparse,
+        "mixed": mixed,
+        "row": rng.standard_normal((1, 17)).astype(np.float32),
+        "column": rng.standard_normal((17, 1)).astype(np.float32),
+        "conv": rng.standard_normal((6, 3, 5)).astype(np.float32),
+        "wide": rng.standard_normal((9, 130)).astype(np.float32),
+        "half": rng.standard_normal((11, 16)).astype(np.float16),
+    }
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory):
+    """One container per spec; 600-byte chunks, so most tensors span several chunks."""
+    base = tmp_path_factory.mktemp("kernels")
+    source = write_safetensors(base / "m.safetensors", _tensors())
+    paths = {}
+    for number, spec in enumerate(SPECS):
+        path = base / f"{number}.cai"
+        bie_cli.compress_model(source, path, rules=[f"*={spec}"], chunk_size=600)
+        paths[spec] = path
+    return paths
+
+
+@pytest.fixture(params=MODES, ids=[f"{b}-t{t}" for b, t in MODES])
+def mode(request, monkeypatch):
+    backend, threads = request.param
+    monkeypatch.setenv(kernels.ENV_VAR, backend)
+    if backend == "numba":
+        import numba
+
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        yield request.param
+        numba.set_num_threads(previous)
+    else:
+        yield request.param
+
+
+def _check(actual, W_hat, x, relative=1e-4):
+    """Float32 rounding only: relative to |Ŵ|@|x|, plus a term of the tensor's range, because
+    asymmetric grids (and their own decode, x̂ = min + code·s) cancel terms of that size."""
+    x64 = x.astype(np.float64)
+    expected = W_hat @ x64
+    scale = np.abs(W_hat).max(initial=0.0) * np.abs(x64).sum(axis=0)
+    bound = relative * (np.abs(W_hat) @ np.abs(x64)) + 1e-6 * scale + 1e-6
+    assert actual.dtype == np.float32
+    assert actual.shape == expected.shape
+    assert np.all(np.abs(actual - expected) <= bound), np.max(np.abs(actual - expected) - bound)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_kernels_equal_dense_decode(containers, spec, mode):
+    rng = np.random.default_rng(7)
+    with bie_cli.open_container(containers[spec]) as container:
+        for name in container:
+            tensor = container[name]
+            W_hat = tensor.astype(np.float64).reshape(tensor.shape[0], -1)
+            encoded = kernels.load_encoded(container, name)
+            assert encoded.shape == W_hat.shape and encoded.tensor_shape == tensor.shape
+            # decode rounds each ŵ to F16 at the end; the kernels keep float32 (closer to the
+            # quantized value), so F16 tensors agree to F16's rounding (2**-11 a weight)
+            relative = 1e-3 if tensor.dtype == np.float16 else 1e-4
+            x = rng.standard_normal(W_hat.shape[1]).astype(np.float32)
+            _check(kernels.matvec(encoded, x), W_hat, x, relative)
+            for batch in (1, 7):
+                X = rng.standard_normal((W_hat.shape[1], batch)).astype(np.float32)
+                _check(kernels.matmul(encoded, X), W_hat, X, relative)
+
+
+def test_chunks_are_merged_into_one_part_when_layouts_agree(containers):
+    encoded = kernels.load_encoded(containers["quant:bits=4"], "odd")
+    assert len(encoded.parts) == 1 and encoded.parts[0][1].rows == 37
+    # bie-binary picks a form per chunk: dense chunks then sparse ones stay separate parts
+    mixed = kernels.load_encoded(containers["bie-binary"], "mixed")
+    assert len(mixed.parts) > 1
+    assert [start for start, _ in mixed.parts] == sorted(start for start, _ in mixed.parts)
+
+
+def test_kernel_form_is_compact(tmp_path):
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal((256, 512)).astype(np.float32)
+    pruned = np.where(rng.random(dense.shape) > 0.9, dense, -0.0).astype(np.float32)  # pruned negatives: -0.0
+    source = write_safetensors(tmp_path / "m.safetensors", {"dense": dense, "pruned": pruned})
+    expectations = {  # bits a weight the kernel reads, at most
+        "quant:bits=4": ("dense", 5.1),
+        "quant:bits=8": ("dense", 9.1),
+        "bie-bitplane:bits=4": ("dense", 4.2),
+        "bie-binary": ("dense", 4.2),
+        "sdr": ("pruned", 0.1 * 48 + 0.2),
+        "bie-blocked": ("pruned", 0.1 * 48 + 0.2),
+        "bie-binary:density=0.1": ("dense", 0.1 * 16 + 0.35),
+    }
+    for number, (spec, (name, bits)) in enumerate(expectations.items()):
+        path = tmp_path / f"{number}.cai"
+        bie_cli.compress_model(source, path, rules=[f"*={spec}"])
+        encoded = kernels.load_encoded(path, name)
+        assert encoded.bits_per_weight <= bits, (spec, encoded)
+
+
+def test_backend_selection(monkeypatch):
+    monkeypatch.delenv(kernels.ENV_VAR, raising=False)
+    assert kernels.backend() == "numba"
+    monkeypatch.setenv(kernels.ENV_VAR, "NumPy")
+    assert kernels.backend() == "numpy"
+    monkeypatch.setenv(kernels.ENV_VAR, "cuda")
+    with pytest.raises(BadInputError, match="BIE_KERNELS='cuda' is not a kernel backend"):
+        kernels.backend()
+
+
+def test_bad_requests_get_clear_errors(tmp_path, containers):
+    encoded = kernels.load_encoded(containers["sdr"], "odd")
+    with pytest.raises(BadInputError, match="vector of length 29"):
+        kernels.matvec(encoded, np.zeros(30, np.float32))
+    with pytest.raises(BadInputError, match=r"shape \[29, batch\]"):
+        kernels.matmul(encoded, np.zeros((28, 2), np.float32))
+    with pytest.raises(BadInputError, match="out must be"):
+        kernels.matvec(encoded, np.zeros(29, np.float32), out=np.zeros(37, np.float64))
+    source = write_safetensors(tmp_path / "m.safetensors", {"w": np.ones((4, 4), np.float32), "b": np.ones(4, np.float32)})
+    bie_cli.compress_model(source, tmp_path / "z.cai", strategy="zstd", rules=["b=quant"])
+    with pytest.raises(BadInputError, match="no matmul kernel for strategy 'zstd'"):
+        kernels.load_encoded(tmp_path / "z.cai", "w")
+    with pytest.raises(BadInputError, match="rank >= 2"):
+        kernels.load_encoded(tmp_path / "z.cai", "b")
+    with pytest.raises(BadInputError, match="no tensor named 'nope'"):
+        kernels.load_encoded(tmp_path / "z.cai", "nope")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_tensors_without_elements(tmp_path, monkeypatch, backend):
+    monkeypatch.setenv(kernels.ENV_VAR, backend)
+    source = write_safetensors(tmp_path / "m.safetensors", {
+        "no_rows": np.zeros((0, 5), np.float32), "no_cols": np.zeros((3, 0), np.float32)})
+    bie_cli.compress_model(source, tmp_path / "e.cai", rules=["*=quant"])
+    assert kernels.matvec(kernels.load_encoded(tmp_path / "e.cai", "no_rows"), np.ones(5)).shape == (0,)
+    y = kernels.matvec(kernels.load_encoded(tmp_path / "e.cai", "no_cols"), np.ones(0))
+    np.testing.assert_array_equal(y, np.zeros(3, np.float32))
+    Y = kernels.matmul(kernels.load_encoded(tmp_path / "e.cai", "no_cols"), np.ones((0, 4)))
+    np.testing.assert_array_equal(Y, np.zeros((3, 4), np.float32))
+
+
+def test_warmup_reports_seconds_per_family():
+    seconds = kernels.warmup(["quant", "sdr"])
+    assert set(seconds) == {"quant", "sdr"} and all(s >= 0 for s in seconds.values())
+
+
+def test_importing_kernels_does_not_import_numba():
+    probe = (
+        "import sys, bie_cli, bie_cli.kernels\n"
+        "for family in ('quant', 'sdr', 'binary', 'bitplane', 'blocked'):\n"
+        "    __import__('bie_cli.kernels.' + family)\n"
+        "bie_cli.kernels.backend()\n"
+        "print(sorted(m for m in ('numba', 'torch', 'scipy') if m in sys.modules))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120, check=True)
+    assert completed.stdout.strip() == b"[]", completed.stderr.decode()[-500:]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_weights_stored_exactly_by_quant(tmp_path, monkeypatch, backend):
+    """NaN/Inf kept with allow_nonfinite propagate as in the dense product; other rows agree."""
+    monkeypatch.setenv(kernels.ENV_VAR, backend)
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((6, 10)).astype(np.float32)
+    W[1, 3], W[4, 0] = np.nan, np.inf
+    source = write_safetensors(tmp_path / "m.safetensors", {"w": W})
+    bie_cli.compress_model(source, tmp_path / "q.cai", rules=["*=quant:bits=4,group_size=4,allow_nonfinite=true"])
+    with bie_cli.open_container(tmp_path / "q.cai") as container:
+        W_hat = container["w"].astype(np.float64)
+    encoded = kernels.load_encoded(tmp_path / "q.cai", "w")
+    x = np.abs(rng.standard_normal(10)).astype(np.float32)
+    X = np.abs(rng.standard_normal((10, 3))).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        expected, expected_batch = W_hat @ x, W_hat @ X
+    assert np.isnan(expected[1]) and np.isposinf(expected[4])
+    np.testing.assert_allclose(kernels.matvec(encoded, x), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(kernels.matmul(encoded, X), expected_batch, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_gemm_hook_is_used_for_code_forms_and_scoped(containers, monkeypatch):
+    monkeypatch.setenv(kernels.ENV_VAR, "numba")
+    encoded = kernels.load_encoded(containers["quant:bits=4"], "wide")
+    X = np.random.default_rng(0).standard_normal((130, 5)).astype(np.float32)
+    expected = kernels.matmul(encoded, X)
+    calls = []
+
+    def recording_gemm(a, b, out):
+        calls.append(a.shape)
+        np.matmul(a, b, out=out)
+
+    with kernels.dense_gemm(recording_gemm):
+        np.testing.assert_array_equal(kernels.matmul(encoded, X), expected)
+    assert calls and sum(rows for rows, _ in calls) == 9
+    kernels.matmul(encoded, X)
+    assert sum(rows for rows, _ in calls) == 9  # the hook ended with its context
+
+
+def test_corrupt_chunk_is_a_clear_error(tmp_path):
+    from bie_cli.errors import CorruptContainerError
+
+    source = write_safetensors(tmp_path / "m.safetensors", {"w": np.ones((8, 8), np.float32)})
+    bie_cli.compress_model(source, tmp_path / "q.cai", rules=["*=quant:bits=4,group_size=4,entropy=none"])
+    with bie_cli.open_container(tmp_path / "q.cai") as container:
+        offset = container.info("w").chunks[0].offset
+    data = bytearray((tmp_path / "q.cai").read_bytes())
+    data[offset + 100] ^= 0xFF  # inside the chunk record
+    (tmp_path / "bad.cai").write_bytes(bytes(data))
+    with pytest.raises(CorruptContainerError, match="tensor 'w' chunk 0"):
+        kernels.load_encoded(tmp_path / "bad.cai", "w")
