@@ -28,7 +28,12 @@ demo: install
 	$(BIN)/bie inspect $(DEMO_DIR)/minilm.cai --no-tensors
 	$(BIN)/bie verify $(DEMO_DIR)/minilm.cai --against "$(MODEL)" --quiet
 	$(BIN)/bie decompress $(DEMO_DIR)/minilm.cai -o $(DEMO_DIR)/minilm.safetensors --force
-	@echo "demo: compressed, inspected, verified bit-exact and decompressed into $(DEMO_DIR)/"
+	@echo "demo: lossless - compressed, inspected, verified bit-exact and decompressed into $(DEMO_DIR)/"
+	$(BIN)/bie compress "$(MODEL)" -o $(DEMO_DIR)/minilm-4bit.cai --threads 2 --force \
+		--strategy quant:bits=8,step=0.2,granularity=tensor
+	$(BIN)/bie inspect $(DEMO_DIR)/minilm-4bit.cai --no-tensors
+	$(BIN)/bie verify $(DEMO_DIR)/minilm-4bit.cai --against "$(MODEL)" --max-error 0.01 --quiet
+	@echo "demo: lossy - about 4.4 bits per weight, error recomputed against the original and within --max-error"
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 -q

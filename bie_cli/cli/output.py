@@ -41,7 +41,7 @@ def stdout_console():
 def stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 240)
 
 
 @contextlib.contextmanager
