@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bie_cli.codecs import bitpack, static_rans
+from bie_cli.codecs import bitpack, rans
 from bie_cli.errors import BadInputError, UnsupportedDtypeError
 from bie_cli.metrics import error_stats
 from bie_cli.strategies import get
@@ -60,30 +60,47 @@ def test_trit_byte_above_242_is_refused():
         bitpack.unpack_trits(b"\xf3", 5)
 
 
-@settings(max_examples=40, deadline=None)
-@given(symbols=st.lists(st.integers(0, 255), max_size=300), skew=st.integers(1, 256))
-def test_rans_round_trips(symbols, skew):
-    data = (np.array(symbols, dtype=np.int64) % skew).astype(np.uint8)
-    stream = static_rans.encode(data)
-    assert np.array_equal(static_rans.decode(stream, data.size), data)
+def test_rans_code_section_is_a_shared_coder_stream_of_the_codes():
+    x = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    payload, meta, _ = _round_trip("quant", x, bits=8, step=0.1, granularity="tensor")
+    assert meta["codes"] == "rans" and "exact" not in meta
+    scale = np.frombuffer(payload[:4], "<f4")[0]  # one f32 scale, then the code section
+    expected = np.clip(np.floor(x / scale + 128.5), 0, 255).astype(np.uint8).reshape(-1)
+    assert np.array_equal(rans.decode_symbols(payload[4:], x.size, np.uint8), expected)
 
 
-def test_rans_reaches_the_entropy_and_rejects_corruption():
-    rng = np.random.default_rng(0)
-    data = np.clip(np.round(rng.standard_normal(200_000) * 3) + 100, 0, 255).astype(np.uint8)
-    counts = np.bincount(data, minlength=256)
-    p = counts[counts > 0] / data.size
-    entropy_bytes = -(p * np.log2(p)).sum() * data.size / 8
-    stream = static_rans.encode(data)
-    assert len(stream) < entropy_bytes * 1.005 + 100
-    with pytest.raises(ValueError):
-        static_rans.decode(stream[:-3], data.size)
-    with pytest.raises(ValueError):
-        static_rans.decode(stream + b"\x00", data.size)
-    broken = bytearray(stream)
-    broken[5] ^= 0xFF  # frequency table no longer sums to 2**scale_bits
-    with pytest.raises(ValueError):
-        static_rans.decode(bytes(broken), data.size)
+def _rans_quant_payload(codes: np.ndarray, bits: int) -> tuple[bytes, dict]:
+    meta = {"bits": bits, "symmetric": True, "granularity": "tensor", "group_size": codes.size,
+            "scale_dtype": "f32", "codes": "rans"}
+    return np.float32(0.5).tobytes() + rans.encode_symbols(codes), meta
+
+
+def test_rans_code_section_with_codes_beyond_the_bit_width_is_refused():
+    codes = np.arange(64, dtype=np.uint8) % 20  # codes 16..19 do not fit 4 bits
+    payload, meta = _rans_quant_payload(codes, 4)
+    with pytest.raises(ValueError, match="alphabet"):
+        get("quant").decode(payload, meta, (4, 16), "F32")
+    assert get("quant").decode(*_rans_quant_payload(codes % 16, 4), (4, 16), "F32").shape == (4, 16)
+
+
+def test_corrupt_rans_code_sections_raise_or_decode_in_bounds():
+    codes = np.clip(np.random.default_rng(1).normal(8, 2, 2000), 0, 15).astype(np.uint8)
+    payload, meta = _rans_quant_payload(codes, 4)
+    strategy = get("quant")
+    for bad in (payload[:-1], payload[:-2], payload + b"\x00\x00", payload[:6]):
+        with pytest.raises(ValueError):
+            strategy.decode(bad, meta, (codes.size,), "F32")
+    detected = 0
+    for position in range(4, len(payload)):
+        corrupt = bytearray(payload)
+        corrupt[position] ^= 0x5A
+        try:
+            out = strategy.decode(bytes(corrupt), meta, (codes.size,), "F32")
+        except ValueError:
+            detected += 1
+            continue
+        assert out.shape == (codes.size,) and np.abs(out).max() <= 8 * 0.5
+    assert detected > 0.95 * (len(payload) - 4)
 
 
 # -- error bounds ---------------------------------------------------------------------
@@ -168,6 +185,45 @@ def test_ternary_is_bitnet_absmean_and_handles_padding():
     assert meta["codes"] == "trits" and len(payload) == 4 + 23
     fit = _round_trip("ternary", x, granularity="tensor", scale="fit")[2]
     assert error_stats(x, fit).sum_squared_error < error_stats(x, decoded).sum_squared_error
+
+
+# -- kernels --------------------------------------------------------------------------------
+@pytest.mark.parametrize("length", [1, 7, 8, 9, 24, 1000])
+def test_unit_stats_and_unit_squares_sum_in_the_same_order(length):
+    from bie_cli.strategies import _quant_kernels as kernels
+
+    units = (np.random.default_rng(length).standard_normal((5, length)) * 1e3).astype(np.float32)
+    low, high, squares = kernels.unit_stats(units)
+    assert np.array_equal(squares, kernels.unit_squares(units))  # bit for bit: both feed step scales
+    assert np.array_equal(low, units.min(axis=1)) and np.array_equal(high, units.max(axis=1))
+    assert np.allclose(squares, (units.astype(np.float64) ** 2).sum(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("top", [2.0, 15.0, 255.0])
+def test_affine_codes_match_the_formula_and_count_what_they_clip(top):
+    from bie_cli.strategies import _quant_kernels as kernels
+
+    rng = np.random.default_rng(int(top))
+    units = rng.standard_normal((6, 37)).astype(np.float32)
+    mul = rng.uniform(0.5, 3 * top, 6).astype(np.float32)
+    add = np.full(6, top / 2, dtype=np.float32)
+    codes, counts, clipped = kernels.affine_codes(units, mul, add, top)
+    raw = np.floor(units * mul[:, None] + (add[:, None].astype(np.float64) + 0.5))
+    assert np.array_equal(codes, np.clip(raw, 0, top).astype(np.uint8))
+    assert np.array_equal(counts, np.bincount(codes.reshape(-1), minlength=256))
+    assert clipped == np.count_nonzero((raw < 0) | (raw > top)) > 0
+
+
+def test_importing_the_quantization_strategies_does_not_import_numba():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import bie_cli, bie_cli.strategies.quant, bie_cli.strategies.nf4, bie_cli.strategies.ternary;"
+        "import bie_cli.strategies._quant_common, bie_cli.kernels.quant;"
+        "assert 'numba' not in sys.modules, 'numba imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # -- inputs the strategies refuse or must keep ----------------------------------------

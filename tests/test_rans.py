@@ -91,3 +91,23 @@ def test_flipped_bytes_never_crash():
         assert out.shape == symbols.shape
     # the final-state check catches nearly every corruption
     assert detected > 0.95 * len(stream)
+
+
+def test_scale_bits_for_size_picks_the_smallest_stream():
+    rng = np.random.default_rng(2)
+    narrow = np.clip(rng.normal(8, 2, 500_000), 0, 15).astype(np.uint8)  # 4-bit codes
+    wide = np.clip(rng.normal(128, 12, 500_000), 0, 255).astype(np.uint8)  # 8-bit codes, rare tails
+    chosen = {}
+    for name, symbols in (("narrow", narrow), ("wide", wide)):
+        counts = rans.histogram(symbols)
+        chosen[name] = rans.scale_bits_for_size(counts)
+        sizes = {bits: len(rans.encode_symbols(symbols, counts, bits)) for bits in range(10, 15)}
+        assert sizes[chosen[name]] <= min(sizes.values()) * 1.0002
+        assert sizes[chosen[name]] <= len(rans.encode_symbols(symbols, counts))
+    assert chosen["narrow"] < chosen["wide"]
+
+
+def test_scale_bits_for_size_leaves_room_for_every_symbol():
+    counts = np.ones(3000, dtype=np.int64)
+    assert 1 << rans.scale_bits_for_size(counts) >= 3000
+    assert 1 <= rans.scale_bits_for_size(np.zeros(4, dtype=np.int64)) <= rans.MAX_SCALE_BITS

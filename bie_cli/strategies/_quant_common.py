@@ -9,7 +9,8 @@
   are never stored.
 * non-finite values: refused, or with ``allow_nonfinite`` stored exactly
   (positions + original bytes) and quantized as 0.
-* code sections: bit-packed, or rANS-coded when that is smaller.
+* code sections: bit-packed, or rANS-coded (the shared coder
+  :mod:`bie_cli.codecs.rans`, uint8 symbols) when that is smaller.
 * little-endian float arrays for scales, and a bounds-checked payload reader.
 """
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import dtypes
-from ..codecs import bitpack, static_rans
+from ..codecs import bitpack, rans
 from ..errors import BadInputError
 
 FLOAT_DTYPES = frozenset({"F32", "F16", "BF16", "F64"})
@@ -202,19 +203,23 @@ def scale_bytes(values: np.ndarray, scale_dtype: str) -> bytes:
 
 # -- code sections --------------------------------------------------------------------
 def encode_codes(codes: np.ndarray, bits: int, counts: np.ndarray | None, entropy: str) -> tuple[str, bytes]:
-    """Store uint8 codes as ``packed`` (b bits each), ``trits`` (bits=0: 5 a byte) or ``rans``."""
-    codes = codes.reshape(-1)
+    """Store uint8 codes as ``packed`` (b bits each), ``trits`` (bits=0: 5 a byte) or ``rans``.
+
+    ``counts``, when given, is the codes' histogram (any length covering the
+    largest code); ``rans`` is chosen only when its stream is really smaller.
+    """
+    codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)
     if bits == 0:
         packed_len = bitpack.trit_packed_size(codes.size)
     else:
         packed_len = bitpack.packed_size(codes.size, bits)
     if entropy == "auto" and codes.size:
         if counts is None:
-            from . import _quant_kernels
-
-            counts = _quant_kernels.histogram(codes)
-        if static_rans.estimate_size(counts) < packed_len:
-            coded = static_rans.encode(codes, counts)
+            counts = rans.histogram(codes)
+        if rans.estimate_size(counts) < packed_len:
+            # the precision that suits the histogram: at the coder's default 14 bits
+            # every code loses ~1e-3 bit, which 4-bit and ternary codes need not pay
+            coded = rans.encode_symbols(codes, counts, rans.scale_bits_for_size(counts))
             if len(coded) < packed_len:
                 return "rans", coded
     if bits == 0:
@@ -225,7 +230,8 @@ def encode_codes(codes: np.ndarray, bits: int, counts: np.ndarray | None, entrop
 def decode_codes(kind: str, data, bits: int, count: int, top: int) -> np.ndarray:
     """Inverse of :func:`encode_codes`; every code is checked to be <= ``top``."""
     if kind == "rans":
-        codes = static_rans.decode(data, count)
+        # the stream's table may only hold codes 0..top, so no decoded code exceeds it
+        codes = rans.decode_symbols(data, count, np.uint8, alphabet=top + 1)
     elif kind == "packed" and bits >= 1:
         codes = bitpack.unpack_bits(data, bits, count)
     elif kind == "trits" and bits == 0:

@@ -64,9 +64,22 @@ class QuantConfig:
                 raise ValueError("step fixes the grid from the RMS; it cannot be combined with clip")
 
 
+def _unit_stats(units: np.ndarray, config: QuantConfig, kernels):
+    """(low, high, squares) per unit. The symmetric step grid reads only the
+    squares, which take a third of the time of all three (low and high are
+    then None), unless they overflowed and the range must stand in (``_rms``)."""
+    if config.step is not None and config.symmetric:
+        squares = kernels.unit_squares(units)
+        if np.isfinite(squares.sum()):
+            return None, None, squares
+    return kernels.unit_stats(units)
+
+
 def _rms(stats, length: int) -> np.ndarray:
     low, high, squares = stats
     rms = np.sqrt(squares / length)
+    if low is None:
+        return rms
     # an F64 unit can overflow the sum of squares; its largest magnitude is a usable RMS stand-in
     return np.where(np.isfinite(rms), rms, np.maximum(np.abs(low), np.abs(high)))
 
@@ -95,7 +108,7 @@ class QuantStrategy(Strategy):
             meta.update(scale_dtype="f32", codes="packed")
             return b"", meta
         units = common.to_units(rows, layout)
-        stats = kernels.unit_stats(units)
+        stats = _unit_stats(units, config, kernels)
         exact = np.zeros(0, dtype=np.int64)
         if not np.isfinite(stats[2].sum()):  # NaN/Inf somewhere (or an F64 sum overflow)
             exact = common.nonfinite_positions(self.id, rows, config.allow_nonfinite)
@@ -103,7 +116,7 @@ class QuantStrategy(Strategy):
                 rows = rows.copy()
                 rows.reshape(-1)[exact] = 0.0
                 units = common.to_units(rows, layout)
-                stats = kernels.unit_stats(units)
+                stats = _unit_stats(units, config, kernels)
         work = rows.dtype
         levels = 1 << config.bits
         if config.symmetric:

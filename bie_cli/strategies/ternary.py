@@ -57,7 +57,7 @@ class TernaryStrategy(Strategy):
             meta.update(scale_dtype="f32", codes="trits")
             return b"", meta
         units = common.to_units(rows, layout)
-        _, _, squares = kernels.unit_stats(units)
+        squares = kernels.unit_squares(units)
         exact = np.zeros(0, dtype=np.int64)
         if not np.isfinite(squares.sum()):
             exact = common.nonfinite_positions(self.id, rows, config.allow_nonfinite)

@@ -65,21 +65,24 @@ CASES: dict[str, list[tuple[str, str, list[int], dict, dict]]] = {
 }
 
 
-# Quantization strategies (issue 5): small chunks, one case per payload layout.
+# Quantization strategies (issue 5): small chunks, one case per payload layout
+# (the *-rans cases are sized so that rANS-coded codes beat packing).
 CASES.update({
-    "quant": [("g64-sym-rans", "F32", [8, 96], {"bits": 4, "group_size": 64}, {"kind": "normal", "seed": 11}),
+    "quant": [("g64-sym-rans", "F32", [16, 128], {"bits": 4, "group_size": 64}, {"kind": "normal", "seed": 11}),
               ("asym-mse-packed", "BF16", [6, 40], {"bits": 3, "symmetric": False, "granularity": "channel",
                                                     "clip": "mse", "entropy": "none"}, {"kind": "normal", "seed": 12}),
               ("step-tensor-f16", "F16", [4, 64], {"bits": 8, "step": 0.25, "granularity": "tensor"},
                {"kind": "normal", "seed": 13}),
               ("octav-f64-1d", "F64", [50], {"bits": 5, "clip": "octav", "granularity": "channel"},
                {"kind": "normal", "seed": 14})],
-    "nf4": [("b64-rans", "F32", [4, 128], {}, {"kind": "normal", "seed": 21}),
+    "nf4": [("b64-rans", "F32", [4, 128], {}, {"kind": "sparse-normal", "seed": 21, "density": 0.3}),
             ("dq-packed", "BF16", [8, 100], {"block_size": 32, "double_quant": True, "entropy": "none"},
              {"kind": "normal", "seed": 22})],
     "ternary": [("channel-trits", "F32", [5, 33], {"entropy": "none"}, {"kind": "normal", "seed": 31}),
                 ("group-fit", "F16", [3, 70], {"granularity": "group", "group_size": 32, "scale": "fit"},
-                 {"kind": "normal", "seed": 32})],
+                 {"kind": "normal", "seed": 32}),
+                ("tensor-fit-rans", "F32", [8, 64], {"granularity": "tensor", "scale": "fit"},
+                 {"kind": "sparse-normal", "seed": 33})],
 })
 
 # Lossless strategies of issue 3: float-split (one case per element width and
