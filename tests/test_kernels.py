@@ -125,6 +125,32 @@ def test_kernels_equal_dense_decode(containers, spec, mode):
                 _check(kernels.matmul(encoded, X), W_hat, X, relative)
 
 
+@pytest.mark.parametrize("cols", [300, 70_000], ids=["uint16-columns", "int32-columns"])
+def test_row_sparse_matvec_every_row_length(mode, cols):
+    """Rows of 0-80 weights reach every path of the numba row loop (short row, main loop,
+    single vectors, the last partial vector) with each remainder; an Inf in x reaches
+    exactly the rows that hold its column."""
+    from bie_cli.kernels import _rows
+
+    rng = np.random.default_rng(5)
+    lengths = np.concatenate([np.arange(81), [160, 257]])
+    rows = np.repeat(np.arange(lengths.size), lengths)
+    columns = np.concatenate([rng.choice(cols, n, replace=False) for n in lengths])
+    values = rng.standard_normal(rows.size).astype(np.float32)
+    part = _rows.from_coordinates(lengths.size, cols, rows, columns, values)
+    assert part.col.dtype == _rows.index_dtype(cols)
+    encoded = kernels.EncodedMatrix("w", "sdr", "F32", (lengths.size, cols), (lengths.size, cols), [(0, part)])
+    x = rng.standard_normal(cols).astype(np.float32)
+    W_hat = np.zeros((lengths.size, cols))
+    W_hat[rows, columns] = values
+    _check(kernels.matvec(encoded, x), W_hat, x)
+    if mode[0] == "numba":  # the numpy reference multiplies dense blocks: 0·Inf makes every row NaN
+        x[columns[-1]] = np.inf
+        y = kernels.matvec(encoded, x)
+        hit = W_hat[:, columns[-1]] != 0
+        assert np.isinf(y[hit]).all() and np.isfinite(y[~hit]).all()
+
+
 def test_chunks_are_merged_into_one_part_when_layouts_agree(containers):
     encoded = kernels.load_encoded(containers["quant:bits=4"], "odd")
     assert len(encoded.parts) == 1 and encoded.parts[0][1].rows == 37

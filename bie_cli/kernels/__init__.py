@@ -191,9 +191,13 @@ def matvec(encoded: EncodedMatrix, x: np.ndarray, out: np.ndarray | None = None)
     y = _output(out, (rows,))
     module = encoded.family
     run = module.reference_matvec if backend() == "numpy" else module.numba_matvec
-    if not encoded.parts:  # a tensor with no elements has no chunks
+    parts = encoded.parts
+    if len(parts) == 1:  # chunks merged (the usual case): no slicing of y
+        run(parts[0][1], x, y)
+        return y
+    if not parts:  # a tensor with no elements has no chunks
         y.fill(0.0)
-    for start, part in encoded.parts:
+    for start, part in parts:
         run(part, x, y[start : start + part.rows])
     return y
 

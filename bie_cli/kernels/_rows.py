@@ -3,12 +3,14 @@
 :class:`RowSparseMatrix`: for row ``i`` the elements ``ptr[i]:ptr[i+1]`` of
 ``col`` (column, uint16 when the row has at most 65,536 columns, else int32)
 and ``val`` (float32), columns ascending. Half the index bytes of
-scipy's int32 CSR, and the numba kernel's inner loop is a gather-multiply-add
-that LLVM vectorizes (AVX2/AVX-512 gathers).
+scipy's int32 CSR. The numba matvec multiplies 4 weights at a time, their
+``x[col]`` loaded one by one into a vector (``_sparse_numba.row_dot``: on
+the benchmark machine that beat LLVM's AVX-512 gathers).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,16 +95,20 @@ def reference_matvec(m: RowSparseMatrix, x: np.ndarray, out: np.ndarray) -> None
 
 
 # -- numba -----------------------------------------------------------------------------------
-def numba_matvec(m: RowSparseMatrix, x: np.ndarray, out: np.ndarray) -> None:
-    from . import _sparse_numba as kernels
+@functools.cache
+def _numba_kernels():
+    """The numba kernel module, imported on first use (an import statement per call costs 0.2 µs)."""
+    from . import _sparse_numba
 
-    kernels.rows_matvec(m.ptr, m.col, m.val, x, out)
+    return _sparse_numba
+
+
+def numba_matvec(m: RowSparseMatrix, x: np.ndarray, out: np.ndarray) -> None:
+    _numba_kernels().rows_matvec(m.ptr, m.col, m.val, x, out)
 
 
 def numba_matmul(m: RowSparseMatrix, X: np.ndarray, out: np.ndarray) -> None:
-    from . import _sparse_numba as kernels
-
-    kernels.rows_matmul(m.ptr, m.col, m.val, X, out)
+    _numba_kernels().rows_matmul(m.ptr, m.col, m.val, X, out)
 
 
 def warmup() -> None:
