@@ -71,7 +71,7 @@ def main() -> None:
         make_model(model, int(args.size_gb * (1 << 30)))
         print(f"made {model.stat().st_size / 2**30:.2f} GiB in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         runs = [
-            ("compress (zstd, default)", [*bie, "compress", str(model), "-o", str(tmp_path / "big.cai"), "-q", "-j", str(args.threads)]),
+            ("compress (default: float-split)", [*bie, "compress", str(model), "-o", str(tmp_path / "big.cai"), "-q", "-j", str(args.threads)]),
             ("verify --against", [*bie, "verify", str(tmp_path / "big.cai"), "--against", str(model), "-q"]),
             ("decompress -> safetensors", [*bie, "decompress", str(tmp_path / "big.cai"), "-o", str(tmp_path / "back.safetensors"), "-q"]),
         ]
