@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import rans
+from . import rans, varint
 
 MAX_SPLIT = 12
 MAX_MANTISSA = 3
@@ -137,7 +137,7 @@ def encode_uints(values: np.ndarray) -> bytes:
     tokens, raw, nbits = _split(values, e, m)
     coded = rans.encode_symbols(tokens)
     head = bytearray([e, m])
-    _put_varint(head, len(coded))
+    put_varint(head, len(coded))
     return bytes(head) + coded + _pack_raw(raw, nbits)
 
 
@@ -149,7 +149,7 @@ def decode_uints(data: bytes | memoryview | np.ndarray, count: int) -> np.ndarra
     e, m = int(raw[0]), int(raw[1])
     if e > MAX_SPLIT or m > min(e, MAX_MANTISSA):
         raise ValueError(f"intcode parameters e={e} m={m} out of range")
-    token_bytes, pos = _get_varint(raw, 2)
+    token_bytes, pos = get_varint(raw, 2)
     if pos + token_bytes > raw.size:
         raise ValueError("intcode token stream is truncated")
     tokens = rans.decode_symbols(raw[pos : pos + token_bytes], count, np.uint16).astype(np.int64)
@@ -164,27 +164,11 @@ def decode_uints(data: bytes | memoryview | np.ndarray, count: int) -> np.ndarra
     return np.where(direct, tokens, top | low)
 
 
-def _put_varint(out: bytearray, value: int) -> None:
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
+def put_varint(out: bytearray, value: int) -> None:
+    varint.put(out, value)
 
 
-def _get_varint(raw: np.ndarray, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= raw.size:
-            raise ValueError("varint is truncated")
-        byte = int(raw[pos])
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 56:
-            raise ValueError("varint is too long")
+def get_varint(raw, pos: int) -> tuple[int, int]:
+    return varint.get(raw, pos, max_bits=63, what="intcode varint")
 
 
-put_varint = _put_varint
-get_varint = _get_varint

@@ -41,6 +41,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import varint
+
 MAX_SCALE_BITS = 15
 #: the encoder's precision cap: on float weights 2**14 loses nothing measurable
 #: against 2**15 and halves the table (smaller header, decode table in cache)
@@ -51,27 +53,13 @@ RANS_L = 1 << 15
 _STATE_BYTES = 4 * LANES
 
 
-# -- varints (small; tables have at most a few thousand entries) ---------------
 def _put_varint(out: bytearray, value: int) -> None:
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
+    varint.put(out, value)
 
 
 def _get_varint(raw, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(raw):
-            raise ValueError("rANS table truncated")
-        byte = int(raw[pos])
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 35:
-            raise ValueError("rANS table has an overlong varint")
+    # table entries are frequencies and symbol indices: far below 2**42
+    return varint.get(raw, pos, max_bits=42, what="rANS table varint")
 
 
 # -- model ---------------------------------------------------------------------
