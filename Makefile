@@ -42,7 +42,12 @@ lint: install
 	$(BIN)/ruff check bie_cli tests bench
 
 bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_lossless.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_quant.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_sparse.py
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_kernels
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_memory
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_onnx_large
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -146,7 +146,7 @@ def main() -> None:
         if not identical:
             raise SystemExit("ONNX Runtime outputs of the rebuilt model differ from the original")
         md = "\n".join([
-            f"### ONNX model over 2 GB with external data ({options.layers} x [{options.size}, {options.size}] F32, "
+            f"## ONNX model over 2 GB with external data ({options.layers} x [{options.size}, {options.size}] F32, "
             f"{weights / 2**30:.2f} GiB of weights)",
             "",
             f"Command: `python -m bench.bench_onnx_large --layers {options.layers} --size {options.size}`; "
