@@ -386,7 +386,7 @@ def decompress_model(
         entries = [reader.entry(info.name) for info in selected]
         chunks = _checked_chunks(reader, entries, bits, threads)
         header = reader.header
-        blobs = {name: reader.blob(name) for name in reader._blobs}
+        blobs = {name: reader.blob(name) for name in reader.blob_names}
         drain = None
     metadata = (header.get("source") or {}).get("metadata") or {}
     total = sum(dtypes.nbytes(i.dtype, i.shape) for i in selected)
@@ -561,9 +561,7 @@ def _scan_all_records(reader: ContainerReader, chunk_owner, bad_chunks, report: 
 
 
 def _checksum_stream(handle, length: int) -> int:
-    import xxhash
-
-    hasher = xxhash.xxh3_64()
+    hasher = spec.new_body_hasher()
     remaining = length
     while remaining:
         block = handle.read(min(remaining, 8 << 20))

@@ -580,6 +580,10 @@ class ContainerReader:
         except KeyError:
             raise BadInputError(f"no tensor named {name!r} in {self.path}") from None
 
+    @property
+    def blob_names(self) -> list[str]:
+        return list(self._blobs)
+
     def blob(self, name: str) -> bytes | None:
         offset = self._blobs.get(name)
         if offset is None:

@@ -89,8 +89,13 @@ def padding_for(offset: int) -> int:
     return -offset % ALIGNMENT
 
 
+def new_body_hasher():
+    """Streaming form of :func:`body_checksum` (``update`` pieces, then ``intdigest()``)."""
+    return xxhash.xxh3_64()
+
+
 def body_checksum(*parts) -> int:
-    hasher = xxhash.xxh3_64()
+    hasher = new_body_hasher()
     for part in parts:
         hasher.update(part)
     return hasher.intdigest()
