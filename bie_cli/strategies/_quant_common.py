@@ -290,3 +290,34 @@ def finish(values: np.ndarray, shape: tuple[int, ...], dtype_name: str) -> np.nd
     if dtype_name == "F16":
         values = np.clip(values, -_F16_MAX, _F16_MAX)
     return values.astype(np_dtype).reshape(shape)
+
+
+@dataclass(frozen=True)
+class ScaledMeta:
+    """What ``quant`` and ``ternary`` meta say about a chunk's layout (checked)."""
+
+    layout: UnitLayout
+    rows: int
+    row_length: int
+    scale_dtype: str
+    codes: str
+    n_exact: int
+
+
+def parse_scaled_meta(meta: dict, shape: tuple[int, ...], code_kinds: tuple[str, ...]) -> ScaledMeta:
+    """Validate the layout part of the meta against the chunk's shape."""
+    granularity = meta_choice(meta, "granularity", ("tensor", "channel", "group"))
+    group_size = meta_int(meta, "group_size", 0, 1 << 62)
+    scale_dtype = meta_choice(meta, "scale_dtype", ("f16", "f32", "f64"))
+    kind = meta_choice(meta, "codes", code_kinds)
+    n_exact = meta_int(meta, "exact", 0, 1 << 62) if "exact" in meta else 0
+    rows, row_length = row_shape(shape)
+    layout = layout_for(rows, row_length, granularity, group_size)
+    if granularity == "group" and layout.count and layout.group_size != group_size:
+        raise ValueError(f"meta group_size={group_size} does not fit rows of {row_length}")
+    return ScaledMeta(layout, rows, row_length, scale_dtype, kind, n_exact)
+
+
+def check_empty_payload(reader: PayloadReader) -> None:
+    if len(reader.rest()):
+        raise ValueError("payload of an empty chunk is not empty")

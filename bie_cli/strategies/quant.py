@@ -236,28 +236,20 @@ def unpack(payload, meta: dict, shape: tuple[int, ...], dtype: str) -> Quantized
     QuantStrategy().check_dtype(dtype)
     bits = common.meta_int(meta, "bits", 2, 8)
     symmetric = common.meta_choice(meta, "symmetric", (True, False))
-    granularity = common.meta_choice(meta, "granularity", ("tensor", "channel", "group"))
-    group_size = common.meta_int(meta, "group_size", 0, 1 << 62)
-    scale_dtype = common.meta_choice(meta, "scale_dtype", ("f16", "f32", "f64"))
-    kind = common.meta_choice(meta, "codes", ("packed", "rans"))
-    n_exact = common.meta_int(meta, "exact", 0, 1 << 62) if "exact" in meta else 0
-    rows, row_length = common.row_shape(shape)
-    layout = common.layout_for(rows, row_length, granularity, group_size)
-    if granularity == "group" and layout.count and layout.group_size != group_size:
-        raise ValueError(f"meta group_size={group_size} does not fit rows of {row_length}")
+    parsed = common.parse_scaled_meta(meta, shape, ("packed", "rans"))
+    layout, rows, row_length, n_exact = parsed.layout, parsed.rows, parsed.row_length, parsed.n_exact
     reader = common.PayloadReader(payload)
     work = common.work_dtype(dtype)
     if layout.count == 0:
-        if len(reader.rest()):
-            raise ValueError("payload of an empty chunk is not empty")
+        common.check_empty_payload(reader)
         none = np.zeros(0, dtype=work)
         positions, values = common.read_exact(none, 0, dtype, 0)
         return QuantizedChunk(bits, symmetric, layout, np.zeros(0, np.uint8), none, None, positions, values)
-    scale_np = common.SCALE_DTYPES[scale_dtype]
+    scale_np = common.SCALE_DTYPES[parsed.scale_dtype]
     scale = reader.array(scale_np, layout.count).astype(work)
     mins = None if symmetric else reader.array(scale_np, layout.count).astype(work)
     exact_section = reader.take(common.exact_section_size(n_exact, dtype))
     count = rows * row_length
-    codes = common.decode_codes(kind, reader.rest(), bits, count, (1 << bits) - 1)
+    codes = common.decode_codes(parsed.codes, reader.rest(), bits, count, (1 << bits) - 1)
     positions, values = common.read_exact(exact_section, n_exact, dtype, count)
     return QuantizedChunk(bits, symmetric, layout, codes, scale, mins, positions, values)

@@ -87,24 +87,16 @@ class TernaryStrategy(Strategy):
     def decode(self, payload, meta, shape, dtype) -> np.ndarray:
         shape = tuple(shape)
         self.check_dtype(dtype)
-        granularity = common.meta_choice(meta, "granularity", ("tensor", "channel", "group"))
-        group_size = common.meta_int(meta, "group_size", 0, 1 << 62)
-        scale_dtype = common.meta_choice(meta, "scale_dtype", ("f16", "f32", "f64"))
-        kind = common.meta_choice(meta, "codes", ("trits", "rans"))
-        n_exact = common.meta_int(meta, "exact", 0, 1 << 62) if "exact" in meta else 0
-        rows, row_length = common.row_shape(shape)
-        layout = common.layout_for(rows, row_length, granularity, group_size)
-        if granularity == "group" and layout.count and layout.group_size != group_size:
-            raise ValueError(f"meta group_size={group_size} does not fit rows of {row_length}")
+        parsed = common.parse_scaled_meta(meta, shape, ("trits", "rans"))
+        layout, n_exact = parsed.layout, parsed.n_exact
         reader = common.PayloadReader(payload)
         work = common.work_dtype(dtype)
         if layout.count == 0:
-            if len(reader.rest()):
-                raise ValueError("payload of an empty chunk is not empty")
+            common.check_empty_payload(reader)
             return common.finish(np.zeros(shape, dtype=work), shape, dtype)
-        scale = reader.array(common.SCALE_DTYPES[scale_dtype], layout.count).astype(work)
+        scale = reader.array(common.SCALE_DTYPES[parsed.scale_dtype], layout.count).astype(work)
         exact_section = reader.take(common.exact_section_size(n_exact, dtype))
-        codes = common.decode_codes(kind, reader.rest(), 0, rows * row_length, 2)
+        codes = common.decode_codes(parsed.codes, reader.rest(), 0, parsed.rows * parsed.row_length, 2)
         unit_codes = common.rows_codes_to_units(codes, layout) if layout.padded else codes.reshape(layout.count, -1)
         values = unit_codes.astype(work)
         values -= 1
