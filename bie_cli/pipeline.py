@@ -7,15 +7,14 @@ writer as they come. Peak memory is about (chunk size x chunks in flight)
 plus whatever the output format must hold (torch.save needs every tensor).
 
 Outputs are written to a temporary file beside the target and renamed into
-place only when complete, so a failure leaves nothing at the target.
+place only when complete, so a failure leaves nothing at the target
+(bie_cli/paths.py, which also gives ``-`` its stdin/stdout meaning).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -31,64 +30,14 @@ from .formats.cai import spec
 from .formats.cai.reader import ContainerReader, StreamDecoder, TensorEntry, check_bits, parse_record_header
 from .formats.cai.writer import ContainerWriter
 from .metrics import ErrorStats
+from .paths import STDIO, atomic_output, check_output_path, seekable_input, stdout_stream
 from .plan import Choice, Planner, StrategySpec, load_policy, parse_rule, parse_strategy
 from .strategies import registry
 
 DEFAULT_CHUNK_SIZE = 4 << 20
-STDIO = "-"
 
 #: progress callback: (bytes done, bytes total, current tensor name)
 Progress = Callable[[int, int, str], None]
-
-
-# -- paths and atomic output -------------------------------------------------------
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _inside(path: str, directory: str) -> bool:
-    return os.path.isdir(directory) and os.path.realpath(path).startswith(os.path.realpath(directory) + os.sep)
-
-
-def check_output_path(dst: str, sources: Sequence[str], force: bool) -> None:
-    """Refuse to clobber an input or an existing file, and fail early on a bad directory."""
-    if dst == STDIO:
-        return
-    for src in sources:
-        if src != STDIO and ((os.path.exists(dst) and _same_file(dst, src)) or _inside(dst, src)):
-            raise BadInputError(f"output {dst} is the input (or inside it); choose another path")
-    if os.path.isdir(dst):
-        raise BadInputError(f"output {dst} is a directory; give a file name")
-    if os.path.exists(dst) and not force:
-        raise BadInputError(f"output {dst} exists; use --force to overwrite it")
-    directory = os.path.dirname(os.path.abspath(dst))
-    if not os.path.isdir(directory):
-        raise BadInputError(f"output directory {directory} does not exist")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise BadInputError(f"output directory {directory} is not writable")
-
-
-@contextlib.contextmanager
-def atomic_output(dst: str):
-    """Yield a temporary path beside ``dst``; rename it into place on success only."""
-    directory = os.path.dirname(os.path.abspath(dst))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".partial", dir=directory)
-    except OSError as exc:
-        raise BadInputError(f"cannot write in {directory}: {exc.strerror}") from None
-    os.close(handle)
-    try:
-        yield temporary
-        os.replace(temporary, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 # -- compress ----------------------------------------------------------------------------
@@ -181,7 +130,7 @@ def compress_model(
     with formats.open_checkpoint(src, source_format) as source:
         choices = [planner.choose(info) for info in source.tensors]
         if dst == STDIO:
-            stats = _compress_to(source, sys.stdout.buffer, choices, threads, chunk_size, progress, planner)
+            stats = _compress_to(source, stdout_stream(), choices, threads, chunk_size, progress, planner)
         else:
             with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
                 stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner)
@@ -371,7 +320,7 @@ def decompress_model(
     started = time.perf_counter()
     wanted = set(tensors) if tensors else None
     if src == STDIO:
-        decoder = StreamDecoder(sys.stdin.buffer)
+        decoder = StreamDecoder(sys.stdin.buffer)  # records are self-describing: no need to seek
         infos = _manifest(decoder.header)
         selected = _select(infos, wanted, src)
         names = {info.name for info in selected}
@@ -400,13 +349,20 @@ def decompress_model(
                 progress(done, total, name)
             yield name, array
 
+    def write_and_drain(target) -> None:
+        writer_module.write(target, selected, counted(), metadata, blobs, **format_options)
+        if drain is not None:
+            # finish reading the stream: a truncated or corrupt tail must fail the run
+            for _ in drain:
+                pass
+
     try:
-        with atomic_output(dst) as temporary:
-            writer_module.write(temporary, selected, counted(), metadata, blobs, **format_options)
-            if drain is not None:
-                # finish reading the stream: a truncated or corrupt tail must fail the run
-                for _ in drain:
-                    pass
+        if dst == STDIO:
+            # one pass to stdout; formats that need to seek or write several files refuse a stream
+            write_and_drain(stdout_stream())
+        else:
+            with atomic_output(dst) as temporary:
+                write_and_drain(temporary)
     finally:
         if src != STDIO:
             reader.close()
@@ -491,9 +447,20 @@ def verify_container(
     reports them, so one run names every bad tensor and chunk.
     """
     path = os.fspath(container)
-    report = VerifyReport(path, os.fspath(against) if against is not None else None)
+    against = os.fspath(against) if against is not None else None
+    if path == STDIO and against == STDIO:
+        raise BadInputError("the container and --against cannot both be read from stdin (-); give one a path")
+    with seekable_input(path) as readable:
+        return _verify(readable, VerifyReport(path, against), max_error, progress)
+
+
+def _verify(path: str, report: VerifyReport, max_error: float | None, progress: Progress | None) -> VerifyReport:
     reader = ContainerReader(path)  # a broken trailer/index is fatal: raises CorruptContainerError
-    source = formats.open_checkpoint(os.fspath(against)) if against is not None else None
+    try:
+        source = formats.open_checkpoint(report.against) if report.against is not None else None
+    except BaseException:
+        reader.close()
+        raise
     try:
         chunk_owner = {ref.offset: (entry, number) for entry in reader.entries for number, ref in enumerate(entry.chunks)}
         bad_chunks: dict[int, set[int]] = {}
