@@ -115,9 +115,9 @@ def compress_model(
     """
     src, dst = os.fspath(src), os.fspath(dst)
     if threads < 1:
-        raise BadInputError("--threads must be at least 1")
+        raise BadInputError(f"threads must be at least 1, got {threads!r}")
     if chunk_size < 1:
-        raise BadInputError("--chunk-size must be positive")
+        raise BadInputError(f"chunk_size must be a positive number of bytes, got {chunk_size!r}")
     default_spec: StrategySpec | None = parse_strategy(strategy) if strategy else None
     rule_list = [parse_rule(rule) for rule in rules]
     if policy is not None:
@@ -310,7 +310,7 @@ def decompress_model(
     src, dst = os.fspath(src), os.fspath(dst)
     check_bits(bits)
     if threads < 1:
-        raise BadInputError("--threads must be at least 1")
+        raise BadInputError(f"threads must be at least 1, got {threads!r}")
     output_format = formats.format_for_output(dst, format)
     writer_module = formats.module(output_format)
     if output_format == "onnx":
