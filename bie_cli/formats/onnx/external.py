@@ -61,7 +61,11 @@ class ExternalData:
 
     def location(self, tensor, label: str, nbytes: int) -> tuple[str, int]:
         """Validate one tensor's ``external_data`` entries; return (file, offset)."""
-        entries = {entry.key: entry.value for entry in tensor.external_data}
+        entries = {}
+        for entry in tensor.external_data:
+            if isinstance(entry.key, bytes) or isinstance(entry.value, bytes):  # protobuf's answer to non-UTF-8
+                raise OnnxExternalDataError(f"{self.model_path}: tensor {label!r} has external data entries that are not UTF-8 text")
+            entries[entry.key] = entry.value
         location = entries.get("location", "")
         if not location:
             raise OnnxExternalDataError(f"{self.model_path}: tensor {label!r} is marked external but names no file")

@@ -72,7 +72,7 @@ class _Extractor:
 
     # tensors ---------------------------------------------------------------------
     def tensor(self, tensor, raw: tuple[int, int] | None, base: str, kind: str, where: str) -> None:
-        label = base or tensor.name or "<unnamed>"
+        label = base or self.text(tensor.name, "a tensor name") or "<unnamed>"
         dims = list(tensor.dims)
         if any(d < 0 for d in dims):
             raise OnnxModelError(f"{self.path}: tensor {label!r} has a negative dimension")
@@ -110,7 +110,7 @@ class _Extractor:
             try:
                 array = numpy_helper.to_array(tensor)
             except Exception as exc:  # onnx raises plain ValueError/TypeError here
-                raise OnnxModelError(f"{self.path}: tensor {label!r} has unreadable data: {exc}") from None
+                raise OnnxModelError(f"{self.path}: tensor {label!r} has unreadable data: {exc}") from exc
             np_dtype = dtypes.get(canonical).numpy
             if array.size != numel:
                 raise OnnxModelError(f"{self.path}: tensor {label!r} holds {array.size} values, its shape needs {numel}")
@@ -170,6 +170,12 @@ class _Extractor:
         attribute.doc_string = MARKER_ATTRIBUTE_PREFIX + unique
         self.entries.append(entry)
 
+    def text(self, value, what: str) -> str:
+        """A string field of the model; protobuf hands back bytes when they are not UTF-8."""
+        if isinstance(value, bytes):
+            raise OnnxModelError(f"{self.path}: {what} is not UTF-8 text ({value[:40]!r})")
+        return value
+
     def inconsistent(self, what: str) -> OnnxModelError:
         return OnnxModelError(f"{self.path} is truncated or not an ONNX model: {what} did not parse consistently")
 
@@ -177,29 +183,33 @@ class _Extractor:
         if len(tree.initializers) != len(graph.initializer) or len(tree.nodes) != len(graph.node):
             raise self.inconsistent(f"graph {where}")
         for tensor, raw in zip(graph.initializer, tree.initializers, strict=True):
-            self.tensor(tensor, raw, tensor.name, "initializer", where)
+            self.tensor(tensor, raw, self.text(tensor.name, f"an initializer name in {where}"), "initializer", where)
         for node, attributes in zip(graph.node, tree.nodes, strict=True):
+            node_name = self.text(node.name, f"a node name in {where}")
             if len(attributes) != len(node.attribute):
-                raise self.inconsistent(f"node {node.name!r}")
-            is_constant = node.op_type == "Constant" and node.domain in ("", "ai.onnx")
-            output = node.output[0] if node.output else ""
+                raise self.inconsistent(f"node {node_name!r}")
+            op_type = self.text(node.op_type, f"the operator of node {node_name!r}")
+            is_constant = op_type == "Constant" and self.text(node.domain, f"the domain of node {node_name!r}") in ("", "ai.onnx")
+            output = self.text(node.output[0], f"an output name of node {node_name!r}") if node.output else ""
             for attribute, attribute_tree in zip(node.attribute, attributes, strict=True):
-                node_where = f"{where}/{node.op_type}:{node.name or output}"
+                node_where = f"{where}/{op_type}:{node_name or output}"
+                attribute_name = self.text(attribute.name, f"an attribute name of node {node_name!r}")
                 if is_constant and attribute.HasField("t"):
-                    if attribute.name == "value":
+                    if attribute_name == "value":
                         self.tensor(attribute.t, attribute_tree.tensor, output, "constant.value", where)
                     elif attribute_tree.tensor is not None:  # not a Constant's value: put its bytes back
                         attribute.t.raw_data = self.files.read(self.path, *attribute_tree.tensor)
-                elif is_constant and attribute.name in ("value_floats", "value_ints") and (
-                    attribute.floats if attribute.name == "value_floats" else attribute.ints
+                elif is_constant and attribute_name in ("value_floats", "value_ints") and (
+                    attribute.floats if attribute_name == "value_floats" else attribute.ints
                 ):
+                    self.text(attribute.doc_string, f"the doc string of node {node_name!r}")
                     self.list_attribute(attribute, output, where)
                 if attribute.HasField("g"):
-                    self.graph(attribute.g, attribute_tree.graph, f"{node_where}/{attribute.name}")
+                    self.graph(attribute.g, attribute_tree.graph, f"{node_where}/{attribute_name}")
                 if len(attribute.graphs) != len(attribute_tree.graphs):
-                    raise self.inconsistent(f"node {node.name!r}")
+                    raise self.inconsistent(f"node {node_name!r}")
                 for index, (subgraph, subtree) in enumerate(zip(attribute.graphs, attribute_tree.graphs, strict=True)):
-                    self.graph(subgraph, subtree, f"{node_where}/{attribute.name}[{index}]")
+                    self.graph(subgraph, subtree, f"{node_where}/{attribute_name}[{index}]")
 
 
 def open(path: str) -> CheckpointSource:
@@ -228,12 +238,17 @@ def open(path: str) -> CheckpointSource:
         try:
             model.ParseFromString(bytes(stripped))
         except (DecodeError, RuntimeError, ValueError) as exc:
-            raise OnnxModelError(f"{path} is truncated or not an ONNX model: {exc}") from None
+            raise OnnxModelError(f"{path} is truncated or not an ONNX model: {exc}") from exc
         del stripped
         if model.ir_version <= 0:
             raise OnnxModelError(f"{path} is truncated or not an ONNX model: it has no IR version")
         extractor = _Extractor(path, files)
         extractor.graph(model.graph, tree, "graph")
+        producer_name = extractor.text(model.producer_name, "the producer name")
+        producer_version = extractor.text(model.producer_version, "the producer version")
+        opset_import = [
+            {"domain": extractor.text(o.domain, "an opset domain"), "version": o.version} for o in model.opset_import
+        ]
         blob = model.SerializeToString()
     except BaseException:
         files.close()
@@ -257,9 +272,9 @@ def open(path: str) -> CheckpointSource:
     metadata = {
         METADATA_KEY: {
             "ir_version": model.ir_version,
-            "opset_import": [{"domain": o.domain, "version": o.version} for o in model.opset_import],
-            "producer_name": model.producer_name,
-            "producer_version": model.producer_version,
+            "opset_import": opset_import,
+            "producer_name": producer_name,
+            "producer_version": producer_version,
             "external_data": extractor.external.used,
             "tensors": extractor.entries,
             "kept_in_graph": extractor.kept,

@@ -143,7 +143,10 @@ class WireStripper:
                 raise self.bad(f"malformed number at byte {pos}")
 
     def fields(self, start: int, end: int):
-        """Yield (number, wire type, field start, value start, value end)."""
+        """Yield (number, length-delimited?, field start, value start, value end).
+
+        Only length-delimited fields (messages, strings, bytes) can be ones the
+        stripper descends into; the flag saves every caller comparing wire types."""
         pos = start
         while pos < end:
             field_start = pos
@@ -165,12 +168,7 @@ class WireStripper:
                 raise self.bad(f"unsupported protobuf wire type {wire} at byte {field_start}")
             if pos > end:
                 raise self.bad(f"field {number} at byte {field_start} runs past the end of its message")
-            yield number, wire, field_start, value_start, pos
-
-    def message_fields(self, start: int, end: int):
-        """Like :meth:`fields`, with a flag: is it a length-delimited (message or bytes) field?"""
-        for number, wire, field_start, value_start, value_end in self.fields(start, end):
-            yield number, wire == Wire.LENGTH_DELIMITED, field_start, value_start, value_end
+            yield number, wire == Wire.LENGTH_DELIMITED, field_start, value_start, pos
 
     @staticmethod
     def _emit(out: bytearray, number: int, body: bytes | bytearray) -> None:
@@ -181,7 +179,7 @@ class WireStripper:
     def model(self, start: int, end: int) -> tuple[bytearray, GraphTree | None]:
         out = bytearray()
         graph = None
-        for number, delimited, field_start, value_start, value_end in self.message_fields(start, end):
+        for number, delimited, field_start, value_start, value_end in self.fields(start, end):
             if number == ModelField.GRAPH and delimited:
                 if graph is not None:
                     raise self.bad("the model has its graph field twice")
@@ -196,7 +194,7 @@ class WireStripper:
             raise self.bad(f"subgraphs nest deeper than {MAX_GRAPH_DEPTH} levels")
         out = bytearray()
         tree = GraphTree([], [])
-        for number, delimited, field_start, value_start, value_end in self.message_fields(start, end):
+        for number, delimited, field_start, value_start, value_end in self.fields(start, end):
             if number == GraphField.NODE and delimited:
                 body, attributes = self.node(value_start, value_end, depth)
                 tree.nodes.append(attributes)
@@ -210,7 +208,7 @@ class WireStripper:
         return out, tree
 
     def node(self, start: int, end: int, depth: int) -> tuple[bytearray, list]:
-        fields = list(self.message_fields(start, end))
+        fields = list(self.fields(start, end))
         op_type = domain = b""
         for number, delimited, _, value_start, value_end in fields:
             if number == NodeField.OP_TYPE and delimited:
@@ -233,7 +231,7 @@ class WireStripper:
         out = bytearray()
         tree = AttributeTree(None, None, [])
         seen_tensor = False
-        for number, delimited, field_start, value_start, value_end in self.message_fields(start, end):
+        for number, delimited, field_start, value_start, value_end in self.fields(start, end):
             if number == AttributeField.TENSOR and delimited and strip_tensor:
                 # A singular message field seen twice would be merged by protobuf;
                 # no writer does that, and following it here is not worth it.
@@ -258,7 +256,7 @@ class WireStripper:
     def tensor(self, start: int, end: int) -> tuple[bytearray, tuple[int, int] | None]:
         out = bytearray()
         raw = None
-        for number, delimited, field_start, value_start, value_end in self.message_fields(start, end):
+        for number, delimited, field_start, value_start, value_end in self.fields(start, end):
             if number == TensorField.RAW_DATA and delimited:
                 raw = (value_start, value_end - value_start)  # the last one wins, as in protobuf
             else:
