@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import __version__, dtypes, formats, tensorcodec
+from . import __version__, dtypes, executors, formats, tensorcodec
 from .errors import BadInputError, BieError, CorruptContainerError, VerificationFailedError
 from .formats.base import CheckpointSource, TensorInfo
 from .formats.cai import spec
@@ -189,16 +189,27 @@ def compress_model(
     force: bool = False,
     progress: Progress | None = None,
     source_format: str | None = None,
+    executor: str = "threads",
+    scheduler: str | None = None,
 ) -> CompressStats:
     """Compress checkpoint ``src`` into the container ``dst`` (``"-"``: stdout).
 
     ``strategy`` is the default ``NAME[:key=value,...]``; ``rules`` are
     ``GLOB=NAME[:...]`` overrides (first match wins) applied before the
     policy file's rules. Returns per-tensor and total statistics.
+
+    ``executor``: where chunks are encoded — ``"threads"`` (``threads`` of
+    this process), ``"processes"`` (a pool of ``threads`` processes) or
+    ``"dask"`` (the cluster at ``scheduler``, which must see ``src`` at the
+    same path). The container's bytes are the same whichever runs them.
     """
     src, dst = os.fspath(src), os.fspath(dst)
     if threads < 1:
         raise BadInputError("--threads must be at least 1")
+    if executor not in executors.EXECUTORS:
+        raise BadInputError(f"unknown executor {executor!r}; choose one of {', '.join(executors.EXECUTORS)}")
+    if executor != "threads" and src == STDIO:
+        raise BadInputError(f"--executor {executor} reads the checkpoint from its path; it cannot read stdin")
     if chunk_size < 1:
         raise BadInputError("--chunk-size must be positive")
     default_spec: StrategySpec | None = parse_strategy(strategy) if strategy else None
@@ -210,19 +221,22 @@ def compress_model(
     planner = Planner(default_spec, rule_list)
     check_output_path(dst, [src], force)
     started = time.perf_counter()
-    with formats.open_checkpoint(src, source_format) as source:
+    pool_context = (contextlib.nullcontext() if executor == "threads"
+                    else executors.open_pool(executor, threads, scheduler))
+    with formats.open_checkpoint(src, source_format) as source, pool_context as pool:
         choices = [planner.choose(info) for info in source.tensors]
         if dst == STDIO:
-            stats = _compress_to(source, sys.stdout.buffer, choices, threads, chunk_size, progress, planner)
+            stats = _compress_to(source, sys.stdout.buffer, choices, threads, chunk_size, progress, planner, pool)
         else:
             with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
-                stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner)
+                stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner, pool)
     stats.output = dst
     stats.seconds = time.perf_counter() - started
     return stats
 
 
-def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, progress, planner) -> CompressStats:
+def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, progress, planner,
+                 pool=None) -> CompressStats:
     writer = ContainerWriter(out)
     total = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
     writer.write_header({
@@ -238,8 +252,12 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     records = TensorRecordWriter(writer)
     plans = (tensorcodec.plan_tensor(source, info, choice, chunk_size)
              for info, choice in zip(source.tensors, choices, strict=True))
+    if pool is None:
+        events = _encoded_in_order(source, plans, threads, total, progress)
+    else:
+        events = executors.encoded_in_order(executors.source_ref(source.path, source.format), plans, pool, total, progress)
     started = 0.0
-    for kind, value in _encoded_in_order(source, plans, threads, total, progress):
+    for kind, value in events:
         if kind == "begin":
             started = time.perf_counter()
             records.begin(value)
