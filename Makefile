@@ -12,7 +12,7 @@ DEMO_DIR := demo-out
 VENV_LOWEST ?= .venv-lowest
 LOWEST_BIN := $(VENV_LOWEST)/bin
 
-.PHONY: install demo test test-lowest lint bench bench-startup clean
+.PHONY: install demo test test-lowest lint bench bench-startup fuzz clean
 
 $(BIN)/bie: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,12 @@ bench: install
 # cold start after a plain `pip install` in a brand-new venv under /tmp, and start-up times
 bench-startup: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_startup.py
+
+# Mutation-fuzz every reader (FUZZ_CASES per target, default 10000; about an hour on 2 cores)
+# and write the counts to BENCHMARKS.md's reliability section.
+FUZZ_CASES ?= 10000
+fuzz: install
+	HF_HUB_OFFLINE=1 FUZZ_CASES=$(FUZZ_CASES) flock /tmp/bie-bench.lock $(BIN)/python -m bench.bench_fuzz --cases $(FUZZ_CASES)
 
 clean:
 	rm -rf $(VENV) $(VENV_LOWEST) $(DEMO_DIR) .pytest_cache .ruff_cache

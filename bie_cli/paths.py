@@ -101,6 +101,61 @@ def atomic_output(dst: str) -> Iterator[str]:
         raise
 
 
+def is_directory_target(dst: str) -> bool:
+    """``-o DIR/`` (a trailing separator) or an existing directory: write shards into it."""
+    return dst != STDIO and (dst.endswith(("/", os.sep)) or os.path.isdir(dst))
+
+
+def check_output_directory(dst: str, sources: Sequence[str], force: bool) -> None:
+    """Refuse an input, a non-empty directory (without ``force``) or a parent that cannot be written."""
+    for src in sources:
+        if src != STDIO and os.path.exists(dst) and (_same_file(dst, src) or _inside(src, dst) or _inside(dst, src)):
+            raise BadInputError(f"output {dst} is the input (or holds it); choose another directory")
+    if os.path.exists(dst) and not os.path.isdir(dst):
+        raise BadInputError(f"output {dst} exists and is not a directory")
+    if os.path.isdir(dst) and os.listdir(dst) and not force:
+        raise BadInputError(f"output directory {dst} is not empty; use --force to overwrite files in it")
+    parent = os.path.dirname(os.path.abspath(os.path.normpath(dst)))
+    if not os.path.isdir(parent):
+        raise BadInputError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"output directory {parent} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_directory(dst: str, force: bool) -> Iterator[str]:
+    """Yield a temporary directory beside ``dst``; on success it becomes ``dst`` (or, when
+    ``dst`` already holds files and ``force`` is set, its files replace theirs one by one).
+
+    Made with ``mkdir(0o777)`` rather than ``mkdtemp`` (0700), so the umask decides its mode."""
+    dst = os.path.normpath(dst)
+    parent = os.path.dirname(os.path.abspath(dst))
+    for _ in range(100):
+        temporary = os.path.join(parent, f".{os.path.basename(dst)}.{secrets.token_hex(4)}{_PARTIAL_SUFFIX}")
+        try:
+            os.mkdir(temporary, 0o777)
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise BadInputError(f"cannot write in {parent}: {exc.strerror}") from None
+    else:
+        raise BadInputError(f"cannot create a temporary directory in {parent}")
+    try:
+        yield temporary
+        if os.path.isdir(dst) and not os.listdir(dst):
+            os.rmdir(dst)
+        if not os.path.exists(dst):
+            os.rename(temporary, dst)
+            return
+        for name in os.listdir(temporary):
+            os.replace(os.path.join(temporary, name), os.path.join(dst, name))
+        os.rmdir(temporary)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
 def write_file_atomically(dst: str, data: bytes | str) -> None:
     """Write a small file (a report) through a temporary file and a rename."""
     with atomic_output(dst) as temporary, open(temporary, "wb") as out:

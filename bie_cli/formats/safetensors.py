@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import stat
 import struct
 from collections.abc import Iterable
 from typing import BinaryIO
@@ -49,6 +50,12 @@ def sniff(path: str) -> bool:
 # -- reading -----------------------------------------------------------------------
 
 
+def _json_problem(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
+
+
 def _reject_duplicates(pairs):
     keys = [key for key, _ in pairs]
     if len(keys) != len(set(keys)):
@@ -67,6 +74,8 @@ class _ShardReader:
         except OSError as exc:
             raise BadInputError(f"cannot read {path}: {exc.strerror}") from None
         try:
+            if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+                raise self._bad("it is not a regular file")
             self._parse_header()
         except BaseException:
             os.close(self.fd)
@@ -92,9 +101,10 @@ class _ShardReader:
         if 8 + length > size:
             raise self._bad("header runs past the end of the file (truncated)")
         try:
-            header = json.loads(self._pread(length, 8), object_pairs_hook=_reject_duplicates)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise self._bad(f"header is not valid JSON ({exc})") from None
+            # decoded here: json.loads would also accept UTF-16 and UTF-32 bytes
+            header = json.loads(self._pread(length, 8).decode("utf-8"), object_pairs_hook=_reject_duplicates)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise self._bad(f"header is not valid JSON ({_json_problem(exc)})") from exc
         if not isinstance(header, dict):
             raise self._bad("header is not a JSON object")
         metadata = header.pop("__metadata__", None)
@@ -246,8 +256,8 @@ def _shard_files(path: str) -> tuple[list[str], dict | None]:
         try:
             with builtins.open(index_path, encoding="utf-8") as handle:
                 index = json.load(handle)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadInputError(f"cannot read shard index {index_path}: {exc}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise BadInputError(f"cannot read shard index {index_path}: {_json_problem(exc)}") from exc
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise BadInputError(f"{index_path} has no valid weight_map")
@@ -271,8 +281,8 @@ def open(path: str) -> CheckpointSource:
     shards: list[_ShardReader] = []
     try:
         for shard_path in shard_paths:
-            if not os.path.exists(shard_path):
-                raise BadInputError(f"shard {shard_path} named in the index is missing")
+            if not os.path.isfile(shard_path):
+                raise BadInputError(f"shard {shard_path} named in the index is missing or not a file")
             shards.append(_ShardReader(shard_path))
     except BaseException:
         for shard in shards:
@@ -306,12 +316,60 @@ def open(path: str) -> CheckpointSource:
             "index_metadata": index["metadata"] if index else None,
             "files": {os.path.basename(s.path): [t.name for t in s.tensors] for s in shards},
         }
+    blobs = {}
+    if sharded:
+        from .safetensors_sharded import shard_blobs
+
+        index_path = path if path.endswith(".index.json") else os.path.join(path, INDEX_NAME)
+        blobs = shard_blobs(
+            {os.path.basename(s.path): os.pread(s.fd, s.data_start, 0) for s in shards if _without_holes(s)},
+            index_path if os.path.exists(index_path) else None,
+        )
     source = CheckpointSource(
         format=name, path=path, tensors=tensors, read_rows=read_rows,
-        metadata={"safetensors": metadata},
+        metadata={"safetensors": metadata}, blobs=blobs,
     )
     source.close_callbacks.extend(shard.close for shard in shards)
     return source
+
+
+def _without_holes(shard: _ShardReader) -> bool:
+    """Whether the shard's tensors fill its data section back to back (so its header
+    plus the tensors' bytes is the whole file)."""
+    end = 0
+    for info in shard.tensors:
+        if shard.offsets[info.name] != end:
+            return False
+        end += dtypes.nbytes(info.dtype, info.shape)
+    return shard.data_start + end == os.fstat(shard.fd).st_size
+
+
+def parse_header_bytes(header: bytes) -> list[tuple[str, str, tuple[int, ...]]]:
+    """``(name, dtype, shape)`` in data order from header bytes (length prefix included)
+    whose tensors lie back to back from offset 0."""
+    if len(header) < 8 or _HEADER_SIZE.unpack(header[:8])[0] != len(header) - 8:
+        raise BadInputError("header length prefix does not match")
+    try:
+        parsed = json.loads(header[8:], object_pairs_hook=_reject_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"header is not valid JSON ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise BadInputError("header is not a JSON object")
+    parsed.pop("__metadata__", None)
+    entries = []
+    for tensor_name, entry in parsed.items():
+        try:
+            begin, end = entry["data_offsets"]
+            entries.append((begin, end, tensor_name, entry["dtype"], tuple(entry["shape"])))
+        except (KeyError, TypeError, ValueError):
+            raise BadInputError(f"entry for {tensor_name!r} is malformed") from None
+    entries.sort(key=lambda e: e[0])  # stable, as the reader orders a shard's tensors
+    position = 0
+    for begin, end, tensor_name, dtype_name, shape in entries:
+        if begin != position or dtype_name not in dtypes.ALL_NAMES or end - begin != dtypes.nbytes(dtype_name, shape):
+            raise BadInputError(f"tensor {tensor_name!r} is not back to back with the one before it")
+        position = end
+    return [(tensor_name, dtype_name, shape) for _, _, tensor_name, dtype_name, shape in entries]
 
 
 # -- writing -------------------------------------------------------------------------
@@ -348,12 +406,17 @@ def write(
     st_metadata = (metadata.get("safetensors") or {}).get("__metadata__")
     if st_metadata is None and "pytorch" in metadata:
         st_metadata = {"format": "pt"}
+    write_data(path, build_header(tensors, st_metadata), tensors, chunks)
+
+
+def write_data(path: str, header: bytes, tensors: list[TensorInfo], chunks: Iterable[tuple[str, np.ndarray]]) -> None:
+    """Write ``header`` (length prefix included), then the tensors' bytes in ``tensors`` order."""
     expected = {info.name: dtypes.nbytes(info.dtype, info.shape) for info in tensors}
     written = dict.fromkeys(expected, 0)
     pending = iter(tensors)
     current: TensorInfo | None = None
     with binary_output(path) as out:  # a path, or stdout for `-o -`: one pass either way
-        out.write(build_header(tensors, st_metadata))
+        out.write(header)
         for tensor_name, array in chunks:
             while current is None or tensor_name != current.name:
                 # tensors with no elements have no chunks; anything else must not be skipped
