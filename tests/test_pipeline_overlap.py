@@ -25,7 +25,7 @@ def many_small(minilm_path, tmp_path_factory):
 
 
 def test_threads_give_identical_bytes_and_bounded_in_flight(many_small, tmp_path, monkeypatch):
-    path, tensors = many_small
+    path, _ = many_small
     in_flight, peak = 0, 0
     original = tensorcodec.encode_chunk
 
