@@ -67,6 +67,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_kernels
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_memory
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_onnx_large
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_scale
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_startup.py
 
 # cold start after a plain `pip install` in a brand-new venv under /tmp, and start-up times

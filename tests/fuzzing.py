@@ -573,7 +573,7 @@ def _mutate_onnx(state: dict, rng: random.Random, workdir: Path) -> tuple[str, s
 
 def _build_containers(workdir: Path) -> dict:
     import bie_cli
-    from bie_cli.formats.cai.reader import ContainerReader
+    from bie_cli.tensorcodec import StoredTensors
 
     source = workdir / "source.safetensors"
     _write_safetensors(source, _minilm_subset(), {"format": "pt"})
@@ -582,8 +582,8 @@ def _build_containers(workdir: Path) -> dict:
         path = workdir / f"{strategy.replace(':', '_').replace(',', '_').replace('=', '-')}.cai"
         bie_cli.compress_model(source, path, strategy=strategy, rules=["*position_ids=delta"], threads=1,
                                chunk_size=CONTAINER_CHUNK_SIZE, force=True)
-        with ContainerReader(path) as reader:
-            expected = {entry.name: reader.read_tensor(entry.name) for entry in reader.entries}
+        with StoredTensors.open(path) as stored:
+            expected = {entry.name: stored.read_tensor(entry.name) for entry in stored.entries}
         containers.append({"path": path, "data": path.read_bytes(), "expected": expected, "strategy": strategy})
     return {"containers": containers}
 
@@ -689,7 +689,7 @@ def _run_container(state: dict, path: str, workdir: Path) -> None:
 
     import bie_cli
     from bie_cli.errors import BieError
-    from bie_cli.formats.cai.reader import ContainerReader, StreamDecoder
+    from bie_cli.tensorcodec import StoredTensors, StreamDecoder
 
     expected = state["current"]["expected"]
     # A resealed record passes every checksum: a lossy chunk may then decode to other
@@ -697,10 +697,10 @@ def _run_container(state: dict, path: str, workdir: Path) -> None:
     compare = not state["resealed"]
     failures = []
     try:  # random access, as `decompress`, `open_container` and the kernels read
-        with ContainerReader(path) as reader:
-            names = [entry.name for entry in reader.entries]
+        with StoredTensors.open(path) as stored:
+            names = [entry.name for entry in stored.entries]
             for name in names:
-                array = reader.read_tensor(name)
+                array = stored.read_tensor(name)
                 if compare:
                     _check_same(expected, name, array, "random access")
             if compare and sorted(names) != sorted(expected):

@@ -155,12 +155,22 @@ class _ShardReader:
         row_bytes = row_elements * np_dtype.itemsize
         begin = self.data_start + self.offsets[info.name] + row_start * row_bytes
         length = (row_stop - row_start) * row_bytes
-        data = self._pread(length, begin) if length else b""
-        if len(data) != length:
-            raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
+        if self.fd >= 0:
+            # read straight into a fresh (writable: strategies may modify in place) array: one copy, not two
+            data = np.empty(length, dtype=np.uint8)
+            view, done = memoryview(data), 0
+            while done < length:
+                count = os.preadv(self.fd, [view[done:]], begin + done)
+                if count == 0:
+                    raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
+                done += count
+        else:  # a stream reads through its own _pread
+            raw = self._pread(length, begin) if length else b""
+            if len(raw) != length:
+                raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
+            data = np.frombuffer(bytearray(raw), dtype=np.uint8)
         shape = info.shape if not info.shape else (row_stop - row_start, *info.shape[1:])
-        # bytearray keeps the array writable (strategies may modify in place).
-        return np.frombuffer(bytearray(data), dtype=np_dtype).reshape(shape)
+        return data.view(np_dtype).reshape(shape)
 
     def close(self) -> None:
         if self.fd >= 0:
