@@ -14,7 +14,9 @@ def command(
     strategy: Annotated[str, typer.Option("-s", "--strategy", help="Default strategy NAME[:key=value,...] (see `bie strategies`).")] = "",
     rule: Annotated[Optional[list[str]], typer.Option("-r", "--rule", help="Per-layer override GLOB=NAME[:key=value,...]; repeatable, first match wins.")] = None,
     policy: Annotated[Optional[Path], typer.Option("--policy", help="TOML policy file with a default strategy and [[rules]].")] = None,
-    threads: Annotated[int, typer.Option("-j", "--threads", help="Encode chunks in parallel on N threads.", min=1)] = 1,
+    threads: Annotated[int, typer.Option("-j", "--threads", help="Encode chunks in parallel on N threads (or N processes with --executor processes).", min=1)] = 1,
+    executor: Annotated[str, typer.Option("--executor", help="Where chunks are encoded: threads, processes, or dask (needs --scheduler and bie-cli[distributed]).")] = "threads",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address tcp://HOST:PORT; every worker must see SRC at the same path.")] = None,
     chunk_size: Annotated[str, typer.Option("--chunk-size", help="Target chunk size (bytes; K/M/G suffixes allowed).")] = "4M",
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or summary on stderr.")] = False,
@@ -31,6 +33,7 @@ def command(
         stats = compress_model(
             src, output, strategy=strategy, rules=rule or (), policy=policy, threads=threads,
             chunk_size=parse_size(chunk_size), force=force, progress=progress,
+            executor=executor, scheduler=scheduler,
         )
     if json_output:
         print_json(stats.to_dict())

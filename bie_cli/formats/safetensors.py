@@ -231,12 +231,60 @@ def open(path: str) -> CheckpointSource:
             "index_metadata": index["metadata"] if index else None,
             "files": {os.path.basename(s.path): [t.name for t in s.tensors] for s in shards},
         }
+    blobs = {}
+    if sharded:
+        from .safetensors_sharded import shard_blobs
+
+        index_path = path if path.endswith(".index.json") else os.path.join(path, INDEX_NAME)
+        blobs = shard_blobs(
+            {os.path.basename(s.path): os.pread(s.fd, s.data_start, 0) for s in shards if _without_holes(s)},
+            index_path if os.path.exists(index_path) else None,
+        )
     source = CheckpointSource(
         format=name, path=path, tensors=tensors, read_rows=read_rows,
-        metadata={"safetensors": metadata},
+        metadata={"safetensors": metadata}, blobs=blobs,
     )
     source.close_callbacks.extend(shard.close for shard in shards)
     return source
+
+
+def _without_holes(shard: _ShardReader) -> bool:
+    """Whether the shard's tensors fill its data section back to back (so its header
+    plus the tensors' bytes is the whole file)."""
+    end = 0
+    for info in shard.tensors:
+        if shard.offsets[info.name] != end:
+            return False
+        end += dtypes.nbytes(info.dtype, info.shape)
+    return shard.data_start + end == os.fstat(shard.fd).st_size
+
+
+def parse_header_bytes(header: bytes) -> list[tuple[str, str, tuple[int, ...]]]:
+    """``(name, dtype, shape)`` in data order from header bytes (length prefix included)
+    whose tensors lie back to back from offset 0."""
+    if len(header) < 8 or _HEADER_SIZE.unpack(header[:8])[0] != len(header) - 8:
+        raise BadInputError("header length prefix does not match")
+    try:
+        parsed = json.loads(header[8:], object_pairs_hook=_reject_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"header is not valid JSON ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise BadInputError("header is not a JSON object")
+    parsed.pop("__metadata__", None)
+    entries = []
+    for tensor_name, entry in parsed.items():
+        try:
+            begin, end = entry["data_offsets"]
+            entries.append((begin, end, tensor_name, entry["dtype"], tuple(entry["shape"])))
+        except (KeyError, TypeError, ValueError):
+            raise BadInputError(f"entry for {tensor_name!r} is malformed") from None
+    entries.sort(key=lambda e: e[0])  # stable, as the reader orders a shard's tensors
+    position = 0
+    for begin, end, tensor_name, dtype_name, shape in entries:
+        if begin != position or dtype_name not in dtypes.ALL_NAMES or end - begin != dtypes.nbytes(dtype_name, shape):
+            raise BadInputError(f"tensor {tensor_name!r} is not back to back with the one before it")
+        position = end
+    return [(tensor_name, dtype_name, shape) for _, _, tensor_name, dtype_name, shape in entries]
 
 
 # -- writing -------------------------------------------------------------------------
@@ -273,12 +321,17 @@ def write(
     st_metadata = (metadata.get("safetensors") or {}).get("__metadata__")
     if st_metadata is None and "pytorch" in metadata:
         st_metadata = {"format": "pt"}
+    write_data(path, build_header(tensors, st_metadata), tensors, chunks)
+
+
+def write_data(path: str, header: bytes, tensors: list[TensorInfo], chunks: Iterable[tuple[str, np.ndarray]]) -> None:
+    """Write ``header`` (length prefix included), then the tensors' bytes in ``tensors`` order."""
     expected = {info.name: dtypes.nbytes(info.dtype, info.shape) for info in tensors}
     written = dict.fromkeys(expected, 0)
     pending = iter(tensors)
     current: TensorInfo | None = None
     with builtins.open(path, "wb") as out:
-        out.write(build_header(tensors, st_metadata))
+        out.write(header)
         for tensor_name, array in chunks:
             while current is None or tensor_name != current.name:
                 # tensors with no elements have no chunks; anything else must not be skipped
