@@ -573,7 +573,6 @@ def _mutate_onnx(state: dict, rng: random.Random, workdir: Path) -> tuple[str, s
 
 def _build_containers(workdir: Path) -> dict:
     import bie_cli
-    from bie_cli.formats.cai.reader import ContainerReader
 
     source = workdir / "source.safetensors"
     _write_safetensors(source, _minilm_subset(), {"format": "pt"})
@@ -582,8 +581,8 @@ def _build_containers(workdir: Path) -> dict:
         path = workdir / f"{strategy.replace(':', '_').replace(',', '_').replace('=', '-')}.cai"
         bie_cli.compress_model(source, path, strategy=strategy, rules=["*position_ids=delta"], threads=1,
                                chunk_size=CONTAINER_CHUNK_SIZE, force=True)
-        with ContainerReader(path) as reader:
-            expected = {entry.name: reader.read_tensor(entry.name) for entry in reader.entries}
+        with bie_cli.open_container(path) as container:
+            expected = {name: container[name] for name in container}
         containers.append({"path": path, "data": path.read_bytes(), "expected": expected, "strategy": strategy})
     return {"containers": containers}
 
@@ -689,7 +688,7 @@ def _run_container(state: dict, path: str, workdir: Path) -> None:
 
     import bie_cli
     from bie_cli.errors import BieError
-    from bie_cli.formats.cai.reader import ContainerReader, StreamDecoder
+    from bie_cli.tensorcodec import StreamDecoder
 
     expected = state["current"]["expected"]
     # A resealed record passes every checksum: a lossy chunk may then decode to other
@@ -697,10 +696,10 @@ def _run_container(state: dict, path: str, workdir: Path) -> None:
     compare = not state["resealed"]
     failures = []
     try:  # random access, as `decompress`, `open_container` and the kernels read
-        with ContainerReader(path) as reader:
-            names = [entry.name for entry in reader.entries]
+        with bie_cli.open_container(path) as container:
+            names = list(container)
             for name in names:
-                array = reader.read_tensor(name)
+                array = container[name]
                 if compare:
                     _check_same(expected, name, array, "random access")
             if compare and sorted(names) != sorted(expected):
