@@ -49,7 +49,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_memory
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_onnx_large
 
-# Mutation-fuzz every reader (FUZZ_CASES per target, default 10000; about an hour on 2 cores)
+# Mutation-fuzz every reader (FUZZ_CASES per format, default 10000; about an hour on 2 quiet cores)
 # and write the counts to BENCHMARKS.md's reliability section.
 FUZZ_CASES ?= 10000
 fuzz: install
