@@ -7,17 +7,15 @@ writer as they come. Peak memory is about (chunk size x chunks in flight)
 plus whatever the output format must hold (torch.save needs every tensor).
 
 Outputs are written to a temporary file beside the target and renamed into
-place only when complete, so a failure leaves nothing at the target.
+place only when complete, so a failure leaves nothing at the target
+(bie_cli/paths.py, which also gives ``-`` its stdin/stdout meaning).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -33,110 +31,23 @@ from .formats.cai import spec
 from .formats.cai.reader import TensorEntry, check_bits, parse_chunk
 from .formats.cai.writer import ContainerWriter
 from .metrics import ErrorStats
+from .paths import (
+    STDIO,
+    atomic_directory,
+    atomic_output,
+    check_output_directory,
+    check_output_path,
+    is_directory_target,
+    seekable_input,
+    stdout_stream,
+)
 from .plan import Planner, StrategySpec, load_policy, parse_rule, parse_strategy
 from .tensorcodec import DigestCheck, StoredTensors, StreamDecoder, TensorPlan, TensorRecordWriter
 
 DEFAULT_CHUNK_SIZE = 4 << 20
-STDIO = "-"
 
 #: progress callback: (bytes done, bytes total, current tensor name)
 Progress = Callable[[int, int, str], None]
-
-
-# -- paths and atomic output -------------------------------------------------------
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _inside(path: str, directory: str) -> bool:
-    return os.path.isdir(directory) and os.path.realpath(path).startswith(os.path.realpath(directory) + os.sep)
-
-
-def check_output_path(dst: str, sources: Sequence[str], force: bool) -> None:
-    """Refuse to clobber an input or an existing file, and fail early on a bad directory."""
-    if dst == STDIO:
-        return
-    for src in sources:
-        if src != STDIO and ((os.path.exists(dst) and _same_file(dst, src)) or _inside(dst, src)):
-            raise BadInputError(f"output {dst} is the input (or inside it); choose another path")
-    if os.path.isdir(dst):
-        raise BadInputError(f"output {dst} is a directory; give a file name")
-    if os.path.exists(dst) and not force:
-        raise BadInputError(f"output {dst} exists; use --force to overwrite it")
-    directory = os.path.dirname(os.path.abspath(dst))
-    if not os.path.isdir(directory):
-        raise BadInputError(f"output directory {directory} does not exist")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise BadInputError(f"output directory {directory} is not writable")
-
-
-def is_directory_target(dst: str) -> bool:
-    """``-o DIR/`` (a trailing separator) or an existing directory: write shards into it."""
-    return dst != STDIO and (dst.endswith(("/", os.sep)) or os.path.isdir(dst))
-
-
-def check_output_directory(dst: str, sources: Sequence[str], force: bool) -> None:
-    """Refuse an input, a non-empty directory (without ``force``) or a parent that cannot be written."""
-    for src in sources:
-        if src != STDIO and os.path.exists(dst) and (_same_file(dst, src) or _inside(src, dst) or _inside(dst, src)):
-            raise BadInputError(f"output {dst} is the input (or holds it); choose another directory")
-    if os.path.exists(dst) and not os.path.isdir(dst):
-        raise BadInputError(f"output {dst} exists and is not a directory")
-    if os.path.isdir(dst) and os.listdir(dst) and not force:
-        raise BadInputError(f"output directory {dst} is not empty; use --force to overwrite files in it")
-    parent = os.path.dirname(os.path.abspath(os.path.normpath(dst)))
-    if not os.path.isdir(parent):
-        raise BadInputError(f"output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInputError(f"output directory {parent} is not writable")
-
-
-@contextlib.contextmanager
-def atomic_directory(dst: str, force: bool):
-    """Yield a temporary directory beside ``dst``; on success it becomes ``dst`` (or, when
-    ``dst`` already holds files and ``force`` is set, its files replace theirs one by one)."""
-    dst = os.path.normpath(dst)
-    parent = os.path.dirname(os.path.abspath(dst))
-    try:
-        temporary = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.", suffix=".partial", dir=parent)
-    except OSError as exc:
-        raise BadInputError(f"cannot write in {parent}: {exc.strerror}") from None
-    try:
-        yield temporary
-        if os.path.isdir(dst) and not os.listdir(dst):
-            os.rmdir(dst)
-        if not os.path.exists(dst):
-            os.rename(temporary, dst)
-            return
-        for name in os.listdir(temporary):
-            os.replace(os.path.join(temporary, name), os.path.join(dst, name))
-        os.rmdir(temporary)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_output(dst: str):
-    """Yield a temporary path beside ``dst``; rename it into place on success only."""
-    directory = os.path.dirname(os.path.abspath(dst))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".partial", dir=directory)
-    except OSError as exc:
-        raise BadInputError(f"cannot write in {directory}: {exc.strerror}") from None
-    os.close(handle)
-    try:
-        yield temporary
-        os.replace(temporary, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 # -- compress ----------------------------------------------------------------------------
@@ -226,7 +137,7 @@ def compress_model(
     with formats.open_checkpoint(src, source_format) as source, pool_context as pool:
         choices = [planner.choose(info) for info in source.tensors]
         if dst == STDIO:
-            stats = _compress_to(source, sys.stdout.buffer, choices, threads, chunk_size, progress, planner, pool)
+            stats = _compress_to(source, stdout_stream(), choices, threads, chunk_size, progress, planner, pool)
         else:
             with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
                 stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner, pool)
@@ -407,7 +318,7 @@ def decompress_model(
     started = time.perf_counter()
     wanted = set(tensors) if tensors else None
     if src == STDIO:
-        decoder = StreamDecoder(sys.stdin.buffer)
+        decoder = StreamDecoder(sys.stdin.buffer)  # records are self-describing: no need to seek
         infos = _manifest(decoder.header)
         selected = _select(infos, wanted, src)
         names = {info.name for info in selected}
@@ -441,6 +352,10 @@ def decompress_model(
                 progress(done, total, name)
             yield name, array
 
+    def write_and_drain(target) -> None:
+        writer_module.write(target, selected, counted(), metadata, blobs, **format_options)
+        _drain(drain)
+
     try:
         if to_directory:
             from .formats import safetensors_sharded
@@ -448,23 +363,27 @@ def decompress_model(
             if safetensors_sharded.shard_layout(metadata) is None:
                 raise BadInputError(f"{src} was not made from a sharded safetensors checkpoint; "
                                     "give an output file name instead of a directory")
-            output = atomic_directory(dst, force)
-            write = functools.partial(safetensors_sharded.write_directory, tensors=selected, chunks=counted(),
-                                      metadata=metadata, blobs=blobs)
+            with atomic_directory(dst, force) as temporary:
+                safetensors_sharded.write_directory(temporary, tensors=selected, chunks=counted(),
+                                                    metadata=metadata, blobs=blobs)
+                _drain(drain)
+        elif dst == STDIO:
+            # one pass to stdout; formats that need to seek or write several files refuse a stream
+            write_and_drain(stdout_stream())
         else:
-            output = atomic_output(dst)
-            write = functools.partial(writer_module.write, tensors=selected, chunks=counted(), metadata=metadata,
-                                      blobs=blobs, **format_options)
-        with output as temporary:
-            write(temporary)
-            if drain is not None:
-                # finish reading the stream: a truncated or corrupt tail must fail the run
-                for _ in drain:
-                    pass
+            with atomic_output(dst) as temporary:
+                write_and_drain(temporary)
     finally:
         if src != STDIO:
             reader.close()
     return DecompressStats(src, dst, output_format, len(selected), total, time.perf_counter() - started)
+
+
+def _drain(stream) -> None:
+    """Finish reading a container stream: a truncated or corrupt tail must fail the run."""
+    if stream is not None:
+        for _ in stream:
+            pass
 
 
 def _manifest(header: dict) -> list[TensorInfo]:
@@ -551,9 +470,21 @@ def verify_container(
     if threads < 1:
         raise BadInputError("--threads must be at least 1")
     path = os.fspath(container)
-    report = VerifyReport(path, os.fspath(against) if against is not None else None)
+    against = os.fspath(against) if against is not None else None
+    if path == STDIO and against == STDIO:
+        raise BadInputError("the container and --against cannot both be read from stdin (-); give one a path")
+    with seekable_input(path) as readable:
+        return _verify(readable, VerifyReport(path, against), max_error, progress, threads)
+
+
+def _verify(path: str, report: VerifyReport, max_error: float | None, progress: Progress | None,
+            threads: int) -> VerifyReport:
     stored = StoredTensors.open(path)  # a broken trailer/index is fatal: raises CorruptContainerError
-    source = formats.open_checkpoint(os.fspath(against)) if against is not None else None
+    try:
+        source = formats.open_checkpoint(report.against) if report.against is not None else None
+    except BaseException:
+        stored.close()
+        raise
     try:
         _verify_all(stored, source, report, max_error, progress, threads)
     finally:

@@ -315,7 +315,7 @@ def write(
     else:
         # another source format, or a subset of tensors: a plain state dict in stored order
         obj = OrderedDict((info.name, built[info.name]) for info in tensors)
-    torch.save(obj, path)
+    torch.save(obj, path)  # a path or stdout: torch.save's zip writer never seeks back
 
 
 def _skeleton_names(node: dict) -> set[str]:

@@ -15,11 +15,13 @@ import os
 import stat
 import struct
 from collections.abc import Iterable
+from typing import BinaryIO
 
 import numpy as np
 
 from .. import dtypes
 from ..errors import BadInputError, UnsupportedDtypeError
+from ..paths import binary_output
 from .base import CheckpointSource, TensorInfo
 
 name = "safetensors"
@@ -42,10 +44,7 @@ def sniff(path: str) -> bool:
             head = handle.read(9)
     except OSError:
         return False
-    if len(head) < 9:
-        return False
-    (length,) = _HEADER_SIZE.unpack(head[:8])
-    return 2 <= length <= MAX_HEADER and head[8:9] == b"{"
+    return sniff_bytes(head)
 
 
 # -- reading -----------------------------------------------------------------------
@@ -89,9 +88,15 @@ class _ShardReader:
     def _bad(self, message: str) -> BadInputError:
         return BadInputError(f"{self.path} is not a valid safetensors file: {message}")
 
+    def _size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def _pread(self, length: int, offset: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
     def _parse_header(self) -> None:
-        size = os.fstat(self.fd).st_size
-        head = os.pread(self.fd, 8, 0)
+        size = self._size()
+        head = self._pread(8, 0)
         if len(head) < 8:
             raise self._bad("file is shorter than its 8-byte header length (truncated)")
         (length,) = _HEADER_SIZE.unpack(head)
@@ -101,7 +106,7 @@ class _ShardReader:
             raise self._bad("header runs past the end of the file (truncated)")
         try:
             # decoded here: json.loads would also accept UTF-16 and UTF-32 bytes
-            header = json.loads(os.pread(self.fd, length, 8).decode("utf-8"), object_pairs_hook=_reject_duplicates)
+            header = json.loads(self._pread(length, 8).decode("utf-8"), object_pairs_hook=_reject_duplicates)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise self._bad(f"header is not valid JSON ({_json_problem(exc)})") from exc
         if not isinstance(header, dict):
@@ -154,7 +159,7 @@ class _ShardReader:
         row_bytes = row_elements * np_dtype.itemsize
         begin = self.data_start + self.offsets[info.name] + row_start * row_bytes
         length = (row_stop - row_start) * row_bytes
-        data = os.pread(self.fd, length, begin) if length else b""
+        data = self._pread(length, begin) if length else b""
         if len(data) != length:
             raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
         shape = info.shape if not info.shape else (row_stop - row_start, *info.shape[1:])
@@ -165,6 +170,86 @@ class _ShardReader:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class _StreamReader(_ShardReader):
+    """A safetensors file arriving on a pipe (``bie compress -``): read front to back.
+
+    The header comes first, then tensors are read in data-offset order, which
+    is the order ``tensors`` lists them and the order compress and verify ask
+    for them; gaps are skipped. The last read is kept, because compress reads
+    a tensor's first chunk twice (once to choose among candidate strategies).
+    Any other read backwards is an error: a pipe cannot seek.
+    """
+
+    # a pipe has no size: lengths are checked as the bytes arrive ("file ended while reading")
+    _UNKNOWN_SIZE = 1 << 62
+
+    def __init__(self, stream: BinaryIO, label: str, prefix: bytes = b"") -> None:
+        self.path = label
+        self.fd = -1
+        self._stream = stream
+        self._prefix = prefix
+        self._position = 0
+        self._last: tuple[int, int, bytes] | None = None
+        self._parse_header()
+
+    def _size(self) -> int:
+        return self._UNKNOWN_SIZE
+
+    def _read_exactly(self, length: int) -> bytes:
+        parts = []
+        if self._prefix:
+            parts.append(self._prefix[:length])
+            self._prefix = self._prefix[length:]
+        remaining = length - sum(map(len, parts))
+        while remaining > 0:
+            block = self._stream.read(remaining)
+            if not block:
+                break
+            parts.append(block)
+            remaining -= len(block)
+        data = b"".join(parts)
+        self._position += len(data)
+        return data
+
+    def _pread(self, length: int, offset: int) -> bytes:
+        if self._last is not None and self._last[:2] == (offset, length):
+            return self._last[2]
+        if offset < self._position:
+            raise BadInputError(
+                f"{self.path}: a safetensors stream is read once, front to back, but byte {offset} was asked "
+                "for after it had passed; give the file's path instead"
+            )
+        while self._position < offset:  # skip what nobody asked for
+            if not self._read_exactly(min(offset - self._position, 1 << 20)):
+                break
+        data = self._read_exactly(length) if self._position == offset else b""
+        self._last = (offset, length, data)
+        return data
+
+
+def open_stream(stream: BinaryIO, label: str = "-", prefix: bytes = b"") -> CheckpointSource:
+    """A lazy source over a safetensors file arriving on ``stream`` (stdin); ``prefix`` holds
+    bytes already taken from the stream to sniff it. Tensors must be read in ``tensors`` order."""
+    reader = _StreamReader(stream, label, prefix)
+
+    def read_rows(tensor_name: str, row_start: int, row_stop: int) -> np.ndarray:
+        return reader.read_rows(reader_infos[tensor_name], row_start, row_stop)
+
+    reader_infos = {info.name: info for info in reader.tensors}
+    return CheckpointSource(
+        format=name, path=label, tensors=list(reader.tensors), read_rows=read_rows,
+        metadata={"safetensors": {"__metadata__": reader.metadata}},
+    )
+
+
+def sniff_bytes(head: bytes) -> bool:
+    """Do the first 9 bytes of a file look like safetensors (header length, then a JSON object)?"""
+    if len(head) < 9:
+        return False
+    (length,) = _HEADER_SIZE.unpack(head[:8])
+    return 2 <= length <= MAX_HEADER and head[8:9] == b"{"
 
 
 def _shard_files(path: str) -> tuple[list[str], dict | None]:
@@ -313,7 +398,7 @@ def build_header(tensors: list[TensorInfo], metadata: dict | None) -> bytes:
 
 
 def write(
-    path: str,
+    path: str | BinaryIO,
     tensors: list[TensorInfo],
     chunks: Iterable[tuple[str, np.ndarray]],
     metadata: dict,
@@ -337,7 +422,7 @@ def write_data(path: str, header: bytes, tensors: list[TensorInfo], chunks: Iter
     written = dict.fromkeys(expected, 0)
     pending = iter(tensors)
     current: TensorInfo | None = None
-    with builtins.open(path, "wb") as out:
+    with binary_output(path) as out:  # a path, or stdout for `-o -`: one pass either way
         out.write(header)
         for tensor_name, array in chunks:
             while current is None or tensor_name != current.name:

@@ -6,13 +6,13 @@ import builtins
 import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 
 import numpy as np
 
 from ... import dtypes
 from ...errors import BadInputError
+from ...paths import create_temporary
 from ..base import TensorInfo
 from .constants import (
     ALIGN_LARGE,
@@ -152,7 +152,9 @@ def write(
     Chunks MUST come in ``tensors`` order, each tensor's rows in order.
     Nothing is left at ``path`` or beside it on error.
     """
-    path = os.fspath(path)
+    to_stream = hasattr(path, "write")  # stdout: one pass, no file beside it
+    if not to_stream:
+        path = os.fspath(path)
     blob = (blobs or {}).get(BLOB_NAME)
     if blob is None:
         raise BadInputError(
@@ -201,6 +203,16 @@ def write(
         raise BadInputError(
             f"the model is {total / 2**30:.2f} GiB, over protobuf's 2 GB limit for one file; use --external-data"
         )
+    if to_stream and external_data:
+        raise BadInputError(
+            "this ONNX model keeps its weights in a separate .data file, and two files cannot go to stdout; "
+            "give -o FILE.onnx (or --no-external-data if it is under 2 GB)"
+        )
+    if to_stream:
+        _receive(tensors, chunks, targets, entries, None, "")
+        path.write(model.SerializeToString())
+        path.flush()
+        return
 
     directory = os.path.dirname(os.path.abspath(path))
     data_name = _final_name(path, final_path) + ".data"
@@ -209,7 +221,7 @@ def write(
     data_out = None
     try:
         if external_data:
-            handle, data_temporary = tempfile.mkstemp(prefix=f".{data_name}.", suffix=".partial", dir=directory)
+            handle, data_temporary = create_temporary(data_path)  # umask permissions, like the model file
             data_out = os.fdopen(handle, "wb", buffering=1 << 20)
         _receive(tensors, chunks, targets, entries, data_out, data_name)
         if data_out is not None:
