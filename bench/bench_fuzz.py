@@ -32,12 +32,13 @@ FORMATS = {
     "container": ("container",),
     "pytorch": ("pytorch", "pytorch-legacy"),
     "onnx": ("onnx", "onnx-external"),
-    "safetensors": ("safetensors", "safetensors-sharded"),
+    "safetensors": ("safetensors", "safetensors-sharded", "safetensors-stdin"),
 }
 
 DESCRIPTIONS = {
     "safetensors": "MiniLM subset (8 tensors, 1.2 MB): blind bytes, or one JSON header field",
     "safetensors-sharded": "the same in 2 shards + index JSON: bytes or a JSON field of a shard header or the index; a file deleted",
+    "safetensors-stdin": "the single file piped in (`bie compress -`: read once, front to back): as `safetensors`",
     "pytorch": "`torch.save` zip of a state dict (+ tied view, plain values): bytes, or a damaged `data.pkl` inside an intact zip",
     "pytorch-legacy": "the same saved with `_use_new_zipfile_serialization=False`: bytes",
     "onnx": "silero_vad.onnx (2.3 MB, If subgraphs): bytes, or one protobuf field anywhere in the tree with parent lengths fixed",

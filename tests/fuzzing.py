@@ -430,6 +430,36 @@ def _mutate_safetensors(state: dict, rng: random.Random, workdir: Path) -> tuple
     return _place(workdir, state["path"], mutation.data), mutation.description
 
 
+class _Pipe(io.RawIOBase):
+    """The bytes of a file as a pipe delivers them: no seeking, at most 64 KiB a read."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = min(len(buffer), 64 << 10, len(self._data) - self._position)
+        buffer[:count] = self._data[self._position : self._position + count]
+        self._position += count
+        return count
+
+
+def _read_stdin_stream(state: dict, path: str, workdir: Path) -> None:
+    """What `bie compress -` does with a safetensors file piped in: tensors read once, in order."""
+    from bie_cli.formats import safetensors
+
+    stream = io.BufferedReader(_Pipe(Path(path).read_bytes()))
+    source = safetensors.open_stream(stream, "-")
+    for info in source.tensors:
+        middle = info.rows // 2
+        source.read(info.name, 0, middle)
+        source.read(info.name, middle, info.rows)
+    json.dumps(source.metadata)
+
+
 def _build_sharded(workdir: Path) -> dict:
     arrays = _minilm_subset()
     names = list(arrays)
@@ -735,6 +765,7 @@ def _run_container(state: dict, path: str, workdir: Path) -> None:
 TARGETS = {
     "safetensors": Target("safetensors", _build_safetensors, _mutate_safetensors, _compress_and_read),
     "safetensors-sharded": Target("safetensors-sharded", _build_sharded, _mutate_sharded, _compress_and_read),
+    "safetensors-stdin": Target("safetensors-stdin", _build_safetensors, _mutate_safetensors, _read_stdin_stream),
     "pytorch": Target("pytorch", _build_pytorch, _mutate_pytorch, _compress_and_read),
     "pytorch-legacy": Target("pytorch-legacy", lambda w: _build_pytorch(w, legacy=True), _mutate_pytorch, _compress_and_read),
     "onnx": Target("onnx", _build_onnx, _mutate_onnx, _compress_and_read),
@@ -827,7 +858,7 @@ def _mutate_identity(state: dict, workdir: Path) -> str:
 #: cases per target in the normal test run, sized to ~5 s each on a quiet core
 #: (an ONNX case costs ~60 ms: the wire walk is pure Python)
 NORMAL_CASES = {
-    "safetensors": 300, "safetensors-sharded": 200, "pytorch": 200, "pytorch-legacy": 150,
+    "safetensors": 300, "safetensors-sharded": 200, "safetensors-stdin": 300, "pytorch": 200, "pytorch-legacy": 150,
     "onnx": 60, "onnx-external": 60, "container": 150,
 }
 REPO = Path(__file__).resolve().parent.parent

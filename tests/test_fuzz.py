@@ -111,3 +111,31 @@ def test_legacy_pickle_with_a_huge_string_length_allocates_nothing(tmp_path) -> 
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "legacy.pt as a PyTorch checkpoint" in result.stdout
+
+
+def test_piped_safetensors_declaring_a_huge_tensor_reads_only_what_arrives(tmp_path) -> None:
+    """A pipe has no size to check offsets against: a header may declare 256 GiB. The reader
+    must fail on the bytes that arrive, not ask the pipe for 256 GiB in one read."""
+    import json
+    import subprocess
+    import sys
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1, 1 << 36], "data_offsets": [0, 1 << 38]}}).encode()
+    data = len(header).to_bytes(8, "little") + header + b"\0" * 1000
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(data)
+    script = (
+        "import io, resource, sys\n"
+        "from bie_cli.errors import BieError\n"
+        "from bie_cli.formats import safetensors\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY))\n"
+        "source = safetensors.open_stream(io.BufferedReader(io.FileIO(sys.argv[1])), '-')\n"
+        "try:\n"
+        "    source.read('w')\n"
+        "except BieError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "file ended while reading tensor 'w' (truncated)" in result.stdout

@@ -184,6 +184,9 @@ class _StreamReader(_ShardReader):
 
     # a pipe has no size: lengths are checked as the bytes arrive ("file ended while reading")
     _UNKNOWN_SIZE = 1 << 62
+    #: largest single read: ``read(n)`` allocates n bytes before any arrive, and n comes
+    #: from the header, which nothing can check against a size here
+    _MAX_READ = 16 << 20
 
     def __init__(self, stream: BinaryIO, label: str, prefix: bytes = b"") -> None:
         self.path = label
@@ -204,7 +207,7 @@ class _StreamReader(_ShardReader):
             self._prefix = self._prefix[length:]
         remaining = length - sum(map(len, parts))
         while remaining > 0:
-            block = self._stream.read(remaining)
+            block = self._stream.read(min(remaining, self._MAX_READ))
             if not block:
                 break
             parts.append(block)
