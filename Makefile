@@ -74,7 +74,7 @@ bench: install
 bench-startup: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_startup.py
 
-# Mutation-fuzz every reader (FUZZ_CASES per target, default 10000; about an hour on 2 cores)
+# Mutation-fuzz every reader (FUZZ_CASES per format, default 10000; about an hour on 2 quiet cores)
 # and write the counts to BENCHMARKS.md's reliability section.
 FUZZ_CASES ?= 10000
 fuzz: install
