@@ -31,7 +31,7 @@ from .formats.cai import spec
 from .formats.cai.reader import ContainerReader, StreamDecoder, TensorEntry, check_bits, parse_record_header
 from .formats.cai.writer import ContainerWriter
 from .metrics import ErrorStats
-from .plan import Choice, Planner, StrategySpec, load_policy, parse_rule, parse_strategy
+from .plan import Choice, Planner, StrategySpec, load_policy_file, parse_rule, parse_strategy
 from .strategies import registry
 
 DEFAULT_CHUNK_SIZE = 4 << 20
@@ -157,49 +157,88 @@ def compress_model(
     force: bool = False,
     progress: Progress | None = None,
     source_format: str | None = None,
+    target_bits: float | None = None,
+    target_size: str | None = None,
+    max_error: float | None = None,
+    weighting: str | None = None,
+    plan_progress: Progress | None = None,
 ) -> CompressStats:
     """Compress checkpoint ``src`` into the container ``dst`` (``"-"``: stdout).
 
     ``strategy`` is the default ``NAME[:key=value,...]``; ``rules`` are
     ``GLOB=NAME[:...]`` overrides (first match wins) applied before the
     policy file's rules. Returns per-tensor and total statistics.
+
+    ``target_bits`` (bits per parameter, whole file), ``target_size``
+    (``12MB``, ``30%``) or ``max_error`` (each tensor's relative MSE) let
+    :mod:`bie_cli.auto` choose every tensor's configuration (rules and the
+    policy then pin the tensors they match); the result is the same bytes as
+    compressing with the policy ``bie plan`` writes for that budget.
     """
     src, dst = os.fspath(src), os.fspath(dst)
     if threads < 1:
         raise BadInputError("--threads must be at least 1")
     if chunk_size < 1:
         raise BadInputError("--chunk-size must be positive")
+    from .auto.budget import make_budget
+
+    budget = make_budget(target_bits, target_size, max_error)
+    if budget is not None and strategy:
+        raise BadInputError(f"{budget.describe()} chooses every tensor's strategy; drop --strategy "
+                            "(use --rule to pin tensors)")
+    if budget is None and weighting is not None:
+        raise BadInputError("--weighting needs a budget: --target-bits, --target-size or --max-error")
     default_spec: StrategySpec | None = parse_strategy(strategy) if strategy else None
     rule_list = [parse_rule(rule) for rule in rules]
+    auto_summary = None
     if policy is not None:
-        policy_default, policy_rules = load_policy(os.fspath(policy))
-        rule_list += policy_rules
-        default_spec = default_spec or policy_default
+        loaded = load_policy_file(os.fspath(policy))
+        rule_list += loaded.rules
+        default_spec = default_spec or loaded.default
+        auto_summary = loaded.auto
     planner = Planner(default_spec, rule_list)
     check_output_path(dst, [src], force)
     started = time.perf_counter()
     with formats.open_checkpoint(src, source_format) as source:
+        if budget is not None:
+            from .auto.planner import DEFAULT_WEIGHTING, plan_model
+
+            model_plan = plan_model(source, budget, pins=planner, chunk_size=chunk_size, threads=threads,
+                                    weighting=weighting or DEFAULT_WEIGHTING, progress=plan_progress)
+            planner, auto_summary = Planner(None, model_plan.rules()), model_plan.summary()
         choices = [planner.choose(info) for info in source.tensors]
         if dst == STDIO:
-            stats = _compress_to(source, sys.stdout.buffer, choices, threads, chunk_size, progress, planner)
+            stats = _compress_to(source, sys.stdout.buffer, choices, threads, chunk_size, progress, planner, auto_summary)
         else:
             with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
-                stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner)
+                stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner, auto_summary)
     stats.output = dst
     stats.seconds = time.perf_counter() - started
     return stats
 
 
-def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, progress, planner) -> CompressStats:
-    writer = ContainerWriter(out)
-    total = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
-    writer.write_header({
+def container_header(source: CheckpointSource, planner: Planner, chunk_size: int, auto: dict | None = None) -> dict:
+    """The header record. Rules that carry their own reason (a ``bie plan`` policy) are not
+    listed: every tensor stores its reason, and the header stays the same whether the plan
+    was computed in this run or read from a file."""
+    options = {"default_strategy": planner.default_name, "rules": [r.origin for r in planner.rules if r.reason is None],
+               "chunk_size": chunk_size}
+    if auto is not None:
+        options["auto"] = auto
+    return {
         "tool": "bie",
         "tool_version": __version__,
         "source": {"format": source.format, "name": os.path.basename(os.path.normpath(source.path)), "metadata": source.metadata},
-        "options": {"default_strategy": planner.default_name, "rules": [r.origin for r in planner.rules], "chunk_size": chunk_size},
+        "options": options,
         "manifest": [[i.name, i.dtype, list(i.shape)] for i in source.tensors],
-    })
+    }
+
+
+def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, progress, planner,
+                 auto_summary: dict | None = None) -> CompressStats:
+    writer = ContainerWriter(out)
+    total = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
+    writer.write_header(container_header(source, planner, chunk_size, auto_summary))
     for blob_name, data in source.blobs.items():
         writer.write_blob(blob_name, data)
     stats = CompressStats(source.path, "", source.format, total, 0, 0.0, threads)
@@ -487,12 +526,18 @@ def verify_container(
     Lossless tensors must decode to their stored digest and, with a source,
     equal it bit for bit. Lossy tensors' error is recomputed against the
     source; it must match the stored figure and stay within ``max_error``
-    (relative MSE) when given. Never raises for problems it can attribute: it
+    (relative MSE) when given, or else the bound a ``--max-error`` plan stored in the
+    header. Never raises for problems it can attribute: it
     reports them, so one run names every bad tensor and chunk.
     """
     path = os.fspath(container)
     report = VerifyReport(path, os.fspath(against) if against is not None else None)
     reader = ContainerReader(path)  # a broken trailer/index is fatal: raises CorruptContainerError
+    if max_error is None:
+        # a container planned with --max-error promises that bound for every tensor: check it
+        planned = ((reader.header.get("options") or {}).get("auto") or {}).get("max_error")
+        if isinstance(planned, (int, float)) and not isinstance(planned, bool):
+            max_error = float(planned)
     source = formats.open_checkpoint(os.fspath(against)) if against is not None else None
     try:
         chunk_owner = {ref.offset: (entry, number) for entry in reader.entries for number, ref in enumerate(entry.chunks)}
