@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tomllib
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_safetensors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,8 +24,6 @@ from bie_cli.errors import BadInputError
 from bie_cli.formats.base import TensorInfo
 from bie_cli.formats.cai.reader import ContainerReader
 from bie_cli.plan import Choice, exact_pattern
-
-from conftest import write_safetensors
 
 CHUNK = 4 << 20
 
@@ -82,10 +82,10 @@ def test_bad_budgets_are_refused(kwargs):
 def _is_lower_hull(rates, distortions, hull) -> bool:
     """Every point lies on or above the piecewise-linear hull, and the hull is convex and falling."""
     hr, hd = [rates[i] for i in hull], [distortions[i] for i in hull]
-    if any(b >= a for a, b in zip(hd, hd[1:], strict=False)):
+    if any(b >= a for a, b in itertools.pairwise(hd)):
         return False
     slopes = [(hd[i + 1] - hd[i]) / (hr[i + 1] - hr[i]) for i in range(len(hull) - 1)]
-    if any(b < a - 1e-9 for a, b in zip(slopes, slopes[1:], strict=False)):
+    if any(b < a - 1e-9 for a, b in itertools.pairwise(slopes)):
         return False
     for r, d in zip(rates, distortions, strict=True):
         if r < hr[0] - 1e-9:

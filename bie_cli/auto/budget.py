@@ -52,7 +52,7 @@ def parse_target_size(text: str) -> Budget:
             percent = float(cleaned[:-1])
         except ValueError:
             raise BadInputError(f"--target-size {text!r} is not a size like 12MB, 3000000 or 30%") from None
-        if not (math.isfinite(percent) and 0 < percent):
+        if not (math.isfinite(percent) and percent > 0):
             raise BadInputError(f"--target-size {text!r}: the percentage must be positive")
         return Budget("size", percent / 100, cleaned)
     upper = cleaned.upper().removesuffix("B").removesuffix("I")
