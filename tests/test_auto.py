@@ -43,6 +43,21 @@ def layered_model(tmp_path: Path) -> Path:
     return write_safetensors(tmp_path / "layered.safetensors", tensors)
 
 
+@pytest.fixture
+def bie(capsys):
+    """The CLI in this process (exit code, stdout, stderr): a subprocess per call costs seconds."""
+    from conftest import CliResult
+
+    from bie_cli.cli.app import main
+
+    def run(*args: str) -> CliResult:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
 def _bits(container: Path, parameters: int) -> float:
     return 8 * container.stat().st_size / parameters
 
