@@ -254,3 +254,18 @@ def test_minilm_target_bits(minilm_path):
     assert plan.file_bytes <= 4.0 * parameters / 8
     lossy = {t.info.name for t in plan.tensors if t.relative_mse is not None}
     assert "embeddings.word_embeddings.weight" in lossy and all(name.endswith(".weight") for name in lossy)
+
+
+def test_an_output_head_weighs_as_much_as_every_residual_branch():
+    from bie_cli.auto.planner import distortion_weights
+
+    decoder = [TensorInfo(f"model.layers.{i}.mlp.up_proj.weight", "F32", (8, 4)) for i in range(3)]
+    tied = [*decoder, TensorInfo("model.embed_tokens.weight", "F32", (16, 4))]
+    assert distortion_weights(tied, "tensor")["model.embed_tokens.weight"] == 6.0
+    untied = [*tied, TensorInfo("lm_head.weight", "F32", (16, 4))]
+    weights = distortion_weights(untied, "tensor")
+    assert weights["lm_head.weight"] == 6.0 and weights["model.embed_tokens.weight"] == 1.0
+    encoder = [TensorInfo("embeddings.word_embeddings.weight", "F32", (16, 4)),
+               TensorInfo("encoder.layer.0.output.dense.weight", "F32", (4, 4))]
+    assert set(distortion_weights(encoder, "tensor").values()) == {1.0}
+    assert distortion_weights(encoder, "params")["embeddings.word_embeddings.weight"] == 64.0

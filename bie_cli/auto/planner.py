@@ -16,14 +16,15 @@
    costs the least distortion per byte is taken (a ``--max-error`` choice
    that misses its bound on the whole tensor steps up instead).
 
-Data-free: the distortion weight of a tensor is its parameter count
-(``params``) or 1 (``tensor``), see :data:`WEIGHTINGS`.
+Data-free: the distortion weight of a tensor is 1 (``tensor``; 2L for an
+output head) or its parameter count (``params``), see :data:`WEIGHTINGS`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,15 +37,40 @@ from ..plan import SMALL_TENSOR_ELEMENTS, Choice, Planner, Rule, exact_pattern, 
 from . import allocate, candidates, measure
 from .budget import Budget
 
-#: distortion weight of a tensor from its shape. ``tensor``: every tensor's relative
-#: error counts the same (a linear layer's relative output error is about its weights'
-#: relative error, whatever its size); ``params``: weighted by parameter count
-#: (HIGGS's linear model with equal per-parameter sensitivity).
-WEIGHTINGS: dict[str, Callable[[TensorInfo], float]] = {
-    "tensor": lambda info: 1.0,
-    "params": lambda info: float(info.numel),
-}
+#: distortion weight of a tensor. ``tensor``: every tensor's relative error counts the same
+#: (a linear layer's relative output error is about its weights' relative error, whatever
+#: its size), except an output head (see :func:`output_heads`), which counts as much as
+#: all 2L residual-branch contributions of the L blocks together: its error reaches the
+#: logits undiluted. ``params``: weighted by parameter count (HIGGS's linear model with
+#: equal per-parameter sensitivity).
+WEIGHTINGS = ("tensor", "params")
 DEFAULT_WEIGHTING = "tensor"
+#: output projections by name (HF Llama/GPT-NeoX/T5 style, llama.cpp style)
+HEAD_NAMES = ("lm_head.weight", "embed_out.weight", "output.weight")
+#: input embeddings that decoder LMs usually tie to the output head when no head is stored
+TIED_EMBEDDING_NAMES = ("embed_tokens.weight", "wte.weight", "tok_embeddings.weight")
+_BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
+
+
+def output_heads(infos: list[TensorInfo]) -> set[str]:
+    """Names of the output head: a stored one, else a tied input embedding of a decoder LM."""
+    heads = {i.name for i in infos if i.name.endswith(HEAD_NAMES) and len(i.shape) == 2}
+    if heads:
+        return heads
+    return {i.name for i in infos if i.name.endswith(TIED_EMBEDDING_NAMES) and len(i.shape) == 2}
+
+
+def block_count(infos: list[TensorInfo]) -> int:
+    indices = {int(m.group(1)) for i in infos if (m := _BLOCK_INDEX.search(i.name))}
+    return max(indices) + 1 if indices else 1
+
+
+def distortion_weights(infos: list[TensorInfo], weighting: str) -> dict[str, float]:
+    if weighting == "params":
+        return {i.name: float(i.numel) for i in infos}
+    head_weight = 2.0 * block_count(infos)
+    heads = output_heads(infos)
+    return {i.name: head_weight if i.name in heads else 1.0 for i in infos}
 
 #: bytes kept back from a size budget for what the dry run cannot know exactly
 #: (the digits of figures in the end records)
@@ -139,7 +165,7 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
                progress: Progress | None = None) -> ModelPlan:
     if weighting not in WEIGHTINGS:
         raise BadInputError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
-    weigh = WEIGHTINGS[weighting]
+    weights = distortion_weights(source.tensors, weighting)
     total_work = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
     done = 0
     curves: list[measure.TensorCurve] = []
@@ -148,7 +174,7 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
             curve = _pinned_curve(source, info, pins, chunk_size)
             if curve is None:
                 curve = _measured_curve(source, info, chunk_size, pool)
-                curve.weight = weigh(info)
+                curve.weight = weights[info.name]
             curves.append(curve)
             done += dtypes.nbytes(info.dtype, info.shape)
             if progress:

@@ -22,7 +22,7 @@ def command(
     target_bits: Annotated[Optional[float], typer.Option("--target-bits", help="Choose every tensor's strategy for this average bits per parameter of the whole file (see `bie plan`).")] = None,
     target_size: Annotated[Optional[str], typer.Option("--target-size", help="Choose every tensor's strategy for this file size: 12MB, 3000000, or 30% of the source's tensor bytes.")] = None,
     max_error: Annotated[Optional[float], typer.Option("--max-error", help="Choose per tensor the smallest strategy whose relative MSE is at most this (lossless where none is).")] = None,
-    weighting: Annotated[Optional[str], typer.Option("--weighting", help="With a budget: how tensors' errors are weighed, tensor (default) or params.")] = None,
+    weighting: Annotated[Optional[str], typer.Option("--weighting", help="With a budget: how tensors' errors are weighed: tensor (default; an output head counts 2 x blocks) or params.")] = None,
 ) -> int:
     """Compress a checkpoint into a .cai container."""
     from ..errors import BadInputError
