@@ -22,6 +22,7 @@ from ..formats.cai import spec
 from ..metrics import ErrorStats
 from ..plan import Choice
 from ..strategies import registry
+from ..tensorcodec import rows_per_chunk, update_digest
 
 #: tensors with at most this many elements are measured whole
 SAMPLE_ELEMENTS = 1 << 15
@@ -91,8 +92,6 @@ class TensorCurve:
 
 
 def chunk_ranges(info: TensorInfo, chunk_size: int) -> list[tuple[int, int]]:
-    from ..pipeline import rows_per_chunk
-
     if info.numel == 0:
         return []
     step = rows_per_chunk(info, chunk_size)
@@ -107,8 +106,6 @@ def sample_ranges(info: TensorInfo, chunk_size: int) -> list[tuple[int, int]] | 
     wanted = max(SAMPLE_ELEMENTS, info.numel // SAMPLE_SHARE)
     rows = -(-wanted // row_elements)
     # one chunk: the sample must not straddle the per-chunk scales of a tensor-wide grid
-    from ..pipeline import rows_per_chunk
-
     rows = min(rows, rows_per_chunk(info, chunk_size))
     if 2 * rows >= info.rows:
         return None
@@ -126,7 +123,7 @@ def encode_whole(source: CheckpointSource, info: TensorInfo, choice: Choice, chu
     digest = spec.new_digest()
     for start, stop in chunk_ranges(info, chunk_size):
         chunk = source.read(info.name, start, stop)
-        digest.update(np.ascontiguousarray(chunk).view(np.uint8).reshape(-1))
+        update_digest(digest, chunk)
         payload, meta = strategy.encode(chunk, choice.config)
         if error is not None:
             error.add(chunk, strategy.decode(payload, meta, chunk.shape, info.dtype))

@@ -209,12 +209,11 @@ def _pinned_curve(source, info: TensorInfo, pins: Planner | None, chunk_size: in
         choice = lossless_choice(info, "built-in: kept lossless")
     if choice is None:
         return None
-    if choice.candidates:  # as compress does: the smallest on the first chunk
-        from ..pipeline import _smallest_on_first_chunk
+    if choice.candidates:  # fixed as compress fixes it: the smallest on the first chunk
+        from ..tensorcodec import plan_tensor
 
-        ranges = measure.chunk_ranges(info, chunk_size)
-        chosen = _smallest_on_first_chunk(choice, source, info, ranges[0][1] if ranges else 0)
-        choice = Choice(chosen.strategy, chosen.config, chosen.config_dict, choice.reason)
+        fixed = plan_tensor(source, info, choice, chunk_size)
+        choice = Choice(fixed.strategy, fixed.config, fixed.config_dict, fixed.reason)
     encoded = measure.encode_whole(source, info, choice, chunk_size)
     point = measure.Point(choice, candidates.spec_text(choice), float(encoded.stored_bytes),
                           encoded.relative_mse, encoded.error is None)
@@ -361,7 +360,8 @@ def predict_file_size(source: CheckpointSource, plans: list[TensorPlan] | None, 
     """The container's size by a dry run of the writer over the planned chunks (zero payloads
     of the right lengths). ``plans=None``: everything but the tensors' own records and chunks."""
     from ..formats.cai.writer import ContainerWriter
-    from ..pipeline import container_header, rows_per_chunk
+    from ..pipeline import container_header
+    from ..tensorcodec import rows_per_chunk
 
     sink = _CountingSink()
     writer = ContainerWriter(sink)
@@ -395,7 +395,7 @@ def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str |
                     progress: Progress | None = None, source_format: str | None = None) -> ModelPlan:
     """``bie plan``: the plan for a checkpoint, written as a TOML policy to ``output`` when given."""
     from .. import formats
-    from ..pipeline import atomic_output, check_output_path
+    from ..paths import atomic_output, check_output_path
     from ..plan import load_policy_file, parse_rule
     from .budget import make_budget
 
