@@ -40,6 +40,8 @@ import numpy as np
 from ..errors import BadInputError, BieError, CorruptContainerError
 
 BACKENDS = ("numba", "numpy")
+#: how the code forms take ``x``: quantized to int8 per block of 32, or as float32
+ACTIVATIONS = ("int8", "float32")
 ENV_VAR = "BIE_KERNELS"
 
 #: strategy id -> kernel family module (``bie_cli.kernels.<family>``)
@@ -126,27 +128,33 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[0], math.prod(shape[1:])
 
 
-def load_encoded(container_or_path, name: str) -> EncodedMatrix:
+def load_encoded(container_or_path, name: str, activations: str = "int8") -> EncodedMatrix:
     """Parse tensor ``name`` of a ``.cai`` file (a path, a ``Container`` or a ``ContainerReader``) into kernel form.
 
     Each chunk payload is checked and parsed once (entropy stages decoded,
     codes repacked for the kernels); no dense float matrix is made.
+    ``activations``: ``"int8"`` (default) lets the code forms (``quant``,
+    ``bie-bitplane``, dense ``bie-binary``) quantize ``x`` per block of 32 for
+    integer dot products; ``"float32"`` keeps every product exact to float32
+    (docs/kernels.md). Other forms are always float32.
     """
     from ..api import Container
     from ..formats.cai.reader import ContainerReader
 
+    if activations not in ACTIVATIONS:
+        raise BadInputError(f"activations={activations!r}; use one of: {', '.join(ACTIVATIONS)}")
     if isinstance(container_or_path, Container):
-        return _load(container_or_path._reader, name)
+        return _load(container_or_path._reader, name, activations)
     if isinstance(container_or_path, ContainerReader):
-        return _load(container_or_path, name)
+        return _load(container_or_path, name, activations)
     reader = ContainerReader(container_or_path)
     try:
-        return _load(reader, name)
+        return _load(reader, name, activations)
     finally:
         reader.close()
 
 
-def _load(reader, name: str) -> EncodedMatrix:
+def _load(reader, name: str, activations: str) -> EncodedMatrix:
     entry = reader.entry(name)
     module = family(entry.strategy)
     if len(entry.shape) < 2:
@@ -165,6 +173,8 @@ def _load(reader, name: str) -> EncodedMatrix:
             raise CorruptContainerError(
                 f"tensor {entry.name!r} chunk {number}: parses to {part.rows}x{part.cols}, expected {expected_rows}x{cols}"
             )
+        if hasattr(part, "activations"):
+            part.activations = activations
         parts.append((ref.row_start, part))
     if len(parts) > 1:
         merged = module.concat([part for _, part in parts])
