@@ -312,7 +312,7 @@ def test_nonfinite_activations_take_the_float32_path(containers, monkeypatch, ba
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.integers(1, 9), cols=st.integers(1, 200), bits=st.sampled_from([2, 3, 4, 5, 8]),
-       group=st.sampled_from([32, 64, 96, 0]), affine=st.booleans(), batch=st.sampled_from([1, 3, 16]),
+       group=st.sampled_from([32, 64, 128, 0]), affine=st.booleans(), batch=st.sampled_from([1, 3, 16]),
        seed=st.integers(0, 2**16))
 def test_block_layout_kernels_match_the_reference(rows, cols, bits, group, affine, batch, seed):
     """The block layout on any shape: group tails, padding to whole blocks, one group a row (0),

@@ -32,8 +32,10 @@ The x86 instructions are named only when the compiling target has AVX2
 numba caches per CPU, so a cache built for one CPU is not used on another);
 elsewhere the same arithmetic is written as target-independent vector IR.
 
-Other groupings (groups that are not a multiple of 32 and not a whole row)
-keep the pair layout: codes two a byte in column order, ``x`` split into
+Two rows are computed together: they share each block's activation loads
+and scalars, and their sums are two independent add chains. Groups are
+32·2^k weights (the group of block ``b`` is ``b >> k``) or a whole row;
+other groupings keep the pair layout: codes two a byte in column order, ``x`` split into
 even and odd positions, exact float32 arithmetic.
 
 The IR lives in this module on purpose: numba's on-disk cache of a kernel is
@@ -97,58 +99,49 @@ def _horizontal_sum(b: ir.IRBuilder, vector, count: int):
     return b.extract_element(vector, ir.Constant(_I32, 0))
 
 
-class _BlockRow:
-    """Emits one row's ``Σ_b scale[g(b)]·(block b's contribution)`` over ``blocks`` blocks.
+class _RowPair:
+    """Emits ``Σ_b scale[b >> group_shift]·(block b's contribution)`` for two rows at once.
 
-    Two vector accumulators (blocks alternate between them, so consecutive
-    blocks do not wait on one add chain); the group of a block is tracked with
-    a counter, not a division.
+    The two rows share each block's activation loads and scalars (and the
+    loop), and their sums are independent add chains. The group of block
+    ``b`` is ``b >> group_shift``: groups are a power-of-two number of blocks,
+    or the whole row (a shift of 62).
     """
 
-    def __init__(self, context, builder: ir.IRBuilder, codes_type, codes, scale, blocks_per_group, blocks):
+    def __init__(self, context, builder: ir.IRBuilder, codes_type, codes, scales, group_shift, blocks):
         self.b = builder
         self.codes = codes
-        self.scale = scale
+        self.scales = scales
         self.nibbles = codes_type.dtype == types.uint8
-        self.blocks_per_group = blocks_per_group
+        self.group_shift = group_shift
         self.blocks = blocks
         self.avx2 = "+avx2" in context.codegen()._tm_features.split(",")
 
-    def codes_of(self, block):
-        """Block ``block``'s 32 codes as ``<32 x i8>`` in weight order (4-bit: unsigned 0..15)."""
+    def codes_of(self, row: int, block):
+        """Block ``block``'s 32 codes of row ``row`` as ``<32 x i8>`` in weight order (4-bit: unsigned 0..15)."""
         b = self.b
         if not self.nibbles:
-            return _load(b, self.codes, b.mul(block, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
-        packed = _load(b, self.codes, b.mul(block, _i64(BLOCK // 2)), _vector(_I8, BLOCK // 2), 1)
-        low = b.and_(packed, ir.Constant(_vector(_I8, BLOCK // 2), [15] * (BLOCK // 2)))
-        high = b.lshr(packed, ir.Constant(_vector(_I8, BLOCK // 2), [4] * (BLOCK // 2)))
-        return b.shuffle_vector(low, high, _lanes(range(BLOCK)))
+            return _load(b, self.codes[row], b.mul(block, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+        packed = _load(b, self.codes[row], b.mul(block, _i64(BLOCK // 2)), _vector(_I8, BLOCK // 2), 1)
+        both = b.shuffle_vector(packed, b.lshr(packed, ir.Constant(_vector(_I8, BLOCK // 2), [4] * (BLOCK // 2))),
+                                _lanes(range(BLOCK)))
+        return b.and_(both, ir.Constant(_vector(_I8, BLOCK), [15] * BLOCK))
 
-    def emit(self, contribution):
-        """``contribution(block, scale) -> <8 x float>``, summed over the row's blocks."""
+    def emit(self, shared, contribution):
+        """``shared(block)`` once a block, then ``contribution(row, block, scale, shared) -> <8 x float>``
+        for each row; returns the two rows' sums."""
         b = self.b
         zero = ir.Constant(_vector(_F32, 8), [0.0] * 8)
         accumulators = [cgutils.alloca_once_value(b, zero) for _ in range(2)]
-        group = cgutils.alloca_once_value(b, _i64(0))
-        in_group = cgutils.alloca_once_value(b, _i64(0))
-
-        def one(block, accumulator):
-            g = b.load(group)
-            value = contribution(block, b.load(b.gep(self.scale, [g])))
-            b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
-            count = b.add(b.load(in_group), _i64(1))
-            done = b.icmp_signed("==", count, self.blocks_per_group)
-            b.store(b.select(done, _i64(0), count), in_group)
-            b.store(b.select(done, b.add(g, _i64(1)), g), group)
-
-        pairs_end = b.and_(self.blocks, _i64(-2))
-        with cgutils.for_range_slice(b, _i64(0), pairs_end, _i64(2)) as (block, _):
-            one(block, accumulators[0])
-            one(b.add(block, _i64(1)), accumulators[1])
-        with b.if_then(b.icmp_signed("<", pairs_end, self.blocks)):
-            one(pairs_end, accumulators[0])
-        total = b.fadd(b.load(accumulators[0]), b.load(accumulators[1]), flags=_FLAGS)
-        return _horizontal_sum(b, total, 8)
+        with cgutils.for_range(b, self.blocks) as loop:
+            block = loop.index
+            group = b.ashr(block, self.group_shift)
+            common = shared(block)
+            for row, accumulator in enumerate(accumulators):
+                scale = b.load(b.gep(self.scales[row], [group]))
+                value = contribution(row, block, scale, common)
+                b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
+        return [_horizontal_sum(b, b.load(accumulator), 8) for accumulator in accumulators]
 
     def integer_dot(self, codes, xq):
         """``Σ codes·xq`` of one block as ``<8 x i32>`` partial sums (exact integers)."""
@@ -176,71 +169,84 @@ def _c_array(array, dtype=None) -> bool:
             and (dtype is None or array.dtype == dtype))
 
 
-def _codes_ok(codes) -> bool:
-    return _c_array(codes) and codes.dtype in (types.uint8, types.int8)
+def _codes_ok(first, second) -> bool:
+    return _c_array(first) and first.dtype in (types.uint8, types.int8) and second == first
+
+
+def _data(context, builder, signature, args, count: int) -> list:
+    return [context.make_array(t)(context, builder, a).data
+            for t, a in zip(signature.args[:count], args[:count], strict=True)]
 
 
 @intrinsic
-def int8_row_dot(typingctx, codes, scale, xq, xd, xz, zero, blocks_per_group, blocks):
-    """One row with int8 activations: Σ_b scale[g(b)]·xd[b]·(Σ code·xq − zero·xz[b]).
+def int8_row_pair(typingctx, codes_a, codes_b, scale_a, scale_b, xq, xd, xz, zero, group_shift, blocks):
+    """Two rows with int8 activations: Σ_b scale[g(b)]·xd[b]·(Σ code·xq − zero·xz[b]) each.
 
-    ``codes``: the row's blocks (``uint8``: 4-bit pairs, ``int8``: centred
+    ``codes``: a row's blocks (``uint8``: 4-bit pairs, ``int8``: centred
     bytes, for which ``zero`` is ignored); ``xq`` int8 codes, ``xd`` float32
     block scales and ``xz`` int32 ``Σxq``, one per block. The zero is taken off
     each block's integer sum, so the float sum never cancels large terms.
     """
-    if not (_codes_ok(codes) and _c_array(scale, types.float32) and _c_array(xq, types.int8)
-            and _c_array(xd, types.float32) and _c_array(xz, types.int32)):
+    if not (_codes_ok(codes_a, codes_b) and _c_array(scale_a, types.float32) and scale_b == scale_a
+            and _c_array(xq, types.int8) and _c_array(xd, types.float32) and _c_array(xz, types.int32)):
         return None
-    signature = types.float32(codes, scale, xq, xd, xz, types.int64, types.int64, types.int64)
+    signature = types.UniTuple(types.float32, 2)(codes_a, codes_b, scale_a, scale_b, xq, xd, xz,
+                                                 types.int64, types.int64, types.int64)
 
     def codegen(context, builder, signature, args):
-        data = [context.make_array(t)(context, builder, a).data for t, a in zip(signature.args[:5], args[:5], strict=True)]
-        codes_ptr, scale_ptr, xq_ptr, xd_ptr, xz_ptr = data
-        row = _BlockRow(context, builder, signature.args[0], codes_ptr, scale_ptr, args[6], args[7])
+        codes_a, codes_b, scale_a, scale_b, xq_ptr, xd_ptr, xz_ptr = _data(context, builder, signature, args, 7)
+        rows = _RowPair(context, builder, signature.args[0], (codes_a, codes_b), (scale_a, scale_b), args[8], args[9])
         b = builder
-        zero = b.trunc(args[5], _I32)
+        zero = b.trunc(args[7], _I32)
         no_lanes = ir.Constant(_vector(_I32, 8), [0] * 8)
 
-        def contribution(block, scale):
+        def shared(block):
             xq = _load(b, xq_ptr, b.mul(block, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
-            dot = row.integer_dot(row.codes_of(block), xq)
-            if row.nibbles:  # Σ (code - zero)·xq = Σ code·xq - zero·Σxq, taken off one lane
-                taken = b.mul(zero, b.load(b.gep(xz_ptr, [block])))
-                dot = b.sub(dot, b.insert_element(no_lanes, taken, ir.Constant(_I32, 0)))
-            weight = b.fmul(scale, b.load(b.gep(xd_ptr, [block])), flags=_FLAGS)
-            return b.fmul(b.sitofp(dot, _vector(_F32, 8)), _splat(b, weight, 8), flags=_FLAGS)
+            taken = None
+            if rows.nibbles:  # Σ (code - zero)·xq = Σ code·xq - zero·Σxq, taken off one lane
+                taken = b.insert_element(no_lanes, b.mul(zero, b.load(b.gep(xz_ptr, [block]))), ir.Constant(_I32, 0))
+            return xq, taken, b.load(b.gep(xd_ptr, [block]))
 
-        return row.emit(contribution)
+        def contribution(row, block, scale, common):
+            xq, taken, step = common
+            dot = rows.integer_dot(rows.codes_of(row, block), xq)
+            if taken is not None:
+                dot = b.sub(dot, taken)
+            weight = _splat(b, b.fmul(scale, step, flags=_FLAGS), 8)
+            return b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
+
+        return context.make_tuple(builder, signature.return_type, rows.emit(shared, contribution))
 
     return signature, codegen
 
 
 @intrinsic
-def float_row_dot(typingctx, codes, scale, x, zero, blocks_per_group, blocks):
-    """One row with float32 activations: Σ_b scale[g(b)]·Σ (code − zero)·x over block b (exact float32 math)."""
-    if not (_codes_ok(codes) and _c_array(scale, types.float32) and _c_array(x, types.float32)):
+def float_row_pair(typingctx, codes_a, codes_b, scale_a, scale_b, x, zero, group_shift, blocks):
+    """Two rows with float32 activations: Σ_b scale[g(b)]·Σ (code − zero)·x over block b (float32 math)."""
+    if not (_codes_ok(codes_a, codes_b) and _c_array(scale_a, types.float32) and scale_b == scale_a
+            and _c_array(x, types.float32)):
         return None
-    signature = types.float32(codes, scale, x, types.int64, types.int64, types.int64)
+    signature = types.UniTuple(types.float32, 2)(codes_a, codes_b, scale_a, scale_b, x,
+                                                 types.int64, types.int64, types.int64)
 
     def codegen(context, builder, signature, args):
-        data = [context.make_array(t)(context, builder, a).data for t, a in zip(signature.args[:3], args[:3], strict=True)]
-        codes_ptr, scale_ptr, x_ptr = data
-        row = _BlockRow(context, builder, signature.args[0], codes_ptr, scale_ptr, args[4], args[5])
+        codes_a, codes_b, scale_a, scale_b, x_ptr = _data(context, builder, signature, args, 5)
+        rows = _RowPair(context, builder, signature.args[0], (codes_a, codes_b), (scale_a, scale_b), args[6], args[7])
         b = builder
-        zero = _splat(b, b.trunc(args[3], _I8), BLOCK)
+        zero = _splat(b, b.trunc(args[5], _I8), BLOCK)
 
-        def contribution(block, scale):
-            codes = row.codes_of(block)
-            if row.nibbles:
+        def shared(block):
+            return _load(b, x_ptr, b.mul(block, _i64(BLOCK)), _vector(_F32, BLOCK), 4)
+
+        def contribution(row, block, scale, x):
+            codes = rows.codes_of(row, block)
+            if rows.nibbles:
                 codes = b.sub(codes, zero)
-            weights = b.sitofp(codes, _vector(_F32, BLOCK))
-            x = _load(b, x_ptr, b.mul(block, _i64(BLOCK)), _vector(_F32, BLOCK), 4)
-            partial = _sum_to_8(b, b.fmul(weights, x, flags=_FLAGS), BLOCK,
-                                lambda p, q: b.fadd(p, q, flags=_FLAGS))
+            products = b.fmul(b.sitofp(codes, _vector(_F32, BLOCK)), x, flags=_FLAGS)
+            partial = _sum_to_8(b, products, BLOCK, lambda p, q: b.fadd(p, q, flags=_FLAGS))
             return b.fmul(partial, _splat(b, scale, 8), flags=_FLAGS)
 
-        return row.emit(contribution)
+        return context.make_tuple(builder, signature.return_type, rows.emit(shared, contribution))
 
     return signature, codegen
 
@@ -293,29 +299,37 @@ def prepare_activations(XT, blocks, group_size, groups, quantize, affine):  # pr
     return padded, sums, xq, xd, xz, quantize and finite
 
 
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _finish(total, i, n, offset, sums, fix_ptr, fix_col, fix_delta, padded):  # pragma: no cover - compiled
+    """A row dot plus ``offset·Σx`` per group and the exactly stored elements."""
+    if offset.shape[0] > 0:
+        row_offset = offset[i]
+        group_sums = sums[n]
+        for g in range(row_offset.shape[0]):
+            total += row_offset[g] * group_sums[g]
+    for k in range(fix_ptr[i], fix_ptr[i + 1]):
+        total += fix_delta[k] * padded[n, fix_col[k]]
+    return total
+
+
 @njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
-def blocked_matmul(codes, zero, scale, offset, blocks_per_group, padded, sums, xq, xd, xz, quantized,
+def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd, xz, quantized,
                    fix_ptr, fix_col, fix_delta, Y):  # pragma: no cover - compiled
-    """``Y[i, n] = Σ ŵ_ij·x_nj`` for the block layout; ``padded``/``xq`` are the activations a column a row."""
+    """``Y[i, n] = Σ ŵ_ij·x_nj`` for the block layout, two rows an iteration (an odd last row is
+    computed twice, by one iteration); ``padded``/``xq`` hold the activations a column a row."""
     rows, batch = Y.shape
     blocks = padded.shape[1] // BLOCK
-    affine = offset.shape[0] > 0
-    for i in prange(rows):
-        row = codes[i]
-        row_scale = scale[i]
+    for pair in prange((rows + 1) // 2):
+        a = 2 * pair
+        b = min(a + 1, rows - 1)
         for n in range(batch):
             if quantized:
-                total = int8_row_dot(row, row_scale, xq[n], xd[n], xz[n], zero, blocks_per_group, blocks)
+                ya, yb = int8_row_pair(codes[a], codes[b], scale[a], scale[b], xq[n], xd[n], xz[n], zero,
+                                       group_shift, blocks)
             else:
-                total = float_row_dot(row, row_scale, padded[n], zero, blocks_per_group, blocks)
-            if affine:
-                row_offset = offset[i]
-                group_sums = sums[n]
-                for g in range(row_offset.shape[0]):
-                    total += row_offset[g] * group_sums[g]
-            for k in range(fix_ptr[i], fix_ptr[i + 1]):
-                total += fix_delta[k] * padded[n, fix_col[k]]
-            Y[i, n] = total
+                ya, yb = float_row_pair(codes[a], codes[b], scale[a], scale[b], padded[n], zero, group_shift, blocks)
+            Y[a, n] = _finish(ya, a, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+            Y[b, n] = _finish(yb, b, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
 
 
 # -- pair layout (groups that are not whole blocks) ---------------------------------------------

@@ -7,8 +7,8 @@ codes are decoded there, once, at load time) and repacked for the kernels
 
 * ``codes`` in one of two layouts, ``zero = 2**(bits-1)``:
 
-  - **blocks** (``blocked``; groups that are whole blocks of 32 weights, or
-    one group a row — every default): each row is blocks of 32 weights,
+  - **blocks** (``blocked``; groups of 32·2^k weights, or one group a row —
+    every default): each row is blocks of 32 weights,
     zero-weight padded. ``bits <= 4``: 16 bytes a block, byte ``k`` = weight
     ``k`` (low nibble) | weight ``16 + k`` (high nibble), unsigned codes.
     5-8 bits: 32 ``int8`` a block, ``code − zero``.
@@ -93,6 +93,11 @@ class QuantMatrix:
         return max(self.blocks, 1) if self.groups == 1 else self.group_size // BLOCK
 
     @property
+    def group_shift(self) -> int:
+        """The group of block ``b`` is ``b >> group_shift`` (62: one group a row)."""
+        return 62 if self.groups == 1 else self.blocks_per_group.bit_length() - 1
+
+    @property
     def offsets(self) -> np.ndarray:
         """``offset`` as a ``[rows, groups]`` array (zeros when there is none)."""
         return self.offset if self.offset.size else np.zeros_like(self.scale)
@@ -127,7 +132,8 @@ def build(codes: np.ndarray, bits: int, group_size: int, scale: np.ndarray, offs
     rows, cols = codes.shape
     zero = 1 << (bits - 1)
     groups = scale.shape[1]
-    blocked = groups == 1 or group_size % BLOCK == 0
+    blocks_per_group = group_size // BLOCK
+    blocked = groups == 1 or (group_size % BLOCK == 0 and blocks_per_group & (blocks_per_group - 1) == 0)
     nibbles = bits <= 4 and (blocked or groups == 1 or group_size % 2 == 0)
     if blocked:
         packed = pack_blocks(codes, zero, nibbles)
@@ -346,7 +352,7 @@ def _blocked_product(kernels, m: QuantMatrix, XT: np.ndarray, Y: np.ndarray) -> 
     """``Y = Ŵ·XTᵀ`` on the block layout; ``XT`` is ``[batch, cols]``, ``Y`` ``[rows, batch]``."""
     padded, sums, xq, xd, xz, quantized = kernels.prepare_activations(
         XT, m.blocks, m.group_size, m.groups, m.activations == "int8", m.offset.size > 0)
-    kernels.blocked_matmul(m.codes, m.zero, m.scale, m.offset, m.blocks_per_group, padded, sums, xq, xd, xz,
+    kernels.blocked_matmul(m.codes, m.zero, m.scale, m.offset, m.group_shift, padded, sums, xq, xd, xz,
                            quantized, m.fix_ptr, m.fix_col, m.fix_delta, Y)
 
 
