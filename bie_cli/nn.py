@@ -126,7 +126,7 @@ def swap_linear_layers(
     """Replace every ``nn.Linear`` whose name matches ``pattern`` (a glob) by a :class:`CompressedLinear`.
 
     A layer is swapped when its weight is in the container under a strategy
-    that has kernels (see :data:`bie_cli.kernels.FAMILIES`); its bias comes
+    that has kernels (:func:`bie_cli.kernels.has_kernels`); its bias comes
     from the container (``<weight prefix>.bias``) when stored there, else
     the layer's own bias is kept. Returns the swapped module names, in order.
     """
@@ -140,7 +140,7 @@ def swap_linear_layers(
         ]
         for name, module in targets:
             weight_name = _weight_name(name, reader, name_map)
-            if weight_name is None or reader.entry(weight_name).strategy not in kernels.FAMILIES:
+            if weight_name is None or not kernels.has_kernels(reader.entry(weight_name).strategy):
                 continue
             layer = CompressedLinear._from_reader(reader, weight_name, None)
             if layer.encoded.shape != (module.out_features, module.in_features):

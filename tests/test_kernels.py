@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 import bie_cli
 from bie_cli import kernels
 from bie_cli.errors import BadInputError
+from bie_cli.strategies.base import Strategy
 
 SPECS = [
     "quant:bits=8",
@@ -400,3 +402,56 @@ def test_corrupt_chunk_is_a_clear_error(tmp_path):
     (tmp_path / "bad.cai").write_bytes(bytes(data))
     with pytest.raises(CorruptContainerError, match="tensor 'w' chunk 0"):
         kernels.load_encoded(tmp_path / "bad.cai", "w")
+
+
+class _DenseRows:
+    """A third party's kernel family (an object, not a module): the chunk's float32 rows, numpy products."""
+
+    @staticmethod
+    def from_chunk(payload, meta, shape, dtype):
+        rows = np.frombuffer(payload, dtype="<f4").reshape(shape[0], -1).copy()
+        return SimpleNamespace(rows=rows.shape[0], cols=rows.shape[1], nbytes=rows.nbytes, w=rows)
+
+    @staticmethod
+    def reference_matmul(part, X, out):
+        np.matmul(part.w, X, out=out)
+
+    @staticmethod
+    def reference_matvec(part, x, out):
+        np.matmul(part.w, x, out=out)
+
+
+class _ThirdPartyStrategy(Strategy):
+    id = "third-party-f32"
+    lossless = True
+    dtypes = frozenset({"F32"})
+    kernels = _DenseRows
+
+    def encode(self, chunk, config):
+        return np.ascontiguousarray(chunk, dtype="<f4").tobytes(), {}
+
+    def decode(self, payload, meta, shape, dtype):
+        return np.frombuffer(payload, dtype="<f4").reshape(shape).copy()
+
+
+def test_a_strategy_brings_its_own_kernels(tmp_path, monkeypatch):
+    """Kernels come from the strategy class (``kernels``), so a third-party strategy can provide them."""
+    from bie_cli.strategies import registry
+
+    monkeypatch.setitem(registry._instances, _ThirdPartyStrategy.id, _ThirdPartyStrategy())
+    W = np.random.default_rng(0).standard_normal((9, 5)).astype(np.float32)
+    source = write_safetensors(tmp_path / "m.safetensors", {"w": W})
+    bie_cli.compress_model(source, tmp_path / "t.cai", rules=["*=third-party-f32"], chunk_size=64)
+    encoded = kernels.load_encoded(tmp_path / "t.cai", "w")
+    assert len(encoded.parts) > 1  # no concat: the parts stay separate, in row order
+    x = np.arange(5, dtype=np.float32)
+    for backend in kernels.BACKENDS:  # no numba functions: both backends run the reference
+        monkeypatch.setenv(kernels.ENV_VAR, backend)
+        np.testing.assert_allclose(kernels.matvec(encoded, x), W @ x, rtol=1e-6)
+        np.testing.assert_allclose(kernels.matmul(encoded, np.eye(5, dtype=np.float32)), W, rtol=1e-6)
+    assert kernels.has_kernels("third-party-f32") and "third-party-f32" in kernels.kernel_strategies()
+    assert kernels.warmup(["third-party-f32"])["third-party-f32"] >= 0
+    assert not kernels.has_kernels("zstd") and not kernels.has_kernels("no-such-strategy")
+    monkeypatch.setattr(_ThirdPartyStrategy, "kernels", SimpleNamespace(from_chunk=_DenseRows.from_chunk))
+    with pytest.raises(BadInputError, match="lack reference_matvec, reference_matmul"):
+        kernels.load_encoded(tmp_path / "t.cai", "w")
