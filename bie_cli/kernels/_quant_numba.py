@@ -127,21 +127,24 @@ class _RowPair:
                                 _lanes(range(BLOCK)))
         return b.and_(both, ir.Constant(_vector(_I8, BLOCK), [15] * BLOCK))
 
-    def emit(self, shared, contribution):
-        """``shared(block)`` once a block, then ``contribution(row, block, scale, shared) -> <8 x float>``
-        for each row; returns the two rows' sums."""
+    def emit(self, columns: int, shared, contribution):
+        """For each block: ``shared(block, column)`` once a column, the two rows' codes once, then
+        ``contribution(codes, scale, shared) -> <8 x float>`` for each row and column; returns the
+        sums, rows major (row 0's columns, then row 1's)."""
         b = self.b
         zero = ir.Constant(_vector(_F32, 8), [0.0] * 8)
-        accumulators = [cgutils.alloca_once_value(b, zero) for _ in range(2)]
+        accumulators = [[cgutils.alloca_once_value(b, zero) for _ in range(columns)] for _ in range(2)]
         with cgutils.for_range(b, self.blocks) as loop:
             block = loop.index
             group = b.ashr(block, self.group_shift)
-            common = shared(block)
-            for row, accumulator in enumerate(accumulators):
+            common = [shared(block, column) for column in range(columns)]
+            for row, row_accumulators in enumerate(accumulators):
+                codes = self.codes_of(row, block)
                 scale = b.load(b.gep(self.scales[row], [group]))
-                value = contribution(row, block, scale, common)
-                b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
-        return [_horizontal_sum(b, b.load(accumulator), 8) for accumulator in accumulators]
+                for column, accumulator in enumerate(row_accumulators):
+                    value = contribution(codes, scale, common[column])
+                    b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
+        return [_horizontal_sum(b, b.load(a), 8) for row_accumulators in accumulators for a in row_accumulators]
 
     def integer_dot(self, codes, xq):
         """``Σ codes·xq`` of one block as ``<8 x i32>`` partial sums (exact integers)."""
@@ -173,88 +176,114 @@ def _codes_ok(first, second) -> bool:
     return _c_array(first) and first.dtype in (types.uint8, types.int8) and second == first
 
 
+def _c_matrix(array, dtype) -> bool:
+    return isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C" and array.dtype == dtype
+
+
 def _data(context, builder, signature, args, count: int) -> list:
     return [context.make_array(t)(context, builder, a).data
             for t, a in zip(signature.args[:count], args[:count], strict=True)]
 
 
-@intrinsic
-def int8_row_pair(typingctx, codes_a, codes_b, scale_a, scale_b, xq, xd, xz, zero, group_shift, blocks):
-    """Two rows with int8 activations: Σ_b scale[g(b)]·xd[b]·(Σ code·xq − zero·xz[b]) each.
+def _row_tile(columns: int):
+    """The ``int8`` and ``float32`` intrinsics for two rows × ``columns`` columns of activations."""
 
-    ``codes``: a row's blocks (``uint8``: 4-bit pairs, ``int8``: centred
-    bytes, for which ``zero`` is ignored); ``xq`` int8 codes, ``xd`` float32
-    block scales and ``xz`` int32 ``Σxq``, one per block. The zero is taken off
-    each block's integer sum, so the float sum never cancels large terms.
-    """
-    if not (_codes_ok(codes_a, codes_b) and _c_array(scale_a, types.float32) and scale_b == scale_a
-            and _c_array(xq, types.int8) and _c_array(xd, types.float32) and _c_array(xz, types.int32)):
-        return None
-    signature = types.UniTuple(types.float32, 2)(codes_a, codes_b, scale_a, scale_b, xq, xd, xz,
-                                                 types.int64, types.int64, types.int64)
+    @intrinsic
+    def int8_tile(typingctx, codes_a, codes_b, scale_a, scale_b, xq, xd, xz, column, zero, group_shift, blocks):
+        """Two rows × ``columns`` columns from ``column`` on, int8 activations: per row and column
+        Σ_b scale[g(b)]·xd[b]·(Σ code·xq − zero·xz[b]).
 
-    def codegen(context, builder, signature, args):
-        codes_a, codes_b, scale_a, scale_b, xq_ptr, xd_ptr, xz_ptr = _data(context, builder, signature, args, 7)
-        rows = _RowPair(context, builder, signature.args[0], (codes_a, codes_b), (scale_a, scale_b), args[8], args[9])
-        b = builder
-        zero = b.trunc(args[7], _I32)
-        no_lanes = ir.Constant(_vector(_I32, 8), [0] * 8)
+        ``codes``: a row's blocks (``uint8``: 4-bit pairs, ``int8``: centred
+        bytes, for which ``zero`` is ignored); ``xq`` int8 codes ``[batch, blocks·32]``,
+        ``xd`` float32 block scales and ``xz`` int32 ``Σxq``, ``[batch, blocks]``.
+        The zero is taken off each block's integer sum, so the float sums never
+        cancel large terms.
+        """
+        if not (_codes_ok(codes_a, codes_b) and _c_array(scale_a, types.float32) and scale_b == scale_a
+                and _c_matrix(xq, types.int8) and _c_matrix(xd, types.float32) and _c_matrix(xz, types.int32)):
+            return None
+        signature = types.UniTuple(types.float32, 2 * columns)(
+            codes_a, codes_b, scale_a, scale_b, xq, xd, xz, types.int64, types.int64, types.int64, types.int64)
 
-        def shared(block):
-            xq = _load(b, xq_ptr, b.mul(block, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
-            taken = None
-            if rows.nibbles:  # Σ (code - zero)·xq = Σ code·xq - zero·Σxq, taken off one lane
-                taken = b.insert_element(no_lanes, b.mul(zero, b.load(b.gep(xz_ptr, [block]))), ir.Constant(_I32, 0))
-            return xq, taken, b.load(b.gep(xd_ptr, [block]))
+        def codegen(context, builder, signature, args):
+            codes_a, codes_b, scale_a, scale_b, xq_ptr, xd_ptr, xz_ptr = _data(context, builder, signature, args, 7)
+            column, zero, group_shift, blocks = args[7:]
+            rows = _RowPair(context, builder, signature.args[0], (codes_a, codes_b), (scale_a, scale_b),
+                            group_shift, blocks)
+            b = builder
+            zero = b.trunc(zero, _I32)
+            no_lanes = ir.Constant(_vector(_I32, 8), [0] * 8)
 
-        def contribution(row, block, scale, common):
-            xq, taken, step = common
-            dot = rows.integer_dot(rows.codes_of(row, block), xq)
-            if taken is not None:
-                dot = b.sub(dot, taken)
-            weight = _splat(b, b.fmul(scale, step, flags=_FLAGS), 8)
-            return b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
+            def shared(block, offset):
+                n = b.add(column, _i64(offset))
+                index = b.add(b.mul(n, blocks), block)
+                xq = _load(b, xq_ptr, b.mul(index, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+                taken = None
+                if rows.nibbles:  # Σ (code - zero)·xq = Σ code·xq - zero·Σxq, taken off one lane
+                    taken = b.insert_element(no_lanes, b.mul(zero, b.load(b.gep(xz_ptr, [index]))),
+                                             ir.Constant(_I32, 0))
+                return xq, taken, b.load(b.gep(xd_ptr, [index]))
 
-        return context.make_tuple(builder, signature.return_type, rows.emit(shared, contribution))
+            def contribution(codes, scale, common):
+                xq, taken, step = common
+                dot = rows.integer_dot(codes, xq)
+                if taken is not None:
+                    dot = b.sub(dot, taken)
+                weight = _splat(b, b.fmul(scale, step, flags=_FLAGS), 8)
+                return b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
 
-    return signature, codegen
+            return context.make_tuple(builder, signature.return_type, rows.emit(columns, shared, contribution))
+
+        return signature, codegen
+
+    @intrinsic
+    def float_tile(typingctx, codes_a, codes_b, scale_a, scale_b, x, column, zero, group_shift, blocks):
+        """Two rows × ``columns`` columns of float32 activations ``x`` (``[batch, blocks·32]``):
+        Σ_b scale[g(b)]·Σ (code − zero)·x over block b (float32 math)."""
+        if not (_codes_ok(codes_a, codes_b) and _c_array(scale_a, types.float32) and scale_b == scale_a
+                and _c_matrix(x, types.float32)):
+            return None
+        signature = types.UniTuple(types.float32, 2 * columns)(
+            codes_a, codes_b, scale_a, scale_b, x, types.int64, types.int64, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            codes_a, codes_b, scale_a, scale_b, x_ptr = _data(context, builder, signature, args, 5)
+            column, zero, group_shift, blocks = args[5:]
+            rows = _RowPair(context, builder, signature.args[0], (codes_a, codes_b), (scale_a, scale_b),
+                            group_shift, blocks)
+            b = builder
+            zero = _splat(b, b.trunc(zero, _I8), BLOCK)
+
+            def shared(block, offset):
+                index = b.add(b.mul(b.add(column, _i64(offset)), blocks), block)
+                return _load(b, x_ptr, b.mul(index, _i64(BLOCK)), _vector(_F32, BLOCK), 4)
+
+            def contribution(codes, scale, x):
+                if rows.nibbles:
+                    codes = b.sub(codes, zero)
+                products = b.fmul(b.sitofp(codes, _vector(_F32, BLOCK)), x, flags=_FLAGS)
+                partial = _sum_to_8(b, products, BLOCK, lambda p, q: b.fadd(p, q, flags=_FLAGS))
+                return b.fmul(partial, _splat(b, scale, 8), flags=_FLAGS)
+
+            return context.make_tuple(builder, signature.return_type, rows.emit(columns, shared, contribution))
+
+        return signature, codegen
+
+    return int8_tile, float_tile
 
 
-@intrinsic
-def float_row_pair(typingctx, codes_a, codes_b, scale_a, scale_b, x, zero, group_shift, blocks):
-    """Two rows with float32 activations: Σ_b scale[g(b)]·Σ (code − zero)·x over block b (float32 math)."""
-    if not (_codes_ok(codes_a, codes_b) and _c_array(scale_a, types.float32) and scale_b == scale_a
-            and _c_array(x, types.float32)):
-        return None
-    signature = types.UniTuple(types.float32, 2)(codes_a, codes_b, scale_a, scale_b, x,
-                                                 types.int64, types.int64, types.int64)
-
-    def codegen(context, builder, signature, args):
-        codes_a, codes_b, scale_a, scale_b, x_ptr = _data(context, builder, signature, args, 5)
-        rows = _RowPair(context, builder, signature.args[0], (codes_a, codes_b), (scale_a, scale_b), args[6], args[7])
-        b = builder
-        zero = _splat(b, b.trunc(args[5], _I8), BLOCK)
-
-        def shared(block):
-            return _load(b, x_ptr, b.mul(block, _i64(BLOCK)), _vector(_F32, BLOCK), 4)
-
-        def contribution(row, block, scale, x):
-            codes = rows.codes_of(row, block)
-            if rows.nibbles:
-                codes = b.sub(codes, zero)
-            products = b.fmul(b.sitofp(codes, _vector(_F32, BLOCK)), x, flags=_FLAGS)
-            partial = _sum_to_8(b, products, BLOCK, lambda p, q: b.fadd(p, q, flags=_FLAGS))
-            return b.fmul(partial, _splat(b, scale, 8), flags=_FLAGS)
-
-        return context.make_tuple(builder, signature.return_type, rows.emit(shared, contribution))
-
-    return signature, codegen
+#: columns of activations a tile takes at once from batch 2 on (the two rows' codes are decoded
+#: once for them; 2 rows x 4 columns of accumulators fit the 16 vector registers of AVX2)
+COLUMNS = 4
+int8_one, float_one = _row_tile(1)
+int8_four, float_four = _row_tile(COLUMNS)
 
 
 # -- block-layout kernels ------------------------------------------------------------------------
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def prepare_activations(XT, blocks, group_size, groups, quantize, affine):  # pragma: no cover - compiled
-    """Per column of ``XT`` (``[batch, cols]``): zero-padded copy, group sums, and int8 codes.
+def prepare_activations(XT, blocks, group_size, groups, quantize, affine, columns):  # pragma: no cover - compiled
+    """Per column of ``XT`` (``[batch, cols]``): zero-padded copy, group sums, and int8 codes;
+    the batch is padded with zero columns to a multiple of ``columns``.
 
     Returns ``(padded, sums, xq, xd, xz, quantized)``: ``xq = rint(x/xd)`` per
     block with ``xd = max|x|/127`` and ``xz = Σ xq``. ``quantized`` is False
@@ -262,11 +291,12 @@ def prepare_activations(XT, blocks, group_size, groups, quantize, affine):  # pr
     """
     batch, cols = XT.shape
     width = blocks * BLOCK
-    padded = np.zeros((batch, width), dtype=np.float32)
-    sums = np.zeros((batch, groups if affine else 0), dtype=np.float32)
-    xq = np.zeros((batch, width if quantize else 0), dtype=np.int8)
-    xd = np.zeros((batch, blocks if quantize else 0), dtype=np.float32)
-    xz = np.zeros((batch, blocks if quantize else 0), dtype=np.int32)
+    tiles = (batch + columns - 1) // columns * columns
+    padded = np.zeros((tiles, width), dtype=np.float32)
+    sums = np.zeros((tiles, groups if affine else 0), dtype=np.float32)
+    xq = np.zeros((tiles, width if quantize else 0), dtype=np.int8)
+    xd = np.zeros((tiles, blocks if quantize else 0), dtype=np.float32)
+    xz = np.zeros((tiles, blocks if quantize else 0), dtype=np.int32)
     finite = True
     for n in range(batch):
         padded[n, :cols] = XT[n]
@@ -316,20 +346,30 @@ def _finish(total, i, n, offset, sums, fix_ptr, fix_col, fix_delta, padded):  # 
 def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd, xz, quantized,
                    fix_ptr, fix_col, fix_delta, Y):  # pragma: no cover - compiled
     """``Y[i, n] = Σ ŵ_ij·x_nj`` for the block layout, two rows an iteration (an odd last row is
-    computed twice, by one iteration); ``padded``/``xq`` hold the activations a column a row."""
+    computed twice, by one iteration); ``padded``/``xq`` hold the activations a column a row,
+    ``COLUMNS`` columns a tile from batch 2 on (padded to a multiple), one column at batch 1."""
     rows, batch = Y.shape
     blocks = padded.shape[1] // BLOCK
     for pair in prange((rows + 1) // 2):
         a = 2 * pair
         b = min(a + 1, rows - 1)
-        for n in range(batch):
+        if batch == 1:
             if quantized:
-                ya, yb = int8_row_pair(codes[a], codes[b], scale[a], scale[b], xq[n], xd[n], xz[n], zero,
-                                       group_shift, blocks)
+                ya, yb = int8_one(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, 0, zero, group_shift, blocks)
             else:
-                ya, yb = float_row_pair(codes[a], codes[b], scale[a], scale[b], padded[n], zero, group_shift, blocks)
-            Y[a, n] = _finish(ya, a, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
-            Y[b, n] = _finish(yb, b, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+                ya, yb = float_one(codes[a], codes[b], scale[a], scale[b], padded, 0, zero, group_shift, blocks)
+            Y[a, 0] = _finish(ya, a, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+            Y[b, 0] = _finish(yb, b, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+            continue
+        for first in range(0, batch, COLUMNS):
+            if quantized:
+                tile = int8_four(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, first, zero, group_shift, blocks)
+            else:
+                tile = float_four(codes[a], codes[b], scale[a], scale[b], padded, first, zero, group_shift, blocks)
+            for c in range(min(COLUMNS, batch - first)):
+                n = first + c
+                Y[a, n] = _finish(tile[c], a, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+                Y[b, n] = _finish(tile[COLUMNS + c], b, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
 
 
 # -- pair layout (groups that are not whole blocks) ---------------------------------------------
