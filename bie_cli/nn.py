@@ -25,7 +25,7 @@ import torch  # noqa: TID253 - this module is the torch layer; nothing else impo
 
 from . import kernels
 from .errors import BadInputError
-from .formats.cai.reader import ContainerReader
+from .tensorcodec import StoredTensors
 
 
 class CompressedLinear(torch.nn.Module):
@@ -47,20 +47,23 @@ class CompressedLinear(torch.nn.Module):
 
     @classmethod
     def from_container(
-        cls, path: str | os.PathLike | ContainerReader, name: str, bias_name: str | None = None
+        cls, path: str | os.PathLike | StoredTensors, name: str, bias_name: str | None = None,
+        activations: str = "int8",
     ) -> CompressedLinear:
-        """The weight tensor ``name`` (and optionally the bias ``bias_name``) of a ``.cai`` file."""
-        if isinstance(path, ContainerReader):
-            return cls._from_reader(path, name, bias_name)
-        reader = ContainerReader(path)
+        """The weight tensor ``name`` (and optionally the bias ``bias_name``) of a ``.cai`` file;
+        ``activations`` as in :func:`bie_cli.kernels.load_encoded`."""
+        if isinstance(path, StoredTensors):
+            return cls._from_reader(path, name, bias_name, activations)
+        reader = StoredTensors.open(path)
         try:
-            return cls._from_reader(reader, name, bias_name)
+            return cls._from_reader(reader, name, bias_name, activations)
         finally:
             reader.close()
 
     @classmethod
-    def _from_reader(cls, reader: ContainerReader, name: str, bias_name: str | None) -> CompressedLinear:
-        encoded = kernels.load_encoded(reader, name)
+    def _from_reader(cls, reader: StoredTensors, name: str, bias_name: str | None,
+                     activations: str = "int8") -> CompressedLinear:
+        encoded = kernels.load_encoded(reader, name, activations)
         bias = None
         if bias_name is not None:
             bias = torch.from_numpy(np.asarray(reader.read_tensor(bias_name), dtype=np.float32).copy())
@@ -99,7 +102,7 @@ def _torch_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 NameMap = Mapping[str, str] | Callable[[str], str | None]
 
 
-def _weight_name(module_name: str, reader: ContainerReader, name_map: NameMap | None) -> str | None:
+def _weight_name(module_name: str, reader: StoredTensors, name_map: NameMap | None) -> str | None:
     """The container tensor holding a module's weight.
 
     ``name_map`` (a dict or a function of the module name) wins; otherwise
@@ -122,8 +125,10 @@ def swap_linear_layers(
     container_path: str | os.PathLike,
     pattern: str = "*",
     name_map: NameMap | None = None,
+    activations: str = "int8",
 ) -> list[str]:
-    """Replace every ``nn.Linear`` whose name matches ``pattern`` (a glob) by a :class:`CompressedLinear`.
+    """Replace every ``nn.Linear`` whose name matches ``pattern`` (a glob) by a :class:`CompressedLinear`
+    (``activations`` as in :func:`bie_cli.kernels.load_encoded`).
 
     A layer is swapped when its weight is in the container under a strategy
     that has kernels (:func:`bie_cli.kernels.has_kernels`); its bias comes
@@ -131,7 +136,7 @@ def swap_linear_layers(
     the layer's own bias is kept. Returns the swapped module names, in order.
     """
     swapped = []
-    reader = ContainerReader(container_path)
+    reader = StoredTensors.open(container_path)
     try:
         targets = [
             (name, module)
@@ -142,7 +147,7 @@ def swap_linear_layers(
             weight_name = _weight_name(name, reader, name_map)
             if weight_name is None or not kernels.has_kernels(reader.entry(weight_name).strategy):
                 continue
-            layer = CompressedLinear._from_reader(reader, weight_name, None)
+            layer = CompressedLinear._from_reader(reader, weight_name, None, activations)
             if layer.encoded.shape != (module.out_features, module.in_features):
                 raise BadInputError(
                     f"tensor {weight_name!r} has shape {layer.encoded.tensor_shape}, "
