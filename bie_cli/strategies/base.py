@@ -52,6 +52,12 @@ class Strategy:
         raise NotImplementedError
 
     # -- optional ----------------------------------------------------------------
+    #: the strategy's matmul kernels (``bie_cli.kernels``): a dotted module name,
+    #: imported on first use, or an object with the same functions
+    #: (``from_chunk``, ``reference_matvec``, ``reference_matmul``, optionally
+    #: ``concat``, ``numba_matvec``, ``numba_matmul``, ``warmup``; docs/kernels.md).
+    #: ``None``: no kernels.
+    kernels: ClassVar[Any] = None
     #: True when :meth:`decode_planes` can rebuild a chunk from a prefix of its
     #: payload (``bie-bitplane``); readers then skip the whole-record checksum
     #: and let the strategy verify only the bytes it reads.

@@ -66,6 +66,7 @@ def decode_signs(kind: str, data: np.ndarray, count: int) -> np.ndarray:
 
 class BinaryStrategy(Strategy):
     id = "bie-binary"
+    kernels = "bie_cli.kernels.binary"
     lossless = False
     dtypes = common.FLOAT_DTYPES
     description = "significant set (bitmap or gaps) + 1 sign bit per kept weight + per-row mean |w|"

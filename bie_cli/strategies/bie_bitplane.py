@@ -155,6 +155,7 @@ def bytes_for_bits(payload, bits: int) -> int:
 
 class BitplaneStrategy(Strategy):
     id = "bie-bitplane"
+    kernels = "bie_cli.kernels.bitplane"
     lossless = False
     progressive = True
     dtypes = common.FLOAT_DTYPES

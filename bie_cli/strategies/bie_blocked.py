@@ -96,6 +96,7 @@ def _stream(kind: str, data: np.ndarray, size: int, name: str) -> np.ndarray:
 
 class BlockedStrategy(Strategy):
     id = "bie-blocked"
+    kernels = "bie_cli.kernels.blocked"
     lossless = True  # with the default config; see is_lossless
     description = "tiles: occupancy set + per-tile local 8/16-bit indices or mask + values (exact or quantized)"
     Config = BlockedConfig

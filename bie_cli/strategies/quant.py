@@ -86,6 +86,7 @@ def _rms(stats, length: int) -> np.ndarray:
 
 class QuantStrategy(Strategy):
     id = "quant"
+    kernels = "bie_cli.kernels.quant"
     lossless = False
     dtypes = common.FLOAT_DTYPES
     description = "b-bit uniform quantization (2..8 bits), per tensor/channel/group, rANS-coded codes"
