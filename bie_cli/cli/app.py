@@ -11,7 +11,7 @@ import sys
 import click
 import typer
 
-from . import bench, compress, decompress, inspect, strategies, verify
+from . import bench, compress, decompress, embed, inspect, strategies, verify
 
 app = typer.Typer(
     name="bie",
@@ -49,6 +49,7 @@ app.command("inspect")(inspect.command)
 app.command("verify")(verify.command)
 app.command("strategies")(strategies.command)
 app.command("bench")(bench.command)
+app.add_typer(embed.app, name="embed")
 
 
 def _error(message: str) -> None:
