@@ -105,3 +105,37 @@ def rescore_topk(candidates, vectors, queries, k):
             ids[row, rank] = by_id[order[rank]]
             scores[row, rank] = values[order[rank]]
     return ids, scores
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def asymmetric_topk(codes, tables, k):
+    """codes uint8 [n, b], tables float32 [q, b, 256] (a query's score for each value of each byte)
+    -> the k highest scores per query (ties: lower id first): ids int64 [q, k], scores float32 [q, k]."""
+    n, width = codes.shape
+    count = tables.shape[0]
+    ids = np.empty((count, k), dtype=np.int64)
+    scores = np.empty((count, k), dtype=np.float32)
+    for row in prange(count):
+        table = tables[row]
+        best_ids = ids[row]
+        best = scores[row]
+        filled = 0
+        for index in range(n):
+            code = codes[index]
+            total = np.float32(0.0)
+            for position in range(width):
+                total += table[position, code[position]]
+            if filled == k and total <= best[k - 1]:
+                continue  # not better than the current k-th (an equal score keeps the lower id)
+            # insertion into the sorted top list; strict comparison keeps earlier ids ahead on ties
+            slot = filled if filled < k else k - 1
+            while slot > 0 and best[slot - 1] < total:
+                if slot < k:
+                    best[slot] = best[slot - 1]
+                    best_ids[slot] = best_ids[slot - 1]
+                slot -= 1
+            best[slot] = total
+            best_ids[slot] = index
+            if filled < k:
+                filled += 1
+    return ids, scores

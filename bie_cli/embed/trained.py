@@ -25,8 +25,8 @@ import torch
 
 from .codec import BinaryCodec
 
-STEPS = 400
-BATCH = 1024
+STEPS = 200
+BATCH = 512
 LEARNING_RATE = 1e-3
 TEMPERATURE = 0.2  # tanh softness of the backward pass, in units of a component's spread
 TARGET_TEMPERATURE = 0.02  # float cosines: sharp, so each row's nearest neighbours carry the loss
