@@ -30,7 +30,7 @@ import numpy as np
 
 from bench import embed_corpus
 from bench.report import machine_line, markdown_table, update_section
-from bie_cli.embed import fit, search
+from bie_cli.embed import fit, search, search_asymmetric
 from bie_cli.embed.codec import normalize
 from bie_cli.embed.evaluate import codec_recall, exact_topk, recall_at_k
 
@@ -45,20 +45,16 @@ CONFIGS_384 = [
 ]
 CONFIGS_192 = [
     ("sign at zero, first 192 dims", {"method": "sign", "bits": 192}),
+    ("sign at zero, first 128 dims", {"method": "sign", "bits": 128}),
     ("sign, first 128 dims + 64 bits merged from dims 128-255", {"method": "sign", "bits": 192, "merge": 64}),
     ("sign, first 96 dims + 96 bits merged from dims 96-287", {"method": "sign", "bits": 192, "merge": 96}),
     ("adaptive (default): PCA 192 + ITQ", {"bits": 192}),
+    ("adaptive: PCA 160 + ITQ", {"bits": 160}),
+    ("adaptive: PCA 128 + ITQ", {"bits": 128}),
     ("adaptive: PCA 160 + ITQ, 32 bits merged from PCA 160-223", {"bits": 192, "merge": 32}),
     ("adaptive: PCA 128 + ITQ, 64 bits merged from PCA 128-255", {"bits": 192, "merge": 64}),
     ("trained, 192", {"method": "trained", "bits": 192}),
 ]
-
-
-def asymmetric_recall(codec, corpus, queries, truth) -> float:
-    """Float query against binary codes: score = sum_j (z_j - t_j) * (+1 | -1)."""
-    signs = np.unpackbits(codec.encode(corpus), axis=1)[:, :codec.bits].astype(np.float32) * 2 - 1
-    scores = codec.query_weights(queries) @ signs.T
-    return recall_at_k(np.argsort(-scores, axis=1, kind="stable")[:, :K], truth)
 
 
 def quality(vectors) -> tuple[list[list], dict]:
@@ -70,12 +66,26 @@ def quality(vectors) -> tuple[list[list], dict]:
         codec = fit(sample, **options)
         seconds = time.perf_counter() - started
         result = codec_recall(label, codec, corpus, queries, truth, CANDIDATES)
-        asymmetric = asymmetric_recall(codec, corpus, queries, truth) if not codec.merged else None
         found[label] = (codec, result)
         rows.append([label, codec.bits, round(result.recall, 3), round(result.recall_rescored, 3),
-                     round(asymmetric, 3) if asymmetric is not None else "-", round(seconds, 2)])
+                     *("-" if value is None else round(value, 3)
+                       for value in (result.recall_asymmetric, result.recall_asymmetric_rescored)),
+                     round(seconds, 2)])
         print(rows[-1], flush=True)
     return rows, found
+
+
+def candidates_curve(vectors, codec) -> list[list]:
+    """Recall@10 of the default 384-bit codec when re-ranking more candidates by float."""
+    corpus, queries = normalize(vectors["corpus"]), normalize(vectors["queries"])
+    truth = exact_topk(corpus, queries, K)
+    codes, query_codes, weights = codec.encode(corpus), codec.encode(queries), codec.query_weights(queries)
+    rows = []
+    for width in (40, 80, 120, 200):
+        hamming = search(codes, query_codes, K, rescore=corpus, queries=queries, candidates=width)[0]
+        asymmetric = search_asymmetric(codes, weights, K, rescore=corpus, queries=queries, candidates=width)[0]
+        rows.append([width, round(recall_at_k(hamming, truth), 3), round(recall_at_k(asymmetric, truth), 3)])
+    return rows
 
 
 def sentence_transformers_check(vectors) -> str:
@@ -118,6 +128,7 @@ def speed(vectors, codec) -> tuple[list[list], dict]:
     database = np.concatenate(tiles)[:SPEED_CODES]
     queries = normalize(vectors["queries"][:SPEED_QUERIES])
     codes, query_codes = codec.encode(database), codec.encode(queries)
+    weights = codec.query_weights(queries)
 
     def numpy_float():
         ids = []
@@ -127,7 +138,8 @@ def speed(vectors, codec) -> tuple[list[list], dict]:
         return ids
 
     runners = {"numpy float32 exact (matmul + argpartition)": numpy_float,
-               "bie Hamming top-10 (numba)": lambda: search(codes, query_codes, K)}
+               "bie Hamming top-10 (numba)": lambda: search(codes, query_codes, K),
+               "bie asymmetric top-10 (numba, float query)": lambda: search_asymmetric(codes, weights, K)}
     try:
         import faiss
 
@@ -167,11 +179,12 @@ def main() -> None:
     vectors = embed_corpus.embeddings()
     quality_rows, found = quality(vectors)
     st_line = sentence_transformers_check(vectors)
+    curve_rows = candidates_curve(vectors, found[CONFIGS_384[1][0]][0])
     fit_rows = fit_times(vectors)
     speed_rows, speed_info = speed(vectors, found[CONFIGS_384[1][0]][0])
     load_after = os.getloadavg()
     headers = ["codes (fitted on the 2,000-passage fit sample)", "bits", "recall@10", "top 40 rescored",
-               "asymmetric", "fit s"]
+               "asymmetric", "asymmetric, top 40 rescored", "fit s"]
     text = "\n\n".join([
         "## Embedding binary codes (`bie embed`)",
         "`HF_HUB_OFFLINE=1 python -m bench.bench_embed` — " + machine_line()
@@ -182,6 +195,8 @@ def main() -> None:
         "(its margins to the thresholds) against the binary codes, no rescoring.",
         markdown_table(headers, quality_rows),
         st_line,
+        "Re-ranking more candidates by float (default 384-bit codec):",
+        markdown_table(["candidates", "Hamming candidates", "asymmetric candidates"], curve_rows),
         f"Search over {SPEED_CODES:,} codes of 384 bits, {SPEED_QUERIES} queries, one thread, "
         f"median of {SPEED_ROUNDS} interleaved rounds (faiss-cpu {speed_info['faiss'] or 'not installed'}):",
         markdown_table(["search", "ms per query", "x bie time"], speed_rows),

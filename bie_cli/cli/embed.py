@@ -93,6 +93,9 @@ def search_command(
         Optional[str], typer.Option("--rescore", help="The corpus vectors (float or int8), to re-rank the nearest codes.")
     ] = None,
     candidates: Annotated[Optional[int], typer.Option("--candidates", help="Codes re-ranked per query (default 4k).")] = None,
+    asymmetric: Annotated[
+        bool, typer.Option("--asymmetric", help="Rank by the float query against the bits (better recall, slower).")
+    ] = False,
     output: Annotated[
         Optional[str], typer.Option("-o", "--output", help="Write ids to .npy, or ids and scores to .json (default: JSON on stdout).")
     ] = None,
@@ -105,7 +108,7 @@ def search_command(
 
     import numpy as np
 
-    from ..embed import BinaryCodec, search
+    from ..embed import BinaryCodec, search, search_asymmetric
     from ..embed.codec import normalize
     from ..embed.store import load_codes
     from ..embed.vectors import load_vectors
@@ -119,17 +122,21 @@ def search_command(
     codec = BinaryCodec.load(codec_path)
     codes = load_codes(codes_path, codec)
     query_vectors = load_vectors(queries, model=model, progress=not quiet, what="query vectors")
-    query_codes = codec.encode(query_vectors)
+    if asymmetric:
+        run, query_side = search_asymmetric, codec.query_weights(query_vectors)
+    else:
+        run, query_side = search, codec.encode(query_vectors)
     if rescore is None:
         if candidates is not None:
             raise BadInputError("--candidates only applies with --rescore")
-        ids, scores = search(codes, query_codes, k)
+        ids, scores = run(codes, query_side, k)
     else:
         corpus = _rescore_vectors(rescore)
         if corpus.shape[1] != query_vectors.shape[1]:
             raise BadInputError(f"--rescore vectors have {corpus.shape[1]} dimensions, the queries {query_vectors.shape[1]}")
-        ids, scores = search(codes, query_codes, k, rescore=corpus, queries=normalize(query_vectors), candidates=candidates)
-    result = {"k": k, "rescored": rescore is not None, "ids": ids.tolist(), "scores": scores.tolist()}
+        ids, scores = run(codes, query_side, k, rescore=corpus, queries=normalize(query_vectors), candidates=candidates)
+    result = {"k": k, "rescored": rescore is not None, "asymmetric": asymmetric, "ids": ids.tolist(),
+              "scores": scores.tolist()}
     if output is None:
         from .output import print_json
 
@@ -211,10 +218,13 @@ def eval_command(
     from .output import stdout_console
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("codes", "method", "bits", f"recall@{k}", f"recall@{k}, top {candidates} rescored"):
+    for column in ("codes", "method", "bits", f"recall@{k}", f"top {candidates} rescored", "asymmetric",
+                   "asymmetric, rescored"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row.name, row.method, str(row.bits), f"{row.recall:.3f}", f"{row.recall_rescored:.3f}")
+        table.add_row(row.name, row.method, str(row.bits), f"{row.recall:.3f}", f"{row.recall_rescored:.3f}",
+                      *("-" if value is None else f"{value:.3f}"
+                        for value in (row.recall_asymmetric, row.recall_asymmetric_rescored)))
     console = stdout_console()
     console.print(f"{corpus_vectors.shape[0]} corpus vectors, {query_vectors.shape[0]} queries; "
                   f"truth: exact float32 cosine top-{k}")

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import BadInputError
 from .codec import BinaryCodec, normalize
-from .search import search
+from .search import search, search_asymmetric
 
 EXACT_BLOCK = 256  # queries per matrix product: bounds the [block, n] score matrix
 
@@ -41,6 +41,8 @@ class CodecRecall:
     bits: int
     recall: float  # Hamming top-k against exact float top-k
     recall_rescored: float  # the nearest `candidates` codes re-ranked by float dot product
+    recall_asymmetric: float | None  # float query against the bits (None: merged bits have no such score)
+    recall_asymmetric_rescored: float | None  # the asymmetric top `candidates` re-ranked by float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,4 +54,12 @@ def codec_recall(name: str, codec: BinaryCodec, corpus, queries, truth: np.ndarr
     found, _ = search(codes, query_codes, k)
     rescored, _ = search(codes, query_codes, k, rescore=normalize(corpus), queries=normalize(queries),
                          candidates=max(candidates, k))
-    return CodecRecall(name, codec.method, codec.bits, recall_at_k(found, truth), recall_at_k(rescored, truth))
+    asymmetric = asymmetric_rescored = None
+    if not codec.merged:
+        weights = codec.query_weights(queries)
+        asymmetric = recall_at_k(search_asymmetric(codes, weights, k)[0], truth)
+        asymmetric_rescored = recall_at_k(search_asymmetric(
+            codes, weights, k, rescore=normalize(corpus), queries=normalize(queries), candidates=max(candidates, k))[0],
+            truth)
+    return CodecRecall(name, codec.method, codec.bits, recall_at_k(found, truth), recall_at_k(rescored, truth),
+                       asymmetric, asymmetric_rescored)

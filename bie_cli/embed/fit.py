@@ -93,9 +93,11 @@ def _fit_sign(x, input_dim, dims, keep, components) -> BinaryCodec:
 def _fit_adaptive(x, input_dim, dims, keep, components, seed) -> BinaryCodec:
     center = x.mean(axis=0)
     centered = x - center
-    # PCA: components in decreasing variance, so truncation drops the least informative
-    _, _, vt = np.linalg.svd(centered, full_matrices=False)
-    pca = vt[:components].T.astype(np.float32)  # [dims, components]
+    # PCA from the covariance (every direction, even with fewer samples than dimensions),
+    # in decreasing variance so that truncation drops the least informative
+    with _one_blas_thread():
+        _, vectors = np.linalg.eigh(centered.T.astype(np.float64) @ centered)
+    pca = np.ascontiguousarray(vectors[:, ::-1][:, :components], dtype=np.float32)  # [dims, components]
     # ITQ on the single-bit components only: merged ones keep their PCA axes
     rotation = itq_rotation(centered @ pca[:, :keep], seed)
     projection = np.concatenate([pca[:, :keep] @ rotation, pca[:, keep:]], axis=1)

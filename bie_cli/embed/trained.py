@@ -21,11 +21,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from .codec import BinaryCodec
 
-STEPS = 200
+STEPS = 150
 BATCH = 512
 LEARNING_RATE = 1e-3
 TEMPERATURE = 0.2  # tanh softness of the backward pass, in units of a component's spread
@@ -35,6 +34,8 @@ INITIAL_SCALE = 20.0
 
 def train(codec: BinaryCodec, x: np.ndarray, *, seed: int = 0, steps: int = STEPS, batch: int = BATCH) -> BinaryCodec:
     """A copy of ``codec`` (adaptive, fitted on the normalised sample ``x``) trained on ``x``."""
+    import torch  # only here: `import bie_cli.embed` stays free of torch
+
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -72,5 +73,5 @@ def train(codec: BinaryCodec, x: np.ndarray, *, seed: int = 0, steps: int = STEP
         thresholds.detach().numpy(), projection.detach().numpy(),
     )
     trained.info = {"steps": steps, "batch": batch, "train_seconds": round(time.perf_counter() - started, 3),
-                    "final_loss": round(float(loss), 5)}
+                    "final_loss": round(float(loss.detach()), 5)}
     return trained
