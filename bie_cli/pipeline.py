@@ -7,7 +7,8 @@ writer as they come. Peak memory is about (chunk size x chunks in flight)
 plus whatever the output format must hold (torch.save needs every tensor).
 
 Outputs are written to a temporary file beside the target and renamed into
-place only when complete, so a failure leaves nothing at the target.
+place only when complete, so a failure leaves nothing at the target
+(bie_cli/paths.py, which also gives ``-`` its stdin/stdout meaning).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -24,71 +24,30 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import __version__, dtypes, formats
-from .errors import BadInputError, CorruptContainerError, VerificationFailedError
+from . import __version__, dtypes, executors, formats, tensorcodec
+from .errors import BadInputError, BieError, CorruptContainerError, VerificationFailedError
 from .formats.base import CheckpointSource, TensorInfo
 from .formats.cai import spec
-from .formats.cai.reader import ContainerReader, StreamDecoder, TensorEntry, check_bits, parse_record_header
+from .formats.cai.reader import TensorEntry, check_bits, parse_chunk
 from .formats.cai.writer import ContainerWriter
 from .metrics import ErrorStats
-from .plan import Choice, Planner, StrategySpec, load_policy, parse_rule, parse_strategy
-from .strategies import registry
+from .paths import (
+    STDIO,
+    atomic_directory,
+    atomic_output,
+    check_output_directory,
+    check_output_path,
+    is_directory_target,
+    seekable_input,
+    stdout_stream,
+)
+from .plan import Planner, StrategySpec, load_policy, parse_rule, parse_strategy
+from .tensorcodec import DigestCheck, StoredTensors, StreamDecoder, TensorPlan, TensorRecordWriter
 
 DEFAULT_CHUNK_SIZE = 4 << 20
-STDIO = "-"
 
 #: progress callback: (bytes done, bytes total, current tensor name)
 Progress = Callable[[int, int, str], None]
-
-
-# -- paths and atomic output -------------------------------------------------------
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _inside(path: str, directory: str) -> bool:
-    return os.path.isdir(directory) and os.path.realpath(path).startswith(os.path.realpath(directory) + os.sep)
-
-
-def check_output_path(dst: str, sources: Sequence[str], force: bool) -> None:
-    """Refuse to clobber an input or an existing file, and fail early on a bad directory."""
-    if dst == STDIO:
-        return
-    for src in sources:
-        if src != STDIO and ((os.path.exists(dst) and _same_file(dst, src)) or _inside(dst, src)):
-            raise BadInputError(f"output {dst} is the input (or inside it); choose another path")
-    if os.path.isdir(dst):
-        raise BadInputError(f"output {dst} is a directory; give a file name")
-    if os.path.exists(dst) and not force:
-        raise BadInputError(f"output {dst} exists; use --force to overwrite it")
-    directory = os.path.dirname(os.path.abspath(dst))
-    if not os.path.isdir(directory):
-        raise BadInputError(f"output directory {directory} does not exist")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise BadInputError(f"output directory {directory} is not writable")
-
-
-@contextlib.contextmanager
-def atomic_output(dst: str):
-    """Yield a temporary path beside ``dst``; rename it into place on success only."""
-    directory = os.path.dirname(os.path.abspath(dst))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".partial", dir=directory)
-    except OSError as exc:
-        raise BadInputError(f"cannot write in {directory}: {exc.strerror}") from None
-    os.close(handle)
-    try:
-        yield temporary
-        os.replace(temporary, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 # -- compress ----------------------------------------------------------------------------
@@ -129,22 +88,6 @@ class CompressStats:
         return data
 
 
-def rows_per_chunk(info: TensorInfo, chunk_size: int) -> int:
-    row_bytes = dtypes.nbytes(info.dtype, info.shape[1:]) if info.shape else dtypes.get(info.dtype).itemsize
-    return max(1, chunk_size // max(row_bytes, 1))
-
-
-def _encode_job(strategy, config, chunk: np.ndarray, dtype: str):
-    """Runs in a worker thread: encode, and for lossy strategies measure the real error."""
-    payload, meta = strategy.encode(chunk, config)
-    stats = None
-    if not strategy.is_lossless(config):
-        decoded = strategy.decode(memoryview(payload), meta, chunk.shape, dtype)
-        stats = ErrorStats()
-        stats.add(chunk, decoded)
-    return payload, meta, stats
-
-
 def compress_model(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -157,16 +100,27 @@ def compress_model(
     force: bool = False,
     progress: Progress | None = None,
     source_format: str | None = None,
+    executor: str = "threads",
+    scheduler: str | None = None,
 ) -> CompressStats:
     """Compress checkpoint ``src`` into the container ``dst`` (``"-"``: stdout).
 
     ``strategy`` is the default ``NAME[:key=value,...]``; ``rules`` are
     ``GLOB=NAME[:...]`` overrides (first match wins) applied before the
     policy file's rules. Returns per-tensor and total statistics.
+
+    ``executor``: where chunks are encoded — ``"threads"`` (``threads`` of
+    this process), ``"processes"`` (a pool of ``threads`` processes) or
+    ``"dask"`` (the cluster at ``scheduler``, which must see ``src`` at the
+    same path). The container's bytes are the same whichever runs them.
     """
     src, dst = os.fspath(src), os.fspath(dst)
     if threads < 1:
         raise BadInputError("--threads must be at least 1")
+    if executor not in executors.EXECUTORS:
+        raise BadInputError(f"unknown executor {executor!r}; choose one of {', '.join(executors.EXECUTORS)}")
+    if executor != "threads" and src == STDIO:
+        raise BadInputError(f"--executor {executor} reads the checkpoint from its path; it cannot read stdin")
     if chunk_size < 1:
         raise BadInputError("--chunk-size must be positive")
     default_spec: StrategySpec | None = parse_strategy(strategy) if strategy else None
@@ -178,19 +132,22 @@ def compress_model(
     planner = Planner(default_spec, rule_list)
     check_output_path(dst, [src], force)
     started = time.perf_counter()
-    with formats.open_checkpoint(src, source_format) as source:
+    pool_context = (contextlib.nullcontext() if executor == "threads"
+                    else executors.open_pool(executor, threads, scheduler))
+    with formats.open_checkpoint(src, source_format) as source, pool_context as pool:
         choices = [planner.choose(info) for info in source.tensors]
         if dst == STDIO:
-            stats = _compress_to(source, sys.stdout.buffer, choices, threads, chunk_size, progress, planner)
+            stats = _compress_to(source, stdout_stream(), choices, threads, chunk_size, progress, planner, pool)
         else:
             with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
-                stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner)
+                stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner, pool)
     stats.output = dst
     stats.seconds = time.perf_counter() - started
     return stats
 
 
-def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, progress, planner) -> CompressStats:
+def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, progress, planner,
+                 pool=None) -> CompressStats:
     writer = ContainerWriter(out)
     total = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
     writer.write_header({
@@ -203,48 +160,27 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     for blob_name, data in source.blobs.items():
         writer.write_blob(blob_name, data)
     stats = CompressStats(source.path, "", source.format, total, 0, 0.0, threads)
-    done = 0
-    max_in_flight = threads * 2
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-encode") as pool:
-        for info, choice in zip(source.tensors, choices, strict=True):
-            tensor_started = time.perf_counter()
-            step = rows_per_chunk(info, chunk_size)
-            count = 0 if info.numel == 0 else -(-info.rows // step)
-            if choice.candidates:
-                choice = _smallest_on_first_chunk(choice, source, info, min(step, info.rows) if count else 0)
-            strategy = registry.get(choice.strategy)
-            start_offset = writer.bytes_written
-            writer.begin_tensor({
-                "name": info.name, "dtype": info.dtype, "shape": list(info.shape),
-                "strategy": choice.strategy, "config": choice.config_dict, "rule": choice.reason,
-                "rows_per_chunk": step, "chunk_count": count,
-            })
-            digest = spec.new_digest()
-            lossless = strategy.is_lossless(choice.config)
-            error = None if lossless else ErrorStats()
-            pending: deque = deque()
-            for number in range(count):
-                row_start = number * step
-                row_stop = min(row_start + step, info.rows)
-                chunk = source.read(info.name, row_start, row_stop)
-                _check_chunk(chunk, info)
-                digest.update(np.ascontiguousarray(chunk).view(np.uint8).reshape(-1))
-                pending.append((row_start, row_stop, pool.submit(_encode_job, strategy, choice.config, chunk, info.dtype)))
-                _write_finished(writer, pending, error, max_in_flight)
-                done += chunk.nbytes
-                if progress:
-                    progress(done, total, info.name)
-            _write_finished(writer, pending, error, 0)
-            stored = writer.bytes_written - start_offset
-            original = dtypes.nbytes(info.dtype, info.shape)
-            writer.end_tensor({
-                "digest": digest.hexdigest(), "original_bytes": original, "stored_bytes": stored,
-                "lossless": lossless, "stats": error.to_dict() if error else None,
-            })
+    records = TensorRecordWriter(writer)
+    plans = (tensorcodec.plan_tensor(source, info, choice, chunk_size)
+             for info, choice in zip(source.tensors, choices, strict=True))
+    if pool is None:
+        events = _encoded_in_order(source, plans, threads, total, progress)
+    else:
+        events = executors.encoded_in_order(executors.source_ref(source.path, source.format), plans, pool, total, progress)
+    started = 0.0
+    for kind, value in events:
+        if kind == "begin":
+            started = time.perf_counter()
+            records.begin(value)
+        elif kind == "chunk":
+            records.chunk(value)
+        else:
+            result = records.end(value)
+            info, plan = result.plan.info, result.plan
             stats.tensors.append(TensorStats(
-                info.name, info.dtype, list(info.shape), choice.strategy, choice.reason,
-                original, stored, lossless, error.to_dict() if error else None,
-                time.perf_counter() - tensor_started,
+                info.name, info.dtype, list(info.shape), plan.strategy, plan.reason,
+                dtypes.nbytes(info.dtype, info.shape), result.stored_bytes, result.lossless, result.error,
+                time.perf_counter() - started,
             ))
     writer.finish()
     out.flush()
@@ -252,33 +188,52 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     return stats
 
 
-def _smallest_on_first_chunk(choice: Choice, source: CheckpointSource, info: TensorInfo, rows: int) -> Choice:
-    """Pick, among a choice's candidates, the one whose payload is smallest on the first chunk."""
-    if rows == 0:
-        return choice.candidates[0]
-    chunk = source.read(info.name, 0, rows)
-    sizes = []
-    for candidate in choice.candidates:
-        payload, meta = registry.get(candidate.strategy).encode(chunk, candidate.config)
-        sizes.append(len(payload) + len(str(meta)))
-    best = choice.candidates[sizes.index(min(sizes))]
-    return Choice(best.strategy, best.config, best.config_dict, f"{best.reason} (on the first chunk)")
+def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], threads: int, total: int,
+                      progress: Progress | None) -> Iterator[tuple[str, object]]:
+    """``("begin", plan)``, ``("chunk", EncodedChunk)``..., ``("end", digest)`` for every
+    tensor, in manifest order.
 
+    This thread reads and hashes chunks and hands them to ``threads`` encoder
+    threads; results are passed on in order as soon as they are ready, across
+    tensor boundaries (a model of many one-chunk tensors keeps every thread
+    busy). At most ``2 x threads`` chunks are in flight, whatever the tensor
+    count, so memory is bounded by chunk size, not model size."""
+    max_in_flight = 2 * threads
+    queue: deque = deque()  # ("begin", plan) | ("chunk", future) | ("end", digest), in file order
+    in_flight = 0
+    done = 0
 
-def _write_finished(writer: ContainerWriter, pending: deque, error: ErrorStats | None, keep: int) -> None:
-    """Write encoded chunks in order until at most ``keep`` are still in flight."""
-    while len(pending) > keep:
-        row_start, row_stop, future = pending.popleft()
-        payload, meta, chunk_error = future.result()
-        writer.write_chunk(row_start, row_stop, meta, payload)
-        if chunk_error is not None:
-            error.merge(chunk_error)
+    def ready(keep: int) -> Iterator[tuple[str, object]]:
+        nonlocal in_flight
+        while queue:
+            kind, value = queue[0]
+            if kind == "chunk":
+                if in_flight <= keep and not value.done():
+                    return
+                value = value.result()
+                in_flight -= 1
+            queue.popleft()
+            yield kind, value
 
-
-def _check_chunk(chunk: np.ndarray, info: TensorInfo) -> None:
-    expected = dtypes.get(info.dtype).numpy
-    if chunk.dtype != expected:
-        raise BadInputError(f"tensor {info.name!r}: source gave {chunk.dtype}, expected {expected}")
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-encode") as pool:
+        for plan in plans:
+            queue.append(("begin", plan))
+            digest = spec.new_digest()
+            info = plan.info
+            for number in range(plan.chunk_count):
+                row_start, row_stop = plan.chunk_rows(number)
+                chunk = source.read(info.name, row_start, row_stop)
+                tensorcodec.check_chunk(chunk, info)
+                tensorcodec.update_digest(digest, chunk)
+                queue.append(("chunk", pool.submit(tensorcodec.encode_chunk, plan, row_start, row_stop, chunk)))
+                in_flight += 1
+                yield from ready(max_in_flight - 1)
+                done += chunk.nbytes
+                if progress:
+                    progress(done, total, info.name)
+            queue.append(("end", digest.hexdigest()))
+            yield from ready(max_in_flight - 1)
+        yield from ready(-1)
 
 
 # -- decompress -------------------------------------------------------------------------
@@ -297,18 +252,19 @@ class DecompressStats:
         return asdict(self)
 
 
-def _decoded_in_order(reader: ContainerReader, entries: list[TensorEntry], bits: int | None, threads: int):
+def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: int | None, threads: int):
     """``(entry, array)`` for every chunk in file order, decoded ``threads`` at a time
-    (decoders release the GIL) with at most ``2 x threads`` chunks held."""
+    (decoders release the GIL) with at most ``2 x threads`` chunks held, across tensor
+    boundaries."""
     jobs = ((entry, number) for entry in entries for number in range(len(entry.chunks)))
     if threads <= 1:
         for entry, number in jobs:
-            yield entry, reader.decode_chunk(entry, number, bits)
+            yield entry, stored.decode_chunk(entry, number, bits)
         return
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-decode") as pool:
         pending: deque = deque()
         for entry, number in jobs:
-            pending.append((entry, pool.submit(reader.decode_chunk, entry, number, bits)))
+            pending.append((entry, pool.submit(stored.decode_chunk, entry, number, bits)))
             if len(pending) > 2 * threads:
                 done_entry, future = pending.popleft()
                 yield done_entry, future.result()
@@ -317,29 +273,13 @@ def _decoded_in_order(reader: ContainerReader, entries: list[TensorEntry], bits:
             yield done_entry, future.result()
 
 
-def _checked_chunks(reader: ContainerReader, entries: list[TensorEntry], bits: int | None = None,
+def _checked_chunks(stored: StoredTensors, entries: list[TensorEntry], bits: int | None = None,
                     threads: int = 1) -> Iterator[tuple[str, np.ndarray]]:
     """Decoded chunks in order; each lossless tensor's bytes are checked against its digest."""
-    digests = {entry.id: spec.new_digest() for entry in entries}
-    remaining = {entry.id: len(entry.chunks) for entry in entries}
-    for entry in entries:  # tensors without chunks are complete already
-        if not entry.chunks:
-            _check_digest(entry, digests.pop(entry.id))
-    for entry, array in _decoded_in_order(reader, [e for e in entries if e.chunks], bits, threads):
-        digests[entry.id].update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+    check = DigestCheck(entries)
+    for entry, array in _decoded_in_order(stored, [e for e in entries if e.chunks], bits, threads):
+        check.update(entry, array)
         yield entry.name, array
-        remaining[entry.id] -= 1
-        if remaining[entry.id] == 0:
-            _check_digest(entry, digests.pop(entry.id))
-
-
-def _check_digest(entry: TensorEntry, digest) -> None:
-    if _lossless(entry) and digest.hexdigest() != entry.digest:
-        raise CorruptContainerError(f"tensor {entry.name!r}: decoded bytes do not match the stored digest")
-
-
-def _lossless(entry: TensorEntry) -> bool:
-    return entry.lossless if entry.lossless is not None else registry.get(entry.strategy).lossless
 
 
 def decompress_model(
@@ -362,16 +302,23 @@ def decompress_model(
     check_bits(bits)
     if threads < 1:
         raise BadInputError("--threads must be at least 1")
-    output_format = formats.format_for_output(dst, format)
-    writer_module = formats.module(output_format)
-    if output_format == "onnx":
-        # the external data file is named after the final model file, not the temporary one
-        format_options.setdefault("final_path", dst)
-    check_output_path(dst, [src], force)
+    to_directory = is_directory_target(dst)
+    if to_directory:
+        if format not in (None, "safetensors"):
+            raise BadInputError("a directory output holds safetensors shards; drop --format or give a file name")
+        output_format = "safetensors"
+        check_output_directory(dst, [src], force)
+    else:
+        output_format = formats.format_for_output(dst, format)
+        writer_module = formats.module(output_format)
+        if output_format == "onnx":
+            # the external data file is named after the final model file, not the temporary one
+            format_options.setdefault("final_path", dst)
+        check_output_path(dst, [src], force)
     started = time.perf_counter()
     wanted = set(tensors) if tensors else None
     if src == STDIO:
-        decoder = StreamDecoder(sys.stdin.buffer)
+        decoder = StreamDecoder(sys.stdin.buffer)  # records are self-describing: no need to seek
         infos = _manifest(decoder.header)
         selected = _select(infos, wanted, src)
         names = {info.name for info in selected}
@@ -380,11 +327,16 @@ def decompress_model(
         header, blobs = decoder.header, decoder.blobs
         drain = stream
     else:
-        reader = ContainerReader(src)
+        stored = StoredTensors.open(src)
+        reader = stored.reader
         infos = [TensorInfo(e.name, e.dtype, e.shape) for e in reader.entries]
-        selected = _select(infos, wanted, src)
+        try:
+            selected = _select(infos, wanted, src)
+        except BieError:
+            stored.close()
+            raise
         entries = [reader.entry(info.name) for info in selected]
-        chunks = _checked_chunks(reader, entries, bits, threads)
+        chunks = _checked_chunks(stored, entries, bits, threads)
         header = reader.header
         blobs = {name: reader.blob(name) for name in reader.blob_names}
         drain = None
@@ -400,17 +352,38 @@ def decompress_model(
                 progress(done, total, name)
             yield name, array
 
+    def write_and_drain(target) -> None:
+        writer_module.write(target, selected, counted(), metadata, blobs, **format_options)
+        _drain(drain)
+
     try:
-        with atomic_output(dst) as temporary:
-            writer_module.write(temporary, selected, counted(), metadata, blobs, **format_options)
-            if drain is not None:
-                # finish reading the stream: a truncated or corrupt tail must fail the run
-                for _ in drain:
-                    pass
+        if to_directory:
+            from .formats import safetensors_sharded
+
+            if safetensors_sharded.shard_layout(metadata) is None:
+                raise BadInputError(f"{src} was not made from a sharded safetensors checkpoint; "
+                                    "give an output file name instead of a directory")
+            with atomic_directory(dst, force) as temporary:
+                safetensors_sharded.write_directory(temporary, tensors=selected, chunks=counted(),
+                                                    metadata=metadata, blobs=blobs)
+                _drain(drain)
+        elif dst == STDIO:
+            # one pass to stdout; formats that need to seek or write several files refuse a stream
+            write_and_drain(stdout_stream())
+        else:
+            with atomic_output(dst) as temporary:
+                write_and_drain(temporary)
     finally:
         if src != STDIO:
             reader.close()
     return DecompressStats(src, dst, output_format, len(selected), total, time.perf_counter() - started)
+
+
+def _drain(stream) -> None:
+    """Finish reading a container stream: a truncated or corrupt tail must fail the run."""
+    if stream is not None:
+        for _ in stream:
+            pass
 
 
 def _manifest(header: dict) -> list[TensorInfo]:
@@ -481,6 +454,7 @@ def verify_container(
     against: str | os.PathLike | None = None,
     max_error: float | None = None,
     progress: Progress | None = None,
+    threads: int = 1,
 ) -> VerifyReport:
     """Check every record's checksum, decode every tensor, and (``against``) compare with the source.
 
@@ -489,131 +463,215 @@ def verify_container(
     source; it must match the stored figure and stay within ``max_error``
     (relative MSE) when given. Never raises for problems it can attribute: it
     reports them, so one run names every bad tensor and chunk.
+
+    One pass over the file: each record is read once, checksummed, and (a
+    chunk) decoded from the same bytes on ``threads`` threads.
     """
+    if threads < 1:
+        raise BadInputError("--threads must be at least 1")
     path = os.fspath(container)
-    report = VerifyReport(path, os.fspath(against) if against is not None else None)
-    reader = ContainerReader(path)  # a broken trailer/index is fatal: raises CorruptContainerError
-    source = formats.open_checkpoint(os.fspath(against)) if against is not None else None
+    against = os.fspath(against) if against is not None else None
+    if path == STDIO and against == STDIO:
+        raise BadInputError("the container and --against cannot both be read from stdin (-); give one a path")
+    with seekable_input(path) as readable:
+        return _verify(readable, VerifyReport(path, against), max_error, progress, threads)
+
+
+def _verify(path: str, report: VerifyReport, max_error: float | None, progress: Progress | None,
+            threads: int) -> VerifyReport:
+    stored = StoredTensors.open(path)  # a broken trailer/index is fatal: raises CorruptContainerError
     try:
-        chunk_owner = {ref.offset: (entry, number) for entry in reader.entries for number, ref in enumerate(entry.chunks)}
-        bad_chunks: dict[int, set[int]] = {}
-        _scan_all_records(reader, chunk_owner, bad_chunks, report)
-        source_names = {info.name: info for info in source.tensors} if source else {}
-        total = sum(e.original_bytes or 0 for e in reader.entries)
-        done = 0
-        for entry in reader.entries:
-            check = TensorCheck(entry.name, entry.strategy, _lossless(entry))
-            report.tensors.append(check)
-            if entry.id in bad_chunks:
-                numbers = ", ".join(str(n) for n in sorted(bad_chunks[entry.id]))
-                check.status, check.detail = "corrupt", f"chunk {numbers}: checksum mismatch"
-                continue
-            info = source_names.get(entry.name)
-            if source is not None and info is None:
-                check.status, check.detail = "extra", "not in the source checkpoint"
-            elif info is not None and (info.dtype, info.shape) != (entry.dtype, entry.shape):
-                check.status = "mismatch"
-                check.detail = f"source is {info.dtype}{list(info.shape)}, container {entry.dtype}{list(entry.shape)}"
-                continue
-            try:
-                _verify_tensor(reader, entry, check, source if info is not None else None, max_error)
-            except CorruptContainerError as exc:
-                check.status, check.detail = "corrupt", str(exc)
-            done += entry.original_bytes or 0
-            if progress:
-                progress(done, total, entry.name)
-        if source is not None:
-            for name in source_names:
-                if name not in reader:
-                    report.tensors.append(TensorCheck(name, "", False, "missing", "in the source, not in the container"))
+        source = formats.open_checkpoint(report.against) if report.against is not None else None
+    except BaseException:
+        stored.close()
+        raise
+    try:
+        _verify_all(stored, source, report, max_error, progress, threads)
     finally:
-        reader.close()
+        stored.close()
         if source is not None:
             source.close()
     return report
 
 
-def _scan_all_records(reader: ContainerReader, chunk_owner, bad_chunks, report: VerifyReport) -> None:
-    """Walk every record front to back; checksum failures are reported, not raised, where the
-    record header (and so the length) is intact, so the walk continues past a bad payload."""
-    with open(reader.path, "rb") as handle:
-        offset = spec.FILE_HEADER.size
-        handle.seek(offset)
-        end = reader.file_length - spec.TRAILER.size
-        while offset < end:
-            head = handle.read(spec.RECORD_HEADER.size)
-            try:
-                _, _, length, checksum = parse_record_header(head, offset, end - offset)
-            except CorruptContainerError as exc:
-                report.problems.append(str(exc))
-                return
-            body_ok = _checksum_stream(handle, length) == checksum
-            if not body_ok:
-                owner = chunk_owner.get(offset)
-                if owner is not None:
-                    entry, number = owner
-                    bad_chunks.setdefault(entry.id, set()).add(number)
-                else:
-                    report.problems.append(f"corrupt container at byte {offset}: record checksum mismatch")
-            offset += spec.RECORD_HEADER.size + length
-        if offset != end:
-            report.problems.append(f"corrupt container: records end at byte {offset}, index says {end}")
-
-
-def _checksum_stream(handle, length: int) -> int:
-    hasher = spec.new_body_hasher()
-    remaining = length
-    while remaining:
-        block = handle.read(min(remaining, 8 << 20))
-        if not block:
-            break
-        hasher.update(block)
-        remaining -= len(block)
-    return hasher.intdigest()
-
-
-def _verify_tensor(reader, entry: TensorEntry, check: TensorCheck, source, max_error) -> None:
-    decoded_digest = spec.new_digest()
-    source_digest = spec.new_digest() if source is not None else None
-    error = ErrorStats()
-    first_difference = None
-    for row_start, row_stop, array in reader.iter_chunks(entry):
-        decoded_digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
-        if source is None:
+def _verify_all(stored: StoredTensors, source, report: VerifyReport, max_error, progress, threads) -> None:
+    reader = stored.reader
+    source_names = {info.name: info for info in source.tensors} if source else {}
+    verifiers: dict[int, _TensorVerifier] = {}
+    for entry in reader.entries:
+        check = TensorCheck(entry.name, entry.strategy, tensorcodec.is_lossless(entry))
+        report.tensors.append(check)
+        info = source_names.get(entry.name)
+        if source is not None and info is None:
+            check.status, check.detail = "extra", "not in the source checkpoint"
+        elif info is not None and (info.dtype, info.shape) != (entry.dtype, entry.shape):
+            check.status = "mismatch"
+            check.detail = f"source is {info.dtype}{list(info.shape)}, container {entry.dtype}{list(entry.shape)}"
             continue
-        original = source.read(entry.name, row_start, row_stop)
-        source_digest.update(np.ascontiguousarray(original).view(np.uint8).reshape(-1))
-        if check.lossless:
-            if first_difference is None and not _bytes_equal(original, array):
-                first_difference = row_start + _first_differing_row(original, array)
+        verifiers[entry.id] = _TensorVerifier(entry, check, source if info is not None else None, max_error)
+    chunk_owner = {ref.offset: (entry, number) for entry in reader.entries for number, ref in enumerate(entry.chunks)}
+    total = sum(e.original_bytes or 0 for e in reader.entries)
+    done = 0
+
+    def finished(verifier: _TensorVerifier) -> None:
+        nonlocal done
+        verifier.finish()
+        done += verifier.entry.original_bytes or 0
+        if progress:
+            progress(done, total, verifier.entry.name)
+
+    for entry in reader.entries:  # tensors without chunks are complete before the walk
+        if not entry.chunks and entry.id in verifiers:
+            finished(verifiers.pop(entry.id))
+    for entry, number, row_start, row_stop, result in _walk_and_decode(stored, chunk_owner, verifiers,
+                                                                       report.problems, threads):
+        verifier = verifiers[entry.id]
+        verifier.add(number, row_start, row_stop, result)
+        if verifier.complete:
+            finished(verifiers.pop(entry.id))
+    for verifier in verifiers.values():
+        # the walk stopped early (a broken record header): read what it missed by the index
+        verifier.recheck_by_index(stored)
+        finished(verifier)
+    if source is not None:
+        for name in source_names:
+            if name not in reader:
+                report.tensors.append(TensorCheck(name, "", False, "missing", "in the source, not in the container"))
+
+
+def _walk_and_decode(stored: StoredTensors, chunk_owner, verifiers, problems: list[str], threads: int):
+    """``(entry, number, row_start, row_stop, array | CorruptContainerError)`` for every chunk
+    record the index knows, in file order, decoded ``threads`` at a time. A chunk whose
+    checksum fails gives ``None``."""
+    reader = stored.reader
+
+    def decode(entry: TensorEntry, number: int, record):
+        try:
+            chunk = parse_chunk(record.body, record.offset)
+            ref = entry.chunks[number]
+            if (chunk.tensor_id, chunk.number, chunk.row_start, chunk.row_stop) != (
+                entry.id, number, ref.row_start, ref.row_stop
+            ):
+                raise CorruptContainerError(f"tensor {entry.name!r} chunk {number}: record does not match the index")
+            return tensorcodec.decode_chunk(entry, chunk)
+        except CorruptContainerError as exc:
+            return exc
+        finally:
+            reader.release(record.offset, spec.RECORD_HEADER.size + len(record.body))
+
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-verify") as pool:
+        for record in reader.walk_records(problems):
+            owner = chunk_owner.get(record.offset) if record.type == spec.RecordType.CHUNK else None
+            if owner is None:
+                if not record.checksum_ok:
+                    problems.append(f"corrupt container at byte {record.offset}: record checksum mismatch")
+                continue
+            entry, number = owner
+            if entry.id not in verifiers:
+                continue
+            ref = entry.chunks[number]
+            if not record.checksum_ok:
+                pending.append((entry, number, ref, None))
+            else:
+                pending.append((entry, number, ref, pool.submit(decode, entry, number, record)))
+            while len(pending) > 2 * threads or (pending and (pending[0][3] is None or pending[0][3].done())):
+                head_entry, head_number, head_ref, future = pending.popleft()
+                yield head_entry, head_number, head_ref.row_start, head_ref.row_stop, (
+                    None if future is None else future.result())
+        while pending:
+            head_entry, head_number, head_ref, future = pending.popleft()
+            yield head_entry, head_number, head_ref.row_start, head_ref.row_stop, (
+                None if future is None else future.result())
+
+
+class _TensorVerifier:
+    """One tensor's verdict, fed its decoded chunks in order."""
+
+    def __init__(self, entry: TensorEntry, check: TensorCheck, source, max_error) -> None:
+        self.entry, self.check, self.source, self.max_error = entry, check, source, max_error
+        self._reset()
+
+    def _reset(self) -> None:
+        self.next_chunk = 0
+        self.bad_chunks: list[int] = []
+        self.failure: str | None = None
+        self.decoded_digest = spec.new_digest()
+        self.source_digest = spec.new_digest() if self.source is not None else None
+        self.error = ErrorStats()
+        self.first_difference: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.next_chunk == len(self.entry.chunks)
+
+    def add(self, number: int, row_start: int, row_stop: int, result) -> None:
+        self.next_chunk = number + 1
+        if result is None:
+            self.bad_chunks.append(number)
+        elif isinstance(result, CorruptContainerError):
+            self.failure = self.failure or str(result)
+        elif not self.bad_chunks and self.failure is None:
+            self._compare(row_start, row_stop, result)
+
+    def _compare(self, row_start: int, row_stop: int, array: np.ndarray) -> None:
+        tensorcodec.update_digest(self.decoded_digest, array)
+        if self.source is None:
+            return
+        original = self.source.read(self.entry.name, row_start, row_stop)
+        tensorcodec.update_digest(self.source_digest, original)
+        if self.check.lossless:
+            if self.first_difference is None and not _bytes_equal(original, array):
+                self.first_difference = row_start + _first_differing_row(original, array)
         else:
-            error.add(original, array)
-    if check.lossless and decoded_digest.hexdigest() != entry.digest:
-        raise CorruptContainerError("decoded bytes do not match the stored digest")
-    if source is None:
-        if not check.lossless and entry.stats:
-            check.error = entry.stats
-        return
-    if source_digest.hexdigest() != entry.digest:
-        check.status = "mismatch"
-        check.detail = "the container was made from different data than this source"
-        if first_difference is not None:
-            check.detail += f" (first difference in row {first_difference})"
-        return
-    if check.lossless:
-        check.detail = "bit-exact"
-        return
-    check.error = error.to_dict()
-    stored = entry.stats or {}
-    stored_mse = stored.get("relative_mse")
-    if stored_mse is not None and not np.isclose(error.relative_mse, stored_mse, rtol=1e-6, atol=1e-12):
-        check.status = "mismatch"
-        check.detail = f"relative MSE {error.relative_mse:.3g} differs from the stored {stored_mse:.3g}"
-    elif max_error is not None and error.relative_mse > max_error:
-        check.status = "mismatch"
-        check.detail = f"relative MSE {error.relative_mse:.3g} exceeds --max-error {max_error:g}"
-    else:
-        check.detail = f"relative MSE {error.relative_mse:.3g}"
+            self.error.add(original, array)
+
+    def recheck_by_index(self, stored: StoredTensors) -> None:
+        self._reset()
+        try:
+            for row_start, row_stop, array in stored.iter_chunks(self.entry):
+                self._compare(row_start, row_stop, array)
+                self.next_chunk += 1
+        except CorruptContainerError as exc:
+            self.failure = str(exc)
+
+    def finish(self) -> None:
+        check, entry = self.check, self.entry
+        if self.bad_chunks:
+            numbers = ", ".join(str(n) for n in self.bad_chunks)
+            check.status, check.detail = "corrupt", f"chunk {numbers}: checksum mismatch"
+            return
+        if self.failure is not None:
+            check.status, check.detail = "corrupt", self.failure
+            return
+        if check.lossless and self.decoded_digest.hexdigest() != entry.digest:
+            check.status, check.detail = "corrupt", "decoded bytes do not match the stored digest"
+            return
+        if self.source is None:
+            if not check.lossless and entry.stats:
+                check.error = entry.stats
+            return
+        if self.source_digest.hexdigest() != entry.digest:
+            check.status = "mismatch"
+            check.detail = "the container was made from different data than this source"
+            if self.first_difference is not None:
+                check.detail += f" (first difference in row {self.first_difference})"
+            return
+        if check.lossless:
+            check.detail = "bit-exact"
+            return
+        error = self.error
+        check.error = error.to_dict()
+        stored = entry.stats or {}
+        stored_mse = stored.get("relative_mse")
+        if stored_mse is not None and not np.isclose(error.relative_mse, stored_mse, rtol=1e-6, atol=1e-12):
+            check.status = "mismatch"
+            check.detail = f"relative MSE {error.relative_mse:.3g} differs from the stored {stored_mse:.3g}"
+        elif self.max_error is not None and error.relative_mse > self.max_error:
+            check.status = "mismatch"
+            check.detail = f"relative MSE {error.relative_mse:.3g} exceeds --max-error {self.max_error:g}"
+        else:
+            check.detail = f"relative MSE {error.relative_mse:.3g}"
 
 
 def _bytes_equal(a: np.ndarray, b: np.ndarray) -> bool:

@@ -12,9 +12,10 @@ import pytest
 import bie_cli
 from bie_cli.errors import CorruptContainerError
 from bie_cli.formats.cai import spec
-from bie_cli.formats.cai.reader import ContainerReader, StreamDecoder, scan_records
+from bie_cli.formats.cai.reader import ContainerReader, scan_records
 from bie_cli.formats.cai.writer import ContainerWriter
 from bie_cli.formats.safetensors import open as open_safetensors
+from bie_cli.tensorcodec import StoredTensors, StreamDecoder
 
 
 def _compress(src: Path, dst: Path, **options) -> bie_cli.pipeline.CompressStats:
@@ -111,8 +112,8 @@ def test_unknown_record_types_are_skipped(tmp_path):
     writer.finish()
     path = tmp_path / "future.cai"
     path.write_bytes(out.getvalue())
-    with ContainerReader(path) as reader:
-        assert reader.read_tensor("t").tolist() == [1.0, 2.0]
+    with StoredTensors.open(path) as stored:
+        assert stored.read_tensor("t").tolist() == [1.0, 2.0]
     decoder = StreamDecoder(io.BytesIO(out.getvalue()))
     assert [a.tolist() for _, _, _, a in decoder.chunks()] == [[1.0, 2.0]]
 

@@ -20,7 +20,8 @@ from conftest import dir_listing, write_safetensors
 import bie_cli
 from bie_cli.errors import CorruptContainerError, UnknownStrategyError
 from bie_cli.formats.cai import spec
-from bie_cli.formats.cai.reader import ContainerReader, StreamDecoder
+from bie_cli.formats.cai.reader import ContainerReader
+from bie_cli.tensorcodec import StreamDecoder
 
 
 def _digest(path: Path) -> str:

@@ -354,7 +354,7 @@ def test_external_data_50mb_round_trip(tmp_path: Path) -> None:
 
 
 def test_auto_external_over_the_protobuf_limit(synthetic: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(onnx_format, "PROTOBUF_LIMIT", 2048)
+    monkeypatch.setattr(onnx_format.writer, "PROTOBUF_LIMIT", 2048)  # the module that applies it
     out = tmp_path / "auto.onnx"
     round_trip(synthetic, out)
     assert (tmp_path / "auto.onnx.data").exists()
@@ -368,7 +368,7 @@ def test_pipeline_temporary_name_gives_the_data_file_name(synthetic: Path, tmp_p
     temporary = tmp_path / ".final.onnx.ab12_xyz.partial"
     round_trip(synthetic, temporary, external_data=True)
     assert (tmp_path / "final.onnx.data").exists()
-    assert onnx_format._final_name("x/y.onnx", "z/final.onnx") == "final.onnx"
+    assert onnx_format.writer._final_name("x/y.onnx", "z/final.onnx") == "final.onnx"
 
 
 def test_container_without_graph_cannot_become_onnx(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Sequence
 
+from ..paths import write_file_atomically
 from .grid import Result
 
 CSV_NAME = "results.csv"
@@ -20,11 +21,12 @@ ERROR_PLOT = "error_vs_bits.png"
 
 def write_csv(results: Sequence[Result], path: str) -> None:
     fields = list(Result.__dataclass_fields__)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for result in results:
-            writer.writerow(result.to_dict())
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    for result in results:
+        writer.writerow(result.to_dict())
+    write_file_atomically(path, text.getvalue())
 
 
 def _largest(results: Sequence[Result]) -> tuple[int, int]:
@@ -131,8 +133,7 @@ def write_report(results: Sequence[Result], directory: str, command: str = "") -
     write_csv(results, paths[CSV_NAME])
     images = {RATIO_PLOT: ratio_plot(results), ERROR_PLOT: error_plot(results)}
     for name, data in images.items():
-        with open(paths[name], "wb") as handle:
-            handle.write(data)
+        write_file_atomically(paths[name], data)
     sparsities, table = headline_rows(results)
     rows, cols = _largest(results)
     headline = _html_table(["method", *[f"{s:g}%" for s in sparsities]], table)
@@ -156,6 +157,5 @@ of their arrays. Matrices are N(0, 0.02²) float32, magnitude-pruned. {html.esca
 <h2>All results</h2>{full}
 </body></html>
 """
-    with open(paths[HTML_NAME], "w") as handle:
-        handle.write(page)
+    write_file_atomically(paths[HTML_NAME], page)
     return paths

@@ -6,9 +6,9 @@ Subcommand modules import numpy, torch etc. inside their functions, so
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
-import click
 import typer
 
 from . import bench, compress, decompress, embed, inspect, strategies, verify
@@ -17,7 +17,9 @@ app = typer.Typer(
     name="bie",
     help="Compress model checkpoints into checksummed, streamable .cai containers.\n\n"
     "Exit codes: 0 ok, 1 verification failed, 2 usage or bad input, 3 corrupt container.",
-    no_args_is_help=True,
+    # Bare `bie` is handled in _options (help on stderr, exit 2) so it behaves the same on every
+    # Click: Click < 8.2 exits 0 for no_args_is_help, newer Click raises a usage error.
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -27,20 +29,35 @@ _debug = False
 
 #: a bug in bie rather than in the input (BSD sysexits EX_SOFTWARE)
 EXIT_INTERNAL = 70
+#: a usage error, as Click and every getopt tool report it
+EXIT_USAGE = 2
 
 
-@app.callback()
-def _options(
-    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    global _debug
-    _debug = debug
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from .. import __version__
 
         typer.echo(f"bie {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    context: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+    version: bool = typer.Option(
+        False, "--version", "-V", help="Print the version and exit.", is_eager=True, callback=_print_version,
+    ),
+) -> None:
+    global _debug
+    _debug = debug
+    if context.invoked_subcommand is None:
+        # Typer's rich help prints itself to stdout instead of returning text: send it to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            help_text = context.get_help()
+        if help_text:
+            typer.echo(help_text, err=True)
+        raise typer.Exit(EXIT_USAGE)
 
 
 app.command("compress")(compress.command)
@@ -56,9 +73,25 @@ def _error(message: str) -> None:
     sys.stderr.write(f"bie: error: {message}\n")
 
 
+def _click_exception_class() -> type[Exception]:
+    """The base class of usage errors in whichever Click runs under Typer.
+
+    Typer up to 0.2x raises the ``click`` package's exceptions; newer Typer
+    raises those of its vendored copy (``typer._click``), which are different
+    classes, and ``click`` may not even be installed. Neither exports the base
+    class under one public name, but ``typer.BadParameter`` is public in every
+    version and derives from it.
+    """
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == "ClickException":
+            return cls
+    raise RuntimeError(f"typer.BadParameter has no ClickException base: {typer.BadParameter.__mro__}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..errors import BieError
 
+    usage_error = _click_exception_class()
     try:
         result = app(args=argv, prog_name="bie", standalone_mode=False)
     except BieError as exc:
@@ -66,12 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except usage_error as exc:  # unknown option or command, missing or bad argument: usage line + message
         exc.show()
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         _error("interrupted")
         return 130
     except BrokenPipeError:

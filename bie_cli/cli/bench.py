@@ -65,9 +65,9 @@ def command(
             typer.echo(f"{name}\tbaseline")
         return 0
     if repeats < 1:
-        from ..errors import BadInputError
-
         raise BadInputError("--repeats must be at least 1")
+    if output_dir == "-":
+        raise BadInputError("--output-dir - : the report is several files and cannot go to stdout; use --json for stdout")
     config = grid.GridConfig(repeats=repeats, seed=seed)
     if quick:
         config.sizes, config.sparsities, config.repeats, config.memory = [(256, 256)], [0.0, 90.0, 95.0], 1, False

@@ -9,12 +9,15 @@ import typer
 
 
 def command(
-    src: Annotated[str, typer.Argument(help="Checkpoint: .safetensors (file, index or sharded directory), .pt/.pth/.bin, .onnx.")],
+    src: Annotated[str, typer.Argument(metavar="SRC", help="Checkpoint: .safetensors (file, index or sharded directory), .pt/.pth/.bin, .onnx; - reads safetensors from stdin.")],
     output: Annotated[str, typer.Option("-o", "--output", help="Output .cai file, or - for stdout.")],
     strategy: Annotated[str, typer.Option("-s", "--strategy", help="Default strategy NAME[:key=value,...] (see `bie strategies`).")] = "",
     rule: Annotated[Optional[list[str]], typer.Option("-r", "--rule", help="Per-layer override GLOB=NAME[:key=value,...]; repeatable, first match wins.")] = None,
     policy: Annotated[Optional[Path], typer.Option("--policy", help="TOML policy file with a default strategy and [[rules]].")] = None,
-    threads: Annotated[int, typer.Option("-j", "--threads", help="Encode chunks in parallel on N threads.", min=1)] = 1,
+    format: Annotated[Optional[str], typer.Option("--format", help="Source format: safetensors, pytorch or onnx (default: sniffed).")] = None,
+    threads: Annotated[int, typer.Option("-j", "--threads", help="Encode chunks in parallel on N threads (or N processes with --executor processes).", min=1)] = 1,
+    executor: Annotated[str, typer.Option("--executor", help="Where chunks are encoded: threads, processes, or dask (needs --scheduler and bie-cli[distributed]).")] = "threads",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address tcp://HOST:PORT; every worker must see SRC at the same path.")] = None,
     chunk_size: Annotated[str, typer.Option("--chunk-size", help="Target chunk size (bytes; K/M/G suffixes allowed).")] = "4M",
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or summary on stderr.")] = False,
@@ -30,7 +33,8 @@ def command(
     with progress_bar("compress", quiet) as progress:
         stats = compress_model(
             src, output, strategy=strategy, rules=rule or (), policy=policy, threads=threads,
-            chunk_size=parse_size(chunk_size), force=force, progress=progress,
+            chunk_size=parse_size(chunk_size), force=force, progress=progress, source_format=format,
+            executor=executor, scheduler=scheduler,
         )
     if json_output:
         print_json(stats.to_dict())

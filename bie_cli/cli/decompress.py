@@ -8,8 +8,8 @@ import typer
 
 
 def command(
-    src: Annotated[str, typer.Argument(help="Container .cai file, or - to read a stream from stdin.")],
-    output: Annotated[str, typer.Option("-o", "--output", help="Output checkpoint; the format comes from the extension.")],
+    src: Annotated[str, typer.Argument(metavar="SRC", help="Container .cai file, or - to read a stream from stdin.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Output checkpoint; the format comes from the extension. - writes to stdout (with --format safetensors or pytorch).")],
     format: Annotated[Optional[str], typer.Option("--format", help="Output format: safetensors, pytorch or onnx (overrides the extension).")] = None,
     tensor: Annotated[Optional[list[str]], typer.Option("-t", "--tensor", help="Extract only this tensor; repeatable.")] = None,
     external_data: Annotated[Optional[bool], typer.Option("--external-data/--no-external-data", help="ONNX: weights in a .data file beside the model (default: only over 2 GB).")] = None,
@@ -20,8 +20,12 @@ def command(
     json_output: Annotated[bool, typer.Option("--json", help="Write statistics as JSON to stdout.")] = False,
 ) -> int:
     """Rebuild a checkpoint from a .cai container (lossless tensors bit-exact, checked against their digests)."""
+    from ..errors import BadInputError
     from ..pipeline import decompress_model
     from .output import human_bytes, print_json, progress_bar, stderr_console
+
+    if json_output and output == "-":
+        raise BadInputError("--json and -o - both want stdout; write the checkpoint to a file")
 
     options = {} if external_data is None else {"external_data": external_data}
     with progress_bar("decompress", quiet) as progress:

@@ -1,4 +1,4 @@
-"""``bie inspect FILE.cai`` — reads only the trailer, header and index (no torch, no numba)."""
+"""``bie inspect FILE.cai`` (``-``: stdin) — reads only the trailer, header and index (no torch, no numba)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 
 
 def command(
-    container: Annotated[str, typer.Argument(help="Container .cai file.")],
+    container: Annotated[str, typer.Argument(metavar="FILE.cai", help="Container .cai file, or - to read it from stdin.")],
     json_output: Annotated[bool, typer.Option("--json", help="Write the summary and per-tensor table as JSON to stdout.")] = False,
     tensors: Annotated[bool, typer.Option("--tensors/--no-tensors", help="Show the per-tensor table.")] = True,
 ) -> int:
@@ -16,9 +16,10 @@ def command(
     from collections import Counter
 
     from ..formats.cai.reader import ContainerReader
+    from ..paths import seekable_input
     from .output import format_error, human_bytes, print_json, stdout_console
 
-    with ContainerReader(container) as reader:
+    with seekable_input(container) as path, ContainerReader(path) as reader:
         header, entries, file_length = reader.header, reader.entries, reader.file_length
     original = sum(e.original_bytes or 0 for e in entries)
     source = header.get("source") or {}

@@ -8,8 +8,8 @@ import typer
 
 
 def command(
-    container: Annotated[str, typer.Argument(help="Container .cai file.")],
-    against: Annotated[Optional[str], typer.Option("--against", help="Original checkpoint to compare every tensor with.")] = None,
+    container: Annotated[str, typer.Argument(metavar="FILE.cai", help="Container .cai file, or - to read it from stdin.")],
+    against: Annotated[Optional[str], typer.Option("--against", help="Original checkpoint to compare every tensor with; - reads safetensors from stdin.")] = None,
     max_error: Annotated[Optional[float], typer.Option("--max-error", help="Fail lossy tensors whose relative MSE exceeds this.")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only problems.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Write the report as JSON to stdout.")] = False,

@@ -11,6 +11,7 @@ from importlib import import_module
 from types import ModuleType
 
 from ..errors import BadInputError
+from ..paths import STDIO
 from .base import CheckpointSource, TensorInfo
 
 # name -> (module, output extensions); order is the sniffing order.
@@ -38,6 +39,8 @@ def format_for_output(path: str, explicit: str | None = None) -> str:
     if explicit:
         module(explicit)  # validates the name
         return explicit
+    if path == STDIO:
+        raise BadInputError("-o - writes to stdout and has no extension to tell the format; add --format safetensors or --format pytorch")
     extension = os.path.splitext(path)[1].lower()
     for name, (_, extensions) in _FORMATS.items():
         if extension in extensions:
@@ -70,11 +73,47 @@ def detect(path: str) -> str:
 
 
 def open_checkpoint(path: str, format: str | None = None) -> CheckpointSource:
-    """Open a checkpoint lazily; the format is sniffed unless given."""
+    """Open a checkpoint lazily; the format is sniffed unless given. ``-`` reads a safetensors stream from stdin."""
+    if path == STDIO:
+        return _open_stdin(format)
     name = format or detect(path)
     if not os.path.exists(path):
         raise BadInputError(f"no such file or directory: {path}")
     return module(name).open(path)
+
+
+def _open_stdin(format: str | None) -> CheckpointSource:
+    """safetensors is the one format that can be read front to back (header, then tensors in
+    offset order); PyTorch files are zip archives and ONNX protobufs, read by seeking."""
+    import sys
+
+    from . import safetensors
+
+    if format is not None:
+        module(format)  # validates the name
+        if format != safetensors.name:
+            raise BadInputError(
+                f"{format} checkpoints cannot be read from a pipe (their readers seek); give the file's path, "
+                "or convert to safetensors"
+            )
+    stream = sys.stdin.buffer
+    if sys.stdin.isatty():
+        raise BadInputError("- reads the checkpoint from stdin, which is a terminal; pipe a file in or give its path")
+    head = b""
+    while len(head) < 9:
+        block = stream.read(9 - len(head))
+        if not block:
+            break
+        head += block
+    if format is None and not safetensors.sniff_bytes(head):
+        looks_like = " (it looks like a PyTorch zip archive)" if head.startswith(b"PK") else ""
+        if not head:
+            raise BadInputError("stdin is empty; pipe a safetensors file in")
+        raise BadInputError(
+            f"stdin is not a safetensors file{looks_like}; only safetensors can be read from a pipe: "
+            "give the file's path (or --format safetensors if it is one)"
+        )
+    return safetensors.open_stream(stream, STDIO, prefix=head)
 
 
 __all__ = ["FORMAT_NAMES", "CheckpointSource", "TensorInfo", "detect", "format_for_output", "module", "open_checkpoint"]

@@ -11,10 +11,10 @@ same view of one storage (tied weights) are stored once and re-tied.
 from __future__ import annotations
 
 import builtins
+import io
 import math
 import os
 import pickle
-import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -63,6 +63,27 @@ def sniff(path: str) -> bool:
     return head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
+class PyTorchFileError(BadInputError):
+    """The file is not a PyTorch checkpoint torch can read (truncated, corrupt, not a checkpoint)."""
+
+
+class _CappedReads(io.FileIO):
+    """A file whose ``read(n)`` never asks for more bytes than remain.
+
+    torch's unpickler reads a string by the length the file declares; in a legacy
+    file it reads the real file, and a damaged 4-byte length would make it allocate
+    up to 4 GiB before finding the file too short."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "rb")
+        self._size = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and size > 0:
+            size = min(size, max(0, self._size - self.tell()))
+        return super().read(size)
+
+
 def _load(path: str):
     torch = _torch()
     try:
@@ -72,22 +93,36 @@ def _load(path: str):
             if "mmap" not in str(exc):
                 raise
             # legacy (non-zip) files cannot be memory-mapped
-            return torch.load(path, map_location="cpu", weights_only=True)
+            with _CappedReads(path) as handle:
+                return torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).split("\n")[0] if str(exc) else ""
-        detail = ""
-        for line in str(exc).splitlines():
-            if "GLOBAL" in line or "Unsupported global" in line:
-                detail = f" ({line.strip()})"
-                break
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        needs_code = next((line for line in lines if "GLOBAL" in line or "Unsupported global" in line), None)
+        if needs_code is None:
+            # the restricted unpickler met an instruction it does not run: a damaged
+            # stream, or one that needs more than weights_only=True allows
+            detail = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
+            raise PyTorchFileError(
+                f"cannot read {path} as a PyTorch checkpoint: its pickle is corrupt or needs more than "
+                f"weights_only=True allows ({detail.split('use case: ')[-1]})"
+            ) from exc
         raise UnsafePickleError(
-            f"refusing to load {path}: its pickle needs to run code{detail or (' (' + first + ')' if first else '')}; "
+            f"refusing to load {path}: its pickle needs to run code ({needs_code}); "
             "bie loads PyTorch files with weights_only=True and never executes pickled code. "
             "Re-save the weights with torch.save(model.state_dict(), ...) or convert to safetensors"
-        ) from None
-    except (zipfile.BadZipFile, EOFError, ValueError, RuntimeError, OSError, KeyError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInputError(f"cannot read {path} as a PyTorch checkpoint (truncated or corrupt?): {message}") from None
+        ) from exc
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Only torch runs inside this call, parsing the untrusted file: its zip reader,
+        # its restricted unpickler (IndexError on an empty stack, AssertionError on a
+        # missing storage key, struct.error, UnicodeDecodeError...) and the tensor
+        # rebuilders say "damaged" with whatever exception they happen to hit.
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        raise PyTorchFileError(
+            f"cannot read {path} as a PyTorch checkpoint (truncated or corrupt?): "
+            f"{type(exc).__name__}{': ' + message if message else ''}"
+        ) from exc
 
 
 def _json_value(value, where: str):
@@ -280,7 +315,7 @@ def write(
     else:
         # another source format, or a subset of tensors: a plain state dict in stored order
         obj = OrderedDict((info.name, built[info.name]) for info in tensors)
-    torch.save(obj, path)
+    torch.save(obj, path)  # a path or stdout: torch.save's zip writer never seeks back
 
 
 def _skeleton_names(node: dict) -> set[str]:

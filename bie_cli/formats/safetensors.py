@@ -12,13 +12,16 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import stat
 import struct
 from collections.abc import Iterable
+from typing import BinaryIO
 
 import numpy as np
 
 from .. import dtypes
 from ..errors import BadInputError, UnsupportedDtypeError
+from ..paths import binary_output
 from .base import CheckpointSource, TensorInfo
 
 name = "safetensors"
@@ -41,13 +44,16 @@ def sniff(path: str) -> bool:
             head = handle.read(9)
     except OSError:
         return False
-    if len(head) < 9:
-        return False
-    (length,) = _HEADER_SIZE.unpack(head[:8])
-    return 2 <= length <= MAX_HEADER and head[8:9] == b"{"
+    return sniff_bytes(head)
 
 
 # -- reading -----------------------------------------------------------------------
+
+
+def _json_problem(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
 
 
 def _reject_duplicates(pairs):
@@ -68,6 +74,8 @@ class _ShardReader:
         except OSError as exc:
             raise BadInputError(f"cannot read {path}: {exc.strerror}") from None
         try:
+            if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+                raise self._bad("it is not a regular file")
             self._parse_header()
         except BaseException:
             os.close(self.fd)
@@ -76,9 +84,15 @@ class _ShardReader:
     def _bad(self, message: str) -> BadInputError:
         return BadInputError(f"{self.path} is not a valid safetensors file: {message}")
 
+    def _size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def _pread(self, length: int, offset: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
     def _parse_header(self) -> None:
-        size = os.fstat(self.fd).st_size
-        head = os.pread(self.fd, 8, 0)
+        size = self._size()
+        head = self._pread(8, 0)
         if len(head) < 8:
             raise self._bad("file is shorter than its 8-byte header length (truncated)")
         (length,) = _HEADER_SIZE.unpack(head)
@@ -87,9 +101,10 @@ class _ShardReader:
         if 8 + length > size:
             raise self._bad("header runs past the end of the file (truncated)")
         try:
-            header = json.loads(os.pread(self.fd, length, 8), object_pairs_hook=_reject_duplicates)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise self._bad(f"header is not valid JSON ({exc})") from None
+            # decoded here: json.loads would also accept UTF-16 and UTF-32 bytes
+            header = json.loads(self._pread(length, 8).decode("utf-8"), object_pairs_hook=_reject_duplicates)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise self._bad(f"header is not valid JSON ({_json_problem(exc)})") from exc
         if not isinstance(header, dict):
             raise self._bad("header is not a JSON object")
         metadata = header.pop("__metadata__", None)
@@ -140,7 +155,7 @@ class _ShardReader:
         row_bytes = row_elements * np_dtype.itemsize
         begin = self.data_start + self.offsets[info.name] + row_start * row_bytes
         length = (row_stop - row_start) * row_bytes
-        data = os.pread(self.fd, length, begin) if length else b""
+        data = self._pread(length, begin) if length else b""
         if len(data) != length:
             raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
         shape = info.shape if not info.shape else (row_stop - row_start, *info.shape[1:])
@@ -153,6 +168,86 @@ class _ShardReader:
             self.fd = -1
 
 
+class _StreamReader(_ShardReader):
+    """A safetensors file arriving on a pipe (``bie compress -``): read front to back.
+
+    The header comes first, then tensors are read in data-offset order, which
+    is the order ``tensors`` lists them and the order compress and verify ask
+    for them; gaps are skipped. The last read is kept, because compress reads
+    a tensor's first chunk twice (once to choose among candidate strategies).
+    Any other read backwards is an error: a pipe cannot seek.
+    """
+
+    # a pipe has no size: lengths are checked as the bytes arrive ("file ended while reading")
+    _UNKNOWN_SIZE = 1 << 62
+
+    def __init__(self, stream: BinaryIO, label: str, prefix: bytes = b"") -> None:
+        self.path = label
+        self.fd = -1
+        self._stream = stream
+        self._prefix = prefix
+        self._position = 0
+        self._last: tuple[int, int, bytes] | None = None
+        self._parse_header()
+
+    def _size(self) -> int:
+        return self._UNKNOWN_SIZE
+
+    def _read_exactly(self, length: int) -> bytes:
+        parts = []
+        if self._prefix:
+            parts.append(self._prefix[:length])
+            self._prefix = self._prefix[length:]
+        remaining = length - sum(map(len, parts))
+        while remaining > 0:
+            block = self._stream.read(remaining)
+            if not block:
+                break
+            parts.append(block)
+            remaining -= len(block)
+        data = b"".join(parts)
+        self._position += len(data)
+        return data
+
+    def _pread(self, length: int, offset: int) -> bytes:
+        if self._last is not None and self._last[:2] == (offset, length):
+            return self._last[2]
+        if offset < self._position:
+            raise BadInputError(
+                f"{self.path}: a safetensors stream is read once, front to back, but byte {offset} was asked "
+                "for after it had passed; give the file's path instead"
+            )
+        while self._position < offset:  # skip what nobody asked for
+            if not self._read_exactly(min(offset - self._position, 1 << 20)):
+                break
+        data = self._read_exactly(length) if self._position == offset else b""
+        self._last = (offset, length, data)
+        return data
+
+
+def open_stream(stream: BinaryIO, label: str = "-", prefix: bytes = b"") -> CheckpointSource:
+    """A lazy source over a safetensors file arriving on ``stream`` (stdin); ``prefix`` holds
+    bytes already taken from the stream to sniff it. Tensors must be read in ``tensors`` order."""
+    reader = _StreamReader(stream, label, prefix)
+
+    def read_rows(tensor_name: str, row_start: int, row_stop: int) -> np.ndarray:
+        return reader.read_rows(reader_infos[tensor_name], row_start, row_stop)
+
+    reader_infos = {info.name: info for info in reader.tensors}
+    return CheckpointSource(
+        format=name, path=label, tensors=list(reader.tensors), read_rows=read_rows,
+        metadata={"safetensors": {"__metadata__": reader.metadata}},
+    )
+
+
+def sniff_bytes(head: bytes) -> bool:
+    """Do the first 9 bytes of a file look like safetensors (header length, then a JSON object)?"""
+    if len(head) < 9:
+        return False
+    (length,) = _HEADER_SIZE.unpack(head[:8])
+    return 2 <= length <= MAX_HEADER and head[8:9] == b"{"
+
+
 def _shard_files(path: str) -> tuple[list[str], dict | None]:
     """Shard paths in order, plus the index's own metadata when there is an index."""
     index_path = path if path.endswith(".index.json") else os.path.join(path, INDEX_NAME)
@@ -161,8 +256,8 @@ def _shard_files(path: str) -> tuple[list[str], dict | None]:
         try:
             with builtins.open(index_path, encoding="utf-8") as handle:
                 index = json.load(handle)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadInputError(f"cannot read shard index {index_path}: {exc}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise BadInputError(f"cannot read shard index {index_path}: {_json_problem(exc)}") from exc
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise BadInputError(f"{index_path} has no valid weight_map")
@@ -186,8 +281,8 @@ def open(path: str) -> CheckpointSource:
     shards: list[_ShardReader] = []
     try:
         for shard_path in shard_paths:
-            if not os.path.exists(shard_path):
-                raise BadInputError(f"shard {shard_path} named in the index is missing")
+            if not os.path.isfile(shard_path):
+                raise BadInputError(f"shard {shard_path} named in the index is missing or not a file")
             shards.append(_ShardReader(shard_path))
     except BaseException:
         for shard in shards:
@@ -221,12 +316,60 @@ def open(path: str) -> CheckpointSource:
             "index_metadata": index["metadata"] if index else None,
             "files": {os.path.basename(s.path): [t.name for t in s.tensors] for s in shards},
         }
+    blobs = {}
+    if sharded:
+        from .safetensors_sharded import shard_blobs
+
+        index_path = path if path.endswith(".index.json") else os.path.join(path, INDEX_NAME)
+        blobs = shard_blobs(
+            {os.path.basename(s.path): os.pread(s.fd, s.data_start, 0) for s in shards if _without_holes(s)},
+            index_path if os.path.exists(index_path) else None,
+        )
     source = CheckpointSource(
         format=name, path=path, tensors=tensors, read_rows=read_rows,
-        metadata={"safetensors": metadata},
+        metadata={"safetensors": metadata}, blobs=blobs,
     )
     source.close_callbacks.extend(shard.close for shard in shards)
     return source
+
+
+def _without_holes(shard: _ShardReader) -> bool:
+    """Whether the shard's tensors fill its data section back to back (so its header
+    plus the tensors' bytes is the whole file)."""
+    end = 0
+    for info in shard.tensors:
+        if shard.offsets[info.name] != end:
+            return False
+        end += dtypes.nbytes(info.dtype, info.shape)
+    return shard.data_start + end == os.fstat(shard.fd).st_size
+
+
+def parse_header_bytes(header: bytes) -> list[tuple[str, str, tuple[int, ...]]]:
+    """``(name, dtype, shape)`` in data order from header bytes (length prefix included)
+    whose tensors lie back to back from offset 0."""
+    if len(header) < 8 or _HEADER_SIZE.unpack(header[:8])[0] != len(header) - 8:
+        raise BadInputError("header length prefix does not match")
+    try:
+        parsed = json.loads(header[8:], object_pairs_hook=_reject_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"header is not valid JSON ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise BadInputError("header is not a JSON object")
+    parsed.pop("__metadata__", None)
+    entries = []
+    for tensor_name, entry in parsed.items():
+        try:
+            begin, end = entry["data_offsets"]
+            entries.append((begin, end, tensor_name, entry["dtype"], tuple(entry["shape"])))
+        except (KeyError, TypeError, ValueError):
+            raise BadInputError(f"entry for {tensor_name!r} is malformed") from None
+    entries.sort(key=lambda e: e[0])  # stable, as the reader orders a shard's tensors
+    position = 0
+    for begin, end, tensor_name, dtype_name, shape in entries:
+        if begin != position or dtype_name not in dtypes.ALL_NAMES or end - begin != dtypes.nbytes(dtype_name, shape):
+            raise BadInputError(f"tensor {tensor_name!r} is not back to back with the one before it")
+        position = end
+    return [(tensor_name, dtype_name, shape) for _, _, tensor_name, dtype_name, shape in entries]
 
 
 # -- writing -------------------------------------------------------------------------
@@ -248,7 +391,7 @@ def build_header(tensors: list[TensorInfo], metadata: dict | None) -> bytes:
 
 
 def write(
-    path: str,
+    path: str | BinaryIO,
     tensors: list[TensorInfo],
     chunks: Iterable[tuple[str, np.ndarray]],
     metadata: dict,
@@ -263,12 +406,17 @@ def write(
     st_metadata = (metadata.get("safetensors") or {}).get("__metadata__")
     if st_metadata is None and "pytorch" in metadata:
         st_metadata = {"format": "pt"}
+    write_data(path, build_header(tensors, st_metadata), tensors, chunks)
+
+
+def write_data(path: str, header: bytes, tensors: list[TensorInfo], chunks: Iterable[tuple[str, np.ndarray]]) -> None:
+    """Write ``header`` (length prefix included), then the tensors' bytes in ``tensors`` order."""
     expected = {info.name: dtypes.nbytes(info.dtype, info.shape) for info in tensors}
     written = dict.fromkeys(expected, 0)
     pending = iter(tensors)
     current: TensorInfo | None = None
-    with builtins.open(path, "wb") as out:
-        out.write(build_header(tensors, st_metadata))
+    with binary_output(path) as out:  # a path, or stdout for `-o -`: one pass either way
+        out.write(header)
         for tensor_name, array in chunks:
             while current is None or tensor_name != current.name:
                 # tensors with no elements have no chunks; anything else must not be skipped

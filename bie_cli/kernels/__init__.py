@@ -127,45 +127,39 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def load_encoded(container_or_path, name: str) -> EncodedMatrix:
-    """Parse tensor ``name`` of a ``.cai`` file (a path, a ``Container`` or a ``ContainerReader``) into kernel form.
+    """Parse tensor ``name`` of a ``.cai`` file (a path, a ``Container`` or a ``StoredTensors``) into kernel form.
 
     Each chunk payload is checked and parsed once (entropy stages decoded,
     codes repacked for the kernels); no dense float matrix is made.
     """
     from ..api import Container
-    from ..formats.cai.reader import ContainerReader
+    from ..tensorcodec import StoredTensors
 
     if isinstance(container_or_path, Container):
-        return _load(container_or_path._reader, name)
-    if isinstance(container_or_path, ContainerReader):
-        return _load(container_or_path, name)
-    reader = ContainerReader(container_or_path)
-    try:
-        return _load(reader, name)
-    finally:
-        reader.close()
+        return _load(container_or_path.info(name), container_or_path.stored_chunks(name))
+    if isinstance(container_or_path, StoredTensors):
+        return _load(container_or_path.entry(name), container_or_path.stored_chunks(name))
+    with StoredTensors.open(container_or_path) as stored:
+        return _load(stored.entry(name), stored.stored_chunks(name))
 
 
-def _load(reader, name: str) -> EncodedMatrix:
-    entry = reader.entry(name)
+def _load(entry, stored_chunks) -> EncodedMatrix:
     module = family(entry.strategy)
     if len(entry.shape) < 2:
         raise BadInputError(f"tensor {entry.name!r} has shape {list(entry.shape)}; matmul kernels need rank >= 2")
     rows, cols = matrix_shape(entry.shape)
     parts = []
-    for number, ref in enumerate(entry.chunks):
-        chunk = reader.read_chunk(entry, number)
-        chunk_shape = entry.chunk_shape(chunk.row_start, chunk.row_stop)
+    for chunk in stored_chunks:
         try:
-            part = module.from_chunk(chunk.payload, chunk.meta, chunk_shape, entry.dtype)
-        except (BieError, ValueError) as exc:  # as the reader's decode_chunk: the file is at fault
-            raise CorruptContainerError(f"tensor {entry.name!r} chunk {number}: {exc}") from None
-        expected_rows = ref.row_stop - ref.row_start
+            part = module.from_chunk(chunk.payload, chunk.meta, chunk.shape, entry.dtype)
+        except (BieError, ValueError) as exc:  # as the tensor layer's decode_chunk: the file is at fault
+            raise CorruptContainerError(f"tensor {entry.name!r} chunk {chunk.number}: {exc}") from None
+        expected_rows = chunk.row_stop - chunk.row_start
         if (part.rows, part.cols) != (expected_rows, cols):
             raise CorruptContainerError(
-                f"tensor {entry.name!r} chunk {number}: parses to {part.rows}x{part.cols}, expected {expected_rows}x{cols}"
+                f"tensor {entry.name!r} chunk {chunk.number}: parses to {part.rows}x{part.cols}, expected {expected_rows}x{cols}"
             )
-        parts.append((ref.row_start, part))
+        parts.append((chunk.row_start, part))
     if len(parts) > 1:
         merged = module.concat([part for _, part in parts])
         if merged is not None:

@@ -18,12 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
-import numpy as np
 import zstandard
 
 from ... import dtypes
-from ...errors import BadInputError, BieError, CorruptContainerError
-from ...strategies import registry
+from ...errors import BadInputError, CorruptContainerError
 from . import spec
 
 # -- parsed records ----------------------------------------------------------------
@@ -93,6 +91,17 @@ class Record:
             except zstandard.ZstdError as exc:
                 raise _corrupt(f"{what} record does not decompress ({exc})", self.offset) from None
         return _json(body, what, self.offset)
+
+
+@dataclass(frozen=True)
+class WalkedRecord:
+    """A record met by :meth:`ContainerReader.walk_records`; ``body`` is a view into the map."""
+
+    offset: int
+    type: int
+    flags: int
+    body: memoryview
+    checksum_ok: bool
 
 
 class RecordHeader(NamedTuple):
@@ -257,49 +266,13 @@ def check_file_header(head: bytes) -> None:
         )
 
 
-# -- decoding ------------------------------------------------------------------------
+# -- decoding parameters ------------------------------------------------------------
 
 
 def check_bits(bits: int | None) -> None:
     """``bits`` (progressive decoding: top planes only) is None or a positive integer."""
     if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or bits < 1):
         raise BadInputError(f"bits must be a positive integer, got {bits!r}")
-
-
-def is_progressive(entry: TensorEntry, bits: int | None) -> bool:
-    """Whether ``bits`` applies to this tensor: its strategy decodes from its top planes.
-    Other strategies ignore ``bits`` and decode in full."""
-    return bits is not None and registry.get(entry.strategy).progressive
-
-
-def decode_chunk(entry: TensorEntry, chunk: Chunk, bits: int | None = None) -> np.ndarray:
-    """Decode one chunk to an array of the tensor's dtype (names the chunk on failure).
-
-    With ``bits`` and a progressive strategy, only the top ``bits`` planes are
-    decoded; the strategy checksums exactly the bytes it reads."""
-    strategy = registry.get(entry.strategy)
-    shape = entry.chunk_shape(chunk.row_start, chunk.row_stop)
-    try:
-        if bits is not None and strategy.progressive:
-            array = strategy.decode_planes(chunk.payload, chunk.meta, shape, entry.dtype, bits)
-        else:
-            array = strategy.decode(chunk.payload, chunk.meta, shape, entry.dtype)
-    except BieError as exc:
-        raise CorruptContainerError(
-            f"tensor {entry.name!r} chunk {chunk.number}: {exc}"
-        ) from None
-    except Exception as exc:  # a decoder choking on checksummed bytes: report, don't crash
-        raise CorruptContainerError(
-            f"tensor {entry.name!r} chunk {chunk.number}: payload does not decode "
-            f"with strategy {entry.strategy!r} ({type(exc).__name__}: {exc})"
-        ) from None
-    expected_dtype = dtypes.get(entry.dtype).numpy
-    if array.shape != shape or array.dtype != expected_dtype:
-        raise CorruptContainerError(
-            f"tensor {entry.name!r} chunk {chunk.number}: decoded {array.dtype}{array.shape}, "
-            f"expected {expected_dtype}{shape}"
-        )
-    return array
 
 
 # -- sequential scanning (pipes and verify) --------------------------------------
@@ -372,13 +345,23 @@ def _check_trailer(trailer: bytes, offset: int, expect_index=None) -> tuple[int,
     return index_offset, index_length, file_length
 
 
-class StreamDecoder:
-    """Decode a container read front to back (e.g. from stdin).
+@dataclass(frozen=True)
+class StreamEvent:
+    """One step of a container read front to back: ``kind`` is "tensor" (a tensor
+    opens), "chunk" (one of its chunks, parsed and in place) or "end" (it closed;
+    ``entry`` now holds its digest and sizes)."""
 
-    ``header`` is available after construction; :meth:`chunks` then yields
-    ``(entry, row_start, row_stop, array)`` in file order, checking each
-    lossless tensor's digest when its end record arrives.
-    """
+    kind: str
+    entry: TensorEntry
+    chunk: Chunk | None = None
+
+
+class ContainerStream:
+    """A container read front to back (e.g. from stdin), record structure validated.
+
+    ``header`` and ``blobs`` are read on construction; :meth:`events` then
+    walks the tensors. Decoding payloads is the caller's business (this module
+    knows bytes, not strategies)."""
 
     def __init__(self, stream: BinaryIO, file_length: int | None = None) -> None:
         self._records = scan_records(stream, file_length)
@@ -400,10 +383,8 @@ class StreamDecoder:
             self._pending = record
             break
 
-    def chunks(self, check_digests: bool = True, bits: int | None = None) -> Iterator[tuple[TensorEntry, int, int, np.ndarray]]:
-        check_bits(bits)
+    def events(self) -> Iterator[StreamEvent]:
         current: TensorEntry | None = None
-        hasher = None
         records = self._records
         if self._pending is not None:
             records = _prepend(self._pending, records)
@@ -416,17 +397,14 @@ class StreamDecoder:
                 current = _parse_tensor(record.json("tensor"), offset)
                 if current.id != len(self.entries):
                     raise _corrupt("tensor ids are not sequential", offset)
-                hasher = spec.new_digest()
+                yield StreamEvent("tensor", current)
             elif rtype == spec.RecordType.CHUNK:
                 chunk = parse_chunk(record.body, offset)
                 if current is None or chunk.tensor_id != current.id:
                     raise _corrupt("chunk outside its tensor", offset)
                 _check_chunk_position(current, chunk, len(current.chunks), offset)
-                array = decode_chunk(current, chunk, bits)
                 current.chunks.append(ChunkRef(offset, spec.RECORD_HEADER.size + len(record.body), chunk.row_start, chunk.row_stop))
-                if check_digests:
-                    hasher.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
-                yield current, chunk.row_start, chunk.row_stop, array
+                yield StreamEvent("chunk", current, chunk)
             elif rtype == spec.RecordType.TENSOR_END:
                 end = record.json("tensor end")
                 if current is None or end.get("id") != current.id:
@@ -434,11 +412,8 @@ class StreamDecoder:
                 if len(current.chunks) != current.chunk_count:
                     raise _corrupt(f"tensor {current.name!r} has {len(current.chunks)} of {current.chunk_count} chunks", offset)
                 _apply_end(current, end, offset)
-                if check_digests and _is_lossless(current) and hasher.hexdigest() != current.digest:
-                    raise CorruptContainerError(
-                        f"tensor {current.name!r}: decoded bytes do not match the stored digest"
-                    )
                 self.entries.append(current)
+                yield StreamEvent("end", current)
                 current = None
             elif rtype == spec.RecordType.INDEX:
                 if current is not None:
@@ -452,12 +427,6 @@ class StreamDecoder:
 def _prepend(first: Record, rest: Iterator[Record]) -> Iterator[Record]:
     yield first
     yield from rest
-
-
-def _is_lossless(entry: TensorEntry) -> bool:
-    if entry.lossless is not None:
-        return entry.lossless
-    return registry.get(entry.strategy).lossless
 
 
 def _check_chunk_position(entry: TensorEntry, chunk: Chunk, number: int, offset: int) -> None:
@@ -476,8 +445,9 @@ def _check_chunk_position(entry: TensorEntry, chunk: Chunk, number: int, offset:
 class ContainerReader:
     """Random access to a seekable container through a read-only memory map.
 
-    Opening reads only the trailer and the index; tensors and row ranges are
-    decoded on demand and read only the chunk records they need.
+    Opening reads only the trailer and the index; :meth:`read_chunk` then reads
+    and checks single chunk records, and :meth:`walk_records` walks them all
+    (for verify). Decoding payloads is the tensor layer's business.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -570,6 +540,30 @@ class ContainerReader:
             raise _corrupt(f"{_type_name(rtype)} record checksum mismatch", offset)
         return Record(offset, rtype, body, flags)
 
+    def walk_records(self, problems: list[str]) -> Iterator[WalkedRecord]:
+        """Every record from the header to the index, front to back, for ``verify``.
+
+        Tolerant: a record whose body fails its checksum is yielded with
+        ``checksum_ok=False`` and the walk goes on (its header, and so its
+        length, is intact); a broken record header ends the walk. Structural
+        problems are appended to ``problems`` instead of raised."""
+        offset = spec.FILE_HEADER.size
+        end = self.file_length - spec.TRAILER.size
+        while offset < end:
+            head = bytes(self._view[offset : offset + spec.RECORD_HEADER.size])
+            try:
+                rtype, flags, length, checksum = parse_record_header(head, offset, end - offset)
+            except CorruptContainerError as exc:
+                problems.append(str(exc))
+                return
+            start = offset + spec.RECORD_HEADER.size
+            body = self._view[start : start + length]
+            yield WalkedRecord(offset, rtype, flags, body, spec.body_checksum(body) == checksum)
+            offset = start + length
+        if offset != end:
+            problems.append(f"corrupt container: records end at byte {offset}, index says {end}")
+
+
     # -- public ----------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:
         return name in self._by_name
@@ -610,29 +604,7 @@ class ContainerReader:
             )
         return chunk
 
-    def iter_chunks(self, entry: TensorEntry, row_start: int = 0, row_stop: int | None = None,
-                    bits: int | None = None):
-        """Yield ``(row_start, row_stop, array)`` for the chunks overlapping the range.
-
-        ``bits``: a progressive strategy decodes only its top ``bits`` planes and
-        reads (and checksums) only those bytes; other strategies ignore it."""
-        check_bits(bits)
-        row_stop = entry.rows if row_stop is None else row_stop
-        for number, ref in enumerate(entry.chunks):
-            if ref.row_stop <= row_start or ref.row_start >= row_stop:
-                continue
-            yield ref.row_start, ref.row_stop, self.decode_chunk(entry, number, bits)
-
-    def decode_chunk(self, entry: TensorEntry, number: int, bits: int | None = None) -> np.ndarray:
-        """Read, check and decode chunk ``number`` of a tensor (safe to call from threads)."""
-        partial = is_progressive(entry, bits)
-        chunk = self.read_chunk(entry, number, verify=not partial)
-        array = decode_chunk(entry, chunk, bits if partial else None)
-        ref = entry.chunks[number]
-        self._release(ref.offset, ref.length)
-        return array
-
-    def _release(self, offset: int, length: int) -> None:
+    def release(self, offset: int, length: int) -> None:
         """Drop a finished chunk's pages from this process's memory map.
 
         The pages stay in the OS page cache and are faulted back in from the
@@ -646,29 +618,6 @@ class ContainerReader:
         end -= end % mmap.PAGESIZE  # only whole pages that belong to this record's range
         if end > start:
             self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
-
-    def read_tensor(self, name: str, row_start: int | None = None, row_stop: int | None = None,
-                    bits: int | None = None) -> np.ndarray:
-        """Decode a tensor, or rows ``[row_start, row_stop)`` of it (only those chunks are read).
-
-        ``bits``: see :meth:`iter_chunks`."""
-        entry = self.entry(name)
-        rows = entry.rows
-        start, stop, _ = slice(row_start, row_stop).indices(rows)
-        stop = max(start, stop)
-        np_dtype = dtypes.get(entry.dtype).numpy
-        if not entry.shape:
-            out = np.zeros((), dtype=np_dtype)
-            for _, _, array in self.iter_chunks(entry, bits=bits):
-                out[()] = array
-            return out
-        out = np.empty((stop - start, *entry.shape[1:]), dtype=np_dtype)
-        if out.size == 0:
-            return out
-        for chunk_start, chunk_stop, array in self.iter_chunks(entry, start, stop, bits):
-            lo, hi = max(start, chunk_start), min(stop, chunk_stop)
-            out[lo - start : hi - start] = array[lo - chunk_start : hi - chunk_start]
-        return out
 
     def close(self) -> None:
         view = getattr(self, "_view", None)

@@ -1,0 +1,257 @@
+"""`bie` as a Unix tool, run as users run it: the installed console script, in real shell pipelines.
+
+These tests run twice in CI: with the newest Typer/Click pip resolves (`make test`) and with the
+lowest versions pyproject.toml allows (`make test-lowest`, a second venv), because usage-error
+handling depends on which Click classes Typer raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_safetensors
+
+BIE = Path(sys.executable).parent / "bie"
+
+
+def run(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIE), *args], input=stdin, capture_output=True, timeout=300, cwd=cwd)
+
+
+def shell(command: str, cwd: Path, umask: str = "022") -> subprocess.CompletedProcess:
+    """Run a pipeline with `bie` on PATH (the installed script) and pipefail, so any stage failing fails it."""
+    env = {**os.environ, "PATH": f"{BIE.parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"umask {umask} && {command}"],
+        capture_output=True, timeout=300, cwd=cwd, env=env,
+    )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_console_script_is_installed_beside_python():
+    assert BIE.exists(), f"no bie console script next to {sys.executable}; pip install the project"
+
+
+# -- usage errors, --version, bare `bie` -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["inspect", "m.cai", "--bogus"], "No such option: --bogus"),
+        (["compres", "x"], "No such command 'compres'"),
+        (["compress"], "Missing argument"),
+        (["compress", "x.safetensors", "-o", "y.cai", "--threads", "two"], "--threads"),
+        (["compress", "x.safetensors", "-o", "y.cai", "--threads", "0"], "--threads"),
+        (["decompress", "m.cai"], "Missing option"),
+        (["--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_usage_errors_exit_2_with_the_usage_line_on_stderr(args, message, tmp_path):
+    result = run(*args, cwd=tmp_path)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert result.stdout == b""
+    assert stderr.startswith("Usage: bie"), stderr
+    assert message in stderr
+    assert "internal error" not in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag):
+    from bie_cli import __version__
+
+    result = run(flag)
+    assert (result.returncode, result.stdout.decode(), result.stderr) == (0, f"bie {__version__}\n", b"")
+
+
+def test_bare_bie_prints_help_on_stderr_and_exits_2():
+    """Click's convention for a group called without a command (a usage error), on every Click version."""
+    result = run()
+    assert result.returncode == 2
+    assert result.stdout == b""
+    stderr = result.stderr.decode()
+    assert "Usage: bie" in stderr and "compress" in stderr and "decompress" in stderr
+
+
+def test_help_exits_0_on_stdout():
+    result = run("--help")
+    assert result.returncode == 0 and b"Usage: bie" in result.stdout and result.stderr == b""
+
+
+def test_bad_input_is_one_line_exit_2_and_corrupt_is_exit_3(tmp_path):
+    result = run("inspect", str(tmp_path / "missing.cai"))
+    assert result.returncode == 2
+    assert result.stderr.decode().startswith("bie: error: ") and result.stderr.count(b"\n") == 1
+    garbage = tmp_path / "garbage.cai"
+    garbage.write_bytes(b"\0" * 200)
+    result = run("inspect", str(garbage))
+    assert result.returncode == 3, result.stderr
+
+
+# -- `-` is stdin / stdout ----------------------------------------------------------------
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(11)
+    return write_safetensors(tmp_path / "model.safetensors", {
+        "b.weight": rng.standard_normal((300, 40)).astype(np.float32),  # several chunks at --chunk-size 8K
+        "a.bias": rng.standard_normal(40).astype(np.float16),
+        "ids": np.arange(50, dtype=np.int64),
+        "empty": np.zeros((0, 3), dtype=np.float32),
+    }, metadata={"format": "pt"})
+
+
+def test_safetensors_through_pipes_both_ways(model, tmp_path):
+    command = (
+        f"cat {model} | bie compress - -o - -q --chunk-size 8K --threads 2 "
+        "| bie decompress - -o - --format safetensors -q | sha256sum"
+    )
+    result = shell(command, tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().split()[0] == sha256(model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]  # no file named -
+
+
+def test_compress_from_stdin_equals_compress_from_the_file(model, tmp_path):
+    result = shell(f"bie compress {model} -o file.cai -q && cat {model} | bie compress - -o piped.cai -q "
+                   "&& bie decompress piped.cai -o - --format safetensors -q | cmp - " + str(model), tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    # identical but for the source name recorded in the header
+    assert abs((tmp_path / "file.cai").stat().st_size - (tmp_path / "piped.cai").stat().st_size) < 64
+
+
+def test_inspect_and_verify_read_stdin_from_a_pipe_and_a_redirect(model, tmp_path):
+    result = shell(
+        f"bie compress {model} -o m.cai -q"
+        " && cat m.cai | bie inspect - --json > piped.json"
+        " && bie inspect - --json < m.cai > redirected.json"
+        " && cat m.cai | bie verify - -q"
+        f" && cat {model} | bie verify m.cai --against - -q"
+        " && bie verify - -q < m.cai",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    import json
+
+    piped = json.loads((tmp_path / "piped.json").read_text())
+    assert piped == json.loads((tmp_path / "redirected.json").read_text())
+    assert piped["tensors"] == 4 and piped["stored_bytes"] == (tmp_path / "m.cai").stat().st_size
+
+
+def test_verify_against_a_different_stream_fails_with_exit_1(model, tmp_path):
+    other = write_safetensors(tmp_path / "other.safetensors", {
+        "b.weight": np.zeros((300, 40), np.float32), "a.bias": np.zeros(40, np.float16),
+        "ids": np.arange(50, dtype=np.int64), "empty": np.zeros((0, 3), np.float32),
+    })
+    result = shell(f"bie compress {model} -o m.cai -q && cat {other} | bie verify m.cai --against - -q", tmp_path)
+    assert result.returncode == 1, result.stderr.decode()
+    assert b"MISMATCH b.weight" in result.stdout
+
+
+def test_pytorch_to_stdout(model, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    result = shell(f"bie compress {model} -o m.cai -q && bie decompress m.cai -o - --format pytorch -q | cat > m.pt",
+                   tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    original, back = load_file(str(model)), torch.load(tmp_path / "m.pt", weights_only=True)
+    assert list(back) == list(original)
+    assert all(torch.equal(back[name], original[name]) for name in original)
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("bie decompress m.cai -o - -q | cat", "--format"),
+        ("bie decompress m.cai -o - --format onnx -q | cat", "no ONNX graph"),
+        ("bie compress missing.safetensors -o x.cai | cat", "no such file"),
+        ("cat m.cai | bie compress - -o x.cai", "not a safetensors file"),
+        ("cat m.cai | bie compress - -o x.cai --format pytorch", "cannot be read from a pipe"),
+        ("bie verify - --against - < m.cai", "both be read from stdin"),
+        ("bie decompress m.cai -o - --format safetensors --json | cat", "both want stdout"),
+        ("bie compress - -o x.cai < /dev/null", "stdin is empty"),
+        ("bie bench -o - --quick", "cannot go to stdout"),
+    ],
+)
+def test_stdio_refusals_exit_2_and_create_nothing(model, tmp_path, command, message):
+    assert shell(f"bie compress {model} -o m.cai -q", tmp_path).returncode == 0
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = shell(command, tmp_path)
+    assert result.returncode == 2, result.stderr.decode()
+    assert message in result.stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_onnx_with_external_data_refuses_stdout(tmp_path):
+    import onnx
+    from onnx_helpers import synthetic_model
+
+    onnx.save(synthetic_model(size=64), str(tmp_path / "m.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="m.onnx.data", size_threshold=0)
+    result = shell("bie compress m.onnx -o m.cai -q && bie decompress m.cai -o - --format onnx -q | cat", tmp_path)
+    assert result.returncode == 2
+    assert "two files cannot go to stdout" in result.stderr.decode()
+    result = shell("bie decompress m.cai -o - --format onnx --no-external-data -q > back.onnx", tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    back = onnx.load(str(tmp_path / "back.onnx"))
+    assert len(back.graph.initializer) == len(onnx.load(str(tmp_path / "m.onnx")).graph.initializer)
+
+
+def test_a_file_named_dash_is_dot_slash_dash(model, tmp_path):
+    (tmp_path / "-").write_bytes(model.read_bytes())
+    result = shell("bie compress ./- -o ./-.cai -q && bie decompress ./-.cai -o ./- --format safetensors -f -q"
+                   " && bie verify ./-.cai --against ./- -q", tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert sha256(tmp_path / "-") == sha256(model)
+
+
+# -- permissions follow the umask -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("umask", "mode"), [("022", 0o644), ("027", 0o640)])
+def test_every_output_gets_the_umask_permissions(model, tmp_path, umask, mode):
+    from onnx_helpers import synthetic_model
+
+    synthetic = synthetic_model(size=64)
+    import onnx
+
+    onnx.save(synthetic, str(tmp_path / "m.onnx"))
+    result = shell(
+        f"bie compress {model} -o m.cai -q"
+        " && bie decompress m.cai -o out.safetensors -q && bie decompress m.cai -o out.pt -q"
+        " && bie compress m.onnx -o onnx.cai -q && bie decompress onnx.cai -o out.onnx --external-data -q"
+        f" && bie compress {model} -o m.cai -q --force",  # replacing a file gives it the umask mode too
+        tmp_path, umask=umask,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    outputs = ["m.cai", "out.safetensors", "out.pt", "onnx.cai", "out.onnx", "out.onnx.data"]
+    modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in outputs}
+    assert modes == dict.fromkeys(outputs, mode)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_bench_reports_get_the_umask_permissions(tmp_path, umask, mode):
+    from bie_cli.paths import write_file_atomically
+
+    previous = os.umask(umask)
+    try:
+        write_file_atomically(str(tmp_path / "report.html"), "<html></html>")
+        write_file_atomically(str(tmp_path / "plot.png"), b"\x89PNG")
+    finally:
+        os.umask(previous)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {"report.html": mode, "plot.png": mode}
