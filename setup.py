@@ -24,7 +24,9 @@ class BuildPyWithNumbaCache(build_py):
                 if name.endswith((".nbi", ".nbc")):
                     os.unlink(os.path.join(directory, name))
         env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CACHE_DIR")}
-        env.update(PYTHONPATH=os.path.abspath(self.build_lib), PYTHONDONTWRITEBYTECODE="1")
+        # pip's isolated build environment reaches numba through PYTHONPATH: keep it, put build_lib first
+        python_path = os.pathsep.join(p for p in (os.path.abspath(self.build_lib), env.get("PYTHONPATH")) if p)
+        env.update(PYTHONPATH=python_path, PYTHONDONTWRITEBYTECODE="1")
         # a subprocess: the kernels must be imported from build_lib, where their cache files land
         completed = subprocess.run([sys.executable, "-m", "bie_cli._precompile", "--quiet"], env=env, cwd=self.build_lib)
         if completed.returncode != 0:  # never fail an install over a cache: the first run compiles instead
