@@ -139,3 +139,18 @@ def test_piped_safetensors_declaring_a_huge_tensor_reads_only_what_arrives(tmp_p
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "file ended while reading tensor 'w' (truncated)" in result.stdout
+
+
+def test_tensor_saved_with_requires_grad_reads(tmp_path) -> None:
+    """Found by fuzzing (one bit of the pickle): torch rebuilds such a tensor with grad on,
+    and .numpy() refused it - a legitimate checkpoint of Parameters did the same."""
+    import numpy as np
+    import torch
+
+    from bie_cli.formats import pytorch
+
+    path = tmp_path / "params.pt"
+    torch.save({"w": torch.nn.Parameter(torch.arange(6.0).reshape(2, 3)), "b": torch.ones(3, requires_grad=True)}, path)
+    with pytorch.open(str(path)) as source:
+        assert np.array_equal(source.read("w"), np.arange(6.0, dtype=np.float32).reshape(2, 3))
+        assert np.array_equal(source.read("b", 1, 3), np.ones(2, np.float32))

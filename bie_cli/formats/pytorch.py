@@ -220,7 +220,8 @@ def open(path: str) -> CheckpointSource:
 
     def read_rows(tensor_name: str, row_start: int, row_stop: int) -> np.ndarray:
         tensor = flattener.tensors[tensor_name]
-        part = tensor if tensor.dim() == 0 else tensor[row_start:row_stop]
+        # detached: a tensor saved with requires_grad=True (a Parameter) refuses .numpy()
+        part = (tensor if tensor.dim() == 0 else tensor[row_start:row_stop]).detach()
         return to_numpy(part.contiguous(), table[tensor.dtype], torch)
 
     metadata = {"pytorch": {"skeleton": skeleton, "wrapper": wrapper}}
