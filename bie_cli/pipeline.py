@@ -127,13 +127,13 @@ def compress_model(
     """
     src, dst = os.fspath(src), os.fspath(dst)
     if threads < 1:
-        raise BadInputError("--threads must be at least 1")
+        raise BadInputError(f"threads must be at least 1, got {threads!r}")
     if executor not in executors.EXECUTORS:
         raise BadInputError(f"unknown executor {executor!r}; choose one of {', '.join(executors.EXECUTORS)}")
     if executor != "threads" and src == STDIO:
-        raise BadInputError(f"--executor {executor} reads the checkpoint from its path; it cannot read stdin")
+        raise BadInputError(f"executor {executor!r} reads the checkpoint from its path; it cannot read stdin")
     if chunk_size < 1:
-        raise BadInputError("--chunk-size must be positive")
+        raise BadInputError(f"chunk_size must be a positive number of bytes, got {chunk_size!r}")
     from .auto.budget import make_budget
 
     budget = make_budget(target_bits, target_size, max_error)
@@ -343,7 +343,7 @@ def decompress_model(
     src, dst = os.fspath(src), os.fspath(dst)
     check_bits(bits)
     if threads < 1:
-        raise BadInputError("--threads must be at least 1")
+        raise BadInputError(f"threads must be at least 1, got {threads!r}")
     to_directory = is_directory_target(dst)
     if to_directory:
         if format not in (None, "safetensors"):
@@ -511,7 +511,7 @@ def verify_container(
     chunk) decoded from the same bytes on ``threads`` threads.
     """
     if threads < 1:
-        raise BadInputError("--threads must be at least 1")
+        raise BadInputError(f"threads must be at least 1, got {threads!r}")
     path = os.fspath(container)
     against = os.fspath(against) if against is not None else None
     if path == STDIO and against == STDIO:
