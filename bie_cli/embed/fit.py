@@ -1,0 +1,136 @@
+"""``fit``: learn a :class:`BinaryCodec` from a sample of embedding vectors.
+
+Methods (measured on MiniLM, see docs/embed.md and BENCHMARKS.md):
+
+* ``sign``: sign at zero of the (truncated) dimensions, the usual binary
+  quantization and the baseline everything is compared with;
+* ``adaptive`` (default): centre on the sample mean, PCA to the wanted number
+  of components, an ITQ rotation (alternate the binary codes and the orthogonal
+  Procrustes rotation that best fits them), thresholds at the mean (medians
+  measured worse);
+* ``trained``: starts from ``adaptive`` and fine-tunes the projection and the
+  thresholds with a soft quantizer (temperature tanh, straight-through sign)
+  on a similarity-preserving loss, in torch on CPU (see :mod:`.trained`).
+
+``bits`` counts output bits; ``dims`` truncates the input first; ``merge``
+makes that many output bits from two components each (the embedding seed's
+``0 if a < k1 and b < k2 else 1``), so ``bits = keep + merge`` from
+``keep + 2 * merge`` components.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import BadInputError
+from .codec import METHODS, BinaryCodec, check_vectors, normalize
+
+ITQ_ITERATIONS = 10
+ITQ_SEED = 0
+#: a merged bit is 0 only if both components are below their thresholds: put each
+#: threshold at the sqrt(1/2) quantile so that happens half the time (a balanced bit)
+MERGE_QUANTILE = float(np.sqrt(0.5))
+
+
+def fit(
+    vectors: np.ndarray,
+    *,
+    bits: int | None = None,
+    method: str = "adaptive",
+    dims: int | None = None,
+    merge: int | None = None,
+    seed: int = ITQ_SEED,
+) -> BinaryCodec:
+    """Learn a codec from ``vectors`` (float [n, d], n >= 2): see the module docstring."""
+    if method not in METHODS:
+        raise BadInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    sample = check_vectors(vectors, None, "sample vectors")
+    count, input_dim = sample.shape
+    if count < 2:
+        raise BadInputError("need at least 2 sample vectors to fit a codec")
+    dims = input_dim if dims is None else int(dims)
+    if not 0 < dims <= input_dim:
+        raise BadInputError(f"--dims {dims} must be between 1 and the vectors' {input_dim} dimensions")
+    merge = 0 if merge is None else int(merge)
+    bits = (dims - merge if method == "sign" else dims) if bits is None else int(bits)
+    if bits < 1:
+        raise BadInputError(f"--bits must be at least 1; got {bits}")
+    if merge < 0 or merge > bits:
+        raise BadInputError(f"merge={merge} must be between 0 and bits={bits}")
+    keep, components = bits - merge, bits + merge
+    if components > dims:
+        raise BadInputError(
+            f"{bits} bits with {merge} merged need {components} components; only {dims} dimensions"
+            + (" (sign quantization uses the first dimensions as they are)" if method == "sign" else "")
+        )
+    if keep < 1:
+        raise BadInputError("at least one output bit must come from a single component (merge < bits)")
+    started = time.perf_counter()
+    x = normalize(sample[:, :dims])
+    if method == "sign":
+        codec = _fit_sign(x, input_dim, dims, keep, components)
+    else:
+        codec = _fit_adaptive(x, input_dim, dims, keep, components, seed)
+        if method == "trained":
+            from .trained import train
+
+            codec = train(codec, x, seed=seed)
+    codec.info = {"sample": count, "seconds": round(time.perf_counter() - started, 3), **codec.info}
+    return codec
+
+
+def _fit_sign(x, input_dim, dims, keep, components) -> BinaryCodec:
+    """Sign at zero of the first ``components`` dimensions (merged ones at their balanced quantiles)."""
+    thresholds = np.zeros(components, dtype=np.float32)
+    if components > keep:
+        thresholds[keep:] = np.quantile(x[:, keep:components], MERGE_QUANTILE, axis=0)
+    projection = None if components == dims else np.eye(dims, components, dtype=np.float32)
+    return BinaryCodec("sign", input_dim, dims, keep, np.zeros(dims, np.float32), thresholds, projection)
+
+
+def _fit_adaptive(x, input_dim, dims, keep, components, seed) -> BinaryCodec:
+    center = x.mean(axis=0)
+    centered = x - center
+    # PCA from the covariance (every direction, even with fewer samples than dimensions),
+    # in decreasing variance so that truncation drops the least informative
+    with _one_blas_thread():
+        _, vectors = np.linalg.eigh(centered.T.astype(np.float64) @ centered)
+    pca = np.ascontiguousarray(vectors[:, ::-1][:, :components], dtype=np.float32)  # [dims, components]
+    # ITQ on the single-bit components only: merged ones keep their PCA axes
+    rotation = itq_rotation(centered @ pca[:, :keep], seed)
+    projection = np.concatenate([pca[:, :keep] @ rotation, pca[:, keep:]], axis=1)
+    z = centered @ projection
+    # single bits cut at the mean (0 after centring): measured better than medians on MiniLM
+    thresholds = np.zeros(components, dtype=np.float32)
+    if components > keep:
+        thresholds[keep:] = np.quantile(z[:, keep:], MERGE_QUANTILE, axis=0)
+    return BinaryCodec("adaptive", input_dim, dims, keep, center, thresholds.astype(np.float32), projection)
+
+
+def itq_rotation(v: np.ndarray, seed: int = ITQ_SEED, iterations: int = ITQ_ITERATIONS) -> np.ndarray:
+    """Iterative quantization (Gong & Lazebnik): the orthogonal R minimising ||sign(vR) - vR||."""
+    width = v.shape[1]
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.standard_normal((width, width)))
+    rotation = rotation.astype(np.float32)
+    v = np.ascontiguousarray(v, dtype=np.float32)
+    with _one_blas_thread():
+        for _ in range(iterations):
+            codes = np.where(v @ rotation >= 0, np.float32(1), np.float32(-1))
+            u, _, wt = np.linalg.svd(v.T @ codes)
+            rotation = u @ wt
+    return rotation.astype(np.float32)
+
+
+def _one_blas_thread():
+    """Small matrices: BLAS threads only add synchronisation, and on a busy machine their spinning
+    made ITQ 6x slower (measured); threadpoolctl is optional."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1)

@@ -1,0 +1,180 @@
+"""Exact Hamming top-k over packed codes, with optional rescoring by float or int8 vectors.
+
+``search`` is the numba kernel (parallel over queries; see
+:mod:`._search_numba`); ``search_reference`` is the plain numpy definition the
+tests hold it to. Both order results by (distance, id): ties go to the lower
+id, so the output is deterministic. With ``rescore``, the ``candidates``
+nearest codes of each query are re-ranked by the dot product of the float
+query with those rows of ``rescore`` (ties again to the lower id).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BadInputError
+from .codec import check_vectors
+
+#: rescoring looks at this many Hamming candidates per wanted result unless told
+DEFAULT_CANDIDATES_PER_RESULT = 4
+
+
+def _check_codes(codes, what: str) -> np.ndarray:
+    array = np.asarray(codes)
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise BadInputError(f"{what} must be packed codes, uint8 [n, bytes]; got {array.dtype} {list(array.shape)}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise BadInputError(f"{what} is empty (shape {list(array.shape)})")
+    return array
+
+
+def _as_words(codes: np.ndarray) -> np.ndarray:
+    """uint8 [n, b] -> uint64 [n, ceil(b/8)] (zero padding adds no distance); no copy when aligned."""
+    n, width = codes.shape
+    words = -(-width // 8)
+    if width % 8 == 0 and codes.flags.c_contiguous:
+        return codes.view(np.uint64)
+    padded = np.zeros((n, words * 8), dtype=np.uint8)
+    padded[:, :width] = codes
+    return padded.view(np.uint64)
+
+
+def check_search(codes, query_codes, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+    codes = _check_codes(codes, "codes")
+    query_codes = _check_codes(query_codes, "query codes")
+    if query_codes.shape[1] != codes.shape[1]:
+        raise BadInputError(
+            f"query codes have {query_codes.shape[1]} bytes per row, the index {codes.shape[1]}: "
+            "encode both with the same codec"
+        )
+    k = int(k)
+    if not 1 <= k <= codes.shape[0]:
+        raise BadInputError(f"k={k} must be between 1 and the number of codes ({codes.shape[0]})")
+    return codes, query_codes, k
+
+
+def search(
+    codes: np.ndarray,
+    query_codes: np.ndarray,
+    k: int,
+    *,
+    rescore: np.ndarray | None = None,
+    queries: np.ndarray | None = None,
+    candidates: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` ids (int64 ``[q, k]``) and scores for every query.
+
+    Without ``rescore`` the scores are Hamming distances (int32, ascending).
+    With ``rescore`` (float or int8 ``[n, d]``, row i for code i) and the float
+    ``queries`` (``[q, d]``, in the same space: normalise them as the index
+    was), the nearest ``candidates`` codes (default ``4 * k``) are re-ranked by
+    dot product; scores are those products (float32, descending).
+    """
+    codes, query_codes, k = check_search(codes, query_codes, k)
+    from . import _search_numba
+
+    bits = codes.shape[1] * 8
+    if rescore is None:
+        if candidates is not None or queries is not None:
+            raise BadInputError("candidates/queries only apply when rescoring (give rescore vectors)")
+        return _search_numba.hamming_topk(_as_words(codes), _as_words(query_codes), k, bits)
+    vectors, query_vectors, width = _check_rescore(codes, query_codes, k, rescore, queries, candidates)
+    found, _ = _search_numba.hamming_topk(_as_words(codes), _as_words(query_codes), width, bits)
+    return _search_numba.rescore_topk(found, vectors, query_vectors, k)
+
+
+def search_asymmetric(
+    codes: np.ndarray,
+    query_weights: np.ndarray,
+    k: int,
+    *,
+    rescore: np.ndarray | None = None,
+    queries: np.ndarray | None = None,
+    candidates: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` by asymmetric score: float query weights (``codec.query_weights(q)``, one per bit)
+    against binary codes, ``score = sum_j w_j * (+1 if bit j else -1)``, highest first (ties: lower id).
+
+    No query information is lost to binarisation, so it ranks better than
+    Hamming distance at the cost of a table lookup per code byte instead of a
+    popcount per 64 bits. ``rescore``/``queries``/``candidates`` as in :func:`search`.
+    """
+    codes = _check_codes(codes, "codes")
+    weights = np.asarray(query_weights, dtype=np.float32)
+    if weights.ndim != 2 or weights.shape[0] == 0 or -(-weights.shape[1] // 8) != codes.shape[1]:
+        raise BadInputError(
+            f"query weights of shape {list(weights.shape)} do not fit codes of {codes.shape[1]} bytes per row"
+        )
+    k = int(k)
+    if not 1 <= k <= codes.shape[0]:
+        raise BadInputError(f"k={k} must be between 1 and the number of codes ({codes.shape[0]})")
+    from . import _search_numba
+
+    tables = byte_tables(weights)
+    if rescore is None:
+        if candidates is not None or queries is not None:
+            raise BadInputError("candidates/queries only apply when rescoring (give rescore vectors)")
+        return _search_numba.asymmetric_topk(np.ascontiguousarray(codes), tables, k)
+    vectors, query_vectors, width = _check_rescore(codes, weights, k, rescore, queries, candidates)
+    found, _ = _search_numba.asymmetric_topk(np.ascontiguousarray(codes), tables, width)
+    return _search_numba.rescore_topk(found, vectors, query_vectors, k)
+
+
+#: row v: the signs (+1 for a set bit, -1 for a clear one) of byte value v, most significant bit first
+_BYTE_SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32) * 2 - 1
+
+
+def byte_tables(weights: np.ndarray) -> np.ndarray:
+    """float32 [q, bytes, 256]: each code byte's contribution to each query's asymmetric score."""
+    count, bits = weights.shape
+    width = -(-bits // 8)
+    padded = np.zeros((count, width * 8), dtype=np.float32)
+    padded[:, :bits] = weights  # padding bits weigh nothing
+    return np.ascontiguousarray(padded.reshape(count, width, 8) @ _BYTE_SIGNS.T)
+
+
+def _check_rescore(codes, query_codes, k, rescore, queries, candidates):
+    if queries is None:
+        raise BadInputError("rescoring needs the float query vectors (queries=)")
+    vectors = np.asarray(rescore)
+    if vectors.dtype != np.int8:
+        vectors = check_vectors(vectors, None, "rescore vectors").astype(np.float32, copy=False)
+    elif vectors.ndim != 2:
+        raise BadInputError(f"rescore vectors must be 2-D; got shape {list(vectors.shape)}")
+    if vectors.shape[0] != codes.shape[0]:
+        raise BadInputError(f"{vectors.shape[0]} rescore vectors for {codes.shape[0]} codes: give one per code")
+    query_vectors = check_vectors(queries, vectors.shape[1], "query vectors").astype(np.float32, copy=False)
+    if query_vectors.shape[0] != query_codes.shape[0]:
+        raise BadInputError(f"{query_vectors.shape[0]} query vectors for {query_codes.shape[0]} query codes")
+    width = DEFAULT_CANDIDATES_PER_RESULT * k if candidates is None else int(candidates)
+    if width < k:
+        raise BadInputError(f"candidates={width} must be at least k={k}")
+    width = min(width, codes.shape[0])
+    return np.ascontiguousarray(vectors), np.ascontiguousarray(query_vectors), width
+
+
+def search_asymmetric_reference(codes, query_weights, k):
+    """The asymmetric definition in numpy: ±1 bits times weights, stable sort by (-score, id)."""
+    signs = np.unpackbits(codes, axis=1)[:, :query_weights.shape[1]].astype(np.float64) * 2 - 1
+    scores = query_weights.astype(np.float64) @ signs.T
+    ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return ids, np.take_along_axis(scores, ids, axis=1)
+
+
+def search_reference(codes: np.ndarray, query_codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The definition, in numpy: unpack, count differing bits, stable sort by (distance, id)."""
+    codes, query_codes, k = check_search(codes, query_codes, k)
+    unpacked = np.unpackbits(codes, axis=1).astype(np.int32)
+    queries = np.unpackbits(query_codes, axis=1).astype(np.int32)
+    # |a xor b| = |a| + |b| - 2 a.b
+    distances = unpacked.sum(1)[None, :] + queries.sum(1)[:, None] - 2 * queries @ unpacked.T
+    ids = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return ids.astype(np.int64), np.take_along_axis(distances, ids, axis=1).astype(np.int32)
+
+
+def rescore_reference(candidate_ids, vectors, queries, k):
+    """Re-rank candidate ids by dot product (ties to the lower id): the definition in numpy."""
+    by_id = np.sort(candidate_ids, axis=1)
+    scores = np.einsum("qd,qcd->qc", queries.astype(np.float32), vectors[by_id].astype(np.float32))
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(by_id, order, axis=1), np.take_along_axis(scores, order, axis=1)

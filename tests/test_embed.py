@@ -1,0 +1,288 @@
+"""bie_cli.embed: codec invariants, search against the numpy definition, containers, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from bie_cli.embed import BinaryCodec, fit, search, search_asymmetric, search_reference
+from bie_cli.embed.evaluate import exact_topk, recall_at_k
+from bie_cli.embed.fit import itq_rotation
+from bie_cli.embed.search import rescore_reference, search_asymmetric_reference
+from bie_cli.embed.store import load_codes, save_codes
+from bie_cli.errors import BadInputError
+
+BIE_SCRIPT = Path(sys.executable).parent / "bie"  # the installed console script
+
+
+def clustered(n: int, dim: int = 48, clusters: int = 12, seed: int = 0) -> np.ndarray:
+    """Vectors around a few centres with a common offset: like embeddings, not centred at zero."""
+    shared = np.random.default_rng(1234)  # one distribution; ``seed`` draws different vectors from it
+    centres = shared.standard_normal((clusters, dim)) + 1.5 * shared.standard_normal(dim)
+    scales = np.linspace(2.0, 0.3, dim)  # decaying variance per dimension, as in real embeddings
+    rng = np.random.default_rng(seed)
+    vectors = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, dim))
+    return (vectors * scales).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def sample() -> np.ndarray:
+    return clustered(1200)
+
+
+# -- codec and fit ------------------------------------------------------------------------------
+
+
+CONFIGS = [
+    {}, {"bits": 24}, {"bits": 24, "merge": 8}, {"dims": 32}, {"method": "sign"},
+    {"method": "sign", "bits": 20, "merge": 6}, {"method": "sign", "dims": 30},
+]
+
+
+@pytest.mark.parametrize("options", CONFIGS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_fit_shapes_and_balanced_bits(sample, options):
+    codec = fit(sample, **options)
+    codes = codec.encode(sample)
+    assert codes.dtype == np.uint8 and codes.shape == (len(sample), -(-codec.bits // 8))
+    expected_bits = options.get("bits", options.get("dims", 48) - options.get("merge", 0) * (options.get("method") == "sign"))
+    assert codec.bits == expected_bits
+    if codec.method == "adaptive":
+        # centring + rotation make every bit informative: none is (nearly) constant on the sample
+        bits = np.unpackbits(codes, axis=1)[:, :codec.bits].mean(axis=0)
+        assert np.all(np.abs(bits[:codec.keep] - 0.5) < 0.2)
+        if codec.merged:
+            assert np.all(np.abs(bits[codec.keep:] - 0.5) < 0.15)
+
+
+def test_itq_rotation_is_orthogonal_and_reduces_quantization_error(sample):
+    centred = sample - sample.mean(axis=0)
+    rotation = itq_rotation(centred[:, :16])
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(16), atol=1e-5)
+
+    def error(r):
+        projected = centred[:, :16] @ r
+        return np.square(np.sign(projected) - projected).sum()
+
+    random_rotation, _ = np.linalg.qr(np.random.default_rng(5).standard_normal((16, 16)))
+    assert error(rotation) < error(random_rotation)
+
+
+def test_adaptive_beats_sign_at_zero_on_offset_data(sample):
+    """Vectors with a common offset: sign at zero wastes bits that are almost constant."""
+    corpus, queries = clustered(1500, seed=1), clustered(100, seed=2)
+    truth = exact_topk(corpus, queries, 10)
+
+    def recall(codec):
+        return recall_at_k(search(codec.encode(corpus), codec.encode(queries), 10)[0], truth)
+
+    assert recall(fit(sample)) > recall(fit(sample, method="sign")) + 0.05
+
+
+SMALL_CONFIGS = [{}, {"bits": 12}, {"bits": 11, "merge": 3}, {"method": "sign", "bits": 10, "merge": 4}]
+_small_codecs: dict[int, BinaryCodec] = {}
+
+
+def _small_codec(index: int) -> BinaryCodec:
+    if index not in _small_codecs:
+        _small_codecs[index] = fit(clustered(300, dim=19), **SMALL_CONFIGS[index])
+    return _small_codecs[index]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=arrays(np.float32, st.tuples(st.integers(1, 20), st.just(19)),
+                elements=st.floats(-4, 4, width=32, allow_subnormal=False)),
+    index=st.integers(0, len(SMALL_CONFIGS) - 1),
+)
+def test_encode_pack_invariants(data, index):
+    codec = _small_codec(index)
+    codes = codec.encode(data)
+    assert codes.shape == (len(data), -(-codec.bits // 8))
+    unpacked = np.unpackbits(codes, axis=1)
+    # the bits are the thresholded components, most significant first; the padding is zero
+    np.testing.assert_array_equal(unpacked[:, :codec.bits], codec.bits_of(codec.transform(data)))
+    assert not unpacked[:, codec.bits:].any()
+    # a row's code does not depend on the batch it was encoded in, nor on the vector's length
+    # (x 4 is exact in floating point, so the normalised rows are identical)
+    np.testing.assert_array_equal(codes[-1:], codec.encode(data[-1:]))
+    np.testing.assert_array_equal(codes, codec.encode(data * 4))
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 300), queries=st.integers(1, 8), width=st.integers(1, 20),
+    bits_used=st.integers(1, 4), seed=st.integers(0, 2**32 - 1), data=st.data(),
+)
+def test_search_matches_numpy_reference(n, queries, width, bits_used, seed, data):
+    """Few distinct bits per byte, so distances tie a lot: ties must go to the lower id."""
+    rng = np.random.default_rng(seed)
+    mask = np.uint8((1 << bits_used) - 1)
+    codes = rng.integers(0, 256, (n, width), dtype=np.uint8) & mask
+    query_codes = rng.integers(0, 256, (queries, width), dtype=np.uint8) & mask
+    k = data.draw(st.integers(1, n))
+    ids, distances = search(codes, query_codes, k)
+    expected_ids, expected_distances = search_reference(codes, query_codes, k)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(distances, expected_distances)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 200), seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_rescoring_matches_numpy_reference(n, seed, data):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 4, (n, 3), dtype=np.uint8)
+    query_codes = rng.integers(0, 4, (5, 3), dtype=np.uint8)
+    vectors = rng.integers(-3, 4, (n, 6)).astype(np.float32)  # small integers: exact ties in the dot products
+    query_vectors = rng.integers(-3, 4, (5, 6)).astype(np.float32)
+    k = data.draw(st.integers(1, n))
+    candidates = data.draw(st.integers(k, n))
+    ids, scores = search(codes, query_codes, k, rescore=vectors, queries=query_vectors, candidates=candidates)
+    found, _ = search_reference(codes, query_codes, candidates)
+    expected_ids, expected_scores = rescore_reference(found, vectors, query_vectors, k)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_allclose(scores, expected_scores)
+    int8_ids, _ = search(codes, query_codes, k, rescore=vectors.astype(np.int8), queries=query_vectors,
+                         candidates=candidates)
+    np.testing.assert_array_equal(int8_ids, expected_ids)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 200), bits=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_asymmetric_search_matches_numpy_reference(n, bits, seed, data):
+    """Small integer weights: float32 sums are exact, so ties are real and must go to the lower id."""
+    rng = np.random.default_rng(seed)
+    codes = np.packbits(rng.integers(0, 2, (n, bits), dtype=np.uint8), axis=1)
+    weights = rng.integers(-2, 3, (4, bits)).astype(np.float32)
+    k = data.draw(st.integers(1, n))
+    ids, scores = search_asymmetric(codes, weights, k)
+    expected_ids, expected_scores = search_asymmetric_reference(codes, weights, k)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(scores, expected_scores)
+
+
+def test_rescoring_every_candidate_is_exact_search(sample):
+    codec = fit(sample, bits=16)
+    corpus, queries = clustered(400, seed=3), clustered(20, seed=4)
+    from bie_cli.embed.codec import normalize
+
+    ids, _ = search(codec.encode(corpus), codec.encode(queries), 10, rescore=normalize(corpus),
+                    queries=normalize(queries), candidates=len(corpus))
+    np.testing.assert_array_equal(ids, exact_topk(corpus, queries, 10))
+
+
+# -- containers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [{}, {"bits": 24, "merge": 8}, {"method": "sign"}], ids=["adaptive", "merged", "sign"])
+def test_codec_and_codes_round_trip_through_containers(sample, tmp_path, options):
+    codec = fit(sample, **options)
+    path = tmp_path / "codec.cai"
+    codec.save(path)
+    loaded = BinaryCodec.load(path)
+    assert loaded.fingerprint() == codec.fingerprint() and loaded.bits == codec.bits
+    np.testing.assert_array_equal(loaded.encode(sample), codec.encode(sample))
+    codes_path = tmp_path / "codes.cai"
+    save_codes(codec.encode(sample), codec, codes_path)
+    np.testing.assert_array_equal(load_codes(codes_path, loaded), codec.encode(sample))
+    other = fit(sample, bits=8)
+    with pytest.raises(BadInputError, match="another codec"):
+        load_codes(codes_path, other)
+    with pytest.raises(BadInputError, match="not a bie embed codec"):
+        BinaryCodec.load(codes_path)
+    with pytest.raises(BadInputError, match="exists"):
+        codec.save(path)
+
+
+def test_inspect_and_verify_work_on_codec_files(sample, tmp_path):
+    path = tmp_path / "codec.cai"
+    fit(sample, bits=24).save(path)
+    inspected = subprocess.run([str(BIE_SCRIPT), "inspect", str(path), "--json"], capture_output=True, text=True)
+    assert inspected.returncode == 0, inspected.stderr
+    report = json.loads(inspected.stdout)
+    assert report["source_format"] == "bie-embed"
+    assert {row["name"]: row["shape"] for row in report["tensor_table"]} == {
+        "center": [48], "thresholds": [24], "projection": [48, 24]}
+    verified = subprocess.run([str(BIE_SCRIPT), "verify", str(path)], capture_output=True, text=True)
+    assert verified.returncode == 0 and "3/3 tensors pass" in verified.stdout
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_clear_errors(sample):
+    codec = fit(sample, bits=16)
+    with pytest.raises(BadInputError, match="48"):
+        codec.encode(np.zeros((3, 40), np.float32))
+    nan = sample[:5].copy()
+    nan[3, 7] = np.nan
+    with pytest.raises(BadInputError, match=r"NaN or infinite values in 1 row\(s\): 3"):
+        codec.encode(nan)
+    with pytest.raises(BadInputError, match="NaN"):
+        fit(nan)
+    with pytest.raises(BadInputError, match="empty"):
+        fit(np.zeros((0, 48), np.float32))
+    with pytest.raises(BadInputError, match="at least 2"):
+        fit(sample[:1])
+    codes = codec.encode(sample[:5])
+    with pytest.raises(BadInputError, match="k=6"):
+        search(codes, codes, 6)
+    with pytest.raises(BadInputError, match="k=0"):
+        search(codes, codes, 0)
+    with pytest.raises(BadInputError, match="bytes per row"):
+        search(codes, np.zeros((1, 3), np.uint8), 1)
+    with pytest.raises(BadInputError, match="need 72 components"):
+        fit(sample, bits=48, merge=24)
+    with pytest.raises(BadInputError, match="unknown method"):
+        fit(sample, method="median")
+    with pytest.raises(BadInputError, match="query vectors"):
+        search(codes, codes, 2, rescore=sample[:5])
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIE_SCRIPT), "embed", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_fit_encode_search_and_errors(sample, tmp_path):
+    np.save(tmp_path / "sample.npy", sample)
+    np.save(tmp_path / "corpus.npy", sample[:300])
+    np.save(tmp_path / "queries.npy", sample[300:310])
+    assert _cli("fit", "sample.npy", "-o", "codec.cai", "--bits", "32", cwd=tmp_path).returncode == 0
+    assert _cli("encode", "codec.cai", "corpus.npy", "-o", "codes.cai", cwd=tmp_path).returncode == 0
+    result = _cli("search", "codes.cai", "--codec", "codec.cai", "--queries", "queries.npy", "-k", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    codec = BinaryCodec.load(tmp_path / "codec.cai")
+    expected, _ = search(codec.encode(sample[:300]), codec.encode(sample[300:310]), 5)
+    assert json.loads(result.stdout)["ids"] == expected.tolist()
+    result = _cli("search", "codes.cai", "--codec", "codec.cai", "--queries", "queries.npy", "-k", "5",
+                  "--rescore", "corpus.npy", "--candidates", "300", "-o", "ids.npy", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "ids.npy"), exact_topk(sample[:300], sample[300:310], 5))
+
+    bad = sample[:10].copy()
+    bad[2, 0] = np.inf
+    np.save(tmp_path / "bad.npy", bad)
+    np.save(tmp_path / "narrow.npy", sample[:10, :40])
+    np.save(tmp_path / "empty.npy", np.zeros((0, 48), np.float32))
+    for args, message in [
+        (("encode", "codec.cai", "narrow.npy", "-o", "x.cai"), "have 40 dimensions; the codec expects 48"),
+        (("encode", "codec.cai", "bad.npy", "-o", "x.cai"), "NaN or infinite values in 1 row(s): 2"),
+        (("fit", "empty.npy", "-o", "x.cai"), "is empty"),
+        (("search", "codes.cai", "--codec", "codec.cai", "--queries", "queries.npy", "-k", "301"), "k=301"),
+        (("encode", "codec.cai", "corpus.npy", "-o", "codes.cai"), "exists; use --force"),
+        (("fit", "sample.txt", "-o", "x.cai"), "no such file"),
+    ]:
+        result = _cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and result.stderr.count("\n") == 1, (args, result.stderr)
+    assert not (tmp_path / "x.cai").exists()
