@@ -66,6 +66,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_kernels
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_memory
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_onnx_large
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_embed
 
 # Mutation-fuzz every reader (FUZZ_CASES per target, default 10000; about an hour on 2 cores)
 # and write the counts to BENCHMARKS.md's reliability section.
