@@ -40,7 +40,7 @@ SPEED_CODES, SPEED_QUERIES, SPEED_ROUNDS = 100_000, 200, 5
 # (row label, fit options); the sign-at-zero rows are the baselines of the goals
 CONFIGS_384 = [
     ("sign at zero", {"method": "sign"}),
-    ("adaptive (default): centre, ITQ rotation, medians", {}),
+    ("adaptive (default): centre, ITQ rotation, thresholds at the mean", {}),
     ("trained", {"method": "trained"}),
 ]
 CONFIGS_192 = [
