@@ -90,9 +90,12 @@ def candidates_curve(vectors, codec) -> list[list]:
 
 def sentence_transformers_check(vectors) -> str:
     try:
-        from sentence_transformers.quantization import quantize_embeddings
+        from sentence_transformers.util.quantization import quantize_embeddings
     except ImportError:
-        return "sentence-transformers is not installed: its quantize_embeddings was not compared."
+        try:
+            from sentence_transformers.quantization import quantize_embeddings
+        except ImportError:
+            return "sentence-transformers is not installed: its quantize_embeddings was not compared."
     corpus = vectors["corpus"]
     theirs = quantize_embeddings(corpus, precision="ubinary")
     ours = fit(vectors["fit"], method="sign").encode(corpus)
