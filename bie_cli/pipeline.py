@@ -41,7 +41,7 @@ from .paths import (
     seekable_input,
     stdout_stream,
 )
-from .plan import Planner, StrategySpec, load_policy, parse_rule, parse_strategy
+from .plan import Planner, StrategySpec, load_policy_file, parse_rule, parse_strategy
 from .tensorcodec import DigestCheck, StoredTensors, StreamDecoder, TensorPlan, TensorRecordWriter
 
 DEFAULT_CHUNK_SIZE = 4 << 20
@@ -102,6 +102,11 @@ def compress_model(
     source_format: str | None = None,
     executor: str = "threads",
     scheduler: str | None = None,
+    target_bits: float | None = None,
+    target_size: str | None = None,
+    max_error: float | None = None,
+    weighting: str | None = None,
+    plan_progress: Progress | None = None,
 ) -> CompressStats:
     """Compress checkpoint ``src`` into the container ``dst`` (``"-"``: stdout).
 
@@ -113,50 +118,87 @@ def compress_model(
     this process), ``"processes"`` (a pool of ``threads`` processes) or
     ``"dask"`` (the cluster at ``scheduler``, which must see ``src`` at the
     same path). The container's bytes are the same whichever runs them.
+
+    ``target_bits`` (bits per parameter, whole file), ``target_size``
+    (``12MB``, ``30%``) or ``max_error`` (each tensor's relative MSE) let
+    :mod:`bie_cli.auto` choose every tensor's configuration (rules and the
+    policy then pin the tensors they match); the result is the same bytes as
+    compressing with the policy ``bie plan`` writes for that budget.
     """
     src, dst = os.fspath(src), os.fspath(dst)
     if threads < 1:
-        raise BadInputError("--threads must be at least 1")
+        raise BadInputError(f"threads must be at least 1, got {threads!r}")
     if executor not in executors.EXECUTORS:
         raise BadInputError(f"unknown executor {executor!r}; choose one of {', '.join(executors.EXECUTORS)}")
     if executor != "threads" and src == STDIO:
-        raise BadInputError(f"--executor {executor} reads the checkpoint from its path; it cannot read stdin")
+        raise BadInputError(f"executor {executor!r} reads the checkpoint from its path; it cannot read stdin")
     if chunk_size < 1:
-        raise BadInputError("--chunk-size must be positive")
+        raise BadInputError(f"chunk_size must be a positive number of bytes, got {chunk_size!r}")
+    from .auto.budget import make_budget
+
+    budget = make_budget(target_bits, target_size, max_error)
+    if budget is not None and strategy:
+        raise BadInputError(f"{budget.describe()} chooses every tensor's strategy; drop --strategy "
+                            "(use --rule to pin tensors)")
+    if budget is None and weighting is not None:
+        raise BadInputError("--weighting needs a budget: --target-bits, --target-size or --max-error")
+    if budget is not None and src == STDIO:
+        raise BadInputError(f"{budget.describe()} measures the checkpoint before compressing it; it cannot read stdin")
     default_spec: StrategySpec | None = parse_strategy(strategy) if strategy else None
     rule_list = [parse_rule(rule) for rule in rules]
+    auto_summary = None
     if policy is not None:
-        policy_default, policy_rules = load_policy(os.fspath(policy))
-        rule_list += policy_rules
-        default_spec = default_spec or policy_default
+        loaded = load_policy_file(os.fspath(policy))
+        rule_list += loaded.rules
+        default_spec = default_spec or loaded.default
+        auto_summary = loaded.auto
     planner = Planner(default_spec, rule_list)
     check_output_path(dst, [src], force)
     started = time.perf_counter()
     pool_context = (contextlib.nullcontext() if executor == "threads"
                     else executors.open_pool(executor, threads, scheduler))
     with formats.open_checkpoint(src, source_format) as source, pool_context as pool:
+        if budget is not None:
+            from .auto.planner import DEFAULT_WEIGHTING, plan_model
+
+            model_plan = plan_model(source, budget, pins=planner, chunk_size=chunk_size, threads=threads,
+                                    weighting=weighting or DEFAULT_WEIGHTING, progress=plan_progress)
+            planner, auto_summary = Planner(None, model_plan.rules()), model_plan.summary()
         choices = [planner.choose(info) for info in source.tensors]
         if dst == STDIO:
-            stats = _compress_to(source, stdout_stream(), choices, threads, chunk_size, progress, planner, pool)
+            stats = _compress_to(source, stdout_stream(), choices, threads, chunk_size, progress, planner, pool,
+                                 auto_summary)
         else:
             with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
-                stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner, pool)
+                stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner, pool,
+                                     auto_summary)
     stats.output = dst
     stats.seconds = time.perf_counter() - started
     return stats
 
 
-def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, progress, planner,
-                 pool=None) -> CompressStats:
-    writer = ContainerWriter(out)
-    total = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
-    writer.write_header({
+def container_header(source: CheckpointSource, planner: Planner, chunk_size: int, auto: dict | None = None) -> dict:
+    """The header record. Rules that carry their own reason (a ``bie plan`` policy) are not
+    listed: every tensor stores its reason, and the header stays the same whether the plan
+    was computed in this run or read from a file."""
+    options = {"default_strategy": planner.default_name, "rules": [r.origin for r in planner.rules if r.reason is None],
+               "chunk_size": chunk_size}
+    if auto is not None:
+        options["auto"] = auto
+    return {
         "tool": "bie",
         "tool_version": __version__,
         "source": {"format": source.format, "name": os.path.basename(os.path.normpath(source.path)), "metadata": source.metadata},
-        "options": {"default_strategy": planner.default_name, "rules": [r.origin for r in planner.rules], "chunk_size": chunk_size},
+        "options": options,
         "manifest": [[i.name, i.dtype, list(i.shape)] for i in source.tensors],
-    })
+    }
+
+
+def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, progress, planner,
+                 pool=None, auto_summary: dict | None = None) -> CompressStats:
+    writer = ContainerWriter(out)
+    total = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
+    writer.write_header(container_header(source, planner, chunk_size, auto_summary))
     for blob_name, data in source.blobs.items():
         writer.write_blob(blob_name, data)
     stats = CompressStats(source.path, "", source.format, total, 0, 0.0, threads)
@@ -301,7 +343,7 @@ def decompress_model(
     src, dst = os.fspath(src), os.fspath(dst)
     check_bits(bits)
     if threads < 1:
-        raise BadInputError("--threads must be at least 1")
+        raise BadInputError(f"threads must be at least 1, got {threads!r}")
     to_directory = is_directory_target(dst)
     if to_directory:
         if format not in (None, "safetensors"):
@@ -461,14 +503,15 @@ def verify_container(
     Lossless tensors must decode to their stored digest and, with a source,
     equal it bit for bit. Lossy tensors' error is recomputed against the
     source; it must match the stored figure and stay within ``max_error``
-    (relative MSE) when given. Never raises for problems it can attribute: it
+    (relative MSE) when given, or else the bound a ``--max-error`` plan stored in the
+    header. Never raises for problems it can attribute: it
     reports them, so one run names every bad tensor and chunk.
 
     One pass over the file: each record is read once, checksummed, and (a
     chunk) decoded from the same bytes on ``threads`` threads.
     """
     if threads < 1:
-        raise BadInputError("--threads must be at least 1")
+        raise BadInputError(f"threads must be at least 1, got {threads!r}")
     path = os.fspath(container)
     against = os.fspath(against) if against is not None else None
     if path == STDIO and against == STDIO:
@@ -480,6 +523,11 @@ def verify_container(
 def _verify(path: str, report: VerifyReport, max_error: float | None, progress: Progress | None,
             threads: int) -> VerifyReport:
     stored = StoredTensors.open(path)  # a broken trailer/index is fatal: raises CorruptContainerError
+    if max_error is None:
+        # a container planned with --max-error promises that bound for every tensor: check it
+        planned = ((stored.reader.header.get("options") or {}).get("auto") or {}).get("max_error")
+        if isinstance(planned, (int, float)) and not isinstance(planned, bool):
+            max_error = float(planned)
     try:
         source = formats.open_checkpoint(report.against) if report.against is not None else None
     except BaseException:

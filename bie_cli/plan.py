@@ -16,6 +16,11 @@ sensitive). A TOML policy file can also match on dtype, rank and size::
     min_ndim = 2                       # optional; also max_ndim, min_numel, max_numel
     strategy = "zstd"
     options = { level = 19 }           # or inline: strategy = "zstd:level=19"
+    reason = "why"                     # optional: stored as the tensor's reason instead of "FILE rule N"
+
+A policy written by ``bie plan`` has one rule per tensor (``match`` is the
+exact name, glob characters escaped) and an ``[auto]`` table describing the
+budget it was planned for; ``compress`` stores that table in the header.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ class Rule:
     max_ndim: int | None = None
     min_numel: int | None = None
     max_numel: int | None = None
+    reason: str | None = None  # stored as the tensor's reason (default: the origin)
 
     def matches(self, info: TensorInfo) -> bool:
         if not fnmatch.fnmatchcase(info.name, self.pattern):
@@ -99,7 +105,24 @@ def parse_rule(text: str) -> Rule:
     return Rule(pattern.strip(), parse_strategy(strategy), origin=f"--rule {text}")
 
 
+def exact_pattern(name: str) -> str:
+    """A glob that matches ``name`` and nothing else (``*``, ``?`` and ``[`` escaped)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+@dataclass(frozen=True)
+class Policy:
+    default: StrategySpec | None
+    rules: list[Rule]
+    auto: dict | None = None  # the [auto] table of a policy written by ``bie plan``
+
+
 def load_policy(path: str) -> tuple[StrategySpec | None, list[Rule]]:
+    policy = load_policy_file(path)
+    return policy.default, policy.rules
+
+
+def load_policy_file(path: str) -> Policy:
     try:
         with open(path, "rb") as handle:
             document = tomllib.load(handle)
@@ -107,9 +130,12 @@ def load_policy(path: str) -> tuple[StrategySpec | None, list[Rule]]:
         raise BadInputError(f"policy file {path} does not exist") from None
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInputError(f"cannot read policy file {path}: {exc}") from None
-    known = {"strategy", "rules"}
+    known = {"strategy", "rules", "auto"}
     if set(document) - known:
-        raise BadInputError(f"policy {path}: unknown key {sorted(set(document) - known)[0]!r} (expected strategy, rules)")
+        raise BadInputError(f"policy {path}: unknown key {sorted(set(document) - known)[0]!r} (expected strategy, rules, auto)")
+    auto = document.get("auto")
+    if auto is not None and not isinstance(auto, dict):
+        raise BadInputError(f"policy {path}: 'auto' must be a table")
     default = document.get("strategy")
     if default is not None and not isinstance(default, str):
         raise BadInputError(f"policy {path}: 'strategy' must be a string like \"zstd:level=9\"")
@@ -119,12 +145,12 @@ def load_policy(path: str) -> tuple[StrategySpec | None, list[Rule]]:
         raise BadInputError(f"policy {path}: 'rules' must be an array of tables ([[rules]])")
     for number, raw in enumerate(raw_rules, 1):
         rules.append(_policy_rule(path, number, raw))
-    return (parse_strategy(default) if default else None), rules
+    return Policy(parse_strategy(default) if default else None, rules, auto)
 
 
 def _policy_rule(path: str, number: int, raw: Any) -> Rule:
     where = f"policy {path} rule {number}"
-    allowed = {"match", "strategy", "options", "dtype", "min_ndim", "max_ndim", "min_numel", "max_numel"}
+    allowed = {"match", "strategy", "options", "dtype", "min_ndim", "max_ndim", "min_numel", "max_numel", "reason"}
     if not isinstance(raw, dict):
         raise BadInputError(f"{where} is not a table")
     if set(raw) - allowed:
@@ -150,8 +176,11 @@ def _policy_rule(path: str, number: int, raw: Any) -> Rule:
     pattern = raw.get("match", "*")
     if not isinstance(pattern, str):
         raise BadInputError(f"{where}: 'match' must be a glob string")
+    reason = raw.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise BadInputError(f"{where}: 'reason' must be a string")
     return Rule(pattern, spec, origin=f"{path} rule {number}",
-                dtypes=frozenset(dtype) if dtype else None, **limits)
+                dtypes=frozenset(dtype) if dtype else None, reason=reason, **limits)
 
 
 @dataclass(frozen=True)
@@ -215,7 +244,7 @@ class Planner:
             if rule.matches(info):
                 strategy, config = self._resolve(rule.spec, rule.origin)
                 strategy.check_dtype(info.dtype, info.name)
-                return Choice(strategy.id, config, strategy.config_to_dict(config), rule.origin)
+                return Choice(strategy.id, config, strategy.config_to_dict(config), rule.reason or rule.origin)
         if self.default is None:
             return lossless_choice(info, "default")
         strategy, config = self._resolve(self.default, "--strategy")

@@ -169,7 +169,7 @@ def test_pytorch_to_stdout(model, tmp_path):
                    tmp_path)
     assert result.returncode == 0, result.stderr.decode()
     original, back = load_file(str(model)), torch.load(tmp_path / "m.pt", weights_only=True)
-    assert list(back) == list(original)
+    assert sorted(back) == sorted(original)
     assert all(torch.equal(back[name], original[name]) for name in original)
 
 
@@ -255,3 +255,69 @@ def test_bench_reports_get_the_umask_permissions(tmp_path, umask, mode):
     finally:
         os.umask(previous)
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {"report.html": mode, "plot.png": mode}
+
+
+# -- errors name what the caller wrote: arguments for the library, flags for the CLI ----------
+
+
+def test_library_errors_name_arguments_and_the_cli_names_flags(model, tmp_path):
+    import bie_cli
+    from bie_cli.errors import BadInputError
+
+    with pytest.raises(BadInputError, match=r"^chunk_size must be a positive number of bytes, got 0$"):
+        bie_cli.compress_model(model, tmp_path / "x.cai", chunk_size=0)
+    with pytest.raises(BadInputError, match=r"^threads must be at least 1, got 0$"):
+        bie_cli.decompress_model(tmp_path / "x.cai", tmp_path / "x.safetensors", threads=0)
+    result = run("compress", str(model), "-o", str(tmp_path / "x.cai"), "--chunk-size", "0")
+    assert (result.returncode, result.stderr.decode()) == (2, "bie: error: --chunk-size must be positive\n")
+    result = run("decompress", "x.cai", "-o", "x.safetensors", "--bits", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "'--bits'" in result.stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+# -- start-up: what --help, --version and inspect import; the first run's numba cache ------
+
+
+def test_help_version_and_inspect_import_nothing_heavy(model, tmp_path):
+    assert run("compress", str(model), "-o", str(tmp_path / "m.cai"), "-q").returncode == 0
+    probe = (
+        "import sys\n"
+        "from bie_cli.cli.app import main\n"
+        "for args in (['--help'], ['--version'], ['inspect', sys.argv[1]], ['inspect', sys.argv[1], '--json']):\n"
+        "    assert main(args) == 0, args\n"
+        "heavy = ('torch', 'onnx', 'numba', 'onnxruntime', 'scipy', 'ml_dtypes', 'safetensors')\n"
+        "print('HEAVY', sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "m.cai")], capture_output=True, timeout=120)
+    assert b"HEAVY []" in completed.stderr, completed.stderr.decode()[-800:]
+
+
+def test_precompiled_kernels_cover_compress_decompress_and_verify(model, tmp_path):
+    """setup.py ships the cache bie_cli/_precompile.py fills; a run after it must compile nothing.
+
+    Compilations are counted with numba's event API in the process that runs the commands."""
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    completed = subprocess.run([sys.executable, "-m", "bie_cli._precompile", "--quiet"], env=environment,
+                               capture_output=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr.decode()[-800:]
+    probe = (
+        "import sys\n"
+        "from numba.core import event\n"
+        "compiled = []\n"
+        "class Count(event.Listener):\n"
+        "    def on_start(self, ev): pass\n"
+        "    def on_end(self, ev): compiled.append(ev.data['dispatcher'].py_func.__qualname__)\n"
+        "event.register('numba:compile', Count())\n"
+        "from bie_cli.cli.app import main\n"
+        "src, out = sys.argv[1], sys.argv[2]\n"
+        "for args in (['compress', src, '-o', out + '.cai', '-q', '--threads', '2'],\n"
+        "             ['compress', src, '-o', out + '-q.cai', '-q', '-s', 'quant:bits=8,step=0.2,granularity=tensor'],\n"
+        "             ['decompress', out + '.cai', '-o', out + '.safetensors', '-q'],\n"
+        "             ['decompress', out + '-q.cai', '-o', out + '-q.safetensors', '-q'],\n"
+        "             ['verify', out + '.cai', '--against', src, '-q'], ['verify', out + '-q.cai', '-q']):\n"
+        "    assert main(args) == 0, args\n"
+        "print('COMPILED', sorted(set(compiled)), file=sys.stderr)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe, str(model), str(tmp_path / "m")], env=environment,
+                               capture_output=True, timeout=600)
+    assert b"COMPILED []" in completed.stderr, completed.stderr.decode()[-800:]

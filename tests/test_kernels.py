@@ -7,16 +7,21 @@ for the numpy reference and numba with 1 and 2 threads.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import write_safetensors
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import bie_cli
 from bie_cli import kernels
 from bie_cli.errors import BadInputError
+from bie_cli.strategies.base import Strategy
 
 SPECS = [
     "quant:bits=8",
@@ -106,6 +111,32 @@ def _check(actual, W_hat, x, relative=1e-4):
     assert np.all(np.abs(actual - expected) <= bound), np.max(np.abs(actual - expected) - bound)
 
 
+def _reference(encoded, X: np.ndarray) -> np.ndarray:
+    """The numpy reference (the specification) of ``encoded @ X``, whatever backend is selected."""
+    out = np.zeros((encoded.shape[0], X.shape[1]), np.float32)
+    for start, part in encoded.parts:
+        encoded.family.reference_matmul(part, X, out[start : start + part.rows])
+    return out
+
+
+def _check_int8(actual, reference, W_hat, X, relative):
+    """int8 activations: equal to the reference up to float32 rounding, and within the
+    quantization bound of Ŵ·X: |x − step·xq| <= step/2 per element, step = max|x|/127 of
+    its block of 32, times |ŵ − offset| <= |ŵ| + 2·max|Ŵ| (the offset is the centre of its
+    group's, row's or chunk's range)."""
+    X64 = X.astype(np.float64)
+    terms = np.abs(W_hat) @ np.abs(X64)
+    np.testing.assert_allclose(actual, reference, rtol=0, atol=float(np.max(1e-5 * terms, initial=0)) + 1e-6)
+    cols = X.shape[0]
+    blocks = -(-cols // 32)
+    padded = np.zeros((blocks * 32, X.shape[1]))
+    padded[:cols] = np.abs(X64)
+    step = np.repeat(padded.reshape(blocks, 32, -1).max(axis=1) / 127, 32, axis=0)[:cols]
+    weights = np.abs(W_hat) + 2 * np.abs(W_hat).max(initial=0.0)
+    bound = 0.5 * 1.001 * (weights @ step) + relative * terms + 1e-6
+    assert np.all(np.abs(actual - W_hat @ X64) <= bound)
+
+
 @pytest.mark.parametrize("spec", SPECS)
 def test_kernels_equal_dense_decode(containers, spec, mode):
     rng = np.random.default_rng(7)
@@ -113,16 +144,19 @@ def test_kernels_equal_dense_decode(containers, spec, mode):
         for name in container:
             tensor = container[name]
             W_hat = tensor.astype(np.float64).reshape(tensor.shape[0], -1)
-            encoded = kernels.load_encoded(container, name)
-            assert encoded.shape == W_hat.shape and encoded.tensor_shape == tensor.shape
+            exact = kernels.load_encoded(container, name, activations="float32")
+            int8 = kernels.load_encoded(container, name)
+            assert exact.shape == W_hat.shape and exact.tensor_shape == tensor.shape
             # decode rounds each ŵ to F16 at the end; the kernels keep float32 (closer to the
             # quantized value), so F16 tensors agree to F16's rounding (2**-11 a weight)
             relative = 1e-3 if tensor.dtype == np.float16 else 1e-4
             x = rng.standard_normal(W_hat.shape[1]).astype(np.float32)
-            _check(kernels.matvec(encoded, x), W_hat, x, relative)
-            for batch in (1, 7):
+            _check(kernels.matvec(exact, x), W_hat, x, relative)
+            _check_int8(kernels.matvec(int8, x)[:, None], _reference(int8, x[:, None]), W_hat, x[:, None], relative)
+            for batch in (1, 3, 16, 17):  # 17: past the fused kernel's largest batch
                 X = rng.standard_normal((W_hat.shape[1], batch)).astype(np.float32)
-                _check(kernels.matmul(encoded, X), W_hat, X, relative)
+                _check(kernels.matmul(exact, X), W_hat, X, relative)
+                _check_int8(kernels.matmul(int8, X), _reference(int8, X), W_hat, X, relative)
 
 
 @pytest.mark.parametrize("cols", [300, 70_000], ids=["uint16-columns", "int32-columns"])
@@ -239,31 +273,109 @@ def test_importing_kernels_does_not_import_numba():
     assert completed.stdout.strip() == b"[]", completed.stderr.decode()[-500:]
 
 
+@pytest.mark.parametrize("group_size", [4, 32], ids=["pair-layout", "block-layout"])
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_weights_stored_exactly_by_quant(tmp_path, monkeypatch, backend):
+def test_weights_stored_exactly_by_quant(tmp_path, monkeypatch, backend, group_size):
     """NaN/Inf kept with allow_nonfinite propagate as in the dense product; other rows agree."""
     monkeypatch.setenv(kernels.ENV_VAR, backend)
     rng = np.random.default_rng(3)
-    W = rng.standard_normal((6, 10)).astype(np.float32)
+    W = rng.standard_normal((6, 40)).astype(np.float32)
     W[1, 3], W[4, 0] = np.nan, np.inf
     source = write_safetensors(tmp_path / "m.safetensors", {"w": W})
-    bie_cli.compress_model(source, tmp_path / "q.cai", rules=["*=quant:bits=4,group_size=4,allow_nonfinite=true"])
+    spec = f"quant:bits=4,group_size={group_size},allow_nonfinite=true"
+    bie_cli.compress_model(source, tmp_path / "q.cai", rules=[f"*={spec}"])
     with bie_cli.open_container(tmp_path / "q.cai") as container:
         W_hat = container["w"].astype(np.float64)
-    encoded = kernels.load_encoded(tmp_path / "q.cai", "w")
-    x = np.abs(rng.standard_normal(10)).astype(np.float32)
-    X = np.abs(rng.standard_normal((10, 3))).astype(np.float32)
+    encoded = kernels.load_encoded(tmp_path / "q.cai", "w", activations="float32")
+    x = np.abs(rng.standard_normal(40)).astype(np.float32)
+    X = np.abs(rng.standard_normal((40, 3))).astype(np.float32)
     with np.errstate(invalid="ignore"):
         expected, expected_batch = W_hat @ x, W_hat @ X
     assert np.isnan(expected[1]) and np.isposinf(expected[4])
     np.testing.assert_allclose(kernels.matvec(encoded, x), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(kernels.matmul(encoded, X), expected_batch, rtol=1e-4, atol=1e-5)
+    int8 = kernels.load_encoded(tmp_path / "q.cai", "w")
+    np.testing.assert_allclose(kernels.matmul(int8, X), expected_batch, rtol=3e-2, atol=3e-2)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_nonfinite_activations_take_the_float32_path(containers, monkeypatch, backend):
+    monkeypatch.setenv(kernels.ENV_VAR, backend)
+    int8 = kernels.load_encoded(containers["quant:bits=4"], "wide")
+    exact = kernels.load_encoded(containers["quant:bits=4"], "wide", activations="float32")
+    X = np.random.default_rng(0).standard_normal((130, 3)).astype(np.float32)
+    assert not np.array_equal(kernels.matmul(int8, X), kernels.matmul(exact, X))
+    X[5, 1] = np.inf
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(kernels.matmul(int8, X), kernels.matmul(exact, X))
+    with pytest.raises(BadInputError, match="activations='int4'"):
+        kernels.load_encoded(containers["quant:bits=4"], "wide", activations="int4")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.integers(1, 9), cols=st.integers(1, 200), bits=st.sampled_from([2, 3, 4, 5, 8]),
+       group=st.sampled_from([32, 64, 128, 0]), affine=st.booleans(), batch=st.sampled_from([1, 3, 16]),
+       seed=st.integers(0, 2**16))
+def test_block_layout_kernels_match_the_reference(rows, cols, bits, group, affine, batch, seed):
+    """The block layout on any shape: group tails, padding to whole blocks, one group a row (0),
+    asymmetric offsets and exactly stored elements, numba (both activations) against numpy."""
+    from bie_cli.kernels import quant
+
+    rng = np.random.default_rng(seed)
+    group_size = group or cols
+    groups = -(-cols // group_size)
+    scale = rng.random((rows, groups)).astype(np.float32)
+    offset = rng.standard_normal((rows, groups)).astype(np.float32) if affine else quant.NO_OFFSET
+    m = quant.build(rng.integers(0, 1 << bits, (rows, cols)).astype(np.uint8), bits, group_size, scale, offset)
+    assert m.blocked
+    quant._add_fixes(m, rng.choice(rows * cols, min(3, rows * cols), replace=False), rng.standard_normal(3)[: min(3, rows * cols)].astype(np.float32))
+    X = rng.standard_normal((cols, batch)).astype(np.float32)
+    W_hat = quant._dequantize_block(m, 0, rows).astype(np.float64)
+    for activations in ("float32", "int8"):
+        m.activations = activations
+        expected = np.empty((rows, batch), np.float32)
+        quant.reference_matmul(m, X, expected)
+        actual = np.empty((rows, batch), np.float32)
+        quant.numba_matmul(m, X, actual)
+        terms = np.abs(W_hat) @ np.abs(X.astype(np.float64))
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=float(1e-5 * terms.max()) + 1e-6)
+        if activations == "float32":
+            np.testing.assert_allclose(actual, W_hat @ X, rtol=0, atol=float(1e-5 * terms.max()) + 1e-6)
+
+
+def test_portable_ir_without_avx2(tmp_path):
+    """On a CPU without AVX2 the row dots are target-independent vector IR: same results."""
+    probe = (
+        "import numpy as np\n"
+        "from bie_cli.kernels import quant\n"
+        "rng = np.random.default_rng(1)\n"
+        "for bits in (4, 8):\n"
+        "    m = quant.build(rng.integers(0, 1 << bits, (5, 70)).astype(np.uint8), bits, 64,\n"
+        "                    rng.random((5, 2)).astype(np.float32), quant.NO_OFFSET)\n"
+        "    for activations in ('int8', 'float32'):\n"
+        "        m.activations = activations\n"
+        "        X = rng.standard_normal((70, 3)).astype(np.float32)\n"
+        "        a, b = np.empty((5, 3), np.float32), np.empty((5, 3), np.float32)\n"
+        "        quant.reference_matmul(m, X, a)\n"
+        "        quant.numba_matmul(m, X, b)\n"
+        "        assert np.allclose(a, b, rtol=1e-5, atol=1e-4), (bits, activations, a - b)\n"
+        "from bie_cli.kernels import _quant_numba\n"
+        "asm = ''.join(_quant_numba.blocked_matmul.inspect_asm().values())\n"
+        "print('pmaddubsw' in asm, 'ymm' in asm)\n"
+    )
+    env = {**os.environ, "NUMBA_CPU_NAME": "x86-64", "NUMBA_CPU_FEATURES": "+sse,+sse2",
+           "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "False"]  # no AVX2 instruction or register was used
 
 
 def test_dense_gemm_hook_is_used_for_code_forms_and_scoped(containers, monkeypatch):
+    from bie_cli.kernels.quant import FUSED_MAX_BATCH
+
     monkeypatch.setenv(kernels.ENV_VAR, "numba")
     encoded = kernels.load_encoded(containers["quant:bits=4"], "wide")
-    X = np.random.default_rng(0).standard_normal((130, 5)).astype(np.float32)
+    X = np.random.default_rng(0).standard_normal((130, FUSED_MAX_BATCH + 1)).astype(np.float32)
     expected = kernels.matmul(encoded, X)
     calls = []
 
@@ -290,3 +402,56 @@ def test_corrupt_chunk_is_a_clear_error(tmp_path):
     (tmp_path / "bad.cai").write_bytes(bytes(data))
     with pytest.raises(CorruptContainerError, match="tensor 'w' chunk 0"):
         kernels.load_encoded(tmp_path / "bad.cai", "w")
+
+
+class _DenseRows:
+    """A third party's kernel family (an object, not a module): the chunk's float32 rows, numpy products."""
+
+    @staticmethod
+    def from_chunk(payload, meta, shape, dtype):
+        rows = np.frombuffer(payload, dtype="<f4").reshape(shape[0], -1).copy()
+        return SimpleNamespace(rows=rows.shape[0], cols=rows.shape[1], nbytes=rows.nbytes, w=rows)
+
+    @staticmethod
+    def reference_matmul(part, X, out):
+        np.matmul(part.w, X, out=out)
+
+    @staticmethod
+    def reference_matvec(part, x, out):
+        np.matmul(part.w, x, out=out)
+
+
+class _ThirdPartyStrategy(Strategy):
+    id = "third-party-f32"
+    lossless = True
+    dtypes = frozenset({"F32"})
+    kernels = _DenseRows
+
+    def encode(self, chunk, config):
+        return np.ascontiguousarray(chunk, dtype="<f4").tobytes(), {}
+
+    def decode(self, payload, meta, shape, dtype):
+        return np.frombuffer(payload, dtype="<f4").reshape(shape).copy()
+
+
+def test_a_strategy_brings_its_own_kernels(tmp_path, monkeypatch):
+    """Kernels come from the strategy class (``kernels``), so a third-party strategy can provide them."""
+    from bie_cli.strategies import registry
+
+    monkeypatch.setitem(registry._instances, _ThirdPartyStrategy.id, _ThirdPartyStrategy())
+    W = np.random.default_rng(0).standard_normal((9, 5)).astype(np.float32)
+    source = write_safetensors(tmp_path / "m.safetensors", {"w": W})
+    bie_cli.compress_model(source, tmp_path / "t.cai", rules=["*=third-party-f32"], chunk_size=64)
+    encoded = kernels.load_encoded(tmp_path / "t.cai", "w")
+    assert len(encoded.parts) > 1  # no concat: the parts stay separate, in row order
+    x = np.arange(5, dtype=np.float32)
+    for backend in kernels.BACKENDS:  # no numba functions: both backends run the reference
+        monkeypatch.setenv(kernels.ENV_VAR, backend)
+        np.testing.assert_allclose(kernels.matvec(encoded, x), W @ x, rtol=1e-6)
+        np.testing.assert_allclose(kernels.matmul(encoded, np.eye(5, dtype=np.float32)), W, rtol=1e-6)
+    assert kernels.has_kernels("third-party-f32") and "third-party-f32" in kernels.kernel_strategies()
+    assert kernels.warmup(["third-party-f32"])["third-party-f32"] >= 0
+    assert not kernels.has_kernels("zstd") and not kernels.has_kernels("no-such-strategy")
+    monkeypatch.setattr(_ThirdPartyStrategy, "kernels", SimpleNamespace(from_chunk=_DenseRows.from_chunk))
+    with pytest.raises(BadInputError, match="lack reference_matvec, reference_matmul"):
+        kernels.load_encoded(tmp_path / "t.cai", "w")

@@ -55,6 +55,23 @@ def test_compressed_linear_matches_the_decoded_linear(tmp_path, monkeypatch, bac
     assert "quant" in repr(layer) and "bits/weight" in repr(layer)
 
 
+def test_activations_choice_reaches_the_kernels(tmp_path):
+    """int8 activations (default) stay close to the decoded layer; float32 ones match it to float32 rounding."""
+    _, path = _toy_container(tmp_path, "quant:bits=4,group_size=32")
+    with bie_cli.open_container(path) as container:
+        weight = torch.from_numpy(container["encoder.2.weight"])
+    x = torch.randn(5, 24)
+    expected = x @ weight.T
+    exact = CompressedLinear.from_container(path, "encoder.2.weight", activations="float32")
+    torch.testing.assert_close(exact(x), expected, rtol=1e-5, atol=1e-5)
+    int8 = CompressedLinear.from_container(path, "encoder.2.weight")
+    assert not torch.equal(int8(x), exact(x))
+    torch.testing.assert_close(int8(x), expected, rtol=0, atol=3e-2 * float(expected.abs().max()))
+    model = Toy()
+    swap_linear_layers(model, path, activations="float32")
+    assert model.encoder[2].encoded.parts[0][1].activations == "float32"
+
+
 def test_swap_linear_layers(tmp_path):
     model, path = _toy_container(tmp_path, "sdr")
     x = torch.randn(6, 13)

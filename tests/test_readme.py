@@ -31,7 +31,8 @@ def test_readme_use_examples_run(tmp_path):
 
     readme = (REPO / "README.md").read_text()
     rng = np.random.default_rng(0)
-    tensors = {"layer.weight": rng.standard_normal((32, 16)).astype(np.float32), "layer.bias": np.zeros(16, np.float32)}
+    tensors = {"layer.weight": rng.standard_normal((32, 16)).astype(np.float32), "layer.bias": np.zeros(16, np.float32),
+               "encoder.weight": rng.standard_normal((256, 256)).astype(np.float32)}  # big enough for a lossy budget
     write_safetensors(tmp_path / "model.safetensors", tensors)
     torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, tmp_path / "model.pt")
     (tmp_path / "ckpt_dir").mkdir()

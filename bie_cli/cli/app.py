@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from . import bench, compress, decompress, embed, inspect, strategies, verify
+from . import bench, compress, decompress, embed, inspect, plan, strategies, verify
 
 app = typer.Typer(
     name="bie",
@@ -66,6 +66,7 @@ app.command("inspect")(inspect.command)
 app.command("verify")(verify.command)
 app.command("strategies")(strategies.command)
 app.command("bench")(bench.command)
+app.command("plan")(plan.command)
 app.add_typer(embed.app, name="embed")
 
 

@@ -51,6 +51,8 @@ def command(
     from ..errors import BadInputError
     from .output import print_json, stderr_console
 
+    if output_dir == "-":
+        raise BadInputError("--output-dir - : the report is several files and cannot go to stdout; use --json for stdout")
     try:
         import matplotlib  # noqa: F401  (the plots)
         import scipy  # noqa: F401  (the CSR/COO baselines)
@@ -66,8 +68,7 @@ def command(
         return 0
     if repeats < 1:
         raise BadInputError("--repeats must be at least 1")
-    if output_dir == "-":
-        raise BadInputError("--output-dir - : the report is several files and cannot go to stdout; use --json for stdout")
+
     config = grid.GridConfig(repeats=repeats, seed=seed)
     if quick:
         config.sizes, config.sparsities, config.repeats, config.memory = [(256, 256)], [0.0, 90.0, 95.0], 1, False

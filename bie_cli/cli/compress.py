@@ -22,6 +22,10 @@ def command(
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or summary on stderr.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Write statistics as JSON to stdout.")] = False,
+    target_bits: Annotated[Optional[float], typer.Option("--target-bits", help="Choose every tensor's strategy for this average bits per parameter of the whole file (see `bie plan`).")] = None,
+    target_size: Annotated[Optional[str], typer.Option("--target-size", help="Choose every tensor's strategy for this file size: 12MB, 3000000, or 30% of the source's tensor bytes.")] = None,
+    max_error: Annotated[Optional[float], typer.Option("--max-error", help="Choose per tensor the smallest strategy whose relative MSE is at most this (lossless where none is).")] = None,
+    weighting: Annotated[Optional[str], typer.Option("--weighting", help="With a budget: how tensors' errors are weighed: tensor (default; an output head counts 2 x blocks) or params.")] = None,
 ) -> int:
     """Compress a checkpoint into a .cai container."""
     from ..errors import BadInputError
@@ -35,6 +39,7 @@ def command(
             src, output, strategy=strategy, rules=rule or (), policy=policy, threads=threads,
             chunk_size=parse_size(chunk_size), force=force, progress=progress, source_format=format,
             executor=executor, scheduler=scheduler,
+            target_bits=target_bits, target_size=target_size, max_error=max_error, weighting=weighting,
         )
     if json_output:
         print_json(stats.to_dict())

@@ -13,7 +13,7 @@ def command(
     format: Annotated[Optional[str], typer.Option("--format", help="Output format: safetensors, pytorch or onnx (overrides the extension).")] = None,
     tensor: Annotated[Optional[list[str]], typer.Option("-t", "--tensor", help="Extract only this tensor; repeatable.")] = None,
     external_data: Annotated[Optional[bool], typer.Option("--external-data/--no-external-data", help="ONNX: weights in a .data file beside the model (default: only over 2 GB).")] = None,
-    bits: Annotated[Optional[int], typer.Option("--bits", help="Rebuild progressive (bie-bitplane) tensors from their top M planes only, reading only those bytes; other tensors are decoded in full.", metavar="M")] = None,
+    bits: Annotated[Optional[int], typer.Option("--bits", help="Rebuild progressive (bie-bitplane) tensors from their top M planes only, reading only those bytes; other tensors are decoded in full.", metavar="M", min=1)] = None,
     threads: Annotated[int, typer.Option("-j", "--threads", help="Decode chunks in parallel on N threads.", min=1)] = 1,
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or summary on stderr.")] = False,

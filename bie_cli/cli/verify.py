@@ -11,6 +11,7 @@ def command(
     container: Annotated[str, typer.Argument(metavar="FILE.cai", help="Container .cai file, or - to read it from stdin.")],
     against: Annotated[Optional[str], typer.Option("--against", help="Original checkpoint to compare every tensor with; - reads safetensors from stdin.")] = None,
     max_error: Annotated[Optional[float], typer.Option("--max-error", help="Fail lossy tensors whose relative MSE exceeds this.")] = None,
+    threads: Annotated[int, typer.Option("-j", "--threads", help="Decode chunks in parallel on N threads.", min=1)] = 1,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only problems.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Write the report as JSON to stdout.")] = False,
 ) -> int:
@@ -22,7 +23,7 @@ def command(
     from .output import format_error, print_json, progress_bar, stdout_console
 
     with progress_bar("verify", quiet or json_output) as progress:
-        report = verify_container(container, against=against, max_error=max_error, progress=progress)
+        report = verify_container(container, against=against, max_error=max_error, progress=progress, threads=threads)
     if json_output:
         print_json(report.to_dict())
         return report.exit_code

@@ -56,6 +56,10 @@ def _json_problem(exc: Exception) -> str:
     return str(exc)
 
 
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _reject_duplicates(pairs):
     keys = [key for key, _ in pairs]
     if len(keys) != len(set(keys)):
@@ -155,12 +159,22 @@ class _ShardReader:
         row_bytes = row_elements * np_dtype.itemsize
         begin = self.data_start + self.offsets[info.name] + row_start * row_bytes
         length = (row_stop - row_start) * row_bytes
-        data = self._pread(length, begin) if length else b""
-        if len(data) != length:
-            raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
+        if self.fd >= 0:
+            # read straight into a fresh (writable: strategies may modify in place) array: one copy, not two
+            data = np.empty(length, dtype=np.uint8)
+            view, done = memoryview(data), 0
+            while done < length:
+                count = os.preadv(self.fd, [view[done:]], begin + done)
+                if count == 0:
+                    raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
+                done += count
+        else:  # a stream reads through its own _pread
+            raw = self._pread(length, begin) if length else b""
+            if len(raw) != length:
+                raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
+            data = np.frombuffer(bytearray(raw), dtype=np.uint8)
         shape = info.shape if not info.shape else (row_stop - row_start, *info.shape[1:])
-        # bytearray keeps the array writable (strategies may modify in place).
-        return np.frombuffer(bytearray(data), dtype=np_dtype).reshape(shape)
+        return data.view(np_dtype).reshape(shape)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -180,6 +194,9 @@ class _StreamReader(_ShardReader):
 
     # a pipe has no size: lengths are checked as the bytes arrive ("file ended while reading")
     _UNKNOWN_SIZE = 1 << 62
+    #: largest single read: ``read(n)`` allocates n bytes before any arrive, and n comes
+    #: from the header, which nothing can check against a size here
+    _MAX_READ = 16 << 20
 
     def __init__(self, stream: BinaryIO, label: str, prefix: bytes = b"") -> None:
         self.path = label
@@ -200,7 +217,7 @@ class _StreamReader(_ShardReader):
             self._prefix = self._prefix[length:]
         remaining = length - sum(map(len, parts))
         while remaining > 0:
-            block = self._stream.read(remaining)
+            block = self._stream.read(min(remaining, self._MAX_READ))
             if not block:
                 break
             parts.append(block)
@@ -350,9 +367,9 @@ def parse_header_bytes(header: bytes) -> list[tuple[str, str, tuple[int, ...]]]:
     if len(header) < 8 or _HEADER_SIZE.unpack(header[:8])[0] != len(header) - 8:
         raise BadInputError("header length prefix does not match")
     try:
-        parsed = json.loads(header[8:], object_pairs_hook=_reject_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"header is not valid JSON ({exc})") from None
+        parsed = json.loads(header[8:].decode("utf-8"), object_pairs_hook=_reject_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadInputError(f"header is not valid JSON ({_json_problem(exc)})") from exc
     if not isinstance(parsed, dict):
         raise BadInputError("header is not a JSON object")
     parsed.pop("__metadata__", None)
@@ -360,9 +377,12 @@ def parse_header_bytes(header: bytes) -> list[tuple[str, str, tuple[int, ...]]]:
     for tensor_name, entry in parsed.items():
         try:
             begin, end = entry["data_offsets"]
-            entries.append((begin, end, tensor_name, entry["dtype"], tuple(entry["shape"])))
+            shape = tuple(entry["shape"])
+            entries.append((begin, end, tensor_name, entry["dtype"], shape))
         except (KeyError, TypeError, ValueError):
             raise BadInputError(f"entry for {tensor_name!r} is malformed") from None
+        if not all(_is_count(value) for value in (begin, end, *shape)):
+            raise BadInputError(f"entry for {tensor_name!r} has offsets or dimensions that are not counts")
     entries.sort(key=lambda e: e[0])  # stable, as the reader orders a shard's tensors
     position = 0
     for begin, end, tensor_name, dtype_name, shape in entries:

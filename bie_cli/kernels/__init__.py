@@ -19,7 +19,10 @@ and :func:`matvec` / :func:`matmul` read only those.
   ``import bie_cli``; :func:`warmup` compiles (or loads from cache) every
   kernel up front and says how long it took.
 
-Supported strategies: ``quant``, ``sdr``, ``bie-binary``, ``bie-bitplane``,
+A strategy brings its own kernels: its class attribute ``kernels`` names
+the family module (``bie_cli.kernels.quant`` for ``quant``) or is an
+object with the same functions, so a third-party strategy can ship kernels
+too. Built in: ``quant``, ``sdr``, ``bie-binary``, ``bie-bitplane``,
 ``bie-blocked``. Layouts and measured speeds: docs/kernels.md.
 """
 
@@ -40,19 +43,14 @@ import numpy as np
 from ..errors import BadInputError, BieError, CorruptContainerError
 
 BACKENDS = ("numba", "numpy")
+#: how the code forms take ``x``: quantized to int8 per block of 32, or as float32
+ACTIVATIONS = ("int8", "float32")
 ENV_VAR = "BIE_KERNELS"
 
-#: strategy id -> kernel family module (``bie_cli.kernels.<family>``)
-FAMILIES = {
-    "quant": "quant",
-    "sdr": "sdr",
-    "bie-binary": "binary",
-    "bie-bitplane": "bitplane",
-    "bie-blocked": "blocked",
-}
-
-__all__ = ["BACKENDS", "FAMILIES", "EncodedMatrix", "backend", "dense_gemm", "load_encoded", "matmul", "matvec",
-           "warmup"]
+__all__ = ["ACTIVATIONS", "BACKENDS", "EncodedMatrix", "backend", "dense_gemm", "family", "has_kernels",
+           "kernel_strategies", "load_encoded", "matmul", "matvec", "warmup"]
+#: what a kernel family must define (``concat``, ``numba_*`` and ``warmup`` are optional)
+REQUIRED = ("from_chunk", "reference_matvec", "reference_matmul")
 
 _GEMM: ContextVar[Callable | None] = ContextVar("bie_kernels_gemm", default=None)
 
@@ -65,14 +63,40 @@ def backend() -> str:
     return value
 
 
+def _declared(strategy_id: str):
+    """The ``kernels`` a strategy declares (``None`` for none, or an unknown or broken strategy)."""
+    from ..strategies import registry
+
+    try:
+        return getattr(registry.get(strategy_id), "kernels", None)
+    except BieError:
+        return None
+
+
+def has_kernels(strategy_id: str) -> bool:
+    """Whether a strategy provides matmul kernels."""
+    return _declared(strategy_id) is not None
+
+
+def kernel_strategies() -> list[str]:
+    """Ids of the known strategies (built in and plugins) that provide kernels."""
+    from ..strategies import registry
+
+    return [strategy_id for strategy_id in registry.known_ids() if has_kernels(strategy_id)]
+
+
 def family(strategy_id: str):
-    """The kernel module for a strategy id, or a clear error naming the supported ones."""
-    name = FAMILIES.get(strategy_id)
-    if name is None:
+    """The kernel family of a strategy (its ``kernels`` module, imported), or a clear error."""
+    declared = _declared(strategy_id)
+    if declared is None:
         raise BadInputError(
-            f"no matmul kernel for strategy {strategy_id!r}; kernels exist for {', '.join(FAMILIES)}"
+            f"no matmul kernel for strategy {strategy_id!r}; kernels exist for {', '.join(kernel_strategies())}"
         )
-    return importlib.import_module(f"{__name__}.{name}")
+    module = importlib.import_module(declared) if isinstance(declared, str) else declared
+    missing = [name for name in REQUIRED if not callable(getattr(module, name, None))]
+    if missing:
+        raise BadInputError(f"kernels of strategy {strategy_id!r} lack {', '.join(missing)}")
+    return module
 
 
 @dataclass
@@ -126,24 +150,30 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[0], math.prod(shape[1:])
 
 
-def load_encoded(container_or_path, name: str) -> EncodedMatrix:
+def load_encoded(container_or_path, name: str, activations: str = "int8") -> EncodedMatrix:
     """Parse tensor ``name`` of a ``.cai`` file (a path, a ``Container`` or a ``StoredTensors``) into kernel form.
 
     Each chunk payload is checked and parsed once (entropy stages decoded,
     codes repacked for the kernels); no dense float matrix is made.
+    ``activations``: ``"int8"`` (default) lets the code forms (``quant``,
+    ``bie-bitplane``, dense ``bie-binary``) quantize ``x`` per block of 32 for
+    integer dot products; ``"float32"`` keeps every product exact to float32
+    (docs/kernels.md). Other forms are always float32.
     """
     from ..api import Container
     from ..tensorcodec import StoredTensors
 
+    if activations not in ACTIVATIONS:
+        raise BadInputError(f"activations={activations!r}; use one of: {', '.join(ACTIVATIONS)}")
     if isinstance(container_or_path, Container):
-        return _load(container_or_path.info(name), container_or_path.stored_chunks(name))
+        return _load(container_or_path.info(name), container_or_path.stored_chunks(name), activations)
     if isinstance(container_or_path, StoredTensors):
-        return _load(container_or_path.entry(name), container_or_path.stored_chunks(name))
+        return _load(container_or_path.entry(name), container_or_path.stored_chunks(name), activations)
     with StoredTensors.open(container_or_path) as stored:
-        return _load(stored.entry(name), stored.stored_chunks(name))
+        return _load(stored.entry(name), stored.stored_chunks(name), activations)
 
 
-def _load(entry, stored_chunks) -> EncodedMatrix:
+def _load(entry, stored_chunks, activations: str) -> EncodedMatrix:
     module = family(entry.strategy)
     if len(entry.shape) < 2:
         raise BadInputError(f"tensor {entry.name!r} has shape {list(entry.shape)}; matmul kernels need rank >= 2")
@@ -159,8 +189,10 @@ def _load(entry, stored_chunks) -> EncodedMatrix:
             raise CorruptContainerError(
                 f"tensor {entry.name!r} chunk {chunk.number}: parses to {part.rows}x{part.cols}, expected {expected_rows}x{cols}"
             )
+        if hasattr(part, "activations"):
+            part.activations = activations
         parts.append((chunk.row_start, part))
-    if len(parts) > 1:
+    if len(parts) > 1 and hasattr(module, "concat"):
         merged = module.concat([part for _, part in parts])
         if merged is not None:
             parts = [(0, merged)]
@@ -184,7 +216,7 @@ def matvec(encoded: EncodedMatrix, x: np.ndarray, out: np.ndarray | None = None)
     x = _vector(x, cols)
     y = _output(out, (rows,))
     module = encoded.family
-    run = module.reference_matvec if backend() == "numpy" else module.numba_matvec
+    run = module.reference_matvec if backend() == "numpy" else getattr(module, "numba_matvec", module.reference_matvec)
     parts = encoded.parts
     if len(parts) == 1:  # chunks merged (the usual case): no slicing of y
         run(parts[0][1], x, y)
@@ -205,7 +237,7 @@ def matmul(encoded: EncodedMatrix, X: np.ndarray, out: np.ndarray | None = None)
     X = np.ascontiguousarray(X, dtype=np.float32)
     Y = _output(out, (rows, X.shape[1]))
     module = encoded.family
-    run = module.reference_matmul if backend() == "numpy" else module.numba_matmul
+    run = module.reference_matmul if backend() == "numpy" else getattr(module, "numba_matmul", module.reference_matmul)
     if not encoded.parts:
         Y.fill(0.0)
     for start, part in encoded.parts:
@@ -252,9 +284,10 @@ def warmup(strategies=None) -> dict[str, float]:
     lands in a timed call.
     """
     seconds = {}
-    for strategy_id in strategies or FAMILIES:
+    for strategy_id in strategies or kernel_strategies():
         module = family(strategy_id)
         started = time.perf_counter()
-        module.warmup()
+        if hasattr(module, "warmup"):
+            module.warmup()
         seconds[strategy_id] = time.perf_counter() - started
     return seconds

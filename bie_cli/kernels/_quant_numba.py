@@ -1,21 +1,378 @@
-"""Numba kernels for ``quant`` (imported lazily by :mod:`bie_cli.kernels.quant`).
+"""Numba kernels for ``quant`` and the code forms that share its layout (imported lazily by
+:mod:`bie_cli.kernels.quant`).
 
-Every kernel is ``parallel=True`` over rows (or blocks of rows) with
-``prange``; each output row is written by exactly one iteration, so there are
-no races. ``fastmath`` is limited to reassociation and contraction (what the
-vectorizer needs for reductions); NaN/Inf keep IEEE semantics.
-Inner loops run over slices, so indices start at 0 and LLVM vectorizes them
-without wraparound checks.
+Every kernel is ``parallel=True`` over rows with ``prange``; each output row is
+written by exactly one iteration, so there are no races. ``fastmath`` is
+limited to reassociation and contraction (what vectorized reductions need);
+NaN/Inf keep IEEE semantics.
+
+Block layout (``QuantMatrix.blocked``, the usual case): each row is blocks of
+32 weights. A 4-bit block is 16 bytes, byte ``k`` holding weight ``k`` (low
+nibble) and weight ``16 + k`` (high nibble), so the two halves of a block are
+one ``and`` and one shift away from 16 codes each, in weight order (ggml's
+Q4_0 order). A 5-8-bit block is 32 ``int8`` codes ``code − zero``. Rows are
+padded with zero-weight codes to whole blocks. The row loops are LLVM IR
+written here (numba ``@intrinsic``), because what LLVM's vectorizer makes of
+the same loop in Python (int64 promotion, byte inserts) ran 5x slower:
+
+* ``int8`` activations (the default): ``x`` is quantized once a call per
+  block of 32, ``d_b = max|x_b|/127``, ``xq = rint(x/d_b)`` (llama.cpp's
+  Q8_0). Per block the integer dot ``Σ code·xq`` is
+  ``pmaddubsw`` (unsigned 4-bit codes × signed ``xq``, 16 bit pair sums, no
+  saturation possible: 2·15·127 < 2^15) then ``pmaddwd`` by ones (8-bit codes:
+  ``pmaddwd`` of the sign-extended codes and ``xq``), converted to float32
+  and multiply-added with ``scale·d_b``. The 4-bit codes are stored without
+  their zero; ``zero·Σxq`` per block (computed once a call) is taken off with
+  one scalar multiply-add a block.
+* ``float32`` activations (exact, and whenever ``x`` holds NaN/Inf): each
+  code is converted to float32 and multiply-added with ``x``.
+
+The x86 instructions are named only when the compiling target has AVX2
+(numba's target features, which follow ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``;
+numba caches per CPU, so a cache built for one CPU is not used on another);
+elsewhere the same arithmetic is written as target-independent vector IR.
+
+Two rows are computed together: they share each block's activation loads
+and scalars, and their sums are two independent add chains. Groups are
+32·2^k weights (the group of block ``b`` is ``b >> k``) or a whole row;
+other groupings keep the pair layout: codes two a byte in column order, ``x`` split into
+even and odd positions, exact float32 arithmetic.
+
+The IR lives in this module on purpose: numba's on-disk cache of a kernel is
+invalidated by changes to the kernel's own source file only.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ._numba_common import FASTMATH
 
+#: weights a block: one scale of the activations, one 32-byte load of their int8 codes
+BLOCK = 32
+_FLAGS = tuple(sorted(FASTMATH))
+_I8, _I16, _I32, _I64, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64), ir.FloatType()
 
+
+def _vector(element, count: int) -> ir.VectorType:
+    return ir.VectorType(element, count)
+
+
+def _i64(value: int) -> ir.Constant:
+    return ir.Constant(_I64, value)
+
+
+def _lanes(indices) -> ir.Constant:
+    indices = list(indices)
+    return ir.Constant(_vector(_I32, len(indices)), indices)
+
+
+def _splat(b: ir.IRBuilder, value, count: int):
+    undefined = ir.Constant(_vector(value.type, count), ir.Undefined)
+    return b.shuffle_vector(b.insert_element(undefined, value, ir.Constant(_I32, 0)), undefined, _lanes([0] * count))
+
+
+def _load(b: ir.IRBuilder, pointer, index, vector_type, align: int):
+    return b.load(b.bitcast(b.gep(pointer, [index]), vector_type.as_pointer()), align=align)
+
+
+def _part(b: ir.IRBuilder, vector, start: int, count: int):
+    return b.shuffle_vector(vector, vector, _lanes(range(start, start + count)))
+
+
+def _sum_to_8(b: ir.IRBuilder, vector, count: int, add):
+    """Lanes of a ``count``-vector added 8 apart down to 8 lanes (any order: integer or reassociable sums)."""
+    while count > 8:
+        count //= 2
+        vector = add(_part(b, vector, 0, count), _part(b, vector, count, count))
+    return vector
+
+
+def _horizontal_sum(b: ir.IRBuilder, vector, count: int):
+    while count > 1:
+        count //= 2
+        vector = b.fadd(_part(b, vector, 0, count), _part(b, vector, count, count), flags=_FLAGS)
+    return b.extract_element(vector, ir.Constant(_I32, 0))
+
+
+class _RowPair:
+    """Emits ``Σ_b scale[b >> group_shift]·(block b's contribution)`` for two rows at once.
+
+    The two rows share each block's activation loads and scalars (and the
+    loop), and their sums are independent add chains. The group of block
+    ``b`` is ``b >> group_shift``: groups are a power-of-two number of blocks,
+    or the whole row (a shift of 62).
+    """
+
+    def __init__(self, context, builder: ir.IRBuilder, codes_type, codes, scales, group_shift, blocks):
+        self.b = builder
+        self.codes = codes
+        self.scales = scales
+        self.nibbles = codes_type.dtype == types.uint8
+        self.group_shift = group_shift
+        self.blocks = blocks
+        self.avx2 = "+avx2" in context.codegen()._tm_features.split(",")
+
+    def codes_of(self, row: int, block):
+        """Block ``block``'s 32 codes of row ``row`` as ``<32 x i8>`` in weight order (4-bit: unsigned 0..15)."""
+        b = self.b
+        if not self.nibbles:
+            return _load(b, self.codes[row], b.mul(block, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+        packed = _load(b, self.codes[row], b.mul(block, _i64(BLOCK // 2)), _vector(_I8, BLOCK // 2), 1)
+        both = b.shuffle_vector(packed, b.lshr(packed, ir.Constant(_vector(_I8, BLOCK // 2), [4] * (BLOCK // 2))),
+                                _lanes(range(BLOCK)))
+        return b.and_(both, ir.Constant(_vector(_I8, BLOCK), [15] * BLOCK))
+
+    def emit(self, columns: int, shared, contribution):
+        """For each block: ``shared(block, column)`` once a column, the two rows' codes once, then
+        ``contribution(codes, scale, shared) -> <8 x float>`` for each row and column; returns the
+        sums, rows major (row 0's columns, then row 1's)."""
+        b = self.b
+        zero = ir.Constant(_vector(_F32, 8), [0.0] * 8)
+        accumulators = [[cgutils.alloca_once_value(b, zero) for _ in range(columns)] for _ in range(2)]
+        with cgutils.for_range(b, self.blocks) as loop:
+            block = loop.index
+            group = b.ashr(block, self.group_shift)
+            common = [shared(block, column) for column in range(columns)]
+            for row, row_accumulators in enumerate(accumulators):
+                codes = self.codes_of(row, block)
+                scale = b.load(b.gep(self.scales[row], [group]))
+                for column, accumulator in enumerate(row_accumulators):
+                    value = contribution(codes, scale, common[column])
+                    b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
+        return [_horizontal_sum(b, b.load(a), 8) for row_accumulators in accumulators for a in row_accumulators]
+
+    def integer_dot(self, codes, xq):
+        """``Σ codes·xq`` of one block as ``<8 x i32>`` partial sums (exact integers)."""
+        b = self.b
+        if self.avx2 and self.nibbles:  # unsigned codes x signed xq, pairs summed to i16, then to i32
+            pmaddubsw = b.module.declare_intrinsic(
+                "llvm.x86.avx2.pmadd.ub.sw", fnty=ir.FunctionType(_vector(_I16, 16), [_vector(_I8, 32)] * 2))
+            pairs = b.call(pmaddubsw, [codes, xq])
+            return b.call(self._pmaddwd(), [pairs, ir.Constant(_vector(_I16, 16), [1] * 16)])
+        wide = b.zext(codes, _vector(_I16, BLOCK)) if self.nibbles else b.sext(codes, _vector(_I16, BLOCK))
+        xq = b.sext(xq, _vector(_I16, BLOCK))
+        if self.avx2:
+            halves = [b.call(self._pmaddwd(), [_part(b, wide, h, 16), _part(b, xq, h, 16)]) for h in (0, 16)]
+            return b.add(halves[0], halves[1])
+        products = b.mul(b.sext(wide, _vector(_I32, BLOCK)), b.sext(xq, _vector(_I32, BLOCK)))
+        return _sum_to_8(b, products, BLOCK, b.add)
+
+    def _pmaddwd(self):
+        return self.b.module.declare_intrinsic(
+            "llvm.x86.avx2.pmadd.wd", fnty=ir.FunctionType(_vector(_I32, 8), [_vector(_I16, 16)] * 2))
+
+
+def _c_array(array, dtype=None) -> bool:
+    return (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"
+            and (dtype is None or array.dtype == dtype))
+
+
+def _codes_ok(first, second) -> bool:
+    return _c_array(first) and first.dtype in (types.uint8, types.int8) and second == first
+
+
+def _c_matrix(array, dtype) -> bool:
+    return isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C" and array.dtype == dtype
+
+
+def _data(context, builder, signature, args, count: int) -> list:
+    return [context.make_array(t)(context, builder, a).data
+            for t, a in zip(signature.args[:count], args[:count], strict=True)]
+
+
+def _row_tile(columns: int):
+    """The ``int8`` and ``float32`` intrinsics for two rows × ``columns`` columns of activations."""
+
+    @intrinsic
+    def int8_tile(typingctx, codes_a, codes_b, scale_a, scale_b, xq, xd, xz, column, zero, group_shift, blocks):
+        """Two rows × ``columns`` columns from ``column`` on, int8 activations: per row and column
+        Σ_b scale[g(b)]·xd[b]·(Σ code·xq − zero·xz[b]).
+
+        ``codes``: a row's blocks (``uint8``: 4-bit pairs, ``int8``: centred
+        bytes, for which ``zero`` is ignored); ``xq`` int8 codes ``[batch, blocks·32]``,
+        ``xd`` float32 block scales and ``xz`` int32 ``Σxq``, ``[batch, blocks]``.
+        The zero is taken off each block's integer sum, so the float sums never
+        cancel large terms.
+        """
+        if not (_codes_ok(codes_a, codes_b) and _c_array(scale_a, types.float32) and scale_b == scale_a
+                and _c_matrix(xq, types.int8) and _c_matrix(xd, types.float32) and _c_matrix(xz, types.int32)):
+            return None
+        signature = types.UniTuple(types.float32, 2 * columns)(
+            codes_a, codes_b, scale_a, scale_b, xq, xd, xz, types.int64, types.int64, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            codes_a, codes_b, scale_a, scale_b, xq_ptr, xd_ptr, xz_ptr = _data(context, builder, signature, args, 7)
+            column, zero, group_shift, blocks = args[7:]
+            rows = _RowPair(context, builder, signature.args[0], (codes_a, codes_b), (scale_a, scale_b),
+                            group_shift, blocks)
+            b = builder
+            zero = b.trunc(zero, _I32)
+            no_lanes = ir.Constant(_vector(_I32, 8), [0] * 8)
+
+            def shared(block, offset):
+                n = b.add(column, _i64(offset))
+                index = b.add(b.mul(n, blocks), block)
+                xq = _load(b, xq_ptr, b.mul(index, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+                taken = None
+                if rows.nibbles:  # Σ (code - zero)·xq = Σ code·xq - zero·Σxq, taken off one lane
+                    taken = b.insert_element(no_lanes, b.mul(zero, b.load(b.gep(xz_ptr, [index]))),
+                                             ir.Constant(_I32, 0))
+                return xq, taken, b.load(b.gep(xd_ptr, [index]))
+
+            def contribution(codes, scale, common):
+                xq, taken, step = common
+                dot = rows.integer_dot(codes, xq)
+                if taken is not None:
+                    dot = b.sub(dot, taken)
+                weight = _splat(b, b.fmul(scale, step, flags=_FLAGS), 8)
+                return b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
+
+            return context.make_tuple(builder, signature.return_type, rows.emit(columns, shared, contribution))
+
+        return signature, codegen
+
+    @intrinsic
+    def float_tile(typingctx, codes_a, codes_b, scale_a, scale_b, x, column, zero, group_shift, blocks):
+        """Two rows × ``columns`` columns of float32 activations ``x`` (``[batch, blocks·32]``):
+        Σ_b scale[g(b)]·Σ (code − zero)·x over block b (float32 math)."""
+        if not (_codes_ok(codes_a, codes_b) and _c_array(scale_a, types.float32) and scale_b == scale_a
+                and _c_matrix(x, types.float32)):
+            return None
+        signature = types.UniTuple(types.float32, 2 * columns)(
+            codes_a, codes_b, scale_a, scale_b, x, types.int64, types.int64, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            codes_a, codes_b, scale_a, scale_b, x_ptr = _data(context, builder, signature, args, 5)
+            column, zero, group_shift, blocks = args[5:]
+            rows = _RowPair(context, builder, signature.args[0], (codes_a, codes_b), (scale_a, scale_b),
+                            group_shift, blocks)
+            b = builder
+            zero = _splat(b, b.trunc(zero, _I8), BLOCK)
+
+            def shared(block, offset):
+                index = b.add(b.mul(b.add(column, _i64(offset)), blocks), block)
+                return _load(b, x_ptr, b.mul(index, _i64(BLOCK)), _vector(_F32, BLOCK), 4)
+
+            def contribution(codes, scale, x):
+                if rows.nibbles:
+                    codes = b.sub(codes, zero)
+                products = b.fmul(b.sitofp(codes, _vector(_F32, BLOCK)), x, flags=_FLAGS)
+                partial = _sum_to_8(b, products, BLOCK, lambda p, q: b.fadd(p, q, flags=_FLAGS))
+                return b.fmul(partial, _splat(b, scale, 8), flags=_FLAGS)
+
+            return context.make_tuple(builder, signature.return_type, rows.emit(columns, shared, contribution))
+
+        return signature, codegen
+
+    return int8_tile, float_tile
+
+
+#: columns of activations a tile takes at once from batch 2 on (the two rows' codes are decoded
+#: once for them; 2 rows x 4 columns of accumulators fit the 16 vector registers of AVX2)
+COLUMNS = 4
+int8_one, float_one = _row_tile(1)
+int8_four, float_four = _row_tile(COLUMNS)
+
+
+# -- block-layout kernels ------------------------------------------------------------------------
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def prepare_activations(XT, blocks, group_size, groups, quantize, affine, columns):  # pragma: no cover - compiled
+    """Per column of ``XT`` (``[batch, cols]``): zero-padded copy, group sums, and int8 codes;
+    the batch is padded with zero columns to a multiple of ``columns``.
+
+    Returns ``(padded, sums, xq, xd, xz, quantized)``: ``xq = rint(x/xd)`` per
+    block with ``xd = max|x|/127`` and ``xz = Σ xq``. ``quantized`` is False
+    when ``quantize`` is False or some x is NaN/Inf (then the float32 kernel runs).
+    """
+    batch, cols = XT.shape
+    width = blocks * BLOCK
+    tiles = (batch + columns - 1) // columns * columns
+    padded = np.zeros((tiles, width), dtype=np.float32)
+    sums = np.zeros((tiles, groups if affine else 0), dtype=np.float32)
+    xq = np.zeros((tiles, width if quantize else 0), dtype=np.int8)
+    xd = np.zeros((tiles, blocks if quantize else 0), dtype=np.float32)
+    xz = np.zeros((tiles, blocks if quantize else 0), dtype=np.int32)
+    finite = True
+    for n in range(batch):
+        padded[n, :cols] = XT[n]
+        row = padded[n]
+        if affine:
+            for g in range(groups):
+                total = np.float32(0.0)
+                for x in row[g * group_size : min((g + 1) * group_size, width)]:
+                    total += x
+                sums[n, g] = total
+        if not quantize:
+            continue
+        for block in range(blocks):
+            values = row[block * BLOCK : (block + 1) * BLOCK]
+            largest = np.float32(0.0)
+            for x in values:
+                largest = max(largest, abs(x))
+            if not np.isfinite(largest):
+                finite = False
+            step = largest / np.float32(127.0)
+            inverse = np.float32(1.0) / step if step > 0 else np.float32(0.0)
+            codes = xq[n, block * BLOCK : (block + 1) * BLOCK]
+            count = 0
+            for k in range(BLOCK):
+                q = np.int8(min(max(np.rint(values[k] * inverse), -127.0), 127.0)) if finite else np.int8(0)
+                codes[k] = q
+                count += q
+            xd[n, block] = step
+            xz[n, block] = count
+    return padded, sums, xq, xd, xz, quantize and finite
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _finish(total, i, n, offset, sums, fix_ptr, fix_col, fix_delta, padded):  # pragma: no cover - compiled
+    """A row dot plus ``offset·Σx`` per group and the exactly stored elements."""
+    if offset.shape[0] > 0:
+        row_offset = offset[i]
+        group_sums = sums[n]
+        for g in range(row_offset.shape[0]):
+            total += row_offset[g] * group_sums[g]
+    for k in range(fix_ptr[i], fix_ptr[i + 1]):
+        total += fix_delta[k] * padded[n, fix_col[k]]
+    return total
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
+def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd, xz, quantized,
+                   fix_ptr, fix_col, fix_delta, Y):  # pragma: no cover - compiled
+    """``Y[i, n] = Σ ŵ_ij·x_nj`` for the block layout, two rows an iteration (an odd last row is
+    computed twice, by one iteration); ``padded``/``xq`` hold the activations a column a row,
+    ``COLUMNS`` columns a tile from batch 2 on (padded to a multiple), one column at batch 1."""
+    rows, batch = Y.shape
+    blocks = padded.shape[1] // BLOCK
+    for pair in prange((rows + 1) // 2):
+        a = 2 * pair
+        b = min(a + 1, rows - 1)
+        if batch == 1:
+            if quantized:
+                ya, yb = int8_one(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, 0, zero, group_shift, blocks)
+            else:
+                ya, yb = float_one(codes[a], codes[b], scale[a], scale[b], padded, 0, zero, group_shift, blocks)
+            Y[a, 0] = _finish(ya, a, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+            Y[b, 0] = _finish(yb, b, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+            continue
+        for first in range(0, batch, COLUMNS):
+            if quantized:
+                tile = int8_four(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, first, zero, group_shift, blocks)
+            else:
+                tile = float_four(codes[a], codes[b], scale[a], scale[b], padded, first, zero, group_shift, blocks)
+            for c in range(min(COLUMNS, batch - first)):
+                n = first + c
+                Y[a, n] = _finish(tile[c], a, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+                Y[b, n] = _finish(tile[COLUMNS + c], b, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+
+
+# -- pair layout (groups that are not whole blocks) ---------------------------------------------
 @njit(nogil=True, cache=True)
 def group_sums(x, group_size, groups):  # pragma: no cover - compiled
     """Σ x over each group of ``group_size`` elements (the last may be shorter)."""
@@ -99,8 +456,8 @@ def matvec_bytes(codes, scale, offset, group_size, x_sums,
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _dequantize_row(codes, nibbles, zero, scale, offset, group_size, out):  # pragma: no cover - compiled
-    """ŵ of one row into ``out`` (length cols rounded up to even)."""
+def _dequantize_row(codes, nibbles, blocked, zero, scale, offset, group_size, out):  # pragma: no cover - compiled
+    """ŵ of one row into ``out`` (at least cols wide; the padding past cols is not meaningful)."""
     groups = scale.shape[0]
     cols = out.shape[0]
     for g in range(groups):
@@ -108,7 +465,15 @@ def _dequantize_row(codes, nibbles, zero, scale, offset, group_size, out):  # pr
         stop = min(start + group_size, cols)
         s = scale[g]
         o = offset[g] if offset.shape[0] > 0 else np.float32(0.0)
-        if nibbles:
+        if nibbles and blocked:  # groups are whole blocks: 16 bytes a block, weights k and 16 + k
+            for block in range(start // 32, (stop + 31) // 32):
+                c = codes[block * 16 : block * 16 + 16]
+                w = out[block * 32 : block * 32 + 32]
+                for k in range(16):
+                    v = np.int32(c[k])
+                    w[k] = np.float32((v & 15) - zero) * s + o
+                    w[16 + k] = np.float32((v >> 4) - zero) * s + o
+        elif nibbles:
             c = codes[start // 2 : (stop + 1) // 2]
             w = out[start : start + 2 * c.shape[0]]
             for k in range(c.shape[0]):
@@ -123,9 +488,9 @@ def _dequantize_row(codes, nibbles, zero, scale, offset, group_size, out):  # pr
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def dequantize_rows(codes, nibbles, zero, scale, offset, group_size,
+def dequantize_rows(codes, nibbles, blocked, zero, scale, offset, group_size,
                     fix_ptr, fix_col, fix_delta, start, out):  # pragma: no cover - compiled
-    """Rows ``start : start + len(out)`` of Ŵ into ``out`` (width: cols rounded up to even).
+    """Rows ``start : start + len(out)`` of Ŵ into ``out`` (at least cols wide).
 
     Deliberately not parallel: it alternates with BLAS calls, and two thread
     pools that spin-wait (numba's OpenMP workers, OpenBLAS's) handing the cores
@@ -136,6 +501,7 @@ def dequantize_rows(codes, nibbles, zero, scale, offset, group_size,
     no_offset = np.zeros(0, dtype=np.float32)
     for r in range(out.shape[0]):
         i = start + r
-        _dequantize_row(codes[i], nibbles, zero, scale[i], offset[i] if affine else no_offset, group_size, out[r])
+        _dequantize_row(codes[i], nibbles, blocked, zero, scale[i], offset[i] if affine else no_offset, group_size,
+                        out[r])
         for k in range(fix_ptr[i], fix_ptr[i + 1]):
             out[r, fix_col[k]] += fix_delta[k]

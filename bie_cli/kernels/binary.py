@@ -63,11 +63,7 @@ def from_chunk(payload, meta: dict, shape: tuple[int, ...], dtype: str):
 def _dense(rows, cols, r, c, negative, row_scale) -> quant_kernels.QuantMatrix:
     codes = np.full((rows, cols), 8, dtype=np.uint8)
     codes[r, c] = np.where(negative, 7, 9)
-    return quant_kernels.QuantMatrix(
-        rows, cols, 2, True, 8, quant_kernels.pack_nibbles(codes), max(cols, 1),
-        row_scale.reshape(rows, 1), quant_kernels.NO_OFFSET,
-        np.zeros(rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
-    )
+    return quant_kernels.build(codes, 4, max(cols, 1), row_scale.reshape(rows, 1), quant_kernels.NO_OFFSET)
 
 
 def concat(parts):

@@ -33,13 +33,9 @@ def from_chunk(payload, meta: dict, shape: tuple[int, ...], dtype: str) -> Quant
     magnitude = np.ones(rows * cols, np.int16) if parsed.code is None else parsed.code.astype(np.int16)
     level = np.where(parsed.negative, -magnitude, magnitude).reshape(rows, cols)
     scale = parsed.scale.astype(np.float32).reshape(rows, 1)
-    no_fixes = (np.zeros(rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
-    if parsed.k <= 4:
-        codes = quant_kernels.pack_nibbles((level + 8).astype(np.uint8))
-        return QuantMatrix(rows, cols, parsed.k, True, 8, codes, max(cols, 1), scale,
-                           quant_kernels.NO_OFFSET, *no_fixes)
-    return QuantMatrix(rows, cols, parsed.k, False, 0, level.astype(np.int8), max(cols, 1), scale,
-                       quant_kernels.NO_OFFSET, *no_fixes)
+    if parsed.k <= 4:  # |level| <= 7: 4-bit codes 8 + level
+        return quant_kernels.build((level + 8).astype(np.uint8), 4, max(cols, 1), scale, quant_kernels.NO_OFFSET)
+    return quant_kernels.build((level + 128).astype(np.uint8), 8, max(cols, 1), scale, quant_kernels.NO_OFFSET)
 
 
 def warmup() -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import dtypes
 from ..codecs import bitpack, rans
-from ..errors import BadInputError
+from .base import rans_if_smaller
 
 FLOAT_DTYPES = frozenset({"F32", "F16", "BF16", "F64"})
 SCALE_DTYPES = {"f16": np.dtype("<f2"), "f32": np.dtype("<f4"), "f64": np.dtype("<f8")}
@@ -61,18 +61,6 @@ def dtype_name_of(chunk: np.ndarray) -> str:
 
 
 # -- elements stored exactly ---------------------------------------------------------
-def nonfinite_positions(strategy_id: str, rows: np.ndarray, allow: bool) -> np.ndarray:
-    """Flat positions of NaN/Inf elements; refused with a clear error unless ``allow``."""
-    positions = np.flatnonzero(~np.isfinite(rows).reshape(-1))
-    if positions.size and not allow:
-        raise BadInputError(
-            f"strategy {strategy_id!r}: input holds {positions.size} NaN/Inf value(s) "
-            f"(first at flat index {positions[0]}); quantization needs finite numbers. "
-            f"Pass the option allow_nonfinite=true to store them exactly."
-        )
-    return positions
-
-
 def exact_section(chunk: np.ndarray, positions: np.ndarray) -> bytes:
     """u64 flat positions, then those elements' original bytes (``restore_exact`` reads it)."""
     if positions.size == 0:
@@ -216,12 +204,11 @@ def encode_codes(codes: np.ndarray, bits: int, counts: np.ndarray | None, entrop
     if entropy == "auto" and codes.size:
         if counts is None:
             counts = rans.histogram(codes)
-        if rans.estimate_size(counts) < packed_len:
-            # the precision that suits the histogram: at the coder's default 14 bits
-            # every code loses ~1e-3 bit, which 4-bit and ternary codes need not pay
-            coded = rans.encode_symbols(codes, counts, rans.scale_bits_for_size(counts))
-            if len(coded) < packed_len:
-                return "rans", coded
+        # the precision that suits the histogram: at the coder's default 14 bits
+        # every code loses ~1e-3 bit, which 4-bit and ternary codes need not pay
+        coded = rans_if_smaller(codes, packed_len, counts, rans.scale_bits_for_size(counts))
+        if coded is not None:
+            return "rans", coded
     if bits == 0:
         return "trits", bitpack.pack_trits(codes)
     return "packed", bitpack.pack_bits(codes, bits)

@@ -20,6 +20,7 @@ from .. import dtypes
 from ..codecs import bitpack, byteplanes, rans
 from ..errors import BadInputError
 from . import _quant_common as common
+from .base import rans_if_smaller, require_finite
 
 VALUE_MODES = ("exact", "fp16", "int8", "int4")
 _INT_BITS = {"int8": 8, "int4": 4}
@@ -85,11 +86,8 @@ def encode_values(values: np.ndarray, value_rows: np.ndarray, mode: str, strateg
             f"strategy {strategy_id!r}: values={mode} quantizes floats; {dtype_name} needs values=exact"
         )
     work = values.astype(common.work_dtype(dtype_name))
-    if values.size and not np.isfinite(work).all():
-        raise BadInputError(
-            f"strategy {strategy_id!r}: values={mode} needs finite values; the chunk holds NaN/Inf "
-            f"(use values=exact to store them)"
-        )
+    require_finite(strategy_id, work, f"values={mode} needs finite values; the chunk holds NaN/Inf "
+                   "(use values=exact to store them)")
     if mode == "fp16":
         half = np.clip(work, -65504.0, 65504.0).astype("<f2")
         return byteplanes.encode(half.view(np.uint8), 2), {}
@@ -109,13 +107,8 @@ def encode_values(values: np.ndarray, value_rows: np.ndarray, mode: str, strateg
 
 def _encode_codes(codes: np.ndarray, bits: int) -> tuple[str, bytes]:
     packed = bitpack.pack_bits(codes, bits)
-    if codes.size:
-        counts = rans.histogram(codes)
-        if rans.estimate_size(counts) < len(packed):
-            coded = rans.encode_symbols(codes, counts=counts)
-            if len(coded) < len(packed):
-                return "rans", coded
-    return "packed", packed
+    coded = rans_if_smaller(codes, len(packed))
+    return ("rans", coded) if coded is not None else ("packed", packed)
 
 
 def decode_values(data, meta: dict, mode: str, value_rows: np.ndarray, dtype_name: str) -> np.ndarray:

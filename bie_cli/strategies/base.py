@@ -52,6 +52,12 @@ class Strategy:
         raise NotImplementedError
 
     # -- optional ----------------------------------------------------------------
+    #: the strategy's matmul kernels (``bie_cli.kernels``): a dotted module name,
+    #: imported on first use, or an object with the same functions
+    #: (``from_chunk``, ``reference_matvec``, ``reference_matmul``, optionally
+    #: ``concat``, ``numba_matvec``, ``numba_matmul``, ``warmup``; docs/kernels.md).
+    #: ``None``: no kernels.
+    kernels: ClassVar[Any] = None
     #: True when :meth:`decode_planes` can rebuild a chunk from a prefix of its
     #: payload (``bie-bitplane``); readers then skip the whole-record checksum
     #: and let the strategy verify only the bytes it reads.
@@ -180,6 +186,60 @@ def _coerce(strategy_id: str, name: str, hint: Any, value: Any) -> Any:
     return value
 
 
+# -- shared encoding steps -------------------------------------------------------------
+#: chunk meta of a payload that is the element bytes as they were (coding did not make them smaller)
+STORED_RAW = "raw"
+
+
+def smaller_or_raw(payload: bytes, elements) -> tuple[bytes, dict]:
+    """``(payload, {})``, or the element bytes themselves with meta ``{"stored": "raw"}`` when
+    coding did not make them smaller: no chunk is ever stored larger than raw."""
+    if len(payload) >= len(elements):
+        return bytes(elements), {"stored": STORED_RAW}
+    return payload, {}
+
+
+def decode_if_raw(payload, meta: dict, shape: tuple[int, ...], dtype: str) -> np.ndarray | None:
+    """The chunk when :func:`smaller_or_raw` stored it raw, else None (decode the coded form)."""
+    if meta.get("stored") == STORED_RAW:
+        return from_bytes(payload, shape, dtype)
+    return None
+
+
+def rans_if_smaller(symbols: np.ndarray, size_to_beat: int, counts: np.ndarray | None = None,
+                    scale_bits: int | None = None) -> bytes | None:
+    """The rANS stream of uint8 ``symbols`` when it is smaller than ``size_to_beat`` bytes, else None.
+
+    The size is estimated from the histogram first, so a stream that cannot win is never coded."""
+    from ..codecs import rans
+
+    if symbols.size == 0:
+        return None
+    counts = rans.histogram(symbols) if counts is None else counts
+    if rans.estimate_size(counts) >= size_to_beat:
+        return None
+    coded = rans.encode_symbols(symbols, counts=counts, scale_bits=scale_bits)
+    return coded if len(coded) < size_to_beat else None
+
+
+def require_finite(strategy_id: str, values: np.ndarray, why: str) -> None:
+    """Refuse a chunk holding NaN/Inf with a message saying why this strategy cannot store them."""
+    if values.size and not np.isfinite(values).all():
+        raise BadInputError(f"strategy {strategy_id!r}: {why}")
+
+
+def nonfinite_positions(strategy_id: str, values: np.ndarray, allow: bool) -> np.ndarray:
+    """Flat positions of NaN/Inf elements (to be stored exactly); refused with a clear error unless ``allow``."""
+    positions = np.flatnonzero(~np.isfinite(values).reshape(-1))
+    if positions.size and not allow:
+        raise BadInputError(
+            f"strategy {strategy_id!r}: input holds {positions.size} NaN/Inf value(s) "
+            f"(first at flat index {positions[0]}); quantization needs finite numbers. "
+            f"Pass the option allow_nonfinite=true to store them exactly."
+        )
+    return positions
+
+
 def as_bytes(chunk: np.ndarray) -> memoryview:
     """The chunk's elements as little-endian bytes, without copying when possible."""
     # via uint8: ml_dtypes types (bfloat16, float8) do not export the buffer protocol
@@ -218,14 +278,12 @@ class ByteCodecStrategy(Strategy):
 
     def encode(self, chunk: np.ndarray, config: Any) -> tuple[bytes, dict]:
         data = as_bytes(chunk)
-        packed = self.compress_bytes(data, config)
-        if len(packed) >= len(data):
-            return bytes(data), {"stored": "raw"}
-        return packed, {}
+        return smaller_or_raw(self.compress_bytes(data, config), data)
 
     def decode(self, payload, meta, shape, dtype) -> np.ndarray:
-        if meta.get("stored") == "raw":
-            return from_bytes(payload, shape, dtype)
+        raw = decode_if_raw(payload, meta, shape, dtype)
+        if raw is not None:
+            return raw
         size = dtypes.nbytes(dtype, tuple(shape))
         data = self.decompress_bytes(payload, size)
         if len(data) != size:

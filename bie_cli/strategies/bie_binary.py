@@ -23,10 +23,9 @@ import numpy as np
 
 from ..codecs import positions as position_codec
 from ..codecs import rans
-from ..errors import BadInputError
 from . import _quant_common as common
 from . import _sparse_common as sparse
-from .base import Strategy
+from .base import Strategy, rans_if_smaller, require_finite
 
 
 @dataclass(frozen=True)
@@ -45,13 +44,8 @@ class BinaryConfig:
 def encode_signs(negative: np.ndarray) -> tuple[str, bytes]:
     """One bit per kept weight (1 = negative): packed, or rANS over the packed bytes when smaller."""
     packed = np.packbits(negative.astype(np.uint8), bitorder="little")
-    if packed.size:
-        counts = rans.histogram(packed)
-        if rans.estimate_size(counts) < packed.size:
-            coded = rans.encode_symbols(packed, counts=counts)
-            if len(coded) < packed.size:
-                return "rans", coded
-    return "packed", packed.tobytes()
+    coded = rans_if_smaller(packed, packed.size)
+    return ("rans", coded) if coded is not None else ("packed", packed.tobytes())
 
 
 def decode_signs(kind: str, data: np.ndarray, count: int) -> np.ndarray:
@@ -72,6 +66,7 @@ def decode_signs(kind: str, data: np.ndarray, count: int) -> np.ndarray:
 
 class BinaryStrategy(Strategy):
     id = "bie-binary"
+    kernels = "bie_cli.kernels.binary"
     lossless = False
     dtypes = common.FLOAT_DTYPES
     description = "significant set (bitmap or gaps) + 1 sign bit per kept weight + per-row mean |w|"
@@ -82,8 +77,7 @@ class BinaryStrategy(Strategy):
         self.check_dtype(dtype_name)
         rows = common.as_rows(chunk)
         flat = rows.reshape(-1)
-        if not np.isfinite(flat).all():
-            raise BadInputError(f"strategy {self.id!r}: the chunk holds NaN/Inf; binarization needs finite weights")
+        require_finite(self.id, flat, "the chunk holds NaN/Inf; binarization needs finite weights")
         mags = np.abs(flat)
         if config.density < 1:
             kept = sparse.top_positions(mags, config.density)

@@ -32,9 +32,8 @@ import numpy as np
 import xxhash
 
 from ..codecs import intcode, rans
-from ..errors import BadInputError
 from . import _quant_common as common
-from .base import Strategy
+from .base import Strategy, rans_if_smaller, require_finite
 from .bie_binary import decode_signs, encode_signs
 
 MAGIC = b"BIEP"
@@ -86,13 +85,8 @@ def _code_plane(bits: np.ndarray, entropy: str) -> tuple[int, bytes]:
     if not bits.any():
         return ZERO, b""
     packed = np.packbits(bits, bitorder="little")
-    if entropy == "auto":
-        counts = rans.histogram(packed)
-        if rans.estimate_size(counts) < packed.size:
-            coded = rans.encode_symbols(packed, counts=counts)
-            if len(coded) < packed.size:
-                return RANS, coded
-    return PACKED, packed.tobytes()
+    coded = rans_if_smaller(packed, packed.size) if entropy == "auto" else None
+    return (RANS, coded) if coded is not None else (PACKED, packed.tobytes())
 
 
 def _plane_bits(kind: int, data, count: int) -> np.ndarray:
@@ -161,6 +155,7 @@ def bytes_for_bits(payload, bits: int) -> int:
 
 class BitplaneStrategy(Strategy):
     id = "bie-bitplane"
+    kernels = "bie_cli.kernels.bitplane"
     lossless = False
     progressive = True
     dtypes = common.FLOAT_DTYPES
@@ -171,8 +166,7 @@ class BitplaneStrategy(Strategy):
         dtype_name = common.dtype_name_of(chunk)
         self.check_dtype(dtype_name)
         rows = common.as_rows(chunk)
-        if not np.isfinite(rows).all():
-            raise BadInputError(f"strategy {self.id!r}: the chunk holds NaN/Inf; bit planes need finite weights")
+        require_finite(self.id, rows, "the chunk holds NaN/Inf; bit planes need finite weights")
         k = config.bits
         mags = np.abs(rows)
         if k == 1:

@@ -32,7 +32,7 @@ from ..codecs import positions as position_codec
 from ..codecs import rans
 from . import _quant_common as common
 from . import _sparse_common as sparse
-from .base import Strategy
+from .base import Strategy, rans_if_smaller
 
 MAX_TILE = 256
 _STREAMS = ("counts", "modes", "indices", "masks")
@@ -82,13 +82,8 @@ class TileGrid:
 
 def _code_stream(data: np.ndarray, entropy: str) -> tuple[str, bytes]:
     data = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
-    if entropy == "auto" and data.size:
-        counts = rans.histogram(data)
-        if rans.estimate_size(counts) < data.size:
-            coded = rans.encode_symbols(data, counts=counts)
-            if len(coded) < data.size:
-                return "rans", coded
-    return "raw", data.tobytes()
+    coded = rans_if_smaller(data, data.size) if entropy == "auto" else None
+    return ("rans", coded) if coded is not None else ("raw", data.tobytes())
 
 
 def _stream(kind: str, data: np.ndarray, size: int, name: str) -> np.ndarray:
@@ -101,6 +96,7 @@ def _stream(kind: str, data: np.ndarray, size: int, name: str) -> np.ndarray:
 
 class BlockedStrategy(Strategy):
     id = "bie-blocked"
+    kernels = "bie_cli.kernels.blocked"
     lossless = True  # with the default config; see is_lossless
     description = "tiles: occupancy set + per-tile local 8/16-bit indices or mask + values (exact or quantized)"
     Config = BlockedConfig

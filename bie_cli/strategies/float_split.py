@@ -25,7 +25,7 @@ import numpy as np
 import zstandard
 
 from .. import dtypes
-from .base import Strategy, from_bytes
+from .base import Strategy, decode_if_raw, from_bytes, smaller_or_raw
 
 FORMAT_VERSION = 1
 CODING_RAW, CODING_ZSTD, CODING_RANS = 0, 1, 2
@@ -66,7 +66,7 @@ class FloatSplitStrategy(Strategy):
         data = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
         count = data.size // itemsize
         if count == 0:
-            return b"", {"stored": "raw"}
+            return smaller_or_raw(b"", data)
         magnitudes = float_planes.magnitude_counts(float_planes.head_histogram(data, itemsize))
         valid = float_planes.low_bits_range(itemsize)
         if config.low_bits is None:
@@ -80,14 +80,12 @@ class FloatSplitStrategy(Strategy):
         compressor = zstandard.ZstdCompressor(level=config.zstd_level)
         for plane in [residual, *tails]:
             parts += _smallest_byte_coding(plane, compressor)
-        payload = b"".join(parts)  # the only copy of the coded streams
-        if len(payload) >= data.size:
-            return data.tobytes(), {"stored": "raw"}
-        return payload, {}
+        return smaller_or_raw(b"".join(parts), data)  # the join is the only copy of the coded streams
 
     def decode(self, payload, meta, shape, dtype) -> np.ndarray:
-        if meta.get("stored") == "raw":
-            return from_bytes(payload, shape, dtype)
+        raw = decode_if_raw(payload, meta, shape, dtype)
+        if raw is not None:
+            return raw
         if meta:
             raise ValueError(f"float-split meta has unknown keys {sorted(meta)}")
         itemsize = _COMPONENT_SIZE[dtype]

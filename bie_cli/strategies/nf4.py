@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from . import _quant_common as common
-from .base import Strategy
+from .base import Strategy, nonfinite_positions
 
 # bitsandbytes' NF4 table (QLoRA, Dettmers et al. 2023), ascending; code = index.
 NF4_CODEBOOK = np.array(
@@ -72,7 +72,7 @@ class NF4Strategy(Strategy):
         low, high, squares = kernels.unit_stats(units)
         exact = np.zeros(0, dtype=np.int64)
         if not np.isfinite(squares.sum()):
-            exact = common.nonfinite_positions(self.id, rows, config.allow_nonfinite)
+            exact = nonfinite_positions(self.id, rows, config.allow_nonfinite)
             if exact.size:
                 rows = rows.copy()
                 rows.reshape(-1)[exact] = 0.0

@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from . import _quant_common as common
-from .base import Strategy
+from .base import Strategy, nonfinite_positions
 
 _MSE_RATIOS = np.linspace(1.0, 0.5, 21)
 _OCTAV_ITERATIONS = 30
@@ -86,6 +86,7 @@ def _rms(stats, length: int) -> np.ndarray:
 
 class QuantStrategy(Strategy):
     id = "quant"
+    kernels = "bie_cli.kernels.quant"
     lossless = False
     dtypes = common.FLOAT_DTYPES
     description = "b-bit uniform quantization (2..8 bits), per tensor/channel/group, rANS-coded codes"
@@ -111,7 +112,7 @@ class QuantStrategy(Strategy):
         stats = _unit_stats(units, config, kernels)
         exact = np.zeros(0, dtype=np.int64)
         if not np.isfinite(stats[2].sum()):  # NaN/Inf somewhere (or an F64 sum overflow)
-            exact = common.nonfinite_positions(self.id, rows, config.allow_nonfinite)
+            exact = nonfinite_positions(self.id, rows, config.allow_nonfinite)
             if exact.size:
                 rows = rows.copy()
                 rows.reshape(-1)[exact] = 0.0

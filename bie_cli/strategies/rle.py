@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import dtypes
-from .base import Strategy, from_bytes
+from .base import Strategy, decode_if_raw, from_bytes, smaller_or_raw
 
 
 @dataclass(frozen=True)
@@ -36,16 +36,14 @@ class RleStrategy(Strategy):
         from ..codecs import rle
 
         data = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
-        payload = rle.encode(data, chunk.dtype.itemsize, config.min_run or None)
-        if len(payload) >= data.size:
-            return data.tobytes(), {"stored": "raw"}
-        return payload, {}
+        return smaller_or_raw(rle.encode(data, chunk.dtype.itemsize, config.min_run or None), data)
 
     def decode(self, payload, meta, shape, dtype) -> np.ndarray:
         from ..codecs import rle
 
-        if meta.get("stored") == "raw":
-            return from_bytes(payload, shape, dtype)
+        raw = decode_if_raw(payload, meta, shape, dtype)
+        if raw is not None:
+            return raw
         if meta:
             raise ValueError(f"rle meta has unknown keys {sorted(meta)}")
         itemsize = dtypes.get(dtype).itemsize

@@ -43,6 +43,7 @@ class SdrConfig:
 
 class SdrStrategy(Strategy):
     id = "sdr"
+    kernels = "bie_cli.kernels.sdr"
     lossless = True  # with the default config; see is_lossless
     description = "index storage: entropy-coded gaps (or bitmap) of nonzeros + values (exact or fp16/int8/int4)"
     Config = SdrConfig

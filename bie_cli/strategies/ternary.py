@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from . import _quant_common as common
-from .base import Strategy
+from .base import Strategy, nonfinite_positions
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class TernaryStrategy(Strategy):
         squares = kernels.unit_squares(units)
         exact = np.zeros(0, dtype=np.int64)
         if not np.isfinite(squares.sum()):
-            exact = common.nonfinite_positions(self.id, rows, config.allow_nonfinite)
+            exact = nonfinite_positions(self.id, rows, config.allow_nonfinite)
             if exact.size:
                 rows = rows.copy()
                 rows.reshape(-1)[exact] = 0.0

@@ -31,11 +31,11 @@ def _json_bytes(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _json_body(obj) -> tuple[bytes, int]:
+def _json_body(obj, compressor: zstandard.ZstdCompressor) -> tuple[bytes, int]:
     """A JSON record body and its flags: zstd-compressed when that is smaller."""
     body = _json_bytes(obj)
     if len(body) >= spec.JSON_COMPRESS_MIN:
-        packed = zstandard.ZstdCompressor(level=spec.JSON_ZSTD_LEVEL, write_content_size=True).compress(body)
+        packed = compressor.compress(body)
         if len(packed) < len(body):
             return packed, spec.FLAG_ZSTD_JSON
     return body, 0
@@ -60,6 +60,9 @@ class ContainerWriter:
         self._blobs: list[dict] = []
         self._current: _TensorIndexEntry | None = None
         self._names: set[str] = set()
+        # one compressor for every JSON record: a level-19 context costs more to set up
+        # than a small record costs to compress (same bytes either way)
+        self._json_compressor = zstandard.ZstdCompressor(level=spec.JSON_ZSTD_LEVEL, write_content_size=True)
 
     @property
     def bytes_written(self) -> int:
@@ -83,7 +86,7 @@ class ContainerWriter:
         return offset
 
     def _write_json_record(self, record_type: spec.RecordType, obj: dict) -> int:
-        body, flags = _json_body(obj)
+        body, flags = _json_body(obj, self._json_compressor)
         return self._write_record(record_type, body, flags=flags)
 
     def _expect(self, *states: _State) -> None:

@@ -11,7 +11,10 @@ from ... import dtypes
 
 
 class Wire:
-    """Protobuf wire types."""
+    """Protobuf wire types; a field's tag is ``number << TAG_BITS | wire type``."""
+
+    TAG_BITS = 3
+    TYPE_MASK = (1 << TAG_BITS) - 1
 
     VARINT = 0
     FIXED64 = 1

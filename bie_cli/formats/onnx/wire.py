@@ -62,7 +62,7 @@ def sniff(path: str) -> bool:
                 tag = _read_varint(read_byte)
                 if tag is None:
                     return False
-                number, wire = tag >> 3, tag & 7
+                number, wire = tag >> Wire.TAG_BITS, tag & Wire.TYPE_MASK
                 if MODEL_FIELD_WIRE_TYPES.get(number) != wire:
                     return False
                 if wire == Wire.VARINT:
@@ -151,7 +151,7 @@ class WireStripper:
         while pos < end:
             field_start = pos
             tag, pos = self._varint(pos, end)
-            number, wire = tag >> 3, tag & 7
+            number, wire = tag >> Wire.TAG_BITS, tag & Wire.TYPE_MASK
             if number == 0:
                 raise self.bad(f"invalid field number 0 at byte {field_start}")
             value_start = pos
@@ -172,7 +172,7 @@ class WireStripper:
 
     @staticmethod
     def _emit(out: bytearray, number: int, body: bytes | bytearray) -> None:
-        out += encode_varint(number << 3 | Wire.LENGTH_DELIMITED)
+        out += encode_varint(number << Wire.TAG_BITS | Wire.LENGTH_DELIMITED)
         out += encode_varint(len(body))
         out += body
 

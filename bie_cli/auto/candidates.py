@@ -1,0 +1,80 @@
+"""The configurations ``auto`` measures on every tensor it may compress lossily.
+
+One list, every registered lossy family represented, so a tensor where an
+unusual family wins (a sparse one, say) can get it. Measured on
+all-MiniLM-L6-v2 (BENCHMARKS.md "auto"), the entropy-coded step grid
+(``quant:bits=8,granularity=tensor,step=s``) is on the lower convex hull
+almost everywhere: its rate falls by one bit per doubling of the step while
+its relative MSE stays about s²/12, and the rANS stage makes the bytes track
+the codes' entropy. So the ladder of steps, a quarter-octave apart, gives the
+allocator a near-continuous rate-distortion curve, and the fixed-rate grids
+(group quant, nf4, ternary, 1-bit binary) are measured beside it and win only
+where they really are smaller for the error. Left out because they were
+never on a MiniLM tensor's hull and cost measuring time: ``clip=mse`` grids
+(the step grid is smaller at 2-3 bits), ``bie-bitplane`` (same codes as the
+step grid, plane by plane: ~0.1 bit dearer), lossy ``sdr``/``bie-blocked``
+(pruning is far off the hull on dense weights); lossless ``sdr`` stays for
+sparse tensors.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from ..plan import Choice, StrategySpec
+from ..strategies import registry
+
+#: steps of the entropy-coded grid, as fractions of the tensor's RMS: 2**(k/3) / 40
+#: for k = 0..18 (0.025 .. 1.6), a third of a bit apart; finer than 0.025 the 8-bit
+#: range is about ±3 RMS and the elements beyond it (stored exactly) cost more than
+#: a fixed grid would
+STEP_LADDER = tuple(round(2 ** (k / 3) / 40, 5) for k in range(19))
+
+FIXED_GRIDS = (
+    "quant:bits=8,group_size=64",
+    "quant:bits=6,group_size=64",
+    "quant:bits=5,group_size=32",
+    "quant:bits=4,group_size=32",
+    "quant:bits=4,group_size=32,symmetric=false",  # gguf Q4_1's grid
+    "quant:bits=3,group_size=32",
+    "nf4",
+    "ternary:scale=fit,granularity=group,group_size=256",
+    "bie-binary",
+)
+
+#: lossless coders measured as the top of every curve
+LOSSLESS = ("float-split", "sdr")
+
+
+def _spec_text(spec: StrategySpec) -> str:
+    return str(spec)
+
+
+def resolve(text: str) -> Choice:
+    """A candidate's text -> a typed Choice (the reason is filled in by the allocator)."""
+    from ..plan import parse_strategy
+
+    spec = parse_strategy(text)
+    strategy = registry.get(spec.id)
+    config = strategy.config_from_dict(spec.options)
+    return Choice(strategy.id, config, strategy.config_to_dict(config), "")
+
+
+@cache
+def lossy_candidates() -> tuple[str, ...]:
+    steps = tuple(f"quant:bits=8,granularity=tensor,step={step:g}" for step in STEP_LADDER)
+    return steps + FIXED_GRIDS
+
+
+def candidates_for(dtype: str) -> list[str]:
+    """Every candidate (lossy first, then lossless) that accepts ``dtype``."""
+    texts = [*lossy_candidates(), *LOSSLESS]
+    return [t for t in texts if registry.get(t.partition(":")[0]).supports(dtype)]
+
+
+def spec_text(choice: Choice) -> str:
+    """``NAME:key=value,...`` with only the options that differ from the defaults."""
+    strategy = registry.get(choice.strategy)
+    defaults = strategy.config_to_dict(strategy.default_config())
+    options = {k: v for k, v in choice.config_dict.items() if defaults.get(k) != v}
+    return _spec_text(StrategySpec(choice.strategy, options))

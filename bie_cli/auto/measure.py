@@ -1,0 +1,152 @@
+"""Rate and distortion of one configuration on one tensor, from real encodes.
+
+Rate is the bytes the strategy really produces (payload plus its chunk
+meta and framing), distortion the relative MSE of the decoded output
+(:class:`bie_cli.metrics.ErrorStats`). Big tensors are measured on a sample
+of rows spread over the tensor (blocks at even intervals, so an embedding
+table's frequent and rare rows both count), the rate scaled up by rows;
+the configuration finally chosen is then encoded on the whole tensor,
+chunked exactly as ``compress`` will chunk it, so the figures stored in the
+plan are the ones the container will hold.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..formats.base import CheckpointSource, TensorInfo
+from ..formats.cai import spec
+from ..metrics import ErrorStats
+from ..plan import Choice
+from ..strategies import registry
+from ..tensorcodec import rows_per_chunk, update_digest
+
+#: tensors with at most this many elements are measured whole
+SAMPLE_ELEMENTS = 1 << 15
+#: bigger tensors: a sample of 1/SAMPLE_SHARE of their rows (at least SAMPLE_ELEMENTS elements)
+SAMPLE_SHARE = 48
+#: the sample is taken as this many blocks of consecutive rows, evenly spaced
+SAMPLE_BLOCKS = 16
+#: bytes around a chunk's payload besides its meta: record header, chunk prefix,
+#: half the 64-byte alignment on average, and the chunk's (compressed) index entry
+CHUNK_FRAMING = spec.RECORD_HEADER.size + spec.CHUNK_PREFIX.size + spec.ALIGNMENT // 2 + 20
+
+
+def meta_bytes(meta: dict) -> int:
+    return len(json.dumps(meta, sort_keys=True, separators=(",", ":")))
+
+
+@dataclass
+class Encoded:
+    """A configuration encoded on the whole tensor, chunk by chunk as ``compress`` does."""
+
+    chunks: list[tuple[int, int, dict, int]]  # row_start, row_stop, meta, payload length
+    error: ErrorStats | None  # None when lossless
+    stored_bytes: int  # payloads + metas + framing
+    digest: str = ""  # of the original bytes, as compress stores it (the index holds it)
+
+    @property
+    def relative_mse(self) -> float:
+        return self.error.relative_mse if self.error is not None else 0.0
+
+
+@dataclass
+class Point:
+    """One candidate configuration's rate-distortion point on one tensor."""
+
+    choice: Choice
+    text: str
+    stored_bytes: float  # predicted for the whole tensor
+    relative_mse: float
+    lossless: bool
+    encoded: Encoded | None = None  # set when measured on the whole tensor
+    #: (bytes, relative MSE) as first predicted; ``stored_bytes``/``relative_mse`` become
+    #: the whole tensor's figures once it is encoded whole
+    predicted: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.predicted == (0.0, 0.0):
+            self.predicted = (self.stored_bytes, self.relative_mse)
+
+    def confirm(self, encoded: Encoded) -> None:
+        self.encoded = encoded
+        self.stored_bytes = float(encoded.stored_bytes)
+        self.relative_mse = encoded.relative_mse
+
+    @property
+    def measured(self) -> bool:
+        return self.encoded is not None
+
+
+@dataclass
+class TensorCurve:
+    info: TensorInfo
+    points: list[Point]
+    sample_rows: int  # rows the points were measured on (== info.rows: whole tensor)
+    pinned: bool = False  # one fixed choice (a user rule, or a tensor kept lossless)
+    weight: float = 1.0
+    hull: list[int] = field(default_factory=list)  # indices into points, rate ascending
+
+
+def chunk_ranges(info: TensorInfo, chunk_size: int) -> list[tuple[int, int]]:
+    if info.numel == 0:
+        return []
+    step = rows_per_chunk(info, chunk_size)
+    return [(start, min(start + step, info.rows)) for start in range(0, info.rows, step)]
+
+
+def sample_ranges(info: TensorInfo, chunk_size: int) -> list[tuple[int, int]] | None:
+    """Row blocks to measure a big tensor on, or None to measure it whole."""
+    if info.numel <= SAMPLE_ELEMENTS or info.rows < 2 * SAMPLE_BLOCKS:
+        return None
+    row_elements = info.numel // info.rows
+    wanted = max(SAMPLE_ELEMENTS, info.numel // SAMPLE_SHARE)
+    rows = -(-wanted // row_elements)
+    # one chunk: the sample must not straddle the per-chunk scales of a tensor-wide grid
+    rows = min(rows, rows_per_chunk(info, chunk_size))
+    if 2 * rows >= info.rows:
+        return None
+    blocks = min(SAMPLE_BLOCKS, rows)
+    per_block = -(-rows // blocks)
+    starts = np.linspace(0, info.rows - per_block, blocks).astype(np.int64)
+    return [(int(s), int(s) + per_block) for s in starts]
+
+
+def encode_whole(source: CheckpointSource, info: TensorInfo, choice: Choice, chunk_size: int) -> Encoded:
+    strategy = registry.get(choice.strategy)
+    lossless = strategy.is_lossless(choice.config)
+    error = None if lossless else ErrorStats()
+    chunks, stored = [], 0
+    digest = spec.new_digest()
+    for start, stop in chunk_ranges(info, chunk_size):
+        chunk = source.read(info.name, start, stop)
+        update_digest(digest, chunk)
+        payload, meta = strategy.encode(chunk, choice.config)
+        if error is not None:
+            error.add(chunk, strategy.decode(payload, meta, chunk.shape, info.dtype))
+        chunks.append((start, stop, meta, len(payload)))
+        stored += len(payload) + meta_bytes(meta) + CHUNK_FRAMING
+    return Encoded(chunks, error, stored, digest.hexdigest())
+
+
+def measure_point(sample: np.ndarray, info: TensorInfo, choice: Choice, text: str, chunks: int) -> Point:
+    """Encode and decode ``sample`` (rows of the tensor); scale its bytes to the whole tensor."""
+    strategy = registry.get(choice.strategy)
+    payload, meta = strategy.encode(sample, choice.config)
+    lossless = strategy.is_lossless(choice.config)
+    relative_mse = 0.0
+    if not lossless:
+        decoded = strategy.decode(payload, meta, sample.shape, info.dtype)
+        stats = ErrorStats()
+        stats.add(sample, decoded)
+        relative_mse = stats.relative_mse
+    rows = sample.shape[0] if sample.ndim else 1
+    predicted = len(payload) * info.rows / rows + chunks * (meta_bytes(meta) + CHUNK_FRAMING)
+    return Point(choice, text, predicted, relative_mse, lossless)
+
+
+def read_sample(source: CheckpointSource, info: TensorInfo, ranges: list[tuple[int, int]]) -> np.ndarray:
+    return np.concatenate([source.read(info.name, start, stop) for start, stop in ranges])

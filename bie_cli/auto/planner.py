@@ -1,0 +1,421 @@
+"""From a checkpoint and a budget to one explicit choice per tensor.
+
+1. Tensors a user rule matches, and tensors the built-in policy keeps
+   lossless (non-float, 1-D, fewer than 1024 elements), are pinned: encoded
+   whole once for their exact bytes.
+2. Every other tensor gets a rate-distortion curve over the candidates
+   (:mod:`.candidates`), measured on a row sample when big (:mod:`.measure`).
+3. Size budgets: greedy marginal gains on the curves' convex hulls
+   (:mod:`.allocate`) minimise the total weighted distortion
+   sum(weight x relative MSE) within the bytes left after the pinned tensors
+   and the container's own overhead. ``--max-error``: per tensor the
+   smallest candidate whose relative MSE is within the bound.
+4. Each chosen configuration is encoded on the whole tensor (chunked as
+   ``compress`` chunks it); the container's exact size is then computed by
+   a dry run of the writer, and while it is over budget the step down that
+   costs the least distortion per byte is taken (a ``--max-error`` choice
+   that misses its bound on the whole tensor steps up instead).
+
+Data-free: the distortion weight of a tensor is 1 (``tensor``; 2L for an
+output head) or its parameter count (``params``), see :data:`WEIGHTINGS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .. import dtypes
+from ..errors import BadInputError
+from ..formats.base import CheckpointSource, TensorInfo
+from ..metrics import ErrorStats
+from ..plan import SMALL_TENSOR_ELEMENTS, Choice, Planner, Rule, exact_pattern, lossless_choice, parse_strategy
+from . import allocate, candidates, measure
+from .budget import Budget
+
+#: distortion weight of a tensor. ``tensor``: every tensor's relative error counts the same
+#: (a linear layer's relative output error is about its weights' relative error, whatever
+#: its size), except an output head (see :func:`output_heads`), which counts as much as
+#: all 2L residual-branch contributions of the L blocks together: its error reaches the
+#: logits undiluted. ``params``: weighted by parameter count (HIGGS's linear model with
+#: equal per-parameter sensitivity).
+WEIGHTINGS = ("tensor", "params")
+DEFAULT_WEIGHTING = "tensor"
+#: output projections by name (HF Llama/GPT-NeoX/T5 style, llama.cpp style)
+HEAD_NAMES = ("lm_head.weight", "embed_out.weight", "output.weight")
+#: input embeddings that decoder LMs usually tie to the output head when no head is stored
+TIED_EMBEDDING_NAMES = ("embed_tokens.weight", "wte.weight", "tok_embeddings.weight")
+_BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
+
+
+def output_heads(infos: list[TensorInfo]) -> set[str]:
+    """Names of the output head: a stored one, else a tied input embedding of a decoder LM."""
+    heads = {i.name for i in infos if i.name.endswith(HEAD_NAMES) and len(i.shape) == 2}
+    if heads:
+        return heads
+    return {i.name for i in infos if i.name.endswith(TIED_EMBEDDING_NAMES) and len(i.shape) == 2}
+
+
+def block_count(infos: list[TensorInfo]) -> int:
+    indices = {int(m.group(1)) for i in infos if (m := _BLOCK_INDEX.search(i.name))}
+    return max(indices) + 1 if indices else 1
+
+
+def distortion_weights(infos: list[TensorInfo], weighting: str) -> dict[str, float]:
+    if weighting == "params":
+        return {i.name: float(i.numel) for i in infos}
+    head_weight = 2.0 * block_count(infos)
+    heads = output_heads(infos)
+    return {i.name: head_weight if i.name in heads else 1.0 for i in infos}
+
+#: bytes kept back from a size budget for what the dry run cannot know exactly
+#: (the digits of figures in the end records)
+SAFETY_BYTES = 256
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class TensorPlan:
+    info: TensorInfo
+    choice: Choice
+    text: str  # NAME:options
+    predicted_bytes: float
+    predicted_mse: float
+    stored_bytes: int  # whole tensor, as encoded (payload + meta + framing)
+    relative_mse: float | None  # whole tensor; None when lossless
+    auto: bool  # chosen by the allocator (False: pinned)
+    encoded: measure.Encoded  # the whole tensor, as compress will encode it
+
+    def to_dict(self) -> dict:
+        bits = 8 * self.stored_bytes / self.info.numel if self.info.numel else 0.0
+        return {
+            "name": self.info.name, "dtype": self.info.dtype, "shape": list(self.info.shape),
+            "strategy": self.text, "reason": self.choice.reason, "auto": self.auto,
+            "predicted_bits": 8 * self.predicted_bytes / self.info.numel if self.info.numel else 0.0,
+            "predicted_relative_mse": self.predicted_mse, "bits": bits,
+            "relative_mse": self.relative_mse, "stored_bytes": self.stored_bytes,
+        }
+
+
+@dataclass
+class ModelPlan:
+    source: str
+    budget: Budget
+    weighting: str
+    chunk_size: int
+    tensors: list[TensorPlan]
+    file_bytes: int  # the container's predicted size
+    parameters: int
+    budget_bytes: int | None
+
+    @property
+    def bits_per_parameter(self) -> float:
+        return 8 * self.file_bytes / self.parameters if self.parameters else 0.0
+
+    def summary(self) -> dict:
+        """Stored in the container header (deterministic: no timings)."""
+        return {"budget": self.budget.describe(), "weighting": self.weighting, "chunk_size": self.chunk_size,
+                "predicted_bytes": self.file_bytes, "predicted_bits_per_parameter": round(self.bits_per_parameter, 4),
+                **({"max_error": self.budget.value} if self.budget.kind == "max_error" else {})}
+
+    def rules(self) -> list[Rule]:
+        """One exact-name rule per tensor: what ``compress --policy`` reads back."""
+        return [Rule(exact_pattern(t.info.name), parse_strategy(t.text), origin="bie plan", reason=t.choice.reason)
+                for t in self.tensors]
+
+    def to_toml(self) -> str:
+        """The plan as a policy file; ``bie compress --policy`` gives the same bytes as the budget."""
+        lines = [f"# bie plan for {os.path.basename(self.source)}: {self.budget.describe()}, predicted "
+                 f"{self.file_bytes} bytes ({self.bits_per_parameter:.4f} bits/param). Same chunk size needed.",
+                 "", "[auto]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in sorted(self.summary().items())]
+        for tensor in self.tensors:
+            lines += ["", "[[rules]]", f"match = {_toml_value(exact_pattern(tensor.info.name))}",
+                      f"strategy = {_toml_value(tensor.text)}", f"reason = {_toml_value(tensor.choice.reason)}"]
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, **self.summary(), "parameters": self.parameters,
+                "budget_bytes": self.budget_bytes, "tensors": [t.to_dict() for t in self.tensors]}
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    # JSON string escapes are valid TOML basic-string escapes (no surrogate pairs with ensure_ascii off)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def lossy_eligible(info: TensorInfo) -> bool:
+    """What the built-in policy would let a lossy default touch."""
+    from ..dtypes import FLOAT_NAMES
+
+    return info.dtype in FLOAT_NAMES and len(info.shape) >= 2 and info.numel >= SMALL_TENSOR_ELEMENTS
+
+
+def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None = None,
+               chunk_size: int, threads: int = 1, weighting: str = DEFAULT_WEIGHTING,
+               progress: Progress | None = None) -> ModelPlan:
+    if weighting not in WEIGHTINGS:
+        raise BadInputError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+    weights = distortion_weights(source.tensors, weighting)
+    total_work = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
+    done = 0
+    curves: list[measure.TensorCurve] = []
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-plan") as pool:
+        for info in source.tensors:
+            curve = _pinned_curve(source, info, pins, chunk_size)
+            if curve is None:
+                curve = _measured_curve(source, info, chunk_size, pool)
+                curve.weight = weights[info.name]
+            curves.append(curve)
+            done += dtypes.nbytes(info.dtype, info.shape)
+            if progress:
+                progress(done, total_work, info.name)
+    allocate.build_hulls(curves)
+    parameters = sum(info.numel for info in source.tensors)
+    tensor_bytes = total_work
+    if budget.kind == "max_error":
+        chosen = _within_error(source, curves, budget.value, chunk_size)
+        budget_bytes = None
+    else:
+        budget_bytes = budget.file_bytes(parameters, tensor_bytes)
+        # the header's [auto] summary as it will be, with the size not yet known (same width)
+        template = ModelPlan(source.path, budget, weighting, chunk_size, [], budget_bytes, parameters, budget_bytes)
+        chosen = _within_size(source, curves, budget, budget_bytes, parameters, chunk_size, template.summary())
+    plans = _tensor_plans(curves, chosen, budget)
+    plan = ModelPlan(source.path, budget, weighting, chunk_size, plans, 0, parameters, budget_bytes)
+    plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary())
+    # the summary holds the size: once more so the figure describes the header that holds it
+    plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary())
+    return plan
+
+
+def _pinned_curve(source, info: TensorInfo, pins: Planner | None, chunk_size: int) -> measure.TensorCurve | None:
+    choice = None
+    if pins is not None:
+        for rule in pins.rules:
+            if rule.matches(info):
+                choice = pins.choose(info)
+                break
+    if choice is None and not lossy_eligible(info):
+        choice = lossless_choice(info, "built-in: kept lossless")
+    if choice is None:
+        return None
+    if choice.candidates:  # fixed as compress fixes it: the smallest on the first chunk
+        from ..tensorcodec import plan_tensor
+
+        fixed = plan_tensor(source, info, choice, chunk_size)
+        choice = Choice(fixed.strategy, fixed.config, fixed.config_dict, fixed.reason)
+    encoded = measure.encode_whole(source, info, choice, chunk_size)
+    point = measure.Point(choice, candidates.spec_text(choice), float(encoded.stored_bytes),
+                          encoded.relative_mse, encoded.error is None)
+    point.confirm(encoded)
+    return measure.TensorCurve(info, [point], info.rows, pinned=True)
+
+
+def _measured_curve(source, info: TensorInfo, chunk_size: int, pool) -> measure.TensorCurve:
+    ranges = measure.sample_ranges(info, chunk_size)
+    texts = candidates.candidates_for(info.dtype)
+    if ranges is None:  # small: every candidate on the whole tensor, chunked as compress will
+        def whole(text: str) -> measure.Point:
+            choice = candidates.resolve(text)
+            encoded = measure.encode_whole(source, info, choice, chunk_size)
+            point = measure.Point(choice, text, float(encoded.stored_bytes), encoded.relative_mse, encoded.error is None)
+            point.confirm(encoded)
+            return point
+
+        points = list(pool.map(whole, texts))
+        return measure.TensorCurve(info, points, info.rows)
+    sample = measure.read_sample(source, info, ranges)
+    chunks = len(measure.chunk_ranges(info, chunk_size))
+    points = list(pool.map(lambda t: measure.measure_point(sample, info, candidates.resolve(t), t, chunks), texts))
+    return measure.TensorCurve(info, points, sample.shape[0])
+
+
+def _confirm(source, curve: measure.TensorCurve, index: int, chunk_size: int) -> None:
+    point = curve.points[index]
+    if not point.measured:
+        point.confirm(measure.encode_whole(source, curve.info, point.choice, chunk_size))
+
+
+def _within_error(source, curves, bound: float, chunk_size: int) -> list[int]:
+    chosen = []
+    for curve in curves:
+        if curve.pinned:
+            chosen.append(0)
+            continue
+        # cheapest first; lossless always qualifies
+        order = sorted(range(len(curve.points)), key=lambda i: curve.points[i].stored_bytes)
+        for index in order:
+            point = curve.points[index]
+            if point.relative_mse > bound:
+                continue
+            _confirm(source, curve, index, chunk_size)
+            if point.relative_mse <= bound:
+                chosen.append(index)
+                break
+        else:  # unreachable while a lossless candidate exists; keep the best there is
+            chosen.append(min(range(len(curve.points)), key=lambda i: curve.points[i].relative_mse))
+    return chosen
+
+
+def _within_size(source, curves, budget: Budget, budget_bytes: int, parameters: int, chunk_size: int,
+                 summary: dict) -> list[int]:
+    # everything but the chunks (points count their chunks' framing): header, index, and the
+    # tensors' own records, sized with the cheapest choices and a typical reason and error record
+    overhead = predict_file_size(source, _record_stubs(curves, budget), chunk_size, summary) + SAFETY_BYTES
+    free = [c for c in curves if not c.pinned]
+    fixed = sum(c.points[0].stored_bytes for c in curves if c.pinned)
+    smallest = overhead + fixed + sum(c.points[c.hull[0]].stored_bytes for c in free)
+    lossless = overhead + fixed + sum(min(p.stored_bytes for p in c.points if p.lossless) for c in free)
+
+    def bits(n: float) -> str:
+        return f"{8 * n / parameters:.3g} bits/param, {int(n)} bytes" if parameters else f"{int(n)} bytes"
+
+    if budget_bytes < smallest:
+        raise BadInputError(
+            f"{budget.describe()} ({bits(budget_bytes)}) is below the smallest this model can be made "
+            f"(about {bits(smallest)}); ask for more")
+    if budget_bytes >= lossless:
+        raise BadInputError(
+            f"{budget.describe()} ({bits(budget_bytes)}) is at or above the lossless size "
+            f"(about {bits(lossless)}); compress without a budget to keep every tensor exact")
+    room = budget_bytes - overhead - fixed
+    picks = allocate.allocate(free, room)
+    chosen_free = dict(zip(map(id, free), picks, strict=True))
+    chosen = [chosen_free.get(id(c), 0) for c in curves]
+    while True:
+        for k, curve in enumerate(curves):
+            _confirm(source, curve, chosen[k], chunk_size)
+        plans = _tensor_plans(curves, chosen, budget)
+        size = predict_file_size(source, plans, chunk_size, summary) + SAFETY_BYTES
+        if size <= budget_bytes:
+            return chosen
+        step = allocate.cheapest_downgrade(curves, chosen)
+        if step is None:
+            raise BadInputError(f"{budget.describe()} ({bits(budget_bytes)}) cannot be met: the smallest "
+                                f"choices measure {bits(size)} on the whole tensors; ask for more")
+        chosen[step[0]] = step[1]
+
+
+def _record_stubs(curves, budget: Budget) -> list[TensorPlan]:
+    stubs = []
+    for curve in curves:
+        point = curve.points[0 if curve.pinned else curve.hull[0]]
+        reason = point.choice.reason
+        if not curve.pinned:  # as long as a confirmed reason will be
+            reason = _reason(curve.info, point, budget, curve.sample_rows) + "; measured 0.000 bits/param, rel MSE 0.00000"
+        error = None if point.lossless else ErrorStats(1, 1.0 / 3, 1.0 / 7, 1.0 / 11)
+        choice = Choice(point.choice.strategy, point.choice.config, point.choice.config_dict, reason)
+        stubs.append(TensorPlan(curve.info, choice, point.text, 0.0, 0.0, 0, point.relative_mse, not curve.pinned,
+                                measure.Encoded([], error, 0)))
+    return stubs
+
+
+def _tensor_plans(curves, chosen: list[int], budget: Budget) -> list[TensorPlan]:
+    plans = []
+    for curve, index in zip(curves, chosen, strict=True):
+        point = curve.points[index]
+        info = curve.info
+        relative_mse = None if point.lossless else point.relative_mse
+        if curve.pinned:
+            reason = point.choice.reason
+        else:
+            reason = _reason(info, point, budget, curve.sample_rows)
+        choice = Choice(point.choice.strategy, point.choice.config, point.choice.config_dict, reason)
+        plans.append(TensorPlan(info, choice, point.text, point.predicted[0], point.predicted[1],
+                                int(point.stored_bytes), relative_mse, not curve.pinned, point.encoded))
+    return plans
+
+
+def _reason(info: TensorInfo, point: measure.Point, budget: Budget, sample_rows: int) -> str:
+    numel = max(info.numel, 1)
+    where = "whole tensor" if sample_rows >= info.rows else f"{sample_rows} of {info.rows} rows"
+    predicted = f"predicted {8 * point.predicted[0] / numel:.3f} bits/param, rel MSE {point.predicted[1]:.3g} ({where})"
+    if point.encoded is None:
+        return f"auto ({budget.describe()}): {predicted}"
+    measured = f"measured {8 * point.stored_bytes / numel:.3f} bits/param, rel MSE {point.relative_mse:.3g}"
+    return f"auto ({budget.describe()}): {predicted}; {measured}"
+
+
+class _CountingSink:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, data) -> int:
+        self.count += len(data)
+        return len(data)
+
+
+def predict_file_size(source: CheckpointSource, plans: list[TensorPlan] | None, chunk_size: int,
+                      auto_summary: dict | None) -> int:
+    """The container's size by a dry run of the writer over the planned chunks (zero payloads
+    of the right lengths). ``plans=None``: everything but the tensors' own records and chunks."""
+    from ..formats.cai.writer import ContainerWriter
+    from ..pipeline import container_header
+    from ..tensorcodec import rows_per_chunk
+
+    sink = _CountingSink()
+    writer = ContainerWriter(sink)
+    writer.write_header(container_header(source, Planner(), chunk_size, auto_summary))
+    for name, data in source.blobs.items():
+        writer.write_blob(name, data)
+    zeros = memoryview(bytes(0))
+    for plan in plans or ():
+        info, encoded = plan.info, plan.encoded
+        writer.begin_tensor({
+            "name": info.name, "dtype": info.dtype, "shape": list(info.shape), "strategy": plan.choice.strategy,
+            "config": plan.choice.config_dict, "rule": plan.choice.reason,
+            "rows_per_chunk": rows_per_chunk(info, chunk_size), "chunk_count": len(encoded.chunks),
+        })
+        for start, stop, meta, length in encoded.chunks:
+            if len(zeros) < length:
+                zeros = memoryview(bytes(max(length, 2 * len(zeros))))
+            writer.write_chunk(start, stop, meta, zeros[:length])
+        writer.end_tensor({
+            "digest": encoded.digest or "0" * 32, "original_bytes": dtypes.nbytes(info.dtype, info.shape),
+            "stored_bytes": plan.stored_bytes, "lossless": plan.relative_mse is None,
+            "stats": encoded.error.to_dict() if encoded.error is not None else None,
+        })
+    writer.finish()
+    return sink.count
+
+
+def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str | None = None,
+                    max_error: float | None = None, rules=(), policy=None, weighting: str = DEFAULT_WEIGHTING,
+                    threads: int = 1, chunk_size: int, output: str | None = None, force: bool = False,
+                    progress: Progress | None = None, source_format: str | None = None) -> ModelPlan:
+    """``bie plan``: the plan for a checkpoint, written as a TOML policy to ``output`` when given."""
+    from .. import formats
+    from ..paths import atomic_output, check_output_path
+    from ..plan import load_policy_file, parse_rule
+    from .budget import make_budget
+
+    budget = make_budget(target_bits, target_size, max_error)
+    if budget is None:
+        raise BadInputError("give a budget: --target-bits, --target-size or --max-error")
+    if threads < 1:
+        raise BadInputError("--threads must be at least 1")
+    if chunk_size < 1:
+        raise BadInputError("--chunk-size must be positive")
+    src = os.fspath(src)
+    pins = [parse_rule(rule) for rule in rules]
+    if policy is not None:
+        pins += load_policy_file(os.fspath(policy)).rules
+    if output is not None:
+        check_output_path(output, [src], force)
+    with formats.open_checkpoint(src, source_format) as source:
+        plan = plan_model(source, budget, pins=Planner(None, pins), chunk_size=chunk_size, threads=threads,
+                          weighting=weighting, progress=progress)
+    if output is not None:
+        with atomic_output(output) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(plan.to_toml())
+    return plan

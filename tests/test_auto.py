@@ -1,0 +1,271 @@
+"""``auto``: budgets, convex hulls and allocation, ``bie plan``, and compress with a budget."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_safetensors
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bie_cli
+from bie_cli import formats
+from bie_cli.auto import allocate
+from bie_cli.auto.budget import make_budget, parse_target_size
+from bie_cli.auto.measure import Point, TensorCurve
+from bie_cli.auto.planner import plan_model
+from bie_cli.errors import BadInputError
+from bie_cli.formats.base import TensorInfo
+from bie_cli.formats.cai.reader import ContainerReader
+from bie_cli.plan import Choice, exact_pattern
+
+CHUNK = 4 << 20
+
+
+@pytest.fixture
+def layered_model(tmp_path: Path) -> Path:
+    """Weights of different sizes and spreads (heavy-tailed, like trained ones), plus tensors kept exact."""
+    rng = np.random.default_rng(3)
+    tensors = {
+        "embed.weight": (rng.standard_t(5, (600, 64)) * 0.05).astype(np.float32),
+        "layer.0.weight": (rng.standard_normal((128, 96)) * 0.02).astype(np.float32),
+        "layer.1.weight": (rng.laplace(size=(96, 128)) * 0.5).astype(np.float32),
+        "layer.1.bias": rng.standard_normal(128).astype(np.float32),
+        "head[0].weight*": rng.standard_normal((40, 64)).astype(np.float32),  # glob characters in the name
+        "ids": np.arange(300, dtype=np.int64),
+    }
+    return write_safetensors(tmp_path / "layered.safetensors", tensors)
+
+
+@pytest.fixture
+def bie(capsys):
+    """The CLI in this process (exit code, stdout, stderr): a subprocess per call costs seconds."""
+    from conftest import CliResult
+
+    from bie_cli.cli.app import main
+
+    def run(*args: str) -> CliResult:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def _bits(container: Path, parameters: int) -> float:
+    return 8 * container.stat().st_size / parameters
+
+
+def _parameters(path: Path) -> int:
+    with formats.open_checkpoint(str(path)) as source:
+        return sum(info.numel for info in source.tensors)
+
+
+# -- budgets -------------------------------------------------------------------------------
+
+
+def test_target_size_units_and_percent():
+    assert parse_target_size("12MB").file_bytes(0, 0) == 12 << 20
+    assert parse_target_size("1.5k").file_bytes(0, 0) == 1536
+    assert parse_target_size("3000000").file_bytes(0, 0) == 3_000_000
+    assert parse_target_size("30%").file_bytes(10, 1000) == 300
+    assert make_budget(target_bits=4.5).file_bytes(1000, 0) == 562
+
+
+@pytest.mark.parametrize("text", ["", "MB", "12XB", "-3MB", "0", "abc%", "0%", "nan", "inf"])
+def test_malformed_sizes_are_refused(text):
+    with pytest.raises(BadInputError):
+        parse_target_size(text)
+
+
+@pytest.mark.parametrize("kwargs", [{"target_bits": 0.0}, {"target_bits": math.nan}, {"max_error": -1.0},
+                                    {"target_bits": 4.0, "max_error": 0.1}])
+def test_bad_budgets_are_refused(kwargs):
+    with pytest.raises(BadInputError):
+        make_budget(**kwargs)
+
+
+# -- hull and allocation --------------------------------------------------------------------
+
+
+def _is_lower_hull(rates, distortions, hull) -> bool:
+    """Every point lies on or above the piecewise-linear hull, and the hull is convex and falling."""
+    hr, hd = [rates[i] for i in hull], [distortions[i] for i in hull]
+    if any(b >= a for a, b in itertools.pairwise(hd)):
+        return False
+    slopes = [(hd[i + 1] - hd[i]) / (hr[i + 1] - hr[i]) for i in range(len(hull) - 1)]
+    if any(b < a - 1e-9 for a, b in itertools.pairwise(slopes)):
+        return False
+    for r, d in zip(rates, distortions, strict=True):
+        if r < hr[0] - 1e-9:
+            return False
+        if r >= hr[-1]:
+            if d < hd[-1] - 1e-9:
+                return False
+            continue
+        k = max(i for i in range(len(hr)) if hr[i] <= r)
+        if k + 1 < len(hr):
+            line = hd[k] + (hd[k + 1] - hd[k]) * (r - hr[k]) / (hr[k + 1] - hr[k])
+            if d < line - 1e-9 * max(1.0, abs(line)):
+                return False
+    return True
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 1000), st.integers(0, 1000)), min_size=1, max_size=25, unique_by=lambda p: p[0]))
+def test_lower_hull_is_the_convex_lower_front(points):
+    rates = [float(r) for r, _ in points]
+    distortions = [float(d) for _, d in points]
+    hull = allocate.lower_hull(rates, distortions)
+    assert hull[0] == min(range(len(rates)), key=lambda i: (rates[i], distortions[i]))
+    assert _is_lower_hull(rates, distortions, hull)
+
+
+def _curve(name: str, rates, errors, weight=1.0) -> TensorCurve:
+    choice = Choice("raw", None, {}, "")
+    points = [Point(choice, f"c{i}", float(r), float(e), e == 0) for i, (r, e) in enumerate(zip(rates, errors, strict=True))]
+    curve = TensorCurve(TensorInfo(name, "F32", (4, 4)), points, 4, weight=weight)
+    return curve
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 100)), min_size=1, max_size=5, unique_by=lambda p: p[0]),
+                min_size=1, max_size=4),
+       st.integers(0, 200))
+def test_allocation_fits_and_beats_every_cheaper_hull_mix(tensors, slack):
+    curves = [_curve(f"t{k}", [r for r, _ in pts], [e for _, e in pts]) for k, pts in enumerate(tensors)]
+    allocate.build_hulls(curves)
+    floor = sum(c.points[c.hull[0]].stored_bytes for c in curves)
+    budget = floor + slack
+    picks = allocate.allocate(curves, budget)
+    spent = sum(c.points[p].stored_bytes for c, p in zip(curves, picks, strict=True))
+    assert spent <= budget
+    assert all(p in c.hull for c, p in zip(curves, picks, strict=True))
+    # no single hull upgrade that fits is left on the table
+    for c, p in zip(curves, picks, strict=True):
+        at = c.hull.index(p)
+        if at + 1 < len(c.hull):
+            assert spent + c.points[c.hull[at + 1]].stored_bytes - c.points[p].stored_bytes > budget
+
+
+def test_exact_pattern_matches_only_its_name():
+    import fnmatch
+
+    name = "head[0].weight*?"
+    assert fnmatch.fnmatchcase(name, exact_pattern(name))
+    assert not fnmatch.fnmatchcase("head0.weightX?", exact_pattern(name))
+
+
+# -- end to end -----------------------------------------------------------------------------
+
+
+def test_target_bits_meets_the_budget_and_the_plan_reproduces_it(bie, layered_model, tmp_path):
+    parameters = _parameters(layered_model)
+    plan_file, direct, via_plan = tmp_path / "plan.toml", tmp_path / "direct.cai", tmp_path / "via.cai"
+    planned = bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file), "--json")
+    assert planned.exit_code == 0, planned.stderr
+    report = json.loads(planned.stdout)
+    assert report["predicted_bits_per_parameter"] <= 3.5
+    policy = tomllib.loads(plan_file.read_text())
+    assert {r["match"] for r in policy["rules"]} >= {exact_pattern("head[0].weight*")}
+    assert bie("compress", str(layered_model), "-o", str(direct), "--target-bits", "3.5").exit_code == 0
+    assert bie("compress", str(layered_model), "-o", str(via_plan), "--policy", str(plan_file)).exit_code == 0
+    assert direct.read_bytes() == via_plan.read_bytes()
+    assert 3.2 <= _bits(direct, parameters) <= 3.5
+    # the dry run knows every record but the digits of each tensor's stored size
+    assert abs(direct.stat().st_size - report["predicted_bytes"]) <= 16
+    with ContainerReader(str(direct)) as reader:
+        assert reader.header["options"]["auto"]["budget"] == "--target-bits 3.5"
+        lossy = [e for e in reader.entries if not e.lossless]
+        assert {e.name for e in lossy} == {"embed.weight", "layer.0.weight", "layer.1.weight", "head[0].weight*"}
+        for entry in lossy:
+            assert entry.rule.startswith("auto (--target-bits 3.5): predicted")
+            # the measured figure in the reason is the one the container stores
+            assert f"rel MSE {entry.stats['relative_mse']:.3g}" in entry.rule.split("measured")[1]
+    inspected = bie("inspect", str(direct))
+    assert "auto (--target-bits 3.5)" in inspected.stdout
+    assert bie("verify", str(direct), "--against", str(layered_model), "--quiet").exit_code == 0
+
+
+def test_more_bits_never_give_more_error(layered_model):
+    totals = []
+    with formats.open_checkpoint(str(layered_model)) as source:
+        for bits in (2.5, 3.5, 4.5, 6.0):
+            plan = plan_model(source, make_budget(target_bits=bits), chunk_size=CHUNK)
+            assert plan.bits_per_parameter <= bits
+            totals.append(sum(t.relative_mse or 0.0 for t in plan.tensors))
+    assert totals == sorted(totals, reverse=True) and totals[0] > totals[-1]
+
+
+def test_target_size_and_user_rules_pin_tensors(layered_model, tmp_path):
+    out = tmp_path / "sized.cai"
+    stats = bie_cli.compress_model(layered_model, out, target_size="40%", rules=["layer.0.*=zstd"])
+    source_bytes = sum(t.original_bytes for t in stats.tensors)
+    assert out.stat().st_size <= 0.4 * source_bytes
+    pinned = next(t for t in stats.tensors if t.name == "layer.0.weight")
+    assert (pinned.strategy, pinned.reason) == ("zstd", "--rule layer.0.*=zstd")
+
+
+def test_max_error_bounds_every_tensor_and_verify_checks_it(bie, layered_model, tmp_path):
+    out = tmp_path / "bounded.cai"
+    stats = bie_cli.compress_model(layered_model, out, max_error=1e-3)
+    lossy = [t for t in stats.tensors if not t.lossless]
+    assert lossy and all(t.error["relative_mse"] <= 1e-3 for t in lossy)
+    looser = bie_cli.compress_model(layered_model, tmp_path / "looser.cai", max_error=3e-2)
+    assert looser.stored_bytes < stats.stored_bytes
+    # the bound travels in the header: verify --against checks it without being told
+    assert bie("verify", str(out), "--against", str(layered_model), "--quiet").exit_code == 0
+    strict = bie("verify", str(tmp_path / "looser.cai"), "--against", str(layered_model), "--max-error", "1e-4")
+    assert strict.exit_code == 1
+    exact = bie_cli.compress_model(layered_model, tmp_path / "exact.cai", max_error=0.0)
+    assert all(t.lossless for t in exact.tensors)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target-bits", "0.01"], "below the smallest"),
+    (["--target-bits", "40"], "lossless size"),
+    (["--target-size", "12QB"], "is not a size"),
+    (["--target-bits", "4", "--max-error", "0.1"], "different budgets"),
+    (["--target-bits", "4", "--strategy", "nf4"], "drop --strategy"),
+])
+def test_bad_budgets_exit_2_and_write_nothing(bie, layered_model, tmp_path, args, message):
+    out = tmp_path / "never.cai"
+    result = bie("compress", str(layered_model), "-o", str(out), *args)
+    assert result.exit_code == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [layered_model]
+    planned = bie("plan", str(layered_model), "-o", str(tmp_path / "never.toml"), *[a for a in args if a not in ("--strategy", "nf4")])
+    if "--strategy" not in args:
+        assert planned.exit_code == 2 and not (tmp_path / "never.toml").exists()
+
+
+def test_minilm_target_bits(minilm_path):
+    """The real model: every budget met on the whole file, and the 2-D weights the ones made lossy."""
+    with formats.open_checkpoint(str(minilm_path)) as source:
+        parameters = sum(info.numel for info in source.tensors)
+        plan = plan_model(source, make_budget(target_bits=4.0), chunk_size=CHUNK, threads=2)
+    assert 3.9 <= plan.bits_per_parameter <= 4.0
+    assert plan.file_bytes <= 4.0 * parameters / 8
+    lossy = {t.info.name for t in plan.tensors if t.relative_mse is not None}
+    assert "embeddings.word_embeddings.weight" in lossy and all(name.endswith(".weight") for name in lossy)
+
+
+def test_an_output_head_weighs_as_much_as_every_residual_branch():
+    from bie_cli.auto.planner import distortion_weights
+
+    decoder = [TensorInfo(f"model.layers.{i}.mlp.up_proj.weight", "F32", (8, 4)) for i in range(3)]
+    tied = [*decoder, TensorInfo("model.embed_tokens.weight", "F32", (16, 4))]
+    assert distortion_weights(tied, "tensor")["model.embed_tokens.weight"] == 6.0
+    untied = [*tied, TensorInfo("lm_head.weight", "F32", (16, 4))]
+    weights = distortion_weights(untied, "tensor")
+    assert weights["lm_head.weight"] == 6.0 and weights["model.embed_tokens.weight"] == 1.0
+    encoder = [TensorInfo("embeddings.word_embeddings.weight", "F32", (16, 4)),
+               TensorInfo("encoder.layer.0.output.dense.weight", "F32", (4, 4))]
+    assert set(distortion_weights(encoder, "tensor").values()) == {1.0}
+    assert distortion_weights(encoder, "params")["embeddings.word_embeddings.weight"] == 64.0
