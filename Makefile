@@ -69,13 +69,10 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_kernels
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_memory
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_onnx_large
-<<<<<<< HEAD
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_embed
-=======
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_scale
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_startup.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_auto.py
->>>>>>> main
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_embed
 
 # cold start after a plain `pip install` in a brand-new venv under /tmp, and start-up times
 bench-startup: install
