@@ -72,6 +72,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_scale
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_startup.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_auto.py
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.bench_embed
 
 # cold start after a plain `pip install` in a brand-new venv under /tmp, and start-up times
 bench-startup: install

@@ -49,7 +49,7 @@ def fit_command(
     """Learn a codec (thresholds, rotation, merged bits) from sample vectors; write it as a .cai file."""
     from ..embed import fit
     from ..embed.vectors import load_vectors
-    from ..pipeline import check_output_path
+    from ..paths import check_output_path
 
     check_output_path(output, [vectors], force)
     sample = load_vectors(vectors, model=model, progress=not quiet, what="sample vectors")
@@ -72,7 +72,7 @@ def encode_command(
     from ..embed import BinaryCodec
     from ..embed.store import save_codes
     from ..embed.vectors import load_vectors
-    from ..pipeline import check_output_path
+    from ..paths import check_output_path
 
     check_output_path(output, [codec_path, vectors], force)
     codec = BinaryCodec.load(codec_path)
@@ -113,7 +113,7 @@ def search_command(
     from ..embed.store import load_codes
     from ..embed.vectors import load_vectors
     from ..errors import BadInputError
-    from ..pipeline import atomic_output, check_output_path
+    from ..paths import atomic_output, check_output_path
 
     if output is not None:
         if os.path.splitext(output)[1].lower() not in (".npy", ".json"):

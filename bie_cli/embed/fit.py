@@ -28,6 +28,7 @@ from ..errors import BadInputError
 from .codec import METHODS, BinaryCodec, check_vectors, normalize
 
 ITQ_ITERATIONS = 10
+ITQ_MAX_ROWS = 5000
 ITQ_SEED = 0
 #: a merged bit is 0 only if both components are below their thresholds: put each
 #: threshold at the sqrt(1/2) quantile so that happens half the time (a balanced bit)
@@ -98,8 +99,11 @@ def _fit_adaptive(x, input_dim, dims, keep, components, seed) -> BinaryCodec:
     with _one_blas_thread():
         _, vectors = np.linalg.eigh(centered.T.astype(np.float64) @ centered)
     pca = np.ascontiguousarray(vectors[:, ::-1][:, :components], dtype=np.float32)  # [dims, components]
-    # ITQ on the single-bit components only: merged ones keep their PCA axes
-    rotation = itq_rotation(centered @ pca[:, :keep], seed)
+    # ITQ on the single-bit components only: merged ones keep their PCA axes. A few thousand
+    # rows pin a rotation down; more only cost time.
+    rows = centered if len(centered) <= ITQ_MAX_ROWS else centered[
+        np.sort(np.random.default_rng(seed).choice(len(centered), ITQ_MAX_ROWS, replace=False))]
+    rotation = itq_rotation(rows @ pca[:, :keep], seed)
     projection = np.concatenate([pca[:, :keep] @ rotation, pca[:, keep:]], axis=1)
     z = centered @ projection
     # single bits cut at the mean (0 after centring): measured better than medians on MiniLM

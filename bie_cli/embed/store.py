@@ -19,6 +19,7 @@ import numpy as np
 from .. import dtypes, pipeline
 from ..errors import BadInputError
 from ..formats.base import CheckpointSource, TensorInfo
+from ..paths import atomic_output, check_output_path
 from ..plan import Planner
 from .codec import BinaryCodec
 
@@ -30,7 +31,7 @@ CODES_TENSOR = "codes"
 
 def _write(path, tensors: dict[str, np.ndarray], metadata: dict, force: bool) -> None:
     destination = os.fspath(path)
-    pipeline.check_output_path(destination, [], force)
+    check_output_path(destination, [], force)
     infos = [TensorInfo(name, dtypes.from_numpy(array.dtype).name, tuple(array.shape)) for name, array in tensors.items()]
     source = CheckpointSource(
         SOURCE_FORMAT, os.path.basename(destination), infos,
@@ -39,7 +40,7 @@ def _write(path, tensors: dict[str, np.ndarray], metadata: dict, force: bool) ->
     )
     planner = Planner(None, [])  # the default policy: lossless
     choices = [planner.choose(info) for info in infos]
-    with pipeline.atomic_output(destination) as temporary, open(temporary, "wb") as out:
+    with atomic_output(destination) as temporary, open(temporary, "wb") as out:
         # the compress pipeline's writer loop over an in-memory source (no public entry point takes one yet)
         pipeline._compress_to(source, out, choices, 1, pipeline.DEFAULT_CHUNK_SIZE, None, planner)
 
