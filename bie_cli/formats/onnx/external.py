@@ -69,6 +69,8 @@ class ExternalData:
         location = entries.get("location", "")
         if not location:
             raise OnnxExternalDataError(f"{self.model_path}: tensor {label!r} is marked external but names no file")
+        if "\0" in location:  # the OS cannot even look such a name up
+            raise OnnxExternalDataError(f"{self.model_path}: external data file name for tensor {label!r} holds a NUL byte")
         normalized = location.replace("\\", "/")
         if os.path.isabs(location) or normalized.startswith("/") or _WINDOWS_DRIVE.match(normalized):
             raise OnnxExternalDataError(
