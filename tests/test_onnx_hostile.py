@@ -117,6 +117,14 @@ def test_external_data_missing(tmp_path: Path) -> None:
         onnx_format.open(str(path))
 
 
+def test_external_data_name_with_a_nul_byte(tmp_path: Path) -> None:
+    """Found by fuzzing: os.stat raised ValueError ("embedded null byte"), an internal error."""
+    path = external_model(tmp_path, location="weights\0.bin")
+    with pytest.raises(onnx_format.OnnxExternalDataError, match=r"model\.onnx: external data file name for tensor 'W' holds a NUL byte") as caught:
+        onnx_format.open(str(path))
+    assert caught.value.exit_code == EXIT_BAD_INPUT
+
+
 def test_external_data_too_short(tmp_path: Path) -> None:
     path = external_model(tmp_path)
     data = tmp_path / "weights.bin"
