@@ -246,16 +246,9 @@ def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
 
 
 def _encode_varint(value: int) -> bytes:
-    value %= 2**64
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    from bie_cli.formats.onnx.wire import encode_varint
+
+    return encode_varint(value % 2**64)  # negative protobuf ints are their 64-bit two's complement
 
 
 def parse_message(data: bytes, start: int, end: int, depth: int = 0) -> list[_Field]:

@@ -10,6 +10,7 @@ import builtins
 import os
 from dataclasses import dataclass
 
+from ...codecs import varint
 from .constants import MAX_GRAPH_DEPTH
 from .errors import OnnxModelError
 from .proto import (
@@ -85,14 +86,8 @@ def sniff(path: str) -> bool:
 
 def encode_varint(value: int) -> bytes:
     out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    varint.put(out, value)
+    return bytes(out)
 
 
 @dataclass
