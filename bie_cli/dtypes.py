@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import UnsupportedDtypeError
+
+if TYPE_CHECKING:  # numpy is imported where a dtype is resolved: `bie inspect` needs only names and sizes
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class DType:
     def numpy(self) -> np.dtype:
         """The little-endian numpy dtype. Resolved on first use: importing ml_dtypes costs
         more than all of ``bie inspect`` otherwise, and inspect needs only names and sizes."""
+        import numpy as np
+
         if self.numpy_name.startswith("ml_dtypes."):
             import ml_dtypes
 
@@ -78,6 +82,8 @@ def get(name: str) -> DType:
 
 
 def from_numpy(dtype: np.dtype) -> DType:
+    import numpy as np
+
     dtype = np.dtype(dtype)
     found = next((d for d in _ALL if d.numpy.newbyteorder("=") == dtype.newbyteorder("=")), None)
     if found is None or dtype.byteorder == ">":

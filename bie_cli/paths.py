@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import stat
 import sys
@@ -77,7 +76,7 @@ def create_temporary(dst: str) -> tuple[int, str]:
     directory = os.path.dirname(os.path.abspath(dst))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
-        temporary = os.path.join(directory, f".{os.path.basename(dst)}.{secrets.token_hex(4)}{_PARTIAL_SUFFIX}")
+        temporary = os.path.join(directory, f".{os.path.basename(dst)}.{os.urandom(4).hex()}{_PARTIAL_SUFFIX}")
         try:
             return os.open(temporary, flags, 0o666), temporary
         except FileExistsError:
@@ -131,7 +130,7 @@ def atomic_directory(dst: str, force: bool) -> Iterator[str]:
     dst = os.path.normpath(dst)
     parent = os.path.dirname(os.path.abspath(dst))
     for _ in range(100):
-        temporary = os.path.join(parent, f".{os.path.basename(dst)}.{secrets.token_hex(4)}{_PARTIAL_SUFFIX}")
+        temporary = os.path.join(parent, f".{os.path.basename(dst)}.{os.urandom(4).hex()}{_PARTIAL_SUFFIX}")
         try:
             os.mkdir(temporary, 0o777)
             break

@@ -278,17 +278,23 @@ def test_library_errors_name_arguments_and_the_cli_names_flags(model, tmp_path):
 # -- start-up: what --help, --version and inspect import; the first run's numba cache ------
 
 
-def test_help_version_and_inspect_import_nothing_heavy(model, tmp_path):
+def test_help_version_inspect_and_small_verify_import_nothing_heavy(model, tmp_path):
+    """The start-up budget (docs/cli.md): --help, --version and inspect import no numpy, pydantic or
+    rich markdown; verifying a small lossless container decodes in numpy without importing numba."""
     assert run("compress", str(model), "-o", str(tmp_path / "m.cai"), "-q").returncode == 0
     probe = (
         "import sys\n"
         "from bie_cli.cli.app import main\n"
         "for args in (['--help'], ['--version'], ['inspect', sys.argv[1]], ['inspect', sys.argv[1], '--json']):\n"
         "    assert main(args) == 0, args\n"
-        "heavy = ('torch', 'onnx', 'numba', 'onnxruntime', 'scipy', 'ml_dtypes', 'safetensors')\n"
+        "light = ('numpy', 'pydantic', 'rich.markdown', 'importlib.metadata')\n"
+        "print('LIGHT', sorted(m for m in light if m in sys.modules), file=sys.stderr)\n"
+        "assert main(['verify', sys.argv[1], '-q']) == 0\n"
+        "heavy = ('torch', 'onnx', 'numba', 'onnxruntime', 'scipy', 'ml_dtypes', 'safetensors', 'pydantic')\n"
         "print('HEAVY', sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
     completed = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "m.cai")], capture_output=True, timeout=120)
+    assert b"LIGHT []" in completed.stderr, completed.stderr.decode()[-800:]
     assert b"HEAVY []" in completed.stderr, completed.stderr.decode()[-800:]
 
 

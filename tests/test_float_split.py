@@ -120,6 +120,7 @@ def test_numba_split_matches_numpy_reference(itemsize, count):
         for got, want in zip(parts, float_planes.split_reference(data, itemsize, low_bits), strict=False):
             assert np.array_equal(got, want)
         assert np.array_equal(float_planes.join(*parts, itemsize, low_bits), data)
+        assert np.array_equal(float_planes.join_reference(*parts, itemsize, low_bits), data)
 
 
 def test_sign_is_not_part_of_the_symbol():

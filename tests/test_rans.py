@@ -8,7 +8,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from bie_cli.codecs import rans
+from bie_cli.codecs import _small, rans
+
+
+def _decode_both_ways(stream: bytes, count: int):
+    """Decode with the numpy path and the numba path; each result is the array or the error message."""
+    results = []
+    for numpy_path in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_small, "prefer_numpy", lambda n, numpy_path=numpy_path: numpy_path)
+            try:
+                results.append(rans.decode_symbols(stream, count).tobytes())
+            except ValueError as exc:
+                results.append(str(exc))
+    return results
 
 
 @settings(max_examples=150, deadline=None)
@@ -111,3 +124,21 @@ def test_scale_bits_for_size_leaves_room_for_every_symbol():
     counts = np.ones(3000, dtype=np.int64)
     assert 1 << rans.scale_bits_for_size(counts) >= 3000
     assert 1 <= rans.scale_bits_for_size(np.zeros(4, dtype=np.int64)) <= rans.MAX_SCALE_BITS
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 2_000), st.data())
+def test_numpy_and_numba_decoders_agree_on_valid_and_damaged_streams(seed, count, data):
+    """Small streams decode in numpy (no numba import, codecs/_small.py); both paths must give the
+    same symbols for every stream and the same error for every damaged one."""
+    rng = np.random.default_rng(seed)
+    symbols = np.minimum(rng.geometric(data.draw(st.sampled_from([0.02, 0.3, 0.9])), count), 4095).astype(np.uint16)
+    stream = bytearray(rans.encode_symbols(symbols))
+    numpy_result, numba_result = _decode_both_ways(bytes(stream), count)
+    assert numpy_result == numba_result == symbols.tobytes()
+    if stream:
+        position = data.draw(st.integers(0, len(stream) - 1))
+        stream[position] ^= data.draw(st.integers(1, 255))
+        damaged = bytes(stream[: data.draw(st.integers(position, len(stream)))])
+        numpy_result, numba_result = _decode_both_ways(damaged, count)
+        assert numpy_result == numba_result

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _small
+
 
 def head_bytes_for(itemsize: int) -> int:
     return 1 if itemsize == 1 else 2
@@ -86,8 +88,6 @@ def residual_size(count: int, low_bits: int) -> int:
 
 def join(symbols: np.ndarray, residual: np.ndarray, tails: np.ndarray, itemsize: int, low_bits: int) -> np.ndarray:
     """Inverse of :func:`split`: the element bytes. ``ValueError`` when the parts disagree."""
-    from . import _float_planes_numba
-
     _check(itemsize, low_bits)
     n = symbols.shape[0]
     head_bytes = head_bytes_for(itemsize)
@@ -97,12 +97,18 @@ def join(symbols: np.ndarray, residual: np.ndarray, tails: np.ndarray, itemsize:
         raise ValueError("tail planes do not match the element count")
     if n and int(symbols.max()) >> (8 * head_bytes - 1 - low_bits):
         raise ValueError("symbol out of range for the head width")
+    if _small.prefer_numpy(n):
+        return join_reference(symbols, residual, tails, itemsize, low_bits)
     out = np.empty(n * itemsize, dtype=np.uint8)
     if head_bytes == 2:
         padded = np.zeros(residual.size + 8, dtype=np.uint8)
         padded[: residual.size] = residual
+        from . import _float_planes_numba
+
         _float_planes_numba.join_heads16(symbols, padded, tails, itemsize, low_bits, out, out.view(np.uint16))
     else:
+        from . import _float_planes_numba
+
         _float_planes_numba.join(symbols, residual, tails, itemsize, head_bytes, low_bits, out)
     return out
 
@@ -129,3 +135,21 @@ def split_reference(data: np.ndarray, itemsize: int, low_bits: int):
     residual = np.packbits(bits.reshape(-1), bitorder="little")
     tails = np.ascontiguousarray(planes[:, : itemsize - head_bytes][:, ::-1].T)
     return symbols, residual, tails
+
+
+def join_reference(symbols: np.ndarray, residual: np.ndarray, tails: np.ndarray, itemsize: int,
+                   low_bits: int) -> np.ndarray:
+    """Inverse of :func:`split_reference`; :func:`join` uses it for small inputs (see _small.py)."""
+    head_bytes = head_bytes_for(itemsize)
+    n = symbols.shape[0]
+    bits = np.unpackbits(residual, bitorder="little")[: n * (low_bits + 1)].reshape(n, low_bits + 1)
+    residual_values = np.packbits(bits, axis=1, bitorder="little")[:, 0].astype(np.uint16)
+    sign = residual_values >> low_bits
+    head = (sign << (8 * head_bytes - 1)) | (symbols.astype(np.uint16) << low_bits) | (
+        residual_values & ((1 << low_bits) - 1))
+    planes = np.empty((n, itemsize), dtype=np.uint8)
+    planes[:, -1] = head >> 8 if head_bytes == 2 else head
+    if head_bytes == 2:
+        planes[:, -2] = head & 0xFF
+    planes[:, : itemsize - head_bytes] = tails[::-1].T
+    return planes.reshape(-1)

@@ -42,6 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import varint
+from . import _small
 
 MAX_SCALE_BITS = 15
 #: the encoder's precision cap: on float weights 2**14 loses nothing measurable
@@ -225,8 +226,6 @@ def parse_stream(data: bytes | memoryview | np.ndarray, count: int, alphabet: in
     For callers that run their own decode kernel on the parsed pieces;
     everyone else calls :func:`decode_symbols`.
     """
-    from . import _rans_numba
-
     # a uint8 view, not a copy: the stream can be most of a 4 MiB chunk
     raw = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
     if len(raw) < 1:
@@ -239,7 +238,13 @@ def parse_stream(data: bytes | memoryview | np.ndarray, count: int, alphabet: in
     if first + entries > min(alphabet, MAX_ALPHABET):
         raise ValueError("rANS table holds symbols outside the alphabet")
     freq = np.zeros(first + entries, dtype=np.int64)
-    pos = _rans_numba.read_table(raw, pos, freq[first:])
+    small = _small.prefer_numpy(count)
+    if small:
+        pos = _read_table_python(raw, pos, freq[first:])
+    else:
+        from . import _rans_numba
+
+        pos = _rans_numba.read_table(raw, pos, freq[first:])
     if pos < 0:
         raise ValueError("rANS frequency table is corrupt")
     if count and int(freq.sum()) != 1 << scale_bits:
@@ -256,7 +261,14 @@ def parse_stream(data: bytes | memoryview | np.ndarray, count: int, alphabet: in
     # padded with LANES zero words so decoders can renormalise without branches
     words = np.zeros(body.size + LANES, dtype=np.uint16)
     words[: body.size] = body
-    table = _rans_numba.slot_table(freq, scale_bits) if count else np.zeros(1, dtype=np.int64)
+    if not count:
+        table = np.zeros(1, dtype=np.int64)
+    elif small:
+        table = _slot_table_numpy(freq)
+    else:
+        from . import _rans_numba
+
+        table = _rans_numba.slot_table(freq, scale_bits)
     return ParsedStream(scale_bits, freq, states, words, table)
 
 
@@ -276,14 +288,106 @@ def decode_symbols(
     ``alphabet``: refuse (``ValueError``) a stream whose table holds symbols at
     or above it; defaults to what ``dtype`` can hold.
     """
-    from . import _rans_numba
-
     dtype = np.dtype(dtype)
     if dtype not in (np.uint8, np.uint16):
         raise TypeError(f"dtype must be uint8 or uint16, got {dtype}")
     limit = np.iinfo(dtype).max + 1
     stream = parse_stream(data, count, limit if alphabet is None else min(alphabet, limit))
     out = np.empty(count, dtype=dtype)
-    if count:
+    if count and _small.prefer_numpy(count):
+        check_status(_decode_python(stream.words, stream.states, count, stream.table, stream.scale_bits, out))
+    elif count:
+        from . import _rans_numba
+
         check_status(_rans_numba.decode(stream.words, stream.states, count, stream.table, stream.scale_bits, out))
     return out
+
+
+# -- numpy paths for small streams (see _small.py); same results and statuses as _rans_numba --
+def _read_table_python(raw: np.ndarray, pos: int, values: np.ndarray) -> int:
+    """``_rans_numba.read_table`` line for line: the end position, or -1 if corrupt."""
+    data = raw.tobytes()  # indexing bytes is several times faster than indexing an array
+    n, end, i, zero_run = values.shape[0], len(data), 0, False
+
+    def varint_at(pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            if pos >= end or shift > 35:
+                return -1, pos
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value, pos
+
+    while i < n:
+        value, pos = varint_at(pos)
+        if value < 0:
+            return -1
+        if zero_run:
+            if i + value > n:
+                return -1
+            i += value  # values is zero-initialised
+            zero_run = False
+        else:
+            values[i] = value
+            i += 1
+            zero_run = value == 0
+    if zero_run:  # a final 0 must still be followed by its run length, and that length is 0
+        value, pos = varint_at(pos)
+        if value != 0:
+            return -1
+    return pos
+
+
+def _slot_table_numpy(freq: np.ndarray) -> np.ndarray:
+    """``_rans_numba.slot_table`` in numpy: per slot, symbol | freq << 16 | (slot - start) << 32."""
+    symbols = np.repeat(np.arange(freq.shape[0], dtype=np.int64), freq)
+    starts = np.cumsum(freq) - freq
+    offsets = np.arange(symbols.shape[0], dtype=np.int64) - starts[symbols]
+    return symbols | (freq[symbols] << 16) | (offsets << 32)
+
+
+def _decode_python(words: np.ndarray, states: np.ndarray, count: int, table: np.ndarray, scale_bits: int,
+                  out: np.ndarray) -> int:
+    """``_rans_numba.decode`` in plain Python: 0 ok, 1 truncated, 2 corrupt.
+
+    Python ints on lists beat numpy here: eight lanes are too few to vectorise,
+    and a list lookup costs less than a numpy call. Lanes renormalise in lane
+    order after each group of eight, as the numba loop does.
+    """
+    n_words = words.shape[0] - LANES
+    mask = (1 << scale_bits) - 1
+    entries = table.tolist()
+    body = words[:n_words].tolist()
+    x = [int(state) for state in states]
+    symbols = [0] * count
+    pos = 0
+    whole = count - count % LANES
+    for i in range(0, whole, LANES):
+        for lane in range(LANES):
+            entry = entries[x[lane] & mask]
+            symbols[i + lane] = entry & 0xFFFF
+            x[lane] = ((entry >> 16) & 0xFFFF) * (x[lane] >> scale_bits) + (entry >> 32)
+        for lane in range(LANES):
+            if x[lane] < RANS_L:
+                if pos >= n_words:
+                    return 1
+                x[lane] = (x[lane] << 16) | body[pos]
+                pos += 1
+    for i in range(whole, count):  # the last count % 8 symbols, one at a time
+        lane = i % LANES
+        entry = entries[x[lane] & mask]
+        symbols[i] = entry & 0xFFFF
+        state = ((entry >> 16) & 0xFFFF) * (x[lane] >> scale_bits) + (entry >> 32)
+        if state < RANS_L:
+            if pos >= n_words:
+                return 1
+            state = (state << 16) | body[pos]
+            pos += 1
+        x[lane] = state
+    out[:] = symbols
+    if pos != n_words or any(state != RANS_L for state in x):
+        return 2
+    return 0

@@ -9,7 +9,6 @@ not built in, so a broken plugin cannot break ``bie --help``.
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import entry_points
 
 from ..errors import BadInputError, UnknownStrategyError
 from .base import Strategy
@@ -47,8 +46,15 @@ def _load(target: str) -> Strategy:
     return cls()
 
 
+def _entry_points():
+    # imported here: importlib.metadata costs ~30 ms, and only plugin lookups need it
+    from importlib.metadata import entry_points
+
+    return entry_points(group=ENTRY_POINT_GROUP)
+
+
 def _plugin(strategy_id: str) -> Strategy | None:
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in _entry_points():
         if ep.name == strategy_id:
             try:
                 obj = ep.load()
@@ -81,7 +87,7 @@ def get(strategy_id: str) -> Strategy:
 
 def known_ids() -> list[str]:
     ids = set(_BUILTIN) | set(_instances)
-    ids |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    ids |= {ep.name for ep in _entry_points()}
     return sorted(ids)
 
 

@@ -1,0 +1,21 @@
+"""When a codec decodes in numpy instead of numba.
+
+Importing numba and loading its cached kernels costs about half a second
+(more on a loaded machine), more than decoding a small stream in numpy and
+plain Python (rANS: ~1 µs a symbol). Until numba is loaded, streams below
+``NUMPY_BELOW`` elements take that path, so ``bie verify`` of a small
+container never imports numba; once numba is loaded (a big tensor needed it)
+every stream takes the numba path. Both give the same bytes and the same
+errors: tests/test_rans.py and tests/test_float_split.py compare them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+#: ~70 ms of Python rANS decoding on a quiet machine, a fraction of numba's import
+NUMPY_BELOW = 1 << 16
+
+
+def prefer_numpy(count: int) -> bool:
+    return count < NUMPY_BELOW and "numba" not in sys.modules
