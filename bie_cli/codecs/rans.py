@@ -41,8 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import varint
-from . import _small
+from . import _small, varint
 
 MAX_SCALE_BITS = 15
 #: the encoder's precision cap: on float weights 2**14 loses nothing measurable
