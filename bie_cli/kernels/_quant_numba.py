@@ -108,13 +108,15 @@ class _RowPair:
     or the whole row (a shift of 62).
     """
 
-    def __init__(self, context, builder: ir.IRBuilder, codes_type, codes, scales, group_shift, blocks):
+    def __init__(self, context, builder: ir.IRBuilder, codes_type, codes, scales, group_shift, blocks,
+                 prefetch=None):
         self.b = builder
         self.codes = codes
         self.scales = scales
         self.nibbles = codes_type.dtype == types.uint8
         self.group_shift = group_shift
         self.blocks = blocks
+        self.prefetch = prefetch or []
         self.avx2 = "+avx2" in context.codegen()._tm_features.split(",")
 
     def codes_of(self, row: int, block):
@@ -133,10 +135,11 @@ class _RowPair:
         sums, rows major (row 0's columns, then row 1's)."""
         b = self.b
         zero = ir.Constant(_vector(_F32, 8), [0.0] * 8)
-        accumulators = [[cgutils.alloca_once_value(b, zero) for _ in range(columns)] for _ in range(2)]
+        accumulators = [[cgutils.alloca_once_value(b, zero) for _ in range(columns)] for _ in self.codes]
         with cgutils.for_range(b, self.blocks) as loop:
             block = loop.index
             group = b.ashr(block, self.group_shift)
+            self.emit_prefetch(block)
             common = [shared(block, column) for column in range(columns)]
             for row, row_accumulators in enumerate(accumulators):
                 codes = self.codes_of(row, block)
@@ -145,6 +148,19 @@ class _RowPair:
                     value = contribution(codes, scale, common[column])
                     b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
         return [_horizontal_sum(b, b.load(a), 8) for row_accumulators in accumulators for a in row_accumulators]
+
+    def emit_prefetch(self, block):
+        """Software prefetch of the same block in the rows the next iteration reads (the hardware
+        prefetchers lose time on every row's short stream)."""
+        b = self.b
+        if not self.prefetch:
+            return
+        prefetch = b.module.declare_intrinsic(
+            "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]))
+        width = BLOCK // 2 if self.nibbles else BLOCK
+        for pointer in self.prefetch:
+            address = b.bitcast(b.gep(pointer, [b.mul(block, _i64(width))]), _I8.as_pointer())
+            b.call(prefetch, [address, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
 
     def integer_dot(self, codes, xq):
         """``Σ codes·xq`` of one block as ``<8 x i32>`` partial sums (exact integers)."""
@@ -272,6 +288,74 @@ def _row_tile(columns: int):
     return int8_tile, float_tile
 
 
+def _row_pointer(context, builder, array_type, array, row):
+    """Pointer to ``array[row, 0]`` of a C-contiguous 2-D array (no bounds check)."""
+    data = context.make_array(array_type)(context, builder, array)
+    stride = cgutils.unpack_tuple(builder, data.strides, 2)[0]
+    raw = builder.gep(builder.bitcast(data.data, _I8.as_pointer()), [builder.mul(row, stride)])
+    return builder.bitcast(raw, data.data.type)
+
+
+def _rows_tile(count: int):
+    """``count`` rows × 1 column of int8 activations: rows ``first + k`` clamped to ``last``."""
+
+    @intrinsic
+    def int8_rows(typingctx, codes, scale, first, last, xq, xd, xz, zero, group_shift, blocks):
+        """Rows ``first .. first + count - 1`` (each clamped to ``last``) of the block layout times
+        one column of int8 activations (``xq``/``xd``/``xz`` as in ``int8_tile``), with a software
+        prefetch of the rows after them."""
+        if not (_c_matrix(codes, codes.dtype) and codes.dtype in (types.uint8, types.int8)
+                and _c_matrix(scale, types.float32) and _c_matrix(xq, types.int8)
+                and _c_matrix(xd, types.float32) and _c_matrix(xz, types.int32)):
+            return None
+        signature = types.UniTuple(types.float32, count)(
+            codes, scale, types.int64, types.int64, xq, xd, xz, types.int64, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            codes_type, scale_type = signature.args[:2]
+            codes, scale, first, last = args[:4]
+            xq_ptr, xd_ptr, xz_ptr = [context.make_array(t)(context, builder, a).data
+                                      for t, a in zip(signature.args[4:7], args[4:7], strict=True)]
+            zero, group_shift, blocks = args[7:]
+            b = builder
+            indices = []
+            for k in range(count):
+                row = b.add(first, _i64(k))
+                indices.append(b.select(b.icmp_signed(">", row, last), last, row))
+            code_rows = [_row_pointer(context, b, codes_type, codes, i) for i in indices]
+            scale_rows = [_row_pointer(context, b, scale_type, scale, i) for i in indices]
+            ahead = [_row_pointer(context, b, codes_type, codes, b.add(first, _i64(count + k))) for k in range(count)]
+            rows = _RowPair(context, b, codes_type, code_rows, scale_rows, group_shift, blocks, prefetch=ahead)
+            zero = b.trunc(zero, _I32)
+            no_lanes = ir.Constant(_vector(_I32, 8), [0] * 8)
+
+            def shared(block, offset):
+                xq = _load(b, xq_ptr, b.mul(block, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+                taken = None
+                if rows.nibbles:
+                    taken = b.insert_element(no_lanes, b.mul(zero, b.load(b.gep(xz_ptr, [block]))),
+                                             ir.Constant(_I32, 0))
+                return xq, taken, b.load(b.gep(xd_ptr, [block]))
+
+            def contribution(codes, scale, common):
+                xq, taken, step = common
+                dot = rows.integer_dot(codes, xq)
+                if taken is not None:
+                    dot = b.sub(dot, taken)
+                weight = _splat(b, b.fmul(scale, step, flags=_FLAGS), 8)
+                return b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
+
+            return context.make_tuple(builder, signature.return_type, rows.emit(1, shared, contribution))
+
+        return signature, codegen
+
+    return int8_rows
+
+
+#: rows the batch-1 int8 kernel computes an iteration (they share each block's activations)
+ROWS = 4
+int8_quad = _rows_tile(ROWS)
+
 #: columns of activations a tile takes at once from batch 2 on (the two rows' codes are decoded
 #: once for them; 2 rows x 4 columns of accumulators fit the 16 vector registers of AVX2)
 COLUMNS = 4
@@ -350,6 +434,13 @@ def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd
     ``COLUMNS`` columns a tile from batch 2 on (padded to a multiple), one column at batch 1."""
     rows, batch = Y.shape
     blocks = padded.shape[1] // BLOCK
+    if batch == 1 and quantized:
+        for quad in prange((rows + ROWS - 1) // ROWS):
+            first = quad * ROWS
+            tile = int8_quad(codes, scale, first, rows - 1, xq, xd, xz, zero, group_shift, blocks)
+            for k in range(min(ROWS, rows - first)):
+                Y[first + k, 0] = _finish(tile[k], first + k, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+        return
     for pair in prange((rows + 1) // 2):
         a = 2 * pair
         b = min(a + 1, rows - 1)
