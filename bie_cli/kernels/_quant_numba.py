@@ -452,7 +452,8 @@ def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd
             Y[a, 0] = _finish(ya, a, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
             Y[b, 0] = _finish(yb, b, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
             continue
-        for first in range(0, batch, COLUMNS):
+        whole = batch - batch % COLUMNS if quantized else batch  # int8: the last columns one by one
+        for first in range(0, whole, COLUMNS):
             if quantized:
                 tile = int8_four(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, first, zero, group_shift, blocks)
             else:
@@ -461,6 +462,10 @@ def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd
                 n = first + c
                 Y[a, n] = _finish(tile[c], a, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
                 Y[b, n] = _finish(tile[COLUMNS + c], b, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+        for n in range(whole, batch):
+            ya, yb = int8_one(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, n, zero, group_shift, blocks)
+            Y[a, n] = _finish(ya, a, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+            Y[b, n] = _finish(yb, b, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
 
 
 # -- pair layout (groups that are not whole blocks) ---------------------------------------------
