@@ -343,6 +343,26 @@ def test_block_layout_kernels_match_the_reference(rows, cols, bits, group, affin
             np.testing.assert_allclose(actual, W_hat @ X, rtol=0, atol=float(1e-5 * terms.max()) + 1e-6)
 
 
+def test_paired_activations_are_the_block_codes_in_the_two_block_order():
+    """The 4-bit batch-1 kernel unpacks two blocks at once as (first 16 weights of each, then the
+    last 16 of each); its activations must be the per-block codes in exactly that order."""
+    from bie_cli.kernels import _quant_numba
+
+    rng = np.random.default_rng(3)
+    for cols in (31, 64, 96, 200):
+        XT = rng.standard_normal((1, cols)).astype(np.float32)
+        blocks = -(-cols // 32)
+        plain = _quant_numba.prepare_activations(XT, blocks, cols, 1, True, False, 1, False)
+        paired = _quant_numba.prepare_activations(XT, blocks, cols, 1, True, False, 1, True)
+        expected = plain[2][0].copy()
+        for pair in range(blocks // 2):
+            first, second = plain[2][0][64 * pair : 64 * pair + 32], plain[2][0][64 * pair + 32 : 64 * pair + 64]
+            expected[64 * pair : 64 * pair + 64] = np.concatenate([first[:16], second[:16], first[16:], second[16:]])
+        np.testing.assert_array_equal(paired[2][0], expected)
+        for index in (0, 1, 3, 4):  # padded copy, sums, block steps and block sums are unchanged
+            np.testing.assert_array_equal(paired[index], plain[index])
+
+
 def test_portable_ir_without_avx2(tmp_path):
     """On a CPU without AVX2 the row dots are target-independent vector IR: same results."""
     probe = (

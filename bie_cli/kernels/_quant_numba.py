@@ -32,8 +32,14 @@ The x86 instructions are named only when the compiling target has AVX2
 numba caches per CPU, so a cache built for one CPU is not used on another);
 elsewhere the same arithmetic is written as target-independent vector IR.
 
-Two rows are computed together: they share each block's activation loads
-and scalars, and their sums are two independent add chains. Groups are
+Several rows are computed together: they share each block's activation loads
+and scalars, and their sums are independent add chains. At batch 1 with int8
+activations it is four rows an iteration (``int8_quad``), with a software
+prefetch of the same block in the next four rows: a 4-bit row of 4096 weights
+is only 2 KiB, 32 cache lines, and the hardware prefetchers restart on every
+such short stream (four rows and the prefetch together cut the 4-bit matvec's
+CPU time on 11008x4096 by 1.5-2x, docs/kernels.md). Otherwise two rows × up to
+4 columns. Groups are
 32·2^k weights (the group of block ``b`` is ``b >> k``) or a whole row;
 other groupings keep the pair layout: codes two a byte in column order, ``x`` split into
 even and odd positions, exact float32 arithmetic.
@@ -100,9 +106,9 @@ def _horizontal_sum(b: ir.IRBuilder, vector, count: int):
 
 
 class _RowPair:
-    """Emits ``Σ_b scale[b >> group_shift]·(block b's contribution)`` for two rows at once.
+    """Emits ``Σ_b scale[b >> group_shift]·(block b's contribution)`` for two (or more) rows at once.
 
-    The two rows share each block's activation loads and scalars (and the
+    The rows share each block's activation loads and scalars (and the
     loop), and their sums are independent add chains. The group of block
     ``b`` is ``b >> group_shift``: groups are a power-of-two number of blocks,
     or the whole row (a shift of 62).
@@ -121,10 +127,14 @@ class _RowPair:
 
     def codes_of(self, row: int, block):
         """Block ``block``'s 32 codes of row ``row`` as ``<32 x i8>`` in weight order (4-bit: unsigned 0..15)."""
+        return self.codes_at(self.codes[row], block)
+
+    def codes_at(self, pointer, block):
+        """``codes_of`` for a row given by its pointer."""
         b = self.b
         if not self.nibbles:
-            return _load(b, self.codes[row], b.mul(block, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
-        packed = _load(b, self.codes[row], b.mul(block, _i64(BLOCK // 2)), _vector(_I8, BLOCK // 2), 1)
+            return _load(b, pointer, b.mul(block, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+        packed = _load(b, pointer, b.mul(block, _i64(BLOCK // 2)), _vector(_I8, BLOCK // 2), 1)
         both = b.shuffle_vector(packed, b.lshr(packed, ir.Constant(_vector(_I8, BLOCK // 2), [4] * (BLOCK // 2))),
                                 _lanes(range(BLOCK)))
         return b.and_(both, ir.Constant(_vector(_I8, BLOCK), [15] * BLOCK))
@@ -149,15 +159,15 @@ class _RowPair:
                     b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
         return [_horizontal_sum(b, b.load(a), 8) for row_accumulators in accumulators for a in row_accumulators]
 
-    def emit_prefetch(self, block):
-        """Software prefetch of the same block in the rows the next iteration reads (the hardware
-        prefetchers lose time on every row's short stream)."""
+    def emit_prefetch(self, block, width=None):
+        """Software prefetch of the same block (of ``width`` bytes a row) in the rows the next
+        iteration reads (the hardware prefetchers lose time on every row's short stream)."""
         b = self.b
         if not self.prefetch:
             return
         prefetch = b.module.declare_intrinsic(
             "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]))
-        width = BLOCK // 2 if self.nibbles else BLOCK
+        width = width or (BLOCK // 2 if self.nibbles else BLOCK)
         for pointer in self.prefetch:
             address = b.bitcast(b.gep(pointer, [b.mul(block, _i64(width))]), _I8.as_pointer())
             b.call(prefetch, [address, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
@@ -177,6 +187,26 @@ class _RowPair:
             return b.add(halves[0], halves[1])
         products = b.mul(b.sext(wide, _vector(_I32, BLOCK)), b.sext(xq, _vector(_I32, BLOCK)))
         return _sum_to_8(b, products, BLOCK, b.add)
+
+    def paired_dot(self, low, low_x, high, high_x):
+        """``<8 x i32>``: lanes 0-3 sum to ``Σ code·xq`` of the first block, lanes 4-7 of the second,
+        for unsigned 4-bit ``low``/``high`` halves (``<32 x i8>``: 16 weights of each block) and
+        the matching signed activations."""
+        b = self.b
+        if self.avx2:
+            pmaddubsw = b.module.declare_intrinsic(
+                "llvm.x86.avx2.pmadd.ub.sw", fnty=ir.FunctionType(_vector(_I16, 16), [_vector(_I8, 32)] * 2))
+            pairs = b.add(b.call(pmaddubsw, [low, low_x]), b.call(pmaddubsw, [high, high_x]))
+            return b.call(self._pmaddwd(), [pairs, ir.Constant(_vector(_I16, 16), [1] * 16)])
+        wide = _vector(_I32, BLOCK)
+        products = b.add(b.mul(b.zext(low, wide), b.sext(low_x, wide)), b.mul(b.zext(high, wide), b.sext(high_x, wide)))
+        halves = []
+        for start in (0, 16):  # each block's 16 lanes summed to 4, kept apart
+            half = _part(b, products, start, 16)
+            for count in (8, 4):
+                half = b.add(_part(b, half, 0, count), _part(b, half, count, count))
+            halves.append(half)
+        return b.shuffle_vector(halves[0], halves[1], _lanes(range(8)))
 
     def _pmaddwd(self):
         return self.b.module.declare_intrinsic(
@@ -345,11 +375,68 @@ def _rows_tile(count: int):
                 weight = _splat(b, b.fmul(scale, step, flags=_FLAGS), 8)
                 return b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
 
-            return context.make_tuple(builder, signature.return_type, rows.emit(1, shared, contribution))
+            if not rows.nibbles:
+                return context.make_tuple(builder, signature.return_type, rows.emit(1, shared, contribution))
+            sums = _paired_nibble_rows(rows, xq_ptr, xd_ptr, xz_ptr, zero, contribution, shared)
+            return context.make_tuple(builder, signature.return_type, sums)
 
         return signature, codegen
 
     return int8_rows
+
+
+def _pair_splat(b: ir.IRBuilder, first, second):
+    """``<8 x T>``: ``first`` in lanes 0-3, ``second`` in lanes 4-7."""
+    undefined = ir.Constant(_vector(first.type, 8), ir.Undefined)
+    both = b.insert_element(b.insert_element(undefined, first, ir.Constant(_I32, 0)), second, ir.Constant(_I32, 4))
+    return b.shuffle_vector(both, undefined, _lanes([0, 0, 0, 0, 4, 4, 4, 4]))
+
+
+def _paired_nibble_rows(rows: _RowPair, xq_ptr, xd_ptr, xz_ptr, zero, contribution, shared) -> list:
+    """4-bit rows, two blocks an iteration: one 32-byte load of a row gives blocks 2p and 2p+1
+    (16 bytes each); ``and 15`` and ``>> 4`` make their low halves (weights 0-15 of each block)
+    and high halves (16-31) with no lane crossing, against activations that
+    ``prepare_activations(paired=True)`` stored in the same order. The two halves' pair sums
+    (``pmaddubsw``) are added as int16 (at most 2·2·15·127 < 2^15) and widened once
+    (``pmaddwd``): lanes 0-3 hold block 2p, lanes 4-7 block 2p+1, each scaled by its own
+    ``scale·d``. An odd last block runs the one-block code."""
+    b = rows.b
+    pairs = b.ashr(rows.blocks, _i64(1))
+    zero_vector = ir.Constant(_vector(_F32, 8), [0.0] * 8)
+    accumulators = [cgutils.alloca_once_value(b, zero_vector) for _ in rows.codes]
+    no_lanes = ir.Constant(_vector(_I32, 8), [0] * 8)
+    nibble = ir.Constant(_vector(_I8, BLOCK), [15] * BLOCK)
+    four = ir.Constant(_vector(_I8, BLOCK), [4] * BLOCK)
+    with cgutils.for_range(b, pairs) as loop:
+        pair = loop.index
+        block = b.mul(pair, _i64(2))
+        following = b.add(block, _i64(1))
+        rows.emit_prefetch(pair, width=BLOCK)
+        low_x = _load(b, xq_ptr, b.mul(pair, _i64(2 * BLOCK)), _vector(_I8, BLOCK), 1)
+        high_x = _load(b, xq_ptr, b.add(b.mul(pair, _i64(2 * BLOCK)), _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+        steps = _pair_splat(b, b.load(b.gep(xd_ptr, [block])), b.load(b.gep(xd_ptr, [following])))
+        taken = b.insert_element(no_lanes, b.mul(zero, b.load(b.gep(xz_ptr, [block]))), ir.Constant(_I32, 0))
+        taken = b.insert_element(taken, b.mul(zero, b.load(b.gep(xz_ptr, [following]))), ir.Constant(_I32, 4))
+        first_group = b.ashr(block, rows.group_shift)
+        second_group = b.ashr(following, rows.group_shift)
+        for codes, scales, accumulator in zip(rows.codes, rows.scales, accumulators, strict=True):
+            packed = _load(b, codes, b.mul(pair, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+            low = b.and_(packed, nibble)
+            high = b.and_(b.lshr(packed, four), nibble)
+            dot = b.sub(rows.paired_dot(low, low_x, high, high_x), taken)
+            scale = _pair_splat(b, b.load(b.gep(scales, [first_group])), b.load(b.gep(scales, [second_group])))
+            weight = b.fmul(scale, steps, flags=_FLAGS)
+            value = b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
+            b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
+    odd = b.icmp_signed("!=", b.and_(rows.blocks, _i64(1)), _i64(0))
+    with b.if_then(odd):
+        last = b.sub(rows.blocks, _i64(1))
+        common = shared(last, 0)
+        group = b.ashr(last, rows.group_shift)
+        for codes, scales, accumulator in zip(rows.codes, rows.scales, accumulators, strict=True):
+            value = contribution(rows.codes_at(codes, last), b.load(b.gep(scales, [group])), common)
+            b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
+    return [_horizontal_sum(b, b.load(a), 8) for a in accumulators]
 
 
 #: rows the batch-1 int8 kernel computes an iteration (they share each block's activations)
@@ -365,13 +452,18 @@ int8_four, float_four = _row_tile(COLUMNS)
 
 # -- block-layout kernels ------------------------------------------------------------------------
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def prepare_activations(XT, blocks, group_size, groups, quantize, affine, columns):  # pragma: no cover - compiled
+def prepare_activations(XT, blocks, group_size, groups, quantize, affine, columns,
+                        paired=False):  # pragma: no cover - compiled
     """Per column of ``XT`` (``[batch, cols]``): zero-padded copy, group sums, and int8 codes;
     the batch is padded with zero columns to a multiple of ``columns``.
 
     Returns ``(padded, sums, xq, xd, xz, quantized)``: ``xq = rint(x/xd)`` per
     block with ``xd = max|x|/127`` and ``xz = Σ xq``. ``quantized`` is False
     when ``quantize`` is False or some x is NaN/Inf (then the float32 kernel runs).
+    ``paired``: each pair of blocks ``2p, 2p+1`` of ``xq`` is stored as the
+    first 16 codes of each, then the last 16 of each (the order in which the
+    4-bit batch-1 kernel unpacks two blocks of codes); an odd last block keeps
+    its order.
     """
     batch, cols = XT.shape
     width = blocks * BLOCK
@@ -410,6 +502,16 @@ def prepare_activations(XT, blocks, group_size, groups, quantize, affine, column
                 count += q
             xd[n, block] = step
             xz[n, block] = count
+        if paired:
+            scratch = np.empty(2 * BLOCK, dtype=np.int8)
+            half = BLOCK // 2
+            for pair in range(blocks // 2):
+                both = xq[n, 2 * pair * BLOCK : (2 * pair + 2) * BLOCK]
+                scratch[:] = both
+                both[:half] = scratch[:half]
+                both[half:BLOCK] = scratch[BLOCK : BLOCK + half]
+                both[BLOCK : BLOCK + half] = scratch[half:BLOCK]
+                both[BLOCK + half :] = scratch[BLOCK + half :]
     return padded, sums, xq, xd, xz, quantize and finite
 
 
@@ -429,9 +531,12 @@ def _finish(total, i, n, offset, sums, fix_ptr, fix_col, fix_delta, padded):  # 
 @njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd, xz, quantized,
                    fix_ptr, fix_col, fix_delta, Y):  # pragma: no cover - compiled
-    """``Y[i, n] = Σ ŵ_ij·x_nj`` for the block layout, two rows an iteration (an odd last row is
-    computed twice, by one iteration); ``padded``/``xq`` hold the activations a column a row,
-    ``COLUMNS`` columns a tile from batch 2 on (padded to a multiple), one column at batch 1."""
+    """``Y[i, n] = Σ ŵ_ij·x_nj`` for the block layout; ``padded``/``xq`` hold the activations a
+    column a row. Batch 1 with int8 activations: four rows an iteration (rows past the end are
+    clamped to the last row and their sums dropped). Otherwise two rows an iteration (an odd
+    last row is computed twice, by one iteration) and ``COLUMNS`` columns a tile; with int8
+    activations the columns past the last whole tile run one at a time (the activation arrays
+    are padded to a whole tile, but padded columns are never computed)."""
     rows, batch = Y.shape
     blocks = padded.shape[1] // BLOCK
     if batch == 1 and quantized:
