@@ -19,7 +19,9 @@ Every row (shape, batch, threads) times all its methods round-robin in one
 process: ``ROUNDS`` rounds, each method its share of the time budget a round.
 A method's time is the median of its round medians; a ratio is the median
 over rounds of (baseline round median / method round median), so a burst of
-load from elsewhere hits both sides of a ratio alike. Threads:
+load from elsewhere hits both sides of a ratio alike. Rows with more than
+one thread idle ``SETTLE`` seconds after each method (OpenBLAS's workers
+busy-wait after every call and would take a core from the next method). Threads:
 ``numba.set_num_threads`` for the kernels, ``threadpoolctl`` for BLAS,
 ``torch.set_num_threads`` for PyTorch; CSR is single-threaded.
 
@@ -332,7 +334,9 @@ def markdown(rows: list[dict], info: dict, command: str, load: str) -> str:
         f"{info['layer']}), PyTorch {info['torch']}.",
         f"Each row times all its methods round-robin, {ROUNDS} rounds (≈0.25 s a method a row); a time is the "
         "median of the round medians, a ratio the median over rounds of (baseline / method), > 1 meaning bie is "
-        "faster. Batch 1 is `matvec` (dense: `W @ x`), batch > 1 `matmul` with `X` of shape [in, batch]. "
+        f"faster. In 2-thread rows every method is followed by {SETTLE} s of idle time, so OpenBLAS's workers "
+        "(which busy-wait ~0.1 s after each call) have stopped spinning before the next method is timed. "
+        "Batch 1 is `matvec` (dense: `W @ x`), batch > 1 `matmul` with `X` of shape [in, batch]. "
         "bie's code forms run with their default int8 activations (per block of 32, docs/kernels.md). "
         "PyTorch int4: `_weight_int4pack_mm_for_cpu` (bf16 activations) on the same matrix quantized "
         "symmetric per group; int8: `_weight_int8pack_mm` (per-row scales).",
