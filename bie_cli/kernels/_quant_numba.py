@@ -39,7 +39,9 @@ prefetch of the same block in the next four rows: a 4-bit row of 4096 weights
 is only 2 KiB, 32 cache lines, and the hardware prefetchers restart on every
 such short stream (four rows and the prefetch together cut the 4-bit matvec's
 CPU time on 11008x4096 by 1.5-2x, docs/kernels.md). Otherwise two rows × up to
-4 columns. Groups are
+4 columns. With int8 activations, 4-bit rows go two blocks an iteration
+(``_paired_nibble_rows``): one 32-byte load, ``and``/shift, no lane-crossing
+insert, against activations stored in the matching order. Groups are
 32·2^k weights (the group of block ``b`` is ``b >> k``) or a whole row;
 other groupings keep the pair layout: codes two a byte in column order, ``x`` split into
 even and odd positions, exact float32 arithmetic.
@@ -235,25 +237,31 @@ def _row_tile(columns: int):
     """The ``int8`` and ``float32`` intrinsics for two rows × ``columns`` columns of activations."""
 
     @intrinsic
-    def int8_tile(typingctx, codes_a, codes_b, scale_a, scale_b, xq, xd, xz, column, zero, group_shift, blocks):
+    def int8_tile(typingctx, codes_a, codes_b, scale_a, scale_b, xq, xd, xz, xs, xt, column, zero, group_shift,
+                  blocks):
         """Two rows × ``columns`` columns from ``column`` on, int8 activations: per row and column
         Σ_b scale[g(b)]·xd[b]·(Σ code·xq − zero·xz[b]).
 
         ``codes``: a row's blocks (``uint8``: 4-bit pairs, ``int8``: centred
         bytes, for which ``zero`` is ignored); ``xq`` int8 codes ``[batch, blocks·32]``,
-        ``xd`` float32 block scales and ``xz`` int32 ``Σxq``, ``[batch, blocks]``.
+        ``xd`` float32 block scales and ``xz`` int32 ``Σxq``, ``[batch, blocks]``;
+        for 4-bit codes ``xs``/``xt`` are ``d`` and ``zero·Σxq`` per pair of blocks
+        as the two-block kernel uses them (``prepare_activations(paired=True)``).
         The zero is taken off each block's integer sum, so the float sums never
         cancel large terms.
         """
         if not (_codes_ok(codes_a, codes_b) and _c_array(scale_a, types.float32) and scale_b == scale_a
-                and _c_matrix(xq, types.int8) and _c_matrix(xd, types.float32) and _c_matrix(xz, types.int32)):
+                and _c_matrix(xq, types.int8) and _c_matrix(xd, types.float32) and _c_matrix(xz, types.int32)
+                and _c_matrix(xs, types.float32) and _c_matrix(xt, types.int32)):
             return None
         signature = types.UniTuple(types.float32, 2 * columns)(
-            codes_a, codes_b, scale_a, scale_b, xq, xd, xz, types.int64, types.int64, types.int64, types.int64)
+            codes_a, codes_b, scale_a, scale_b, xq, xd, xz, xs, xt, types.int64, types.int64, types.int64,
+            types.int64)
 
         def codegen(context, builder, signature, args):
-            codes_a, codes_b, scale_a, scale_b, xq_ptr, xd_ptr, xz_ptr = _data(context, builder, signature, args, 7)
-            column, zero, group_shift, blocks = args[7:]
+            codes_a, codes_b, scale_a, scale_b, xq_ptr, xd_ptr, xz_ptr, xs_ptr, xt_ptr = _data(
+                context, builder, signature, args, 9)
+            column, zero, group_shift, blocks = args[9:]
             rows = _RowPair(context, builder, signature.args[0], (codes_a, codes_b), (scale_a, scale_b),
                             group_shift, blocks)
             b = builder
@@ -278,7 +286,11 @@ def _row_tile(columns: int):
                 weight = _splat(b, b.fmul(scale, step, flags=_FLAGS), 8)
                 return b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
 
-            return context.make_tuple(builder, signature.return_type, rows.emit(columns, shared, contribution))
+            if rows.nibbles:  # activations in the two-block order (prepare_activations(paired=True))
+                sums = _paired_nibble_rows(rows, xq_ptr, xs_ptr, xt_ptr, contribution, shared, columns, column)
+            else:
+                sums = rows.emit(columns, shared, contribution)
+            return context.make_tuple(builder, signature.return_type, sums)
 
         return signature, codegen
 
@@ -330,23 +342,24 @@ def _rows_tile(count: int):
     """``count`` rows × 1 column of int8 activations: rows ``first + k`` clamped to ``last``."""
 
     @intrinsic
-    def int8_rows(typingctx, codes, scale, first, last, xq, xd, xz, zero, group_shift, blocks):
+    def int8_rows(typingctx, codes, scale, first, last, xq, xd, xz, xs, xt, zero, group_shift, blocks):
         """Rows ``first .. first + count - 1`` (each clamped to ``last``) of the block layout times
         one column of int8 activations (``xq``/``xd``/``xz`` as in ``int8_tile``), with a software
         prefetch of the rows after them."""
         if not (_c_matrix(codes, codes.dtype) and codes.dtype in (types.uint8, types.int8)
                 and _c_matrix(scale, types.float32) and _c_matrix(xq, types.int8)
-                and _c_matrix(xd, types.float32) and _c_matrix(xz, types.int32)):
+                and _c_matrix(xd, types.float32) and _c_matrix(xz, types.int32)
+                and _c_matrix(xs, types.float32) and _c_matrix(xt, types.int32)):
             return None
         signature = types.UniTuple(types.float32, count)(
-            codes, scale, types.int64, types.int64, xq, xd, xz, types.int64, types.int64, types.int64)
+            codes, scale, types.int64, types.int64, xq, xd, xz, xs, xt, types.int64, types.int64, types.int64)
 
         def codegen(context, builder, signature, args):
             codes_type, scale_type = signature.args[:2]
             codes, scale, first, last = args[:4]
-            xq_ptr, xd_ptr, xz_ptr = [context.make_array(t)(context, builder, a).data
-                                      for t, a in zip(signature.args[4:7], args[4:7], strict=True)]
-            zero, group_shift, blocks = args[7:]
+            xq_ptr, xd_ptr, xz_ptr, xs_ptr, xt_ptr = [context.make_array(t)(context, builder, a).data
+                                                      for t, a in zip(signature.args[4:9], args[4:9], strict=True)]
+            zero, group_shift, blocks = args[9:]
             b = builder
             indices = []
             for k in range(count):
@@ -377,7 +390,7 @@ def _rows_tile(count: int):
 
             if not rows.nibbles:
                 return context.make_tuple(builder, signature.return_type, rows.emit(1, shared, contribution))
-            sums = _paired_nibble_rows(rows, xq_ptr, xd_ptr, xz_ptr, zero, contribution, shared)
+            sums = _paired_nibble_rows(rows, xq_ptr, xs_ptr, xt_ptr, contribution, shared)
             return context.make_tuple(builder, signature.return_type, sums)
 
         return signature, codegen
@@ -392,51 +405,65 @@ def _pair_splat(b: ir.IRBuilder, first, second):
     return b.shuffle_vector(both, undefined, _lanes([0, 0, 0, 0, 4, 4, 4, 4]))
 
 
-def _paired_nibble_rows(rows: _RowPair, xq_ptr, xd_ptr, xz_ptr, zero, contribution, shared) -> list:
+def _paired_nibble_rows(rows: _RowPair, xq_ptr, xs_ptr, xt_ptr, contribution, shared,
+                        columns: int = 1, column=None) -> list:
     """4-bit rows, two blocks an iteration: one 32-byte load of a row gives blocks 2p and 2p+1
     (16 bytes each); ``and 15`` and ``>> 4`` make their low halves (weights 0-15 of each block)
     and high halves (16-31) with no lane crossing, against activations that
     ``prepare_activations(paired=True)`` stored in the same order. The two halves' pair sums
     (``pmaddubsw``) are added as int16 (at most 2·2·15·127 < 2^15) and widened once
     (``pmaddwd``): lanes 0-3 hold block 2p, lanes 4-7 block 2p+1, each scaled by its own
-    ``scale·d``. An odd last block runs the one-block code."""
+    ``scale·d``. The activations' ``d`` and ``zero·Σxq`` of a pair come as 8-lane vectors
+    (``xs``, ``xt``: ``[batch, pairs·8]``), one load each. An odd last block runs the one-block
+    code. ``columns`` columns of activations from ``column`` on; sums rows major."""
     b = rows.b
+    column = column or _i64(0)
     pairs = b.ashr(rows.blocks, _i64(1))
     zero_vector = ir.Constant(_vector(_F32, 8), [0.0] * 8)
-    accumulators = [cgutils.alloca_once_value(b, zero_vector) for _ in rows.codes]
-    no_lanes = ir.Constant(_vector(_I32, 8), [0] * 8)
+    accumulators = [[cgutils.alloca_once_value(b, zero_vector) for _ in range(columns)] for _ in rows.codes]
     nibble = ir.Constant(_vector(_I8, BLOCK), [15] * BLOCK)
     four = ir.Constant(_vector(_I8, BLOCK), [4] * BLOCK)
+    columns_at = [b.add(column, _i64(c)) for c in range(columns)]
+    starts = [b.mul(n, rows.blocks) for n in columns_at]  # a column's first block
+    pair_starts = [b.mul(n, b.mul(pairs, _i64(8))) for n in columns_at]  # its first lane in xs / xt
     with cgutils.for_range(b, pairs) as loop:
         pair = loop.index
         block = b.mul(pair, _i64(2))
         following = b.add(block, _i64(1))
         rows.emit_prefetch(pair, width=BLOCK)
-        low_x = _load(b, xq_ptr, b.mul(pair, _i64(2 * BLOCK)), _vector(_I8, BLOCK), 1)
-        high_x = _load(b, xq_ptr, b.add(b.mul(pair, _i64(2 * BLOCK)), _i64(BLOCK)), _vector(_I8, BLOCK), 1)
-        steps = _pair_splat(b, b.load(b.gep(xd_ptr, [block])), b.load(b.gep(xd_ptr, [following])))
-        taken = b.insert_element(no_lanes, b.mul(zero, b.load(b.gep(xz_ptr, [block]))), ir.Constant(_I32, 0))
-        taken = b.insert_element(taken, b.mul(zero, b.load(b.gep(xz_ptr, [following]))), ir.Constant(_I32, 4))
+        common = []
+        for start, pair_start in zip(starts, pair_starts, strict=True):
+            at = b.mul(b.add(start, block), _i64(BLOCK))
+            low_x = _load(b, xq_ptr, at, _vector(_I8, BLOCK), 1)
+            high_x = _load(b, xq_ptr, b.add(at, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+            lane = b.add(pair_start, b.mul(pair, _i64(8)))
+            steps = _load(b, xs_ptr, lane, _vector(_F32, 8), 4)
+            taken = _load(b, xt_ptr, lane, _vector(_I32, 8), 4)
+            common.append((low_x, high_x, steps, taken))
         first_group = b.ashr(block, rows.group_shift)
         second_group = b.ashr(following, rows.group_shift)
-        for codes, scales, accumulator in zip(rows.codes, rows.scales, accumulators, strict=True):
+        for codes, scales, row_accumulators in zip(rows.codes, rows.scales, accumulators, strict=True):
             packed = _load(b, codes, b.mul(pair, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
             low = b.and_(packed, nibble)
             high = b.and_(b.lshr(packed, four), nibble)
-            dot = b.sub(rows.paired_dot(low, low_x, high, high_x), taken)
             scale = _pair_splat(b, b.load(b.gep(scales, [first_group])), b.load(b.gep(scales, [second_group])))
-            weight = b.fmul(scale, steps, flags=_FLAGS)
-            value = b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
-            b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
+            for (low_x, high_x, steps, taken), accumulator in zip(common, row_accumulators, strict=True):
+                dot = b.sub(rows.paired_dot(low, low_x, high, high_x), taken)
+                weight = b.fmul(scale, steps, flags=_FLAGS)
+                value = b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
+                b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
     odd = b.icmp_signed("!=", b.and_(rows.blocks, _i64(1)), _i64(0))
     with b.if_then(odd):
         last = b.sub(rows.blocks, _i64(1))
-        common = shared(last, 0)
+        common = [shared(last, c) for c in range(columns)]
         group = b.ashr(last, rows.group_shift)
-        for codes, scales, accumulator in zip(rows.codes, rows.scales, accumulators, strict=True):
-            value = contribution(rows.codes_at(codes, last), b.load(b.gep(scales, [group])), common)
-            b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
-    return [_horizontal_sum(b, b.load(a), 8) for a in accumulators]
+        for codes, scales, row_accumulators in zip(rows.codes, rows.scales, accumulators, strict=True):
+            unpacked = rows.codes_at(codes, last)
+            scale = b.load(b.gep(scales, [group]))
+            for shared_values, accumulator in zip(common, row_accumulators, strict=True):
+                value = contribution(unpacked, scale, shared_values)
+                b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
+    return [_horizontal_sum(b, b.load(a), 8) for row_accumulators in accumulators for a in row_accumulators]
 
 
 #: rows the batch-1 int8 kernel computes an iteration (they share each block's activations)
@@ -453,17 +480,19 @@ int8_four, float_four = _row_tile(COLUMNS)
 # -- block-layout kernels ------------------------------------------------------------------------
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
 def prepare_activations(XT, blocks, group_size, groups, quantize, affine, columns,
-                        paired=False):  # pragma: no cover - compiled
+                        paired=False, zero=0):  # pragma: no cover - compiled
     """Per column of ``XT`` (``[batch, cols]``): zero-padded copy, group sums, and int8 codes;
     the batch is padded with zero columns to a multiple of ``columns``.
 
-    Returns ``(padded, sums, xq, xd, xz, quantized)``: ``xq = rint(x/xd)`` per
+    Returns ``(padded, sums, xq, xd, xz, xs, xt, quantized)``: ``xq = rint(x/xd)`` per
     block with ``xd = max|x|/127`` and ``xz = Σ xq``. ``quantized`` is False
     when ``quantize`` is False or some x is NaN/Inf (then the float32 kernel runs).
     ``paired``: each pair of blocks ``2p, 2p+1`` of ``xq`` is stored as the
     first 16 codes of each, then the last 16 of each (the order in which the
     4-bit batch-1 kernel unpacks two blocks of codes); an odd last block keeps
-    its order.
+    its order; ``xs``/``xt`` (``[batch, pairs·8]``, empty unless ``paired``) hold per pair
+    ``d`` of its first block in lanes 0-3 and of its second in lanes 4-7, and
+    ``zero·Σxq`` of the first block in lane 0 and of the second in lane 4 (other lanes 0).
     """
     batch, cols = XT.shape
     width = blocks * BLOCK
@@ -473,6 +502,9 @@ def prepare_activations(XT, blocks, group_size, groups, quantize, affine, column
     xq = np.zeros((tiles, width if quantize else 0), dtype=np.int8)
     xd = np.zeros((tiles, blocks if quantize else 0), dtype=np.float32)
     xz = np.zeros((tiles, blocks if quantize else 0), dtype=np.int32)
+    lanes = (blocks // 2) * 8 if quantize and paired else 0
+    xs = np.zeros((tiles, lanes), dtype=np.float32)
+    xt = np.zeros((tiles, lanes), dtype=np.int32)
     finite = True
     for n in range(batch):
         padded[n, :cols] = XT[n]
@@ -502,7 +534,7 @@ def prepare_activations(XT, blocks, group_size, groups, quantize, affine, column
                 count += q
             xd[n, block] = step
             xz[n, block] = count
-        if paired:
+        if paired:  # (only reached when quantizing)
             scratch = np.empty(2 * BLOCK, dtype=np.int8)
             half = BLOCK // 2
             for pair in range(blocks // 2):
@@ -512,7 +544,12 @@ def prepare_activations(XT, blocks, group_size, groups, quantize, affine, column
                 both[half:BLOCK] = scratch[BLOCK : BLOCK + half]
                 both[BLOCK : BLOCK + half] = scratch[half:BLOCK]
                 both[BLOCK + half :] = scratch[BLOCK + half :]
-    return padded, sums, xq, xd, xz, quantize and finite
+                for k in range(4):
+                    xs[n, 8 * pair + k] = xd[n, 2 * pair]
+                    xs[n, 8 * pair + 4 + k] = xd[n, 2 * pair + 1]
+                xt[n, 8 * pair] = zero * xz[n, 2 * pair]
+                xt[n, 8 * pair + 4] = zero * xz[n, 2 * pair + 1]
+    return padded, sums, xq, xd, xz, xs, xt, quantize and finite
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -529,7 +566,7 @@ def _finish(total, i, n, offset, sums, fix_ptr, fix_col, fix_delta, padded):  # 
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
-def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd, xz, quantized,
+def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd, xz, xs, xt, quantized,
                    fix_ptr, fix_col, fix_delta, Y):  # pragma: no cover - compiled
     """``Y[i, n] = Σ ŵ_ij·x_nj`` for the block layout; ``padded``/``xq`` hold the activations a
     column a row. Batch 1 with int8 activations: four rows an iteration (rows past the end are
@@ -542,7 +579,7 @@ def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd
     if batch == 1 and quantized:
         for quad in prange((rows + ROWS - 1) // ROWS):
             first = quad * ROWS
-            tile = int8_quad(codes, scale, first, rows - 1, xq, xd, xz, zero, group_shift, blocks)
+            tile = int8_quad(codes, scale, first, rows - 1, xq, xd, xz, xs, xt, zero, group_shift, blocks)
             for k in range(min(ROWS, rows - first)):
                 Y[first + k, 0] = _finish(tile[k], first + k, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
         return
@@ -551,7 +588,8 @@ def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd
         b = min(a + 1, rows - 1)
         if batch == 1:
             if quantized:
-                ya, yb = int8_one(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, 0, zero, group_shift, blocks)
+                ya, yb = int8_one(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, xs, xt, 0, zero, group_shift,
+                                  blocks)
             else:
                 ya, yb = float_one(codes[a], codes[b], scale[a], scale[b], padded, 0, zero, group_shift, blocks)
             Y[a, 0] = _finish(ya, a, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
@@ -560,7 +598,8 @@ def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd
         whole = batch - batch % COLUMNS if quantized else batch  # int8: the last columns one by one
         for first in range(0, whole, COLUMNS):
             if quantized:
-                tile = int8_four(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, first, zero, group_shift, blocks)
+                tile = int8_four(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, xs, xt, first, zero, group_shift,
+                                 blocks)
             else:
                 tile = float_four(codes[a], codes[b], scale[a], scale[b], padded, first, zero, group_shift, blocks)
             for c in range(min(COLUMNS, batch - first)):
@@ -568,7 +607,7 @@ def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd
                 Y[a, n] = _finish(tile[c], a, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
                 Y[b, n] = _finish(tile[COLUMNS + c], b, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
         for n in range(whole, batch):
-            ya, yb = int8_one(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, n, zero, group_shift, blocks)
+            ya, yb = int8_one(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, xs, xt, n, zero, group_shift, blocks)
             Y[a, n] = _finish(ya, a, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
             Y[b, n] = _finish(yb, b, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
 
