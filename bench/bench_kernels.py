@@ -19,7 +19,9 @@ Every row (shape, batch, threads) times all its methods round-robin in one
 process: ``ROUNDS`` rounds, each method its share of the time budget a round.
 A method's time is the median of its round medians; a ratio is the median
 over rounds of (baseline round median / method round median), so a burst of
-load from elsewhere hits both sides of a ratio alike. Threads:
+load from elsewhere hits both sides of a ratio alike. Rows with more than
+one thread idle ``SETTLE`` seconds after each method (OpenBLAS's workers
+busy-wait after every call and would take a core from the next method). Threads:
 ``numba.set_num_threads`` for the kernels, ``threadpoolctl`` for BLAS,
 ``torch.set_num_threads`` for PyTorch; CSR is single-threaded.
 
@@ -67,6 +69,12 @@ SPARSE_STRATEGIES = {"sdr": "sdr", "bie-blocked": "bie-blocked"}
 SHAPES = [(4096, 4096), (11008, 4096)]
 SPARSITIES = [0.9, 0.95]
 ROUNDS = 7
+#: idle seconds after each method's calls when a row runs more than one thread. OpenBLAS's worker
+#: threads busy-wait (a nop loop, not sched_yield) for 2^28 cycles (~0.1 s) after every call before
+#: they sleep; on 2 cores they took a core from the next method's numba threads, and the kernels
+#: timed right after the dense baseline measured up to 2x slower at 2 threads than the same
+#: kernels timed later in the round (BENCHMARKS.md before this pause was added).
+SETTLE = 0.25
 
 
 def reexec_without_openblas_pins(argv: list[str]) -> None:
@@ -76,11 +84,13 @@ def reexec_without_openblas_pins(argv: list[str]) -> None:
         os.execve(sys.executable, [sys.executable, "-m", "bench.bench_kernels", *argv], env)
 
 
-def time_rounds(calls: dict, budget: float = 0.25, rounds: int = ROUNDS, max_repeats: int = 200) -> dict:
+def time_rounds(calls: dict, budget: float = 0.25, rounds: int = ROUNDS, max_repeats: int = 200,
+                pause: float = 0.0) -> dict:
     """Per method, its median seconds in each of ``rounds`` round-robin rounds.
 
     Each method gets one untimed call, then every round runs each method its
-    share of the budget (at least 2 calls), one method after the other.
+    share of the budget (at least 2 calls), one method after the other, with
+    ``pause`` seconds of idle time after each method's calls (see ``SETTLE``).
     """
     repeats = {}
     for name, function in calls.items():
@@ -98,6 +108,7 @@ def time_rounds(calls: dict, budget: float = 0.25, rounds: int = ROUNDS, max_rep
                 function()
                 samples.append(time.perf_counter() - start)
             medians[name].append(statistics.median(samples))
+            time.sleep(pause)
     return medians
 
 
@@ -220,7 +231,7 @@ def run(shapes, batches_threads, sparse_shapes) -> tuple[list[dict], dict]:
                 numba.set_num_threads(threads)
                 torch.set_num_threads(threads)
                 with threadpool_limits(limits=threads, user_api="blas"):
-                    row = measure(W, csr, peers, encoded, X)
+                    row = measure(W, csr, peers, encoded, X, pause=SETTLE if threads > 1 else 0.0)
                 row.update(shape=shape, sparsity=sparsity, batch=batch, threads=threads)
                 rows_out.append(row)
                 print(_line(row), flush=True)
@@ -229,7 +240,7 @@ def run(shapes, batches_threads, sparse_shapes) -> tuple[list[dict], dict]:
     return rows_out, info
 
 
-def measure(W: np.ndarray, csr, peers: dict, encoded: dict, X: np.ndarray) -> dict:
+def measure(W: np.ndarray, csr, peers: dict, encoded: dict, X: np.ndarray, pause: float = 0.0) -> dict:
     """Round medians of the baselines and every kernel, for one batch (1: matvec)."""
     import torch
 
@@ -250,7 +261,7 @@ def measure(W: np.ndarray, csr, peers: dict, encoded: dict, X: np.ndarray) -> di
     activations = torch.from_numpy(np.ascontiguousarray(X.T))
     with torch.inference_mode():
         calls.update({label: (lambda f=f: f(activations)) for label, f in peers.items()})
-        rounds = time_rounds(calls)
+        rounds = time_rounds(calls, pause=pause)
     return {"rounds": rounds, "bits": {label: m.bits_per_weight for label, m in encoded.items()}}
 
 
@@ -323,7 +334,9 @@ def markdown(rows: list[dict], info: dict, command: str, load: str) -> str:
         f"{info['layer']}), PyTorch {info['torch']}.",
         f"Each row times all its methods round-robin, {ROUNDS} rounds (≈0.25 s a method a row); a time is the "
         "median of the round medians, a ratio the median over rounds of (baseline / method), > 1 meaning bie is "
-        "faster. Batch 1 is `matvec` (dense: `W @ x`), batch > 1 `matmul` with `X` of shape [in, batch]. "
+        f"faster. In 2-thread rows every method is followed by {SETTLE} s of idle time, so OpenBLAS's workers "
+        "(which busy-wait ~0.1 s after each call) have stopped spinning before the next method is timed. "
+        "Batch 1 is `matvec` (dense: `W @ x`), batch > 1 `matmul` with `X` of shape [in, batch]. "
         "bie's code forms run with their default int8 activations (per block of 32, docs/kernels.md). "
         "PyTorch int4: `_weight_int4pack_mm_for_cpu` (bf16 activations) on the same matrix quantized "
         "symmetric per group; int8: `_weight_int8pack_mm` (per-row scales).",

@@ -76,16 +76,30 @@ class CompressedLinear(torch.nn.Module):
                 f"got shape {tuple(input.shape)}"
             )
         leading = input.shape[:-1]
-        x = input.detach().reshape(-1, self.in_features).to(device="cpu", dtype=torch.float32).numpy()
+        x = input.detach().reshape(-1, self.in_features)
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            x = x.to(device="cpu", dtype=torch.float32)
+        x = x.numpy()
+        bias = None if self.bias is None else self.bias.numpy()
+        # numpy throughout, one torch tensor at the end: each torch call costs microseconds, and a
+        # sentence model's Linear layers are products of a few tens of microseconds
         if x.shape[0] == 1:
-            y = kernels.matvec(self.encoded, x[0])[None, :]
+            y = kernels.matvec(self.encoded, x[0])
+            if bias is not None:
+                y += bias
+            y = y[None, :]
         else:
             with kernels.dense_gemm(_torch_gemm):
-                y = kernels.matmul(self.encoded, x.T).T
-        out = torch.from_numpy(np.ascontiguousarray(y))
-        if self.bias is not None:
-            out += self.bias
-        return out.to(dtype=input.dtype, device=input.device).reshape(*leading, self.out_features)
+                product = kernels.matmul(self.encoded, x.T)
+            y = np.empty((x.shape[0], self.out_features), dtype=np.float32)
+            if bias is None:
+                y[...] = product.T
+            else:
+                np.add(product.T, bias, out=y)
+        out = torch.from_numpy(y)
+        if input.dtype != torch.float32 or input.device.type != "cpu":
+            out = out.to(dtype=input.dtype, device=input.device)
+        return out.reshape(*leading, self.out_features)
 
     def extra_repr(self) -> str:
         return (

@@ -343,6 +343,32 @@ def test_block_layout_kernels_match_the_reference(rows, cols, bits, group, affin
             np.testing.assert_allclose(actual, W_hat @ X, rtol=0, atol=float(1e-5 * terms.max()) + 1e-6)
 
 
+def test_paired_activations_are_the_block_codes_in_the_two_block_order():
+    """The 4-bit batch-1 kernel unpacks two blocks at once as (first 16 weights of each, then the
+    last 16 of each); its activations must be the per-block codes in exactly that order."""
+    from bie_cli.kernels import _quant_numba
+
+    rng = np.random.default_rng(3)
+    for cols in (31, 64, 96, 200):
+        XT = rng.standard_normal((1, cols)).astype(np.float32)
+        blocks = -(-cols // 32)
+        plain = _quant_numba.prepare_activations(XT, blocks, cols, 1, True, False, 1, False, 8)
+        paired = _quant_numba.prepare_activations(XT, blocks, cols, 1, True, False, 1, True, 8)
+        expected = plain[2][0].copy()
+        for pair in range(blocks // 2):
+            first, second = plain[2][0][64 * pair : 64 * pair + 32], plain[2][0][64 * pair + 32 : 64 * pair + 64]
+            expected[64 * pair : 64 * pair + 64] = np.concatenate([first[:16], second[:16], first[16:], second[16:]])
+        np.testing.assert_array_equal(paired[2][0], expected)
+        for index in (0, 1, 3, 4):  # padded copy, sums, block steps and block sums are unchanged
+            np.testing.assert_array_equal(paired[index], plain[index])
+        steps, sums = paired[3][0], paired[4][0]  # per pair: d in lanes 0-3 / 4-7, 8·Σxq in lanes 0 and 4
+        lanes = np.arange(blocks // 2 * 8)
+        np.testing.assert_array_equal(paired[5][0], steps[2 * (lanes // 8) + (lanes % 8 >= 4)])
+        expected_taken = np.where(lanes % 4 == 0, 8 * sums[2 * (lanes // 8) + (lanes % 8 >= 4)], 0)
+        np.testing.assert_array_equal(paired[6][0], expected_taken)
+        assert plain[5].size == plain[6].size == 0
+
+
 def test_portable_ir_without_avx2(tmp_path):
     """On a CPU without AVX2 the row dots are target-independent vector IR: same results."""
     probe = (

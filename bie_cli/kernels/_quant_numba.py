@@ -32,8 +32,16 @@ The x86 instructions are named only when the compiling target has AVX2
 numba caches per CPU, so a cache built for one CPU is not used on another);
 elsewhere the same arithmetic is written as target-independent vector IR.
 
-Two rows are computed together: they share each block's activation loads
-and scalars, and their sums are two independent add chains. Groups are
+Several rows are computed together: they share each block's activation loads
+and scalars, and their sums are independent add chains. At batch 1 with int8
+activations it is four rows an iteration (``int8_quad``), with a software
+prefetch of the same block in the next four rows: a 4-bit row of 4096 weights
+is only 2 KiB, 32 cache lines, and the hardware prefetchers restart on every
+such short stream (four rows and the prefetch together cut the 4-bit matvec's
+CPU time on 11008x4096 by 1.5-2x, docs/kernels.md). Otherwise two rows × up to
+4 columns. With int8 activations, 4-bit rows go two blocks an iteration
+(``_paired_nibble_rows``): one 32-byte load, ``and``/shift, no lane-crossing
+insert, against activations stored in the matching order. Groups are
 32·2^k weights (the group of block ``b`` is ``b >> k``) or a whole row;
 other groupings keep the pair layout: codes two a byte in column order, ``x`` split into
 even and odd positions, exact float32 arithmetic.
@@ -100,29 +108,35 @@ def _horizontal_sum(b: ir.IRBuilder, vector, count: int):
 
 
 class _RowPair:
-    """Emits ``Σ_b scale[b >> group_shift]·(block b's contribution)`` for two rows at once.
+    """Emits ``Σ_b scale[b >> group_shift]·(block b's contribution)`` for two (or more) rows at once.
 
-    The two rows share each block's activation loads and scalars (and the
+    The rows share each block's activation loads and scalars (and the
     loop), and their sums are independent add chains. The group of block
     ``b`` is ``b >> group_shift``: groups are a power-of-two number of blocks,
     or the whole row (a shift of 62).
     """
 
-    def __init__(self, context, builder: ir.IRBuilder, codes_type, codes, scales, group_shift, blocks):
+    def __init__(self, context, builder: ir.IRBuilder, codes_type, codes, scales, group_shift, blocks,
+                 prefetch=None):
         self.b = builder
         self.codes = codes
         self.scales = scales
         self.nibbles = codes_type.dtype == types.uint8
         self.group_shift = group_shift
         self.blocks = blocks
+        self.prefetch = prefetch or []
         self.avx2 = "+avx2" in context.codegen()._tm_features.split(",")
 
     def codes_of(self, row: int, block):
         """Block ``block``'s 32 codes of row ``row`` as ``<32 x i8>`` in weight order (4-bit: unsigned 0..15)."""
+        return self.codes_at(self.codes[row], block)
+
+    def codes_at(self, pointer, block):
+        """``codes_of`` for a row given by its pointer."""
         b = self.b
         if not self.nibbles:
-            return _load(b, self.codes[row], b.mul(block, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
-        packed = _load(b, self.codes[row], b.mul(block, _i64(BLOCK // 2)), _vector(_I8, BLOCK // 2), 1)
+            return _load(b, pointer, b.mul(block, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+        packed = _load(b, pointer, b.mul(block, _i64(BLOCK // 2)), _vector(_I8, BLOCK // 2), 1)
         both = b.shuffle_vector(packed, b.lshr(packed, ir.Constant(_vector(_I8, BLOCK // 2), [4] * (BLOCK // 2))),
                                 _lanes(range(BLOCK)))
         return b.and_(both, ir.Constant(_vector(_I8, BLOCK), [15] * BLOCK))
@@ -133,10 +147,11 @@ class _RowPair:
         sums, rows major (row 0's columns, then row 1's)."""
         b = self.b
         zero = ir.Constant(_vector(_F32, 8), [0.0] * 8)
-        accumulators = [[cgutils.alloca_once_value(b, zero) for _ in range(columns)] for _ in range(2)]
+        accumulators = [[cgutils.alloca_once_value(b, zero) for _ in range(columns)] for _ in self.codes]
         with cgutils.for_range(b, self.blocks) as loop:
             block = loop.index
             group = b.ashr(block, self.group_shift)
+            self.emit_prefetch(block)
             common = [shared(block, column) for column in range(columns)]
             for row, row_accumulators in enumerate(accumulators):
                 codes = self.codes_of(row, block)
@@ -145,6 +160,19 @@ class _RowPair:
                     value = contribution(codes, scale, common[column])
                     b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
         return [_horizontal_sum(b, b.load(a), 8) for row_accumulators in accumulators for a in row_accumulators]
+
+    def emit_prefetch(self, block, width=None):
+        """Software prefetch of the same block (of ``width`` bytes a row) in the rows the next
+        iteration reads (the hardware prefetchers lose time on every row's short stream)."""
+        b = self.b
+        if not self.prefetch:
+            return
+        prefetch = b.module.declare_intrinsic(
+            "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]))
+        width = width or (BLOCK // 2 if self.nibbles else BLOCK)
+        for pointer in self.prefetch:
+            address = b.bitcast(b.gep(pointer, [b.mul(block, _i64(width))]), _I8.as_pointer())
+            b.call(prefetch, [address, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
 
     def integer_dot(self, codes, xq):
         """``Σ codes·xq`` of one block as ``<8 x i32>`` partial sums (exact integers)."""
@@ -161,6 +189,26 @@ class _RowPair:
             return b.add(halves[0], halves[1])
         products = b.mul(b.sext(wide, _vector(_I32, BLOCK)), b.sext(xq, _vector(_I32, BLOCK)))
         return _sum_to_8(b, products, BLOCK, b.add)
+
+    def paired_dot(self, low, low_x, high, high_x):
+        """``<8 x i32>``: lanes 0-3 sum to ``Σ code·xq`` of the first block, lanes 4-7 of the second,
+        for unsigned 4-bit ``low``/``high`` halves (``<32 x i8>``: 16 weights of each block) and
+        the matching signed activations."""
+        b = self.b
+        if self.avx2:
+            pmaddubsw = b.module.declare_intrinsic(
+                "llvm.x86.avx2.pmadd.ub.sw", fnty=ir.FunctionType(_vector(_I16, 16), [_vector(_I8, 32)] * 2))
+            pairs = b.add(b.call(pmaddubsw, [low, low_x]), b.call(pmaddubsw, [high, high_x]))
+            return b.call(self._pmaddwd(), [pairs, ir.Constant(_vector(_I16, 16), [1] * 16)])
+        wide = _vector(_I32, BLOCK)
+        products = b.add(b.mul(b.zext(low, wide), b.sext(low_x, wide)), b.mul(b.zext(high, wide), b.sext(high_x, wide)))
+        halves = []
+        for start in (0, 16):  # each block's 16 lanes summed to 4, kept apart
+            half = _part(b, products, start, 16)
+            for count in (8, 4):
+                half = b.add(_part(b, half, 0, count), _part(b, half, count, count))
+            halves.append(half)
+        return b.shuffle_vector(halves[0], halves[1], _lanes(range(8)))
 
     def _pmaddwd(self):
         return self.b.module.declare_intrinsic(
@@ -189,25 +237,31 @@ def _row_tile(columns: int):
     """The ``int8`` and ``float32`` intrinsics for two rows × ``columns`` columns of activations."""
 
     @intrinsic
-    def int8_tile(typingctx, codes_a, codes_b, scale_a, scale_b, xq, xd, xz, column, zero, group_shift, blocks):
+    def int8_tile(typingctx, codes_a, codes_b, scale_a, scale_b, xq, xd, xz, xs, xt, column, zero, group_shift,
+                  blocks):
         """Two rows × ``columns`` columns from ``column`` on, int8 activations: per row and column
         Σ_b scale[g(b)]·xd[b]·(Σ code·xq − zero·xz[b]).
 
         ``codes``: a row's blocks (``uint8``: 4-bit pairs, ``int8``: centred
         bytes, for which ``zero`` is ignored); ``xq`` int8 codes ``[batch, blocks·32]``,
-        ``xd`` float32 block scales and ``xz`` int32 ``Σxq``, ``[batch, blocks]``.
+        ``xd`` float32 block scales and ``xz`` int32 ``Σxq``, ``[batch, blocks]``;
+        for 4-bit codes ``xs``/``xt`` are ``d`` and ``zero·Σxq`` per pair of blocks
+        as the two-block kernel uses them (``prepare_activations(paired=True)``).
         The zero is taken off each block's integer sum, so the float sums never
         cancel large terms.
         """
         if not (_codes_ok(codes_a, codes_b) and _c_array(scale_a, types.float32) and scale_b == scale_a
-                and _c_matrix(xq, types.int8) and _c_matrix(xd, types.float32) and _c_matrix(xz, types.int32)):
+                and _c_matrix(xq, types.int8) and _c_matrix(xd, types.float32) and _c_matrix(xz, types.int32)
+                and _c_matrix(xs, types.float32) and _c_matrix(xt, types.int32)):
             return None
         signature = types.UniTuple(types.float32, 2 * columns)(
-            codes_a, codes_b, scale_a, scale_b, xq, xd, xz, types.int64, types.int64, types.int64, types.int64)
+            codes_a, codes_b, scale_a, scale_b, xq, xd, xz, xs, xt, types.int64, types.int64, types.int64,
+            types.int64)
 
         def codegen(context, builder, signature, args):
-            codes_a, codes_b, scale_a, scale_b, xq_ptr, xd_ptr, xz_ptr = _data(context, builder, signature, args, 7)
-            column, zero, group_shift, blocks = args[7:]
+            codes_a, codes_b, scale_a, scale_b, xq_ptr, xd_ptr, xz_ptr, xs_ptr, xt_ptr = _data(
+                context, builder, signature, args, 9)
+            column, zero, group_shift, blocks = args[9:]
             rows = _RowPair(context, builder, signature.args[0], (codes_a, codes_b), (scale_a, scale_b),
                             group_shift, blocks)
             b = builder
@@ -232,7 +286,11 @@ def _row_tile(columns: int):
                 weight = _splat(b, b.fmul(scale, step, flags=_FLAGS), 8)
                 return b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
 
-            return context.make_tuple(builder, signature.return_type, rows.emit(columns, shared, contribution))
+            if rows.nibbles:  # activations in the two-block order (prepare_activations(paired=True))
+                sums = _paired_nibble_rows(rows, xq_ptr, xs_ptr, xt_ptr, contribution, shared, columns, column)
+            else:
+                sums = rows.emit(columns, shared, contribution)
+            return context.make_tuple(builder, signature.return_type, sums)
 
         return signature, codegen
 
@@ -272,6 +330,146 @@ def _row_tile(columns: int):
     return int8_tile, float_tile
 
 
+def _row_pointer(context, builder, array_type, array, row):
+    """Pointer to ``array[row, 0]`` of a C-contiguous 2-D array (no bounds check)."""
+    data = context.make_array(array_type)(context, builder, array)
+    stride = cgutils.unpack_tuple(builder, data.strides, 2)[0]
+    raw = builder.gep(builder.bitcast(data.data, _I8.as_pointer()), [builder.mul(row, stride)])
+    return builder.bitcast(raw, data.data.type)
+
+
+def _rows_tile(count: int):
+    """``count`` rows × 1 column of int8 activations: rows ``first + k`` clamped to ``last``."""
+
+    @intrinsic
+    def int8_rows(typingctx, codes, scale, first, last, xq, xd, xz, xs, xt, zero, group_shift, blocks):
+        """Rows ``first .. first + count - 1`` (each clamped to ``last``) of the block layout times
+        one column of int8 activations (``xq``/``xd``/``xz`` as in ``int8_tile``), with a software
+        prefetch of the rows after them."""
+        if not (_c_matrix(codes, codes.dtype) and codes.dtype in (types.uint8, types.int8)
+                and _c_matrix(scale, types.float32) and _c_matrix(xq, types.int8)
+                and _c_matrix(xd, types.float32) and _c_matrix(xz, types.int32)
+                and _c_matrix(xs, types.float32) and _c_matrix(xt, types.int32)):
+            return None
+        signature = types.UniTuple(types.float32, count)(
+            codes, scale, types.int64, types.int64, xq, xd, xz, xs, xt, types.int64, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            codes_type, scale_type = signature.args[:2]
+            codes, scale, first, last = args[:4]
+            xq_ptr, xd_ptr, xz_ptr, xs_ptr, xt_ptr = [context.make_array(t)(context, builder, a).data
+                                                      for t, a in zip(signature.args[4:9], args[4:9], strict=True)]
+            zero, group_shift, blocks = args[9:]
+            b = builder
+            indices = []
+            for k in range(count):
+                row = b.add(first, _i64(k))
+                indices.append(b.select(b.icmp_signed(">", row, last), last, row))
+            code_rows = [_row_pointer(context, b, codes_type, codes, i) for i in indices]
+            scale_rows = [_row_pointer(context, b, scale_type, scale, i) for i in indices]
+            ahead = [_row_pointer(context, b, codes_type, codes, b.add(first, _i64(count + k))) for k in range(count)]
+            rows = _RowPair(context, b, codes_type, code_rows, scale_rows, group_shift, blocks, prefetch=ahead)
+            zero = b.trunc(zero, _I32)
+            no_lanes = ir.Constant(_vector(_I32, 8), [0] * 8)
+
+            def shared(block, offset):
+                xq = _load(b, xq_ptr, b.mul(block, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+                taken = None
+                if rows.nibbles:
+                    taken = b.insert_element(no_lanes, b.mul(zero, b.load(b.gep(xz_ptr, [block]))),
+                                             ir.Constant(_I32, 0))
+                return xq, taken, b.load(b.gep(xd_ptr, [block]))
+
+            def contribution(codes, scale, common):
+                xq, taken, step = common
+                dot = rows.integer_dot(codes, xq)
+                if taken is not None:
+                    dot = b.sub(dot, taken)
+                weight = _splat(b, b.fmul(scale, step, flags=_FLAGS), 8)
+                return b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
+
+            if not rows.nibbles:
+                return context.make_tuple(builder, signature.return_type, rows.emit(1, shared, contribution))
+            sums = _paired_nibble_rows(rows, xq_ptr, xs_ptr, xt_ptr, contribution, shared)
+            return context.make_tuple(builder, signature.return_type, sums)
+
+        return signature, codegen
+
+    return int8_rows
+
+
+def _pair_splat(b: ir.IRBuilder, first, second):
+    """``<8 x T>``: ``first`` in lanes 0-3, ``second`` in lanes 4-7."""
+    undefined = ir.Constant(_vector(first.type, 8), ir.Undefined)
+    both = b.insert_element(b.insert_element(undefined, first, ir.Constant(_I32, 0)), second, ir.Constant(_I32, 4))
+    return b.shuffle_vector(both, undefined, _lanes([0, 0, 0, 0, 4, 4, 4, 4]))
+
+
+def _paired_nibble_rows(rows: _RowPair, xq_ptr, xs_ptr, xt_ptr, contribution, shared,
+                        columns: int = 1, column=None) -> list:
+    """4-bit rows, two blocks an iteration: one 32-byte load of a row gives blocks 2p and 2p+1
+    (16 bytes each); ``and 15`` and ``>> 4`` make their low halves (weights 0-15 of each block)
+    and high halves (16-31) with no lane crossing, against activations that
+    ``prepare_activations(paired=True)`` stored in the same order. The two halves' pair sums
+    (``pmaddubsw``) are added as int16 (at most 2·2·15·127 < 2^15) and widened once
+    (``pmaddwd``): lanes 0-3 hold block 2p, lanes 4-7 block 2p+1, each scaled by its own
+    ``scale·d``. The activations' ``d`` and ``zero·Σxq`` of a pair come as 8-lane vectors
+    (``xs``, ``xt``: ``[batch, pairs·8]``), one load each. An odd last block runs the one-block
+    code. ``columns`` columns of activations from ``column`` on; sums rows major."""
+    b = rows.b
+    column = column or _i64(0)
+    pairs = b.ashr(rows.blocks, _i64(1))
+    zero_vector = ir.Constant(_vector(_F32, 8), [0.0] * 8)
+    accumulators = [[cgutils.alloca_once_value(b, zero_vector) for _ in range(columns)] for _ in rows.codes]
+    nibble = ir.Constant(_vector(_I8, BLOCK), [15] * BLOCK)
+    four = ir.Constant(_vector(_I8, BLOCK), [4] * BLOCK)
+    columns_at = [b.add(column, _i64(c)) for c in range(columns)]
+    starts = [b.mul(n, rows.blocks) for n in columns_at]  # a column's first block
+    pair_starts = [b.mul(n, b.mul(pairs, _i64(8))) for n in columns_at]  # its first lane in xs / xt
+    with cgutils.for_range(b, pairs) as loop:
+        pair = loop.index
+        block = b.mul(pair, _i64(2))
+        following = b.add(block, _i64(1))
+        rows.emit_prefetch(pair, width=BLOCK)
+        common = []
+        for start, pair_start in zip(starts, pair_starts, strict=True):
+            at = b.mul(b.add(start, block), _i64(BLOCK))
+            low_x = _load(b, xq_ptr, at, _vector(_I8, BLOCK), 1)
+            high_x = _load(b, xq_ptr, b.add(at, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+            lane = b.add(pair_start, b.mul(pair, _i64(8)))
+            steps = _load(b, xs_ptr, lane, _vector(_F32, 8), 4)
+            taken = _load(b, xt_ptr, lane, _vector(_I32, 8), 4)
+            common.append((low_x, high_x, steps, taken))
+        first_group = b.ashr(block, rows.group_shift)
+        second_group = b.ashr(following, rows.group_shift)
+        for codes, scales, row_accumulators in zip(rows.codes, rows.scales, accumulators, strict=True):
+            packed = _load(b, codes, b.mul(pair, _i64(BLOCK)), _vector(_I8, BLOCK), 1)
+            low = b.and_(packed, nibble)
+            high = b.and_(b.lshr(packed, four), nibble)
+            scale = _pair_splat(b, b.load(b.gep(scales, [first_group])), b.load(b.gep(scales, [second_group])))
+            for (low_x, high_x, steps, taken), accumulator in zip(common, row_accumulators, strict=True):
+                dot = b.sub(rows.paired_dot(low, low_x, high, high_x), taken)
+                weight = b.fmul(scale, steps, flags=_FLAGS)
+                value = b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
+                b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
+    odd = b.icmp_signed("!=", b.and_(rows.blocks, _i64(1)), _i64(0))
+    with b.if_then(odd):
+        last = b.sub(rows.blocks, _i64(1))
+        common = [shared(last, c) for c in range(columns)]
+        group = b.ashr(last, rows.group_shift)
+        for codes, scales, row_accumulators in zip(rows.codes, rows.scales, accumulators, strict=True):
+            unpacked = rows.codes_at(codes, last)
+            scale = b.load(b.gep(scales, [group]))
+            for shared_values, accumulator in zip(common, row_accumulators, strict=True):
+                value = contribution(unpacked, scale, shared_values)
+                b.store(b.fadd(b.load(accumulator), value, flags=_FLAGS), accumulator)
+    return [_horizontal_sum(b, b.load(a), 8) for row_accumulators in accumulators for a in row_accumulators]
+
+
+#: rows the batch-1 int8 kernel computes an iteration (they share each block's activations)
+ROWS = 4
+int8_quad = _rows_tile(ROWS)
+
 #: columns of activations a tile takes at once from batch 2 on (the two rows' codes are decoded
 #: once for them; 2 rows x 4 columns of accumulators fit the 16 vector registers of AVX2)
 COLUMNS = 4
@@ -281,13 +479,20 @@ int8_four, float_four = _row_tile(COLUMNS)
 
 # -- block-layout kernels ------------------------------------------------------------------------
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def prepare_activations(XT, blocks, group_size, groups, quantize, affine, columns):  # pragma: no cover - compiled
+def prepare_activations(XT, blocks, group_size, groups, quantize, affine, columns,
+                        paired=False, zero=0):  # pragma: no cover - compiled
     """Per column of ``XT`` (``[batch, cols]``): zero-padded copy, group sums, and int8 codes;
     the batch is padded with zero columns to a multiple of ``columns``.
 
-    Returns ``(padded, sums, xq, xd, xz, quantized)``: ``xq = rint(x/xd)`` per
+    Returns ``(padded, sums, xq, xd, xz, xs, xt, quantized)``: ``xq = rint(x/xd)`` per
     block with ``xd = max|x|/127`` and ``xz = Σ xq``. ``quantized`` is False
     when ``quantize`` is False or some x is NaN/Inf (then the float32 kernel runs).
+    ``paired``: each pair of blocks ``2p, 2p+1`` of ``xq`` is stored as the
+    first 16 codes of each, then the last 16 of each (the order in which the
+    4-bit batch-1 kernel unpacks two blocks of codes); an odd last block keeps
+    its order; ``xs``/``xt`` (``[batch, pairs·8]``, empty unless ``paired``) hold per pair
+    ``d`` of its first block in lanes 0-3 and of its second in lanes 4-7, and
+    ``zero·Σxq`` of the first block in lane 0 and of the second in lane 4 (other lanes 0).
     """
     batch, cols = XT.shape
     width = blocks * BLOCK
@@ -297,6 +502,9 @@ def prepare_activations(XT, blocks, group_size, groups, quantize, affine, column
     xq = np.zeros((tiles, width if quantize else 0), dtype=np.int8)
     xd = np.zeros((tiles, blocks if quantize else 0), dtype=np.float32)
     xz = np.zeros((tiles, blocks if quantize else 0), dtype=np.int32)
+    lanes = (blocks // 2) * 8 if quantize and paired else 0
+    xs = np.zeros((tiles, lanes), dtype=np.float32)
+    xt = np.zeros((tiles, lanes), dtype=np.int32)
     finite = True
     for n in range(batch):
         padded[n, :cols] = XT[n]
@@ -326,7 +534,22 @@ def prepare_activations(XT, blocks, group_size, groups, quantize, affine, column
                 count += q
             xd[n, block] = step
             xz[n, block] = count
-    return padded, sums, xq, xd, xz, quantize and finite
+        if paired:  # (only reached when quantizing)
+            scratch = np.empty(2 * BLOCK, dtype=np.int8)
+            half = BLOCK // 2
+            for pair in range(blocks // 2):
+                both = xq[n, 2 * pair * BLOCK : (2 * pair + 2) * BLOCK]
+                scratch[:] = both
+                both[:half] = scratch[:half]
+                both[half:BLOCK] = scratch[BLOCK : BLOCK + half]
+                both[BLOCK : BLOCK + half] = scratch[half:BLOCK]
+                both[BLOCK + half :] = scratch[BLOCK + half :]
+                for k in range(4):
+                    xs[n, 8 * pair + k] = xd[n, 2 * pair]
+                    xs[n, 8 * pair + 4 + k] = xd[n, 2 * pair + 1]
+                xt[n, 8 * pair] = zero * xz[n, 2 * pair]
+                xt[n, 8 * pair + 4] = zero * xz[n, 2 * pair + 1]
+    return padded, sums, xq, xd, xz, xs, xt, quantize and finite
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -343,33 +566,50 @@ def _finish(total, i, n, offset, sums, fix_ptr, fix_col, fix_delta, padded):  # 
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
-def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd, xz, quantized,
+def blocked_matmul(codes, zero, scale, offset, group_shift, padded, sums, xq, xd, xz, xs, xt, quantized,
                    fix_ptr, fix_col, fix_delta, Y):  # pragma: no cover - compiled
-    """``Y[i, n] = Σ ŵ_ij·x_nj`` for the block layout, two rows an iteration (an odd last row is
-    computed twice, by one iteration); ``padded``/``xq`` hold the activations a column a row,
-    ``COLUMNS`` columns a tile from batch 2 on (padded to a multiple), one column at batch 1."""
+    """``Y[i, n] = Σ ŵ_ij·x_nj`` for the block layout; ``padded``/``xq`` hold the activations a
+    column a row. Batch 1 with int8 activations: four rows an iteration (rows past the end are
+    clamped to the last row and their sums dropped). Otherwise two rows an iteration (an odd
+    last row is computed twice, by one iteration) and ``COLUMNS`` columns a tile; with int8
+    activations the columns past the last whole tile run one at a time (the activation arrays
+    are padded to a whole tile, but padded columns are never computed)."""
     rows, batch = Y.shape
     blocks = padded.shape[1] // BLOCK
+    if batch == 1 and quantized:
+        for quad in prange((rows + ROWS - 1) // ROWS):
+            first = quad * ROWS
+            tile = int8_quad(codes, scale, first, rows - 1, xq, xd, xz, xs, xt, zero, group_shift, blocks)
+            for k in range(min(ROWS, rows - first)):
+                Y[first + k, 0] = _finish(tile[k], first + k, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+        return
     for pair in prange((rows + 1) // 2):
         a = 2 * pair
         b = min(a + 1, rows - 1)
         if batch == 1:
             if quantized:
-                ya, yb = int8_one(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, 0, zero, group_shift, blocks)
+                ya, yb = int8_one(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, xs, xt, 0, zero, group_shift,
+                                  blocks)
             else:
                 ya, yb = float_one(codes[a], codes[b], scale[a], scale[b], padded, 0, zero, group_shift, blocks)
             Y[a, 0] = _finish(ya, a, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
             Y[b, 0] = _finish(yb, b, 0, offset, sums, fix_ptr, fix_col, fix_delta, padded)
             continue
-        for first in range(0, batch, COLUMNS):
+        whole = batch - batch % COLUMNS if quantized else batch  # int8: the last columns one by one
+        for first in range(0, whole, COLUMNS):
             if quantized:
-                tile = int8_four(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, first, zero, group_shift, blocks)
+                tile = int8_four(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, xs, xt, first, zero, group_shift,
+                                 blocks)
             else:
                 tile = float_four(codes[a], codes[b], scale[a], scale[b], padded, first, zero, group_shift, blocks)
             for c in range(min(COLUMNS, batch - first)):
                 n = first + c
                 Y[a, n] = _finish(tile[c], a, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
                 Y[b, n] = _finish(tile[COLUMNS + c], b, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+        for n in range(whole, batch):
+            ya, yb = int8_one(codes[a], codes[b], scale[a], scale[b], xq, xd, xz, xs, xt, n, zero, group_shift, blocks)
+            Y[a, n] = _finish(ya, a, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
+            Y[b, n] = _finish(yb, b, n, offset, sums, fix_ptr, fix_col, fix_delta, padded)
 
 
 # -- pair layout (groups that are not whole blocks) ---------------------------------------------

@@ -350,11 +350,11 @@ def numba_matvec(m: QuantMatrix, x: np.ndarray, out: np.ndarray) -> None:
 
 def _blocked_product(kernels, m: QuantMatrix, XT: np.ndarray, Y: np.ndarray) -> None:
     """``Y = Ŵ·XTᵀ`` on the block layout; ``XT`` is ``[batch, cols]``, ``Y`` ``[rows, batch]``."""
-    padded, sums, xq, xd, xz, quantized = kernels.prepare_activations(
+    activations = kernels.prepare_activations(
         XT, m.blocks, m.group_size, m.groups, m.activations == "int8", m.offset.size > 0,
-        1 if XT.shape[0] == 1 else kernels.COLUMNS)
-    kernels.blocked_matmul(m.codes, m.zero, m.scale, m.offset, m.group_shift, padded, sums, xq, xd, xz,
-                           quantized, m.fix_ptr, m.fix_col, m.fix_delta, Y)
+        1 if XT.shape[0] == 1 else kernels.COLUMNS, m.nibbles, m.zero)
+    kernels.blocked_matmul(m.codes, m.zero, m.scale, m.offset, m.group_shift, *activations,
+                           m.fix_ptr, m.fix_col, m.fix_delta, Y)
 
 
 def numba_matmul(m: QuantMatrix, X: np.ndarray, out: np.ndarray) -> None:
