@@ -137,6 +137,19 @@ def test_search_matches_numpy_reference(n, queries, width, bits_used, seed, data
     np.testing.assert_array_equal(distances, expected_distances)
 
 
+@pytest.mark.parametrize("k", [1, 7, 300, 2999, 3000])
+def test_search_with_many_buffer_compactions_matches_numpy_reference(k):
+    """3,000 codes overflow the kernel's candidate buffer (2k + 256) many times for small k; 3 bits per
+    code make thousands of ties at the cutoff, which must still go to the lowest ids."""
+    rng = np.random.default_rng(k)
+    codes = rng.integers(0, 8, (3000, 1), dtype=np.uint8)
+    query_codes = rng.integers(0, 8, (3, 1), dtype=np.uint8)
+    ids, distances = search(codes, query_codes, k)
+    expected_ids, expected_distances = search_reference(codes, query_codes, k)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(distances, expected_distances)
+
+
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(2, 200), seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_rescoring_matches_numpy_reference(n, seed, data):
