@@ -181,3 +181,31 @@ def asymmetric_topk(codes, tables, k):
             if filled < k:
                 filled += 1
     return ids, scores
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def asymmetric_rerank(candidates, codes, tables, k):
+    """Among each query's candidate ids, the k highest asymmetric scores (ties: lower id first).
+
+    ``codes`` uint8 [n, b], ``tables`` float32 [q, b, 256] as in :func:`asymmetric_topk`:
+    the second stage of a Hamming shortlist, re-ranked by the float query, all on the bits.
+    """
+    count, width = candidates.shape
+    bytes_per_code = codes.shape[1]
+    ids = np.empty((count, k), dtype=np.int64)
+    scores = np.empty((count, k), dtype=np.float32)
+    for row in prange(count):
+        table = tables[row]
+        by_id = np.sort(candidates[row])  # a stable sort on score below then breaks ties by id
+        values = np.empty(width, dtype=np.float32)
+        for slot in range(width):
+            code = codes[by_id[slot]]
+            total = np.float32(0.0)
+            for position in range(bytes_per_code):
+                total += table[position, code[position]]
+            values[slot] = total
+        order = np.argsort(-values, kind="mergesort")
+        for rank in range(k):
+            ids[row, rank] = by_id[order[rank]]
+            scores[row, rank] = values[order[rank]]
+    return ids, scores
