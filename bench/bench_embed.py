@@ -1,18 +1,21 @@
 """Embedding binary codes: recall and speed of ``bie_cli.embed`` against sign-at-zero and float search.
 
-    HF_HUB_OFFLINE=1 python -m bench.bench_embed
+    HF_HUB_OFFLINE=1 python -m bench.bench_embed              # both halves, writes BENCHMARKS.md
+    HF_HUB_OFFLINE=1 python -m bench.bench_embed --quality    # recall only (no timing)
+    HF_HUB_OFFLINE=1 flock /tmp/bie-bench.lock python -m bench.bench_embed --timing
 
 all-MiniLM-L6-v2 (the packaged model) embeds docstring paragraphs of installed
 packages (bench/embed_corpus.py: 1,000 queries, a 10,000-passage corpus and a
 disjoint 2,000-passage fit sample; embeddings cached under bench/out/embed/).
-Ground truth: exact float32 cosine top-10. Every codec is fitted on the fit
-sample only. Recall@10 without rescoring (Hamming top-10) and with the top 40
-by Hamming re-ranked by float dot product. sentence-transformers'
-``quantize_embeddings(precision="ubinary")`` is checked to give exactly the
-sign-at-zero codes. Speed: 100,000 codes, one thread, medians of interleaved
-rounds: bie's numba Hamming top-10, numpy float32 exact search (matrix
-product + argpartition), faiss ``IndexBinaryFlat``. Writes the ``embed``
-section of BENCHMARKS.md.
+Ground truth: exact float32 cosine top-10. Codecs are fitted on the fit sample,
+or on the corpus where a row says so (never on the queries). Recall@10 by
+Hamming distance and by asymmetric score (float query against the bits, over
+the default Hamming shortlist), each also with its top 40 re-ranked by float.
+sentence-transformers' ``quantize_embeddings(precision="ubinary")`` is checked
+to give exactly the sign-at-zero codes. Speed: 100,000 codes, one thread
+everywhere, one query at a time and batched, medians of interleaved rounds:
+bie's numba Hamming top-10 and asymmetric search, numpy float32 exact search
+(matrix product + argpartition; OpenBLAS pins unset), faiss ``IndexBinaryFlat``.
 """
 
 from __future__ import annotations
@@ -135,23 +138,28 @@ def _one_thread() -> None:
     import numba
 
     numba.set_num_threads(1)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
     try:
         import faiss
 
         faiss.omp_set_num_threads(1)
     except ImportError:
         pass
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # after faiss: its own OpenBLAS is loaded by then
 
 
 def _blas_line() -> str:
     from threadpoolctl import threadpool_info
 
-    parts = [f"{pool.get('internal_api')} {pool.get('version')} (kernel {pool.get('architecture')}, "
-             f"{pool.get('num_threads')} thread)" for pool in threadpool_info() if pool.get("user_api") == "blas"]
-    return "numpy BLAS: " + ("; ".join(parts) or "none found") + "; OpenBLAS pins: none set"
+    parts = []
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            path = pool.get("filepath", "")
+            owner = next((name for name in ("numpy", "scipy", "torch", "faiss") if f"{os.sep}{name}" in path), "?")
+            parts.append(f"{owner}: {pool.get('internal_api')} {pool.get('version')} "
+                         f"(kernel {pool.get('architecture')}, {pool.get('num_threads')} thread)")
+    return "BLAS loaded: " + ("; ".join(parts) or "none found") + "; OpenBLAS pins: none set"
 
 
 #: rows of the speed table: (label, batched?) — one query at a time rows run ONE_BY_ONE queries

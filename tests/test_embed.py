@@ -134,7 +134,7 @@ def test_encode_pack_invariants(data, index):
 # -- search ------------------------------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(1, 300), queries=st.integers(1, 8), width=st.integers(1, 20),
     bits_used=st.integers(1, 4), seed=st.integers(0, 2**32 - 1), data=st.data(),
@@ -185,7 +185,7 @@ def test_rescoring_matches_numpy_reference(n, seed, data):
     np.testing.assert_array_equal(int8_ids, expected_ids)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 200), bits=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_asymmetric_search_matches_numpy_reference(n, bits, seed, data):
     """Small integer weights: float32 sums are exact, so ties are real and must go to the lower id."""
@@ -199,7 +199,7 @@ def test_asymmetric_search_matches_numpy_reference(n, bits, seed, data):
     np.testing.assert_array_equal(scores, expected_scores)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(n=st.integers(1, 200), bits=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_asymmetric_shortlist_reranks_the_hamming_nearest(n, bits, seed, data):
     """shortlist=m: the asymmetric order among the m Hamming-nearest codes to the query's sign bits."""
@@ -333,6 +333,10 @@ def test_cli_fit_encode_search_and_errors(sample, tmp_path):
         (("encode", "codec.cai", "bad.npy", "-o", "x.cai"), "NaN or infinite values in 1 row(s): 2"),
         (("fit", "empty.npy", "-o", "x.cai"), "is empty"),
         (("search", "codes.cai", "--codec", "codec.cai", "--queries", "queries.npy", "-k", "301"), "k=301"),
+        (("search", "codes.cai", "--codec", "codec.cai", "--queries", "queries.npy", "--shortlist", "50"),
+         "--shortlist only applies"),
+        (("search", "codes.cai", "--codec", "codec.cai", "--queries", "queries.npy", "--asymmetric",
+          "--shortlist", "3"), "shortlist=3 must be at least 10"),
         (("encode", "codec.cai", "corpus.npy", "-o", "codes.cai"), "exists; use --force"),
         (("fit", "sample.txt", "-o", "x.cai"), "no such file"),
     ]:

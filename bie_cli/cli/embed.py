@@ -115,7 +115,8 @@ def search_command(
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> int:
-    """Exact Hamming top-k of each query among the codes, optionally re-ranked by float vectors."""
+    """Top-k of each query among the codes: by Hamming distance, or by the float query against the bits
+    (--asymmetric, over a Hamming shortlist; the default with --rescore), optionally re-ranked by float vectors."""
     import os
 
     import numpy as np
