@@ -151,9 +151,11 @@ def itq_rotation(v: np.ndarray, seed: int = ITQ_SEED, iterations: int = ITQ_ITER
     rotation, _ = np.linalg.qr(rng.standard_normal((width, width)))
     rotation = rotation.astype(np.float32)
     v = np.ascontiguousarray(v, dtype=np.float32)
+    codes = np.empty_like(v)  # B = sign(vR) as ±1, computed in place (one buffer for every round)
     with _one_blas_thread():
         for _ in range(iterations):
-            codes = np.where(v @ rotation >= 0, np.float32(1), np.float32(-1))
+            np.matmul(v, rotation, out=codes)
+            np.copysign(np.float32(1), codes, out=codes)
             u, _, wt = np.linalg.svd(v.T @ codes)
             rotation = u @ wt
     return rotation.astype(np.float32)
