@@ -108,8 +108,9 @@ def search_asymmetric(
     Hamming distance; only the bits of the index are read. It scores only the
     ``shortlist`` nearest codes by Hamming distance to the query's own bits
     (the signs of its weights): default :func:`default_shortlist` of the
-    wanted width (``k``, or ``candidates`` when rescoring), ``0`` scores every
-    code (a table lookup per code byte, several times a Hamming search). ``rescore``/``queries``/``candidates`` as in :func:`search`: the
+    wanted width (``k``, or ``candidates`` when rescoring); ``0`` scores every
+    code (a table lookup per code byte, several times a Hamming search).
+    ``rescore``/``queries``/``candidates`` as in :func:`search`: the
     asymmetric top ``candidates`` are re-ranked by float dot product.
     """
     codes = _check_codes(codes, "codes")
