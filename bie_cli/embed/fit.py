@@ -15,7 +15,10 @@ Methods (measured on MiniLM, see docs/embed.md and BENCHMARKS.md):
 ``bits`` counts output bits; ``dims`` truncates the input first; ``merge``
 makes that many output bits from two components each (the embedding seed's
 ``0 if a < k1 and b < k2 else 1``), so ``bits = keep + merge`` from
-``keep + 2 * merge`` components.
+``keep + 2 * merge`` components; ``levels=2`` makes two bits (three levels,
+cut at -/+0.5 standard deviations) from each of ``bits / 2`` components.
+Fit on the vectors you will index when you can: more rows give a better
+rotation (ITQ uses up to 20,000).
 """
 
 from __future__ import annotations
