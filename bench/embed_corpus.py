@@ -122,7 +122,11 @@ def embeddings() -> dict[str, np.ndarray]:
         path = CACHE / f"minilm-{name}-{digest}.npy"
         if not path.exists():
             if model is None:
+                import torch
                 from sentence_transformers import SentenceTransformer
+
+                # one thread: on the shared 2-core machine (load 8) two threads took 38 s a batch, one 10 s
+                torch.set_num_threads(1)
 
                 model = SentenceTransformer(str(minilm_dir()), device="cpu")
             print(f"embedding {len(texts)} {name} passages (cached in {CACHE})", file=sys.stderr)

@@ -86,6 +86,21 @@ def test_adaptive_beats_sign_at_zero_on_offset_data(sample):
     assert recall(fit(sample)) > recall(fit(sample, method="sign")) + 0.05
 
 
+def test_double_bit_hamming_distance_counts_level_differences(sample):
+    """levels=2: each component is cut at two thresholds into levels 0/1/2, stored as two bits, so the
+    Hamming distance between two codes is the sum of the components' level differences."""
+    codec = fit(sample, bits=24, levels=2)
+    assert codec.bits == 24 and codec.projection.shape == (48, 24) and codec.info["levels"] == 2
+    low, high = codec.thresholds[0::2], codec.thresholds[1::2]
+    assert np.all(low < 0) and np.allclose(low, -high)
+    z = codec.transform(sample[:40])[:, 0::2]  # each component once
+    level = (z >= low).astype(int) + (z >= high)
+    expected = np.abs(level[:, None, :] - level[None, :, :]).sum(axis=2)
+    codes = codec.encode(sample[:40])
+    distances = np.unpackbits(codes[:, None, :] ^ codes[None, :, :], axis=2).sum(axis=2)
+    np.testing.assert_array_equal(distances, expected)
+
+
 SMALL_CONFIGS = [{}, {"bits": 12}, {"bits": 11, "merge": 3}, {"method": "sign", "bits": 10, "merge": 4}]
 _small_codecs: dict[int, BinaryCodec] = {}
 
@@ -119,7 +134,7 @@ def test_encode_pack_invariants(data, index):
 # -- search ------------------------------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(1, 300), queries=st.integers(1, 8), width=st.integers(1, 20),
     bits_used=st.integers(1, 4), seed=st.integers(0, 2**32 - 1), data=st.data(),
@@ -131,6 +146,19 @@ def test_search_matches_numpy_reference(n, queries, width, bits_used, seed, data
     codes = rng.integers(0, 256, (n, width), dtype=np.uint8) & mask
     query_codes = rng.integers(0, 256, (queries, width), dtype=np.uint8) & mask
     k = data.draw(st.integers(1, n))
+    ids, distances = search(codes, query_codes, k)
+    expected_ids, expected_distances = search_reference(codes, query_codes, k)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(distances, expected_distances)
+
+
+@pytest.mark.parametrize("k", [1, 7, 300, 2999, 3000])
+def test_search_with_many_buffer_compactions_matches_numpy_reference(k):
+    """3,000 codes overflow the kernel's candidate buffer (2k + 256) many times for small k; 3 bits per
+    code make thousands of ties at the cutoff, which must still go to the lowest ids."""
+    rng = np.random.default_rng(k)
+    codes = rng.integers(0, 8, (3000, 1), dtype=np.uint8)
+    query_codes = rng.integers(0, 8, (3, 1), dtype=np.uint8)
     ids, distances = search(codes, query_codes, k)
     expected_ids, expected_distances = search_reference(codes, query_codes, k)
     np.testing.assert_array_equal(ids, expected_ids)
@@ -157,7 +185,7 @@ def test_rescoring_matches_numpy_reference(n, seed, data):
     np.testing.assert_array_equal(int8_ids, expected_ids)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 200), bits=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_asymmetric_search_matches_numpy_reference(n, bits, seed, data):
     """Small integer weights: float32 sums are exact, so ties are real and must go to the lower id."""
@@ -165,10 +193,30 @@ def test_asymmetric_search_matches_numpy_reference(n, bits, seed, data):
     codes = np.packbits(rng.integers(0, 2, (n, bits), dtype=np.uint8), axis=1)
     weights = rng.integers(-2, 3, (4, bits)).astype(np.float32)
     k = data.draw(st.integers(1, n))
-    ids, scores = search_asymmetric(codes, weights, k)
+    ids, scores = search_asymmetric(codes, weights, k, shortlist=0)
     expected_ids, expected_scores = search_asymmetric_reference(codes, weights, k)
     np.testing.assert_array_equal(ids, expected_ids)
     np.testing.assert_array_equal(scores, expected_scores)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 200), bits=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_asymmetric_shortlist_reranks_the_hamming_nearest(n, bits, seed, data):
+    """shortlist=m: the asymmetric order among the m Hamming-nearest codes to the query's sign bits."""
+    rng = np.random.default_rng(seed)
+    codes = np.packbits(rng.integers(0, 2, (n, bits), dtype=np.uint8), axis=1)
+    weights = rng.integers(-2, 3, (4, bits)).astype(np.float32)
+    k = data.draw(st.integers(1, n))
+    shortlist = data.draw(st.integers(k, n + 5))
+    ids, scores = search_asymmetric(codes, weights, k, shortlist=shortlist)
+    near, _ = search_reference(codes, np.packbits(weights >= 0, axis=1), min(shortlist, n))
+    for row in range(len(weights)):
+        pool = np.sort(near[row])
+        pool_ids, pool_scores = search_asymmetric_reference(codes[pool], weights[row:row + 1], k)
+        np.testing.assert_array_equal(ids[row], pool[pool_ids[0]])
+        np.testing.assert_array_equal(scores[row], pool_scores[0])
+    if shortlist >= n:
+        np.testing.assert_array_equal(ids, search_asymmetric_reference(codes, weights, k)[0])
 
 
 def test_rescoring_every_candidate_is_exact_search(sample):
@@ -234,6 +282,12 @@ def test_bad_inputs_raise_clear_errors(sample):
         fit(np.zeros((0, 48), np.float32))
     with pytest.raises(BadInputError, match="at least 2"):
         fit(sample[:1])
+    with pytest.raises(BadInputError, match="levels=3"):
+        fit(sample, levels=3)
+    with pytest.raises(BadInputError, match="learned projection"):
+        fit(sample, method="sign", levels=2)
+    with pytest.raises(BadInputError, match="even"):
+        fit(sample, bits=15, levels=2)
     codes = codec.encode(sample[:5])
     with pytest.raises(BadInputError, match="k=6"):
         search(codes, codes, 6)
@@ -279,6 +333,10 @@ def test_cli_fit_encode_search_and_errors(sample, tmp_path):
         (("encode", "codec.cai", "bad.npy", "-o", "x.cai"), "NaN or infinite values in 1 row(s): 2"),
         (("fit", "empty.npy", "-o", "x.cai"), "is empty"),
         (("search", "codes.cai", "--codec", "codec.cai", "--queries", "queries.npy", "-k", "301"), "k=301"),
+        (("search", "codes.cai", "--codec", "codec.cai", "--queries", "queries.npy", "--shortlist", "50"),
+         "--shortlist only applies"),
+        (("search", "codes.cai", "--codec", "codec.cai", "--queries", "queries.npy", "--asymmetric",
+          "--shortlist", "3"), "shortlist=3 must be at least 10"),
         (("encode", "codec.cai", "corpus.npy", "-o", "codes.cai"), "exists; use --force"),
         (("fit", "sample.txt", "-o", "x.cai"), "no such file"),
     ]:

@@ -27,6 +27,9 @@ DimsOption = Annotated[Optional[int], typer.Option("--dims", help="Use only the 
 MergeOption = Annotated[
     Optional[int], typer.Option("--merge", help="Output bits made from two components each (bit = a>=k1 or b>=k2).")
 ]
+LevelsOption = Annotated[
+    Optional[int], typer.Option("--levels", help="1: one bit per component; 2: two bits (three levels) per component.")
+]
 QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bars.")]
 
 
@@ -42,6 +45,7 @@ def fit_command(
     bits: BitsOption = None,
     dims: DimsOption = None,
     merge: MergeOption = None,
+    levels: LevelsOption = None,
     model: ModelOption = None,
     force: ForceOption = False,
     quiet: QuietOption = False,
@@ -53,7 +57,7 @@ def fit_command(
 
     check_output_path(output, [vectors], force)
     sample = load_vectors(vectors, model=model, progress=not quiet, what="sample vectors")
-    codec = fit(sample, bits=bits, method=method, dims=dims, merge=merge)
+    codec = fit(sample, bits=bits, method=method, dims=dims, merge=merge, levels=levels)
     codec.save(output, force=force)
     typer.echo(f"{codec!r} fitted on {sample.shape[0]} vectors in {codec.info['seconds']:.2f} s -> {output}")
     return 0
@@ -94,8 +98,16 @@ def search_command(
     ] = None,
     candidates: Annotated[Optional[int], typer.Option("--candidates", help="Codes re-ranked per query (default 4k).")] = None,
     asymmetric: Annotated[
-        bool, typer.Option("--asymmetric", help="Rank by the float query against the bits (better recall, slower).")
-    ] = False,
+        Optional[bool],
+        typer.Option("--asymmetric/--hamming",
+                     help="Rank by the float query against the bits (better recall; default with --rescore) "
+                          "or by Hamming distance between codes (default without)."),
+    ] = None,
+    shortlist: Annotated[
+        Optional[int],
+        typer.Option("--shortlist", help="Asymmetric: score only the N Hamming-nearest codes "
+                                         "(default: 10 per wanted result, at least 100; 0: every code)."),
+    ] = None,
     output: Annotated[
         Optional[str], typer.Option("-o", "--output", help="Write ids to .npy, or ids and scores to .json (default: JSON on stdout).")
     ] = None,
@@ -103,7 +115,8 @@ def search_command(
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> int:
-    """Exact Hamming top-k of each query among the codes, optionally re-ranked by float vectors."""
+    """Top-k of each query among the codes: by Hamming distance, or by the float query against the bits
+    (--asymmetric, over a Hamming shortlist; the default with --rescore), optionally re-ranked by float vectors."""
     import os
 
     import numpy as np
@@ -122,8 +135,15 @@ def search_command(
     codec = BinaryCodec.load(codec_path)
     codes = load_codes(codes_path, codec)
     query_vectors = load_vectors(queries, model=model, progress=not quiet, what="query vectors")
+    if asymmetric is None:
+        asymmetric = rescore is not None and not codec.merged
+    if shortlist is not None and not asymmetric:
+        raise BadInputError("--shortlist only applies to asymmetric search (--asymmetric)")
     if asymmetric:
-        run, query_side = search_asymmetric, codec.query_weights(query_vectors)
+        import functools
+
+        run = functools.partial(search_asymmetric, shortlist=shortlist)
+        query_side = codec.query_weights(query_vectors)
     else:
         run, query_side = search, codec.encode(query_vectors)
     if rescore is None:
@@ -178,6 +198,7 @@ def eval_command(
     bits: BitsOption = None,
     dims: DimsOption = None,
     merge: MergeOption = None,
+    levels: LevelsOption = None,
     k: Annotated[int, typer.Option("-k", help="Recall@k against exact float32 cosine top-k.")] = 10,
     candidates: Annotated[int, typer.Option("--candidates", help="Codes re-ranked by float per query.")] = 40,
     model: ModelOption = None,
@@ -190,8 +211,10 @@ def eval_command(
     from ..embed.vectors import load_vectors
     from ..errors import BadInputError
 
-    if codec_path is not None and (fit_sample or bits is not None or dims is not None or merge is not None):
-        raise BadInputError("--codec evaluates a fitted codec; --fit/--bits/--dims/--merge are for fitting one here")
+    if codec_path is not None and (fit_sample or bits is not None or dims is not None or merge is not None
+                                   or levels is not None):
+        raise BadInputError("--codec evaluates a fitted codec; --fit/--bits/--dims/--merge/--levels are for "
+                            "fitting one here")
     corpus_vectors = load_vectors(corpus, model=model, progress=not quiet, what="corpus vectors")
     query_vectors = load_vectors(queries, model=model, progress=not quiet, what="query vectors")
     if query_vectors.shape[1] != corpus_vectors.shape[1]:
@@ -200,7 +223,7 @@ def eval_command(
         codec = BinaryCodec.load(codec_path)
     else:
         sample = corpus_vectors if fit_sample is None else load_vectors(fit_sample, model=model, progress=not quiet)
-        codec = fit(sample, bits=bits, method=method, dims=dims, merge=merge)
+        codec = fit(sample, bits=bits, method=method, dims=dims, merge=merge, levels=levels)
     baseline = fit(corpus_vectors[:2], method="sign", bits=codec.bits) if codec.bits <= corpus_vectors.shape[1] else None
     truth = exact_topk(corpus_vectors, query_vectors, k)
     rows = [codec_recall("codec", codec, corpus_vectors, query_vectors, truth, candidates)]

@@ -6,6 +6,7 @@
     ids, distances = search(codes, codec.encode(queries), k=10)
     ids, scores = search(codes, codec.encode(queries), 10, rescore=corpus, queries=queries, candidates=40)
     ids, scores = search_asymmetric(codes, codec.query_weights(queries), 10)  # float queries: better ranks
+    ids, scores = search_asymmetric(codes, codec.query_weights(queries), 10, rescore=corpus, queries=queries)
 
 Nothing here imports torch or numba until a trained fit or a search runs.
 """

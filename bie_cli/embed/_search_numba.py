@@ -1,12 +1,15 @@
 """numba kernels for Hamming top-k (imported lazily by :mod:`bie_cli.embed.search`).
 
 Codes are rows of 64-bit words (the packed bytes zero-padded to a multiple of
-8, so padding never adds distance). Each query is one ``prange`` iteration:
-distances to every code, a histogram of them on the way, then a counting-sort
-selection: the smallest distance ``cutoff`` whose cumulative count reaches
-``k``; ids below it are taken in id order, then ids at exactly ``cutoff`` in id
-order until ``k``. Distances are integers in ``[0, bits]``, so this is O(n)
-with no comparisons sort, and ties go to the lower id (deterministic).
+8, so padding never adds distance). Each query is one ``prange`` iteration
+that scans every code once: popcount of XOR (LLVM's ``ctpop``, one POPCNT per
+word), then one comparison against a bound. Codes under the bound go to a
+small candidate buffer; when it fills, it is cut back to the k best by
+(distance, id) with a histogram (distances are integers in ``[0, bits]``) and
+the bound drops to the k-th distance. Candidates arrive in id order, so a
+later code at exactly the bound would lose the tie: only strictly smaller
+distances enter afterwards. The selection is O(n) amortised with no
+comparison sort, and ties go to the lower id (deterministic).
 """
 
 from __future__ import annotations
@@ -30,8 +33,15 @@ def _popcount64(typingctx, word):
 
 
 @njit(nogil=True, cache=True)
-def _select(distances, histogram, k, ids_out, scores_out):
-    """Write the k smallest distances (ties: lower id first) into ids_out / scores_out."""
+def _compact(cand_ids, cand_d, filled, k, histogram):
+    """Keep the k best candidates by (distance, id), in id order; return their k-th distance.
+
+    Candidates arrive in id order, so among equal distances the earlier ones win:
+    every candidate below the cutoff is kept, then those at the cutoff until k.
+    """
+    histogram[:] = 0
+    for slot in range(filled):
+        histogram[cand_d[slot]] += 1
     total = 0
     cutoff = 0
     for value in range(histogram.shape[0]):
@@ -39,44 +49,76 @@ def _select(distances, histogram, k, ids_out, scores_out):
         if total >= k:
             cutoff = value
             break
-    below = total - histogram[cutoff]  # ids strictly below cutoff, all taken
-    # place ids by distance: counting sort restricted to distances < cutoff, stable in id order
-    start = np.zeros(cutoff + 1, dtype=np.int64)
-    for value in range(1, cutoff + 1):
-        start[value] = start[value - 1] + histogram[value - 1]
-    at_cutoff = below
-    for index in range(distances.shape[0]):
-        distance = distances[index]
-        if distance < cutoff:
-            slot = start[distance]
-            ids_out[slot] = index
-            scores_out[slot] = distance
-            start[distance] = slot + 1
-        elif distance == cutoff and at_cutoff < k:
-            ids_out[at_cutoff] = index
-            scores_out[at_cutoff] = distance
-            at_cutoff += 1
+    room = k - (total - histogram[cutoff])  # how many at exactly the cutoff fit
+    kept = 0
+    for slot in range(filled):
+        distance = cand_d[slot]
+        if distance < cutoff or (distance == cutoff and room > 0):
+            if distance == cutoff:
+                room -= 1
+            cand_ids[kept] = cand_ids[slot]
+            cand_d[kept] = distance
+            kept += 1
+    return kept, cutoff
+
+
+@njit(nogil=True, cache=True)
+def _topk_one(codes, query, k, cand_ids, cand_d, histogram, ids_out, scores_out):
+    """One query: scan every code, keep candidates under a bound that tightens as they come."""
+    n, words = codes.shape
+    capacity = cand_ids.shape[0]
+    filled = 0
+    bound = histogram.shape[0]  # accept any distance until the buffer first fills
+    for index in range(n):
+        distance = 0
+        for word in range(words):
+            distance += _popcount64(codes[index, word] ^ query[word])
+        if distance < bound:
+            cand_ids[filled] = index
+            cand_d[filled] = distance
+            filled += 1
+            if filled == capacity:
+                # k candidates stay, all with distance <= cutoff; a later id at the cutoff
+                # would lose the tie to them, so from now on only strictly smaller ones enter
+                filled, bound = _compact(cand_ids, cand_d, filled, k, histogram)
+    filled, _ = _compact(cand_ids, cand_d, filled, k, histogram)
+    # counting sort of the k survivors by distance, stable (they are in id order)
+    histogram[:] = 0
+    for slot in range(filled):
+        histogram[cand_d[slot]] += 1
+    start = 0
+    for value in range(histogram.shape[0]):
+        count = histogram[value]
+        histogram[value] = start
+        start += count
+    for slot in range(filled):
+        distance = cand_d[slot]
+        rank = histogram[distance]
+        histogram[distance] = rank + 1
+        ids_out[rank] = cand_ids[slot]
+        scores_out[rank] = distance
 
 
 @njit(nogil=True, cache=True, parallel=True)
 def hamming_topk(codes, queries, k, bits):
-    """codes uint64 [n, w], queries uint64 [q, w] -> (ids int64 [q, k], distances int32 [q, k])."""
-    n, words = codes.shape
+    """codes uint64 [n, w], queries uint64 [q, w] -> (ids int64 [q, k], distances int32 [q, k]).
+
+    Each query is one ``prange`` iteration. The scan keeps a candidate buffer of
+    ``2k + 256`` entries; when it fills, the k best (by distance, then id) are
+    kept and the bound drops to their worst distance, so almost every code costs
+    only its popcounts and one well-predicted comparison. A compaction is a
+    histogram of small integers (distances are in ``[0, bits]``), so the whole
+    selection is O(n) amortised, without comparison sorts.
+    """
     count = queries.shape[0]
     ids = np.empty((count, k), dtype=np.int64)
     scores = np.empty((count, k), dtype=np.int32)
+    capacity = 2 * k + 256
     for row in prange(count):
-        query = queries[row]
-        distances = np.empty(n, dtype=np.int32)
+        cand_ids = np.empty(capacity, dtype=np.int64)
+        cand_d = np.empty(capacity, dtype=np.int64)
         histogram = np.zeros(bits + 1, dtype=np.int64)
-        for index in range(n):
-            code = codes[index]
-            distance = 0
-            for word in range(words):
-                distance += _popcount64(code[word] ^ query[word])
-            distances[index] = distance
-            histogram[distance] += 1
-        _select(distances, histogram, k, ids[row], scores[row])
+        _topk_one(codes, queries[row], k, cand_ids, cand_d, histogram, ids[row], scores[row])
     return ids, scores
 
 
@@ -138,4 +180,32 @@ def asymmetric_topk(codes, tables, k):
             best_ids[slot] = index
             if filled < k:
                 filled += 1
+    return ids, scores
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def asymmetric_rerank(candidates, codes, tables, k):
+    """Among each query's candidate ids, the k highest asymmetric scores (ties: lower id first).
+
+    ``codes`` uint8 [n, b], ``tables`` float32 [q, b, 256] as in :func:`asymmetric_topk`:
+    the second stage of a Hamming shortlist, re-ranked by the float query, all on the bits.
+    """
+    count, width = candidates.shape
+    bytes_per_code = codes.shape[1]
+    ids = np.empty((count, k), dtype=np.int64)
+    scores = np.empty((count, k), dtype=np.float32)
+    for row in prange(count):
+        table = tables[row]
+        by_id = np.sort(candidates[row])  # a stable sort on score below then breaks ties by id
+        values = np.empty(width, dtype=np.float32)
+        for slot in range(width):
+            code = codes[by_id[slot]]
+            total = np.float32(0.0)
+            for position in range(bytes_per_code):
+                total += table[position, code[position]]
+            values[slot] = total
+        order = np.argsort(-values, kind="mergesort")
+        for rank in range(k):
+            ids[row, rank] = by_id[order[rank]]
+            scores[row, rank] = values[order[rank]]
     return ids, scores

@@ -41,7 +41,8 @@ class CodecRecall:
     bits: int
     recall: float  # Hamming top-k against exact float top-k
     recall_rescored: float  # the nearest `candidates` codes re-ranked by float dot product
-    recall_asymmetric: float | None  # float query against the bits (None: merged bits have no such score)
+    # float query against the bits, over the default Hamming shortlist (None: merged bits have no such score)
+    recall_asymmetric: float | None
     recall_asymmetric_rescored: float | None  # the asymmetric top `candidates` re-ranked by float
 
     def to_dict(self) -> dict:

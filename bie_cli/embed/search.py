@@ -17,6 +17,14 @@ from .codec import check_vectors
 
 #: rescoring looks at this many Hamming candidates per wanted result unless told
 DEFAULT_CANDIDATES_PER_RESULT = 4
+#: asymmetric search scores this many Hamming-nearest codes per wanted result (k, or the
+#: candidates when rescoring), and at least SHORTLIST_MIN, unless told (0: every code)
+SHORTLIST_PER_RESULT = 10
+SHORTLIST_MIN = 100
+
+
+def default_shortlist(width: int) -> int:
+    return max(SHORTLIST_MIN, SHORTLIST_PER_RESULT * width)
 
 
 def _check_codes(codes, what: str) -> np.ndarray:
@@ -88,6 +96,7 @@ def search_asymmetric(
     query_weights: np.ndarray,
     k: int,
     *,
+    shortlist: int | None = None,
     rescore: np.ndarray | None = None,
     queries: np.ndarray | None = None,
     candidates: int | None = None,
@@ -96,8 +105,13 @@ def search_asymmetric(
     against binary codes, ``score = sum_j w_j * (+1 if bit j else -1)``, highest first (ties: lower id).
 
     No query information is lost to binarisation, so it ranks better than
-    Hamming distance at the cost of a table lookup per code byte instead of a
-    popcount per 64 bits. ``rescore``/``queries``/``candidates`` as in :func:`search`.
+    Hamming distance; only the bits of the index are read. It scores only the
+    ``shortlist`` nearest codes by Hamming distance to the query's own bits
+    (the signs of its weights): default :func:`default_shortlist` of the
+    wanted width (``k``, or ``candidates`` when rescoring); ``0`` scores every
+    code (a table lookup per code byte, several times a Hamming search).
+    ``rescore``/``queries``/``candidates`` as in :func:`search`: the
+    asymmetric top ``candidates`` are re-ranked by float dot product.
     """
     codes = _check_codes(codes, "codes")
     weights = np.asarray(query_weights, dtype=np.float32)
@@ -110,13 +124,26 @@ def search_asymmetric(
         raise BadInputError(f"k={k} must be between 1 and the number of codes ({codes.shape[0]})")
     from . import _search_numba
 
-    tables = byte_tables(weights)
     if rescore is None:
         if candidates is not None or queries is not None:
             raise BadInputError("candidates/queries only apply when rescoring (give rescore vectors)")
-        return _search_numba.asymmetric_topk(np.ascontiguousarray(codes), tables, k)
-    vectors, query_vectors, width = _check_rescore(codes, weights, k, rescore, queries, candidates)
-    found, _ = _search_numba.asymmetric_topk(np.ascontiguousarray(codes), tables, width)
+        vectors = query_vectors = None
+        width = k
+    else:
+        vectors, query_vectors, width = _check_rescore(codes, weights, k, rescore, queries, candidates)
+    codes = np.ascontiguousarray(codes)
+    tables = byte_tables(weights)
+    shortlist = default_shortlist(width) if shortlist is None else int(shortlist)
+    if shortlist == 0 or shortlist >= codes.shape[0]:
+        found, scores = _search_numba.asymmetric_topk(codes, tables, width)
+    else:
+        if shortlist < width:
+            raise BadInputError(f"shortlist={shortlist} must be at least {width} (k, or candidates when rescoring)")
+        query_codes = np.packbits(weights >= 0, axis=1)
+        near, _ = _search_numba.hamming_topk(_as_words(codes), _as_words(query_codes), shortlist, codes.shape[1] * 8)
+        found, scores = _search_numba.asymmetric_rerank(near, codes, tables, width)
+    if rescore is None:
+        return found, scores
     return _search_numba.rescore_topk(found, vectors, query_vectors, k)
 
 
