@@ -162,7 +162,9 @@ def lossy_eligible(info: TensorInfo) -> bool:
 
 def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None = None,
                chunk_size: int, threads: int = 1, weighting: str = DEFAULT_WEIGHTING,
-               progress: Progress | None = None) -> ModelPlan:
+               progress: Progress | None = None, spool: measure.PayloadSpool | None = None) -> ModelPlan:
+    """The plan for ``budget``. With a ``spool``, every whole-tensor encode keeps its payloads
+    there (:attr:`TensorPlan.encoded`), so a compress that follows need not encode them again."""
     if weighting not in WEIGHTINGS:
         raise BadInputError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
     weights = distortion_weights(source.tensors, weighting)
@@ -171,25 +173,27 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
     curves: list[measure.TensorCurve] = []
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-plan") as pool:
         for info in source.tensors:
-            curve = _pinned_curve(source, info, pins, chunk_size)
+            curve = _pinned_curve(source, info, pins, chunk_size, spool)
             if curve is None:
-                curve = _measured_curve(source, info, chunk_size, pool)
+                curve = _measured_curve(source, info, chunk_size, pool, spool)
                 curve.weight = weights[info.name]
             curves.append(curve)
             done += dtypes.nbytes(info.dtype, info.shape)
             if progress:
                 progress(done, total_work, info.name)
-    allocate.build_hulls(curves)
-    parameters = sum(info.numel for info in source.tensors)
-    tensor_bytes = total_work
-    if budget.kind == "max_error":
-        chosen = _within_error(source, curves, budget.value, chunk_size)
-        budget_bytes = None
-    else:
-        budget_bytes = budget.file_bytes(parameters, tensor_bytes)
-        # the header's [auto] summary as it will be, with the size not yet known (same width)
-        template = ModelPlan(source.path, budget, weighting, chunk_size, [], budget_bytes, parameters, budget_bytes)
-        chosen = _within_size(source, curves, budget, budget_bytes, parameters, chunk_size, template.summary())
+        allocate.build_hulls(curves)
+        parameters = sum(info.numel for info in source.tensors)
+        tensor_bytes = total_work
+        confirm = _Confirmer(source, chunk_size, pool, spool)
+        if budget.kind == "max_error":
+            chosen = _within_error(confirm, curves, budget.value)
+            budget_bytes = None
+        else:
+            budget_bytes = budget.file_bytes(parameters, tensor_bytes)
+            # the header's [auto] summary as it will be, with the size not yet known (same width)
+            template = ModelPlan(source.path, budget, weighting, chunk_size, [], budget_bytes, parameters, budget_bytes)
+            chosen = _within_size(source, confirm, curves, budget, budget_bytes, parameters, chunk_size,
+                                  template.summary())
     plans = _tensor_plans(curves, chosen, budget)
     plan = ModelPlan(source.path, budget, weighting, chunk_size, plans, 0, parameters, budget_bytes)
     plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary())
@@ -198,7 +202,8 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
     return plan
 
 
-def _pinned_curve(source, info: TensorInfo, pins: Planner | None, chunk_size: int) -> measure.TensorCurve | None:
+def _pinned_curve(source, info: TensorInfo, pins: Planner | None, chunk_size: int,
+                  spool: measure.PayloadSpool | None) -> measure.TensorCurve | None:
     choice = None
     if pins is not None:
         for rule in pins.rules:
@@ -214,20 +219,20 @@ def _pinned_curve(source, info: TensorInfo, pins: Planner | None, chunk_size: in
 
         fixed = plan_tensor(source, info, choice, chunk_size)
         choice = Choice(fixed.strategy, fixed.config, fixed.config_dict, fixed.reason)
-    encoded = measure.encode_whole(source, info, choice, chunk_size)
+    encoded = measure.encode_whole(source, info, choice, chunk_size, spool)
     point = measure.Point(choice, candidates.spec_text(choice), float(encoded.stored_bytes),
                           encoded.relative_mse, encoded.error is None)
     point.confirm(encoded)
     return measure.TensorCurve(info, [point], info.rows, pinned=True)
 
 
-def _measured_curve(source, info: TensorInfo, chunk_size: int, pool) -> measure.TensorCurve:
+def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool) -> measure.TensorCurve:
     ranges = measure.sample_ranges(info, chunk_size)
     texts = candidates.candidates_for(info.dtype)
     if ranges is None:  # small: every candidate on the whole tensor, chunked as compress will
         def whole(text: str) -> measure.Point:
             choice = candidates.resolve(text)
-            encoded = measure.encode_whole(source, info, choice, chunk_size)
+            encoded = measure.encode_whole(source, info, choice, chunk_size, spool)
             point = measure.Point(choice, text, float(encoded.stored_bytes), encoded.relative_mse, encoded.error is None)
             point.confirm(encoded)
             return point
@@ -240,26 +245,40 @@ def _measured_curve(source, info: TensorInfo, chunk_size: int, pool) -> measure.
     return measure.TensorCurve(info, points, sample.shape[0])
 
 
-def _confirm(source, curve: measure.TensorCurve, index: int, chunk_size: int) -> None:
-    point = curve.points[index]
-    if not point.measured:
-        point.confirm(measure.encode_whole(source, curve.info, point.choice, chunk_size))
+class _Confirmer:
+    """Encodes chosen points on their whole tensors, several tensors at once on the pool."""
+
+    def __init__(self, source, chunk_size: int, pool, spool) -> None:
+        self.source, self.chunk_size, self.pool, self.spool = source, chunk_size, pool, spool
+
+    def __call__(self, pairs: list[tuple[measure.TensorCurve, int]]) -> None:
+        todo = [(curve, index) for curve, index in pairs if not curve.points[index].measured]
+
+        def one(pair) -> None:
+            curve, index = pair
+            point = curve.points[index]
+            point.confirm(measure.encode_whole(self.source, curve.info, point.choice, self.chunk_size, self.spool))
+
+        for _ in self.pool.map(one, todo):
+            pass
 
 
-def _within_error(source, curves, bound: float, chunk_size: int) -> list[int]:
+def _within_error(confirm: _Confirmer, curves, bound: float) -> list[int]:
+    def within(curve) -> list[int]:  # cheapest first; lossless always qualifies
+        order = sorted(range(len(curve.points)), key=lambda i: curve.points[i].stored_bytes)
+        return [i for i in order if curve.points[i].relative_mse <= bound]
+
+    free = [c for c in curves if not c.pinned]
+    # every tensor's first pick confirmed at once (in parallel), the misses then one by one
+    confirm([(c, within(c)[0]) for c in free if within(c)])
     chosen = []
     for curve in curves:
         if curve.pinned:
             chosen.append(0)
             continue
-        # cheapest first; lossless always qualifies
-        order = sorted(range(len(curve.points)), key=lambda i: curve.points[i].stored_bytes)
-        for index in order:
-            point = curve.points[index]
-            if point.relative_mse > bound:
-                continue
-            _confirm(source, curve, index, chunk_size)
-            if point.relative_mse <= bound:
+        for index in within(curve):
+            confirm([(curve, index)])
+            if curve.points[index].relative_mse <= bound:
                 chosen.append(index)
                 break
         else:  # unreachable while a lossless candidate exists; keep the best there is
@@ -267,8 +286,8 @@ def _within_error(source, curves, bound: float, chunk_size: int) -> list[int]:
     return chosen
 
 
-def _within_size(source, curves, budget: Budget, budget_bytes: int, parameters: int, chunk_size: int,
-                 summary: dict) -> list[int]:
+def _within_size(source, confirm: _Confirmer, curves, budget: Budget, budget_bytes: int, parameters: int,
+                 chunk_size: int, summary: dict) -> list[int]:
     # everything but the chunks (points count their chunks' framing): header, index, and the
     # tensors' own records, sized with the cheapest choices and a typical reason and error record
     overhead = predict_file_size(source, _record_stubs(curves, budget), chunk_size, summary) + SAFETY_BYTES
@@ -293,8 +312,7 @@ def _within_size(source, curves, budget: Budget, budget_bytes: int, parameters: 
     chosen_free = dict(zip(map(id, free), picks, strict=True))
     chosen = [chosen_free.get(id(c), 0) for c in curves]
     while True:
-        for k, curve in enumerate(curves):
-            _confirm(source, curve, chosen[k], chunk_size)
+        confirm(list(zip(curves, chosen, strict=True)))
         plans = _tensor_plans(curves, chosen, budget)
         size = predict_file_size(source, plans, chunk_size, summary) + SAFETY_BYTES
         if size <= budget_bytes:
