@@ -65,7 +65,42 @@ def block_count(infos: list[TensorInfo]) -> int:
     return max(indices) + 1 if indices else 1
 
 
+def load_weights_file(path: str, infos: list[TensorInfo]) -> dict[str, float]:
+    """A calibrated weighting: a JSON object {tensor name: weight > 0} (e.g. each tensor's
+    measured output sensitivity per unit of relative MSE, HIGGS-style). Tensors it does not
+    list weigh as much as the median of those it lists."""
+    import math
+    import statistics
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            table = json.load(handle)
+    except OSError as exc:
+        raise BadInputError(f"weighting file {path!r} cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise BadInputError(f"weighting file {path!r} is not JSON: {exc}") from None
+    if not isinstance(table, dict) or not table:
+        raise BadInputError(f"weighting file {path!r} must be a JSON object of tensor name -> weight")
+    for name, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise BadInputError(f"weighting file {path!r}: weight of {name!r} must be a positive number, got {value!r}")
+    names = {i.name for i in infos}
+    if not names & set(table):
+        raise BadInputError(f"weighting file {path!r} names none of this checkpoint's tensors")
+    fallback = statistics.median(float(v) for k, v in table.items() if k in names)
+    return {i.name: float(table.get(i.name, fallback)) for i in infos}
+
+
+def check_weighting(weighting: str) -> None:
+    if weighting not in WEIGHTINGS and not weighting.endswith(".json"):
+        raise BadInputError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)} "
+                            "or give a .json file of per-tensor weights")
+
+
 def distortion_weights(infos: list[TensorInfo], weighting: str) -> dict[str, float]:
+    check_weighting(weighting)
+    if weighting.endswith(".json") and weighting not in WEIGHTINGS:
+        return load_weights_file(weighting, infos)
     if weighting == "params":
         return {i.name: float(i.numel) for i in infos}
     head_weight = 2.0 * block_count(infos)
@@ -119,7 +154,7 @@ class ModelPlan:
 
     def summary(self) -> dict:
         """Stored in the container header (deterministic: no timings)."""
-        return {"budget": self.budget.describe(), "weighting": self.weighting, "chunk_size": self.chunk_size,
+        return {"budget": self.budget.describe(), "weighting": os.path.basename(self.weighting), "chunk_size": self.chunk_size,
                 "predicted_bytes": self.file_bytes, "predicted_bits_per_parameter": round(self.bits_per_parameter, 4),
                 **({"max_error": self.budget.value} if self.budget.kind == "max_error" else {})}
 
@@ -165,8 +200,6 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
                progress: Progress | None = None, spool: measure.PayloadSpool | None = None) -> ModelPlan:
     """The plan for ``budget``. With a ``spool``, every whole-tensor encode keeps its payloads
     there (:attr:`TensorPlan.encoded`), so a compress that follows need not encode them again."""
-    if weighting not in WEIGHTINGS:
-        raise BadInputError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
     weights = distortion_weights(source.tensors, weighting)
     total_work = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
     done = 0
