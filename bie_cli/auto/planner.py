@@ -205,12 +205,19 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
     total_work = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
     done = 0
     curves: list[measure.TensorCurve] = []
+    serial = _SerialPool()
+
+    def curve_of(info: TensorInfo) -> measure.TensorCurve:
+        # one tensor per thread, its candidates in turn: no thread waits for another's
+        # slowest candidate, and at most ``threads`` samples are held at once
+        curve = _pinned_curve(source, info, pins, chunk_size, spool)
+        if curve is None:
+            curve = _measured_curve(source, info, chunk_size, serial, spool)
+            curve.weight = weights[info.name]
+        return curve
+
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-plan") as pool:
-        for info in source.tensors:
-            curve = _pinned_curve(source, info, pins, chunk_size, spool)
-            if curve is None:
-                curve = _measured_curve(source, info, chunk_size, pool, spool)
-                curve.weight = weights[info.name]
+        for info, curve in zip(source.tensors, _bounded_map(pool, curve_of, source.tensors, 2 * threads), strict=True):
             curves.append(curve)
             done += dtypes.nbytes(info.dtype, info.shape)
             if progress:
@@ -234,6 +241,27 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
     # the summary holds the size: once more so the figure describes the header that holds it
     plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary())
     return plan
+
+
+class _SerialPool:
+    """``map`` in the calling thread (a tensor's candidates, when tensors run in parallel)."""
+
+    @staticmethod
+    def map(function, items):
+        return map(function, items)
+
+
+def _bounded_map(pool, function, items, ahead: int):
+    """``pool.map`` in order with at most ``ahead`` calls submitted and not yet consumed."""
+    from collections import deque
+
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(function, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _pinned_curve(source, info: TensorInfo, pins: Planner | None, chunk_size: int,
