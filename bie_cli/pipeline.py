@@ -138,12 +138,12 @@ def compress_model(
 
     budget = make_budget(target_bits, target_size, max_error)
     if budget is not None and strategy:
-        raise BadInputError(f"{budget.describe()} chooses every tensor's strategy; drop --strategy "
-                            "(use --rule to pin tensors)")
+        raise BadInputError(f"{budget.label()} chooses every tensor's strategy; "
+                            "give no default strategy (rules pin tensors)")
     if budget is None and weighting is not None:
-        raise BadInputError("--weighting needs a budget: --target-bits, --target-size or --max-error")
+        raise BadInputError("weighting needs a budget: target_bits, target_size or max_error")
     if budget is not None and src == STDIO:
-        raise BadInputError(f"{budget.describe()} measures the checkpoint before compressing it; it cannot read stdin")
+        raise BadInputError(f"{budget.label()} measures the checkpoint before compressing it; it cannot read stdin")
     default_spec: StrategySpec | None = parse_strategy(strategy) if strategy else None
     rule_list = [parse_rule(rule) for rule in rules]
     auto_summary = None

@@ -87,8 +87,14 @@ def test_malformed_sizes_are_refused(text):
 @pytest.mark.parametrize("kwargs", [{"target_bits": 0.0}, {"target_bits": math.nan}, {"max_error": -1.0},
                                     {"target_bits": 4.0, "max_error": 0.1}])
 def test_bad_budgets_are_refused(kwargs):
-    with pytest.raises(BadInputError):
+    """In library terms (the CLI shows its flags)."""
+    from bie_cli.auto.budget import cli_terms
+
+    with pytest.raises(BadInputError) as caught:
         make_budget(**kwargs)
+    message = str(caught.value)
+    assert "--" not in message and ("target_bits" in message or "max_error" in message)
+    assert "--target-bits" in cli_terms(message) or "--max-error" in cli_terms(message)
 
 
 # -- hull and allocation --------------------------------------------------------------------
@@ -228,7 +234,7 @@ def test_max_error_bounds_every_tensor_and_verify_checks_it(bie, layered_model, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--target-bits", "0.01"], "below the smallest"),
+    (["--target-bits", "0.01"], "--target-bits 0.01 (0.00994 bits/param, 82 bytes) is below the smallest"),
     (["--target-bits", "40"], "lossless size"),
     (["--target-size", "12QB"], "is not a size"),
     (["--target-bits", "4", "--max-error", "0.1"], "different budgets"),

@@ -402,11 +402,11 @@ def _within_size(source, confirm: _Confirmer, curves, budget: Budget, budget_byt
 
     if budget_bytes < smallest:
         raise BadInputError(
-            f"{budget.describe()} ({bits(budget_bytes)}) is below the smallest this model can be made "
+            f"{budget.label()} ({bits(budget_bytes)}) is below the smallest this model can be made "
             f"(about {bits(smallest)}); ask for more")
     if budget_bytes >= lossless:
         raise BadInputError(
-            f"{budget.describe()} ({bits(budget_bytes)}) is at or above the lossless size "
+            f"{budget.label()} ({bits(budget_bytes)}) is at or above the lossless size "
             f"(about {bits(lossless)}); compress without a budget to keep every tensor exact")
     room = budget_bytes - overhead - fixed
     picks = allocate.allocate(free, room)
@@ -420,7 +420,7 @@ def _within_size(source, confirm: _Confirmer, curves, budget: Budget, budget_byt
             return chosen
         step = allocate.cheapest_downgrade(curves, chosen)
         if step is None:
-            raise BadInputError(f"{budget.describe()} ({bits(budget_bytes)}) cannot be met: the smallest "
+            raise BadInputError(f"{budget.label()} ({bits(budget_bytes)}) cannot be met: the smallest "
                                 f"choices measure {bits(size)} on the whole tensors; ask for more")
         chosen[step[0]] = step[1]
 
@@ -520,11 +520,11 @@ def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str |
 
     budget = make_budget(target_bits, target_size, max_error)
     if budget is None:
-        raise BadInputError("give a budget: --target-bits, --target-size or --max-error")
+        raise BadInputError("give a budget: target_bits, target_size or max_error")
     if threads < 1:
-        raise BadInputError("--threads must be at least 1")
+        raise BadInputError("threads must be at least 1")
     if chunk_size < 1:
-        raise BadInputError("--chunk-size must be positive")
+        raise BadInputError("chunk_size must be positive")
     src = os.fspath(src)
     pins = [parse_rule(rule) for rule in rules]
     if policy is not None:
