@@ -355,7 +355,10 @@ def main() -> None:
         started = time.perf_counter()
         lines_ = ["### SmolLM2-135M-Instruct (next-token distributions against its FP32 export)", "",
                   f"`HF_HUB_OFFLINE=1 python bench/bench_auto.py` — {machine_line()}; load average at start "
-                  f"{load_average()}; 560 tokens of bench/data/heldout_text.txt.", "", smollm_rows(quick)[1], "",
+                  f"{load_average()}; 560 tokens of bench/data/heldout_text.txt. `sensitivity.json`: per-tensor "
+                  "KL per unit relative MSE from Fisher traces on bench/data/calibration_text.txt (written for "
+                  "calibration, disjoint from the held-out text; `sensitivity_file` in this script).", "",
+                  smollm_rows(quick)[1], "",
                   f"Took {time.perf_counter() - started:.0f} s; load average at the end {load_average()}."]
         parts.append(("auto-smollm2", "\n".join(lines_)))
     for name, md in parts:
