@@ -16,11 +16,15 @@ which every configuration compresses. Mean KL(FP32 || decoded) of the
 next-token distributions over bench/data/heldout_text.txt, and top-1
 agreement. Its weights already lie on Q4_1's grid (4-bit asymmetric, blocks
 of 32), so a configuration that can represent that grid exactly is marked.
+Each budget runs data-free and with `--weighting sensitivity.json`, per-tensor
+sensitivities calibrated on bench/data/calibration_text.txt (disjoint from the
+held-out text) from Fisher traces (:func:`sensitivity_file`, cached beside the
+export).
 
 gguf rows quantize every 2-D weight with gguf-py's numpy quantizers (other
 tensors stay F32, as llama.cpp stores them); their bits/param are for the
 whole model the same way. Timing: `bie plan` + `bie compress --policy` (the
-same work as `compress --target-bits`) against a plain lossy compress,
+same work as `compress --target-bits`, which reuses the plan's encodes) against a plain lossy compress,
 medians of interleaved rounds (run it under `flock /tmp/bie-bench.lock`).
 Writes the "auto-minilm", "auto-timing" and "auto-smollm2" sections of
 BENCHMARKS.md (one alone with --minilm-only / --timing-only / --smollm-only).
