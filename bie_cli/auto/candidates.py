@@ -42,6 +42,11 @@ FIXED_GRIDS = (
     "bie-binary",
 )
 
+#: measured first on a quarter of the sample, then on the whole sample only when near the
+#: hull of the step ladder and the lossless coders (``planner._measured_curve``); the extremes
+#: (8-bit groups above the ladder, 1-bit binary below it) always are
+SCREENED = frozenset(FIXED_GRIDS[1:-1])
+
 #: lossless coders measured as the top of every curve
 LOSSLESS = ("float-split", "sdr")
 

@@ -13,6 +13,8 @@ plan are the ones the container will hold.
 from __future__ import annotations
 
 import json
+import tempfile
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +41,36 @@ def meta_bytes(meta: dict) -> int:
     return len(json.dumps(meta, sort_keys=True, separators=(",", ":")))
 
 
+class PayloadSpool:
+    """Payloads encoded while planning, kept in an anonymous temporary file (not in memory:
+    a model's compressed bytes can be large) so ``compress --target-bits`` writes the chosen
+    configurations' chunks without encoding them again. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="bie-plan-")
+        self._lock = threading.Lock()
+        self._end = 0
+
+    def put(self, payload: bytes) -> int:
+        with self._lock:
+            offset = self._end
+            self._file.seek(offset)
+            self._file.write(payload)
+            self._end += len(payload)
+        return offset
+
+    def get(self, offset: int, length: int) -> bytes:
+        with self._lock:
+            self._file.seek(offset)
+            data = self._file.read(length)
+        if len(data) != length:
+            raise OSError("planning spool file truncated")
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @dataclass
 class Encoded:
     """A configuration encoded on the whole tensor, chunk by chunk as ``compress`` does."""
@@ -47,6 +79,14 @@ class Encoded:
     error: ErrorStats | None  # None when lossless
     stored_bytes: int  # payloads + metas + framing
     digest: str = ""  # of the original bytes, as compress stores it (the index holds it)
+    #: per chunk, where its payload is in the spool and its error (when encoded with a spool)
+    spooled: list[tuple[int, ErrorStats | None]] | None = None
+    spool: PayloadSpool | None = None
+
+    def stored_chunks(self):
+        """``(row_start, row_stop, meta, payload, error)`` per chunk, read back from the spool."""
+        for (start, stop, meta, length), (offset, error) in zip(self.chunks, self.spooled or (), strict=True):
+            yield start, stop, meta, self.spool.get(offset, length), error
 
     @property
     def relative_mse(self) -> float:
@@ -115,21 +155,28 @@ def sample_ranges(info: TensorInfo, chunk_size: int) -> list[tuple[int, int]] | 
     return [(int(s), int(s) + per_block) for s in starts]
 
 
-def encode_whole(source: CheckpointSource, info: TensorInfo, choice: Choice, chunk_size: int) -> Encoded:
+def encode_whole(source: CheckpointSource, info: TensorInfo, choice: Choice, chunk_size: int,
+                 spool: PayloadSpool | None = None) -> Encoded:
+    """Encode the whole tensor as ``compress`` will; with a ``spool``, keep the payloads there."""
     strategy = registry.get(choice.strategy)
     lossless = strategy.is_lossless(choice.config)
     error = None if lossless else ErrorStats()
-    chunks, stored = [], 0
+    chunks, stored, spooled = [], 0, []
     digest = spec.new_digest()
     for start, stop in chunk_ranges(info, chunk_size):
         chunk = source.read(info.name, start, stop)
         update_digest(digest, chunk)
         payload, meta = strategy.encode(chunk, choice.config)
+        chunk_error = None
         if error is not None:
-            error.add(chunk, strategy.decode(payload, meta, chunk.shape, info.dtype))
+            chunk_error = ErrorStats()
+            chunk_error.add(chunk, strategy.decode(payload, meta, chunk.shape, info.dtype))
+            error.merge(chunk_error)
+        if spool is not None:
+            spooled.append((spool.put(payload), chunk_error))
         chunks.append((start, stop, meta, len(payload)))
         stored += len(payload) + meta_bytes(meta) + CHUNK_FRAMING
-    return Encoded(chunks, error, stored, digest.hexdigest())
+    return Encoded(chunks, error, stored, digest.hexdigest(), spooled if spool is not None else None, spool)
 
 
 def measure_point(sample: np.ndarray, info: TensorInfo, choice: Choice, text: str, chunks: int) -> Point:

@@ -22,6 +22,7 @@ output head) or its parameter count (``params``), see :data:`WEIGHTINGS`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -65,7 +66,42 @@ def block_count(infos: list[TensorInfo]) -> int:
     return max(indices) + 1 if indices else 1
 
 
+def load_weights_file(path: str, infos: list[TensorInfo]) -> dict[str, float]:
+    """A calibrated weighting: a JSON object {tensor name: weight > 0} (e.g. each tensor's
+    measured output sensitivity per unit of relative MSE, HIGGS-style). Tensors it does not
+    list weigh as much as the median of those it lists."""
+    import math
+    import statistics
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            table = json.load(handle)
+    except OSError as exc:
+        raise BadInputError(f"weighting file {path!r} cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise BadInputError(f"weighting file {path!r} is not JSON: {exc}") from None
+    if not isinstance(table, dict) or not table:
+        raise BadInputError(f"weighting file {path!r} must be a JSON object of tensor name -> weight")
+    for name, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise BadInputError(f"weighting file {path!r}: weight of {name!r} must be a positive number, got {value!r}")
+    names = {i.name for i in infos}
+    if not names & set(table):
+        raise BadInputError(f"weighting file {path!r} names none of this checkpoint's tensors")
+    fallback = statistics.median(float(v) for k, v in table.items() if k in names)
+    return {i.name: float(table.get(i.name, fallback)) for i in infos}
+
+
+def check_weighting(weighting: str) -> None:
+    if weighting not in WEIGHTINGS and not weighting.endswith(".json"):
+        raise BadInputError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)} "
+                            "or give a .json file of per-tensor weights")
+
+
 def distortion_weights(infos: list[TensorInfo], weighting: str) -> dict[str, float]:
+    check_weighting(weighting)
+    if weighting.endswith(".json") and weighting not in WEIGHTINGS:
+        return load_weights_file(weighting, infos)
     if weighting == "params":
         return {i.name: float(i.numel) for i in infos}
     head_weight = 2.0 * block_count(infos)
@@ -119,7 +155,7 @@ class ModelPlan:
 
     def summary(self) -> dict:
         """Stored in the container header (deterministic: no timings)."""
-        return {"budget": self.budget.describe(), "weighting": self.weighting, "chunk_size": self.chunk_size,
+        return {"budget": self.budget.describe(), "weighting": os.path.basename(self.weighting), "chunk_size": self.chunk_size,
                 "predicted_bytes": self.file_bytes, "predicted_bits_per_parameter": round(self.bits_per_parameter, 4),
                 **({"max_error": self.budget.value} if self.budget.kind == "max_error" else {})}
 
@@ -162,34 +198,43 @@ def lossy_eligible(info: TensorInfo) -> bool:
 
 def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None = None,
                chunk_size: int, threads: int = 1, weighting: str = DEFAULT_WEIGHTING,
-               progress: Progress | None = None) -> ModelPlan:
-    if weighting not in WEIGHTINGS:
-        raise BadInputError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+               progress: Progress | None = None, spool: measure.PayloadSpool | None = None) -> ModelPlan:
+    """The plan for ``budget``. With a ``spool``, every whole-tensor encode keeps its payloads
+    there (:attr:`TensorPlan.encoded`), so a compress that follows need not encode them again."""
     weights = distortion_weights(source.tensors, weighting)
     total_work = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
     done = 0
     curves: list[measure.TensorCurve] = []
+    serial = _SerialPool()
+
+    def curve_of(info: TensorInfo) -> measure.TensorCurve:
+        # one tensor per thread, its candidates in turn: no thread waits for another's
+        # slowest candidate, and at most ``threads`` samples are held at once
+        curve = _pinned_curve(source, info, pins, chunk_size, spool)
+        if curve is None:
+            curve = _measured_curve(source, info, chunk_size, serial, spool)
+            curve.weight = weights[info.name]
+        return curve
+
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-plan") as pool:
-        for info in source.tensors:
-            curve = _pinned_curve(source, info, pins, chunk_size)
-            if curve is None:
-                curve = _measured_curve(source, info, chunk_size, pool)
-                curve.weight = weights[info.name]
+        for info, curve in zip(source.tensors, _bounded_map(pool, curve_of, source.tensors, 2 * threads), strict=True):
             curves.append(curve)
             done += dtypes.nbytes(info.dtype, info.shape)
             if progress:
                 progress(done, total_work, info.name)
-    allocate.build_hulls(curves)
-    parameters = sum(info.numel for info in source.tensors)
-    tensor_bytes = total_work
-    if budget.kind == "max_error":
-        chosen = _within_error(source, curves, budget.value, chunk_size)
-        budget_bytes = None
-    else:
-        budget_bytes = budget.file_bytes(parameters, tensor_bytes)
-        # the header's [auto] summary as it will be, with the size not yet known (same width)
-        template = ModelPlan(source.path, budget, weighting, chunk_size, [], budget_bytes, parameters, budget_bytes)
-        chosen = _within_size(source, curves, budget, budget_bytes, parameters, chunk_size, template.summary())
+        allocate.build_hulls(curves)
+        parameters = sum(info.numel for info in source.tensors)
+        tensor_bytes = total_work
+        confirm = _Confirmer(source, chunk_size, pool, spool)
+        if budget.kind == "max_error":
+            chosen = _within_error(confirm, curves, budget.value)
+            budget_bytes = None
+        else:
+            budget_bytes = budget.file_bytes(parameters, tensor_bytes)
+            # the header's [auto] summary as it will be, with the size not yet known (same width)
+            template = ModelPlan(source.path, budget, weighting, chunk_size, [], budget_bytes, parameters, budget_bytes)
+            chosen = _within_size(source, confirm, curves, budget, budget_bytes, parameters, chunk_size,
+                                  template.summary())
     plans = _tensor_plans(curves, chosen, budget)
     plan = ModelPlan(source.path, budget, weighting, chunk_size, plans, 0, parameters, budget_bytes)
     plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary())
@@ -198,7 +243,29 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
     return plan
 
 
-def _pinned_curve(source, info: TensorInfo, pins: Planner | None, chunk_size: int) -> measure.TensorCurve | None:
+class _SerialPool:
+    """``map`` in the calling thread (a tensor's candidates, when tensors run in parallel)."""
+
+    @staticmethod
+    def map(function, items):
+        return map(function, items)
+
+
+def _bounded_map(pool, function, items, ahead: int):
+    """``pool.map`` in order with at most ``ahead`` calls submitted and not yet consumed."""
+    from collections import deque
+
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(function, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _pinned_curve(source, info: TensorInfo, pins: Planner | None, chunk_size: int,
+                  spool: measure.PayloadSpool | None) -> measure.TensorCurve | None:
     choice = None
     if pins is not None:
         for rule in pins.rules:
@@ -214,20 +281,20 @@ def _pinned_curve(source, info: TensorInfo, pins: Planner | None, chunk_size: in
 
         fixed = plan_tensor(source, info, choice, chunk_size)
         choice = Choice(fixed.strategy, fixed.config, fixed.config_dict, fixed.reason)
-    encoded = measure.encode_whole(source, info, choice, chunk_size)
+    encoded = measure.encode_whole(source, info, choice, chunk_size, spool)
     point = measure.Point(choice, candidates.spec_text(choice), float(encoded.stored_bytes),
                           encoded.relative_mse, encoded.error is None)
     point.confirm(encoded)
     return measure.TensorCurve(info, [point], info.rows, pinned=True)
 
 
-def _measured_curve(source, info: TensorInfo, chunk_size: int, pool) -> measure.TensorCurve:
+def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool) -> measure.TensorCurve:
     ranges = measure.sample_ranges(info, chunk_size)
     texts = candidates.candidates_for(info.dtype)
     if ranges is None:  # small: every candidate on the whole tensor, chunked as compress will
         def whole(text: str) -> measure.Point:
             choice = candidates.resolve(text)
-            encoded = measure.encode_whole(source, info, choice, chunk_size)
+            encoded = measure.encode_whole(source, info, choice, chunk_size, spool)
             point = measure.Point(choice, text, float(encoded.stored_bytes), encoded.relative_mse, encoded.error is None)
             point.confirm(encoded)
             return point
@@ -236,30 +303,83 @@ def _measured_curve(source, info: TensorInfo, chunk_size: int, pool) -> measure.
         return measure.TensorCurve(info, points, info.rows)
     sample = measure.read_sample(source, info, ranges)
     chunks = len(measure.chunk_ranges(info, chunk_size))
-    points = list(pool.map(lambda t: measure.measure_point(sample, info, candidates.resolve(t), t, chunks), texts))
+
+    def on(rows, text: str) -> measure.Point:
+        return measure.measure_point(rows, info, candidates.resolve(text), text, chunks)
+
+    # the step ladder and the lossless coders on the sample; the fixed grids first on a quarter
+    # of it, and on the whole sample only when they come near the others' hull
+    screened = [t for t in texts if t in candidates.SCREENED]
+    first = [t for t in texts if t not in candidates.SCREENED]
+    quarter = sample[::SCREEN_STRIDE]
+    results = list(pool.map(lambda job: on(*job), [(sample, t) for t in first] + [(quarter, t) for t in screened]))
+    points = results[: len(first)]
+    keep = [t for t, point in zip(screened, results[len(first):], strict=True) if _near_hull(points, point)]
+    points += list(pool.map(lambda t: on(sample, t), keep))
+    order = {text: k for k, text in enumerate(texts)}
+    points.sort(key=lambda point: order[point.text])
     return measure.TensorCurve(info, points, sample.shape[0])
 
 
-def _confirm(source, curve: measure.TensorCurve, index: int, chunk_size: int) -> None:
-    point = curve.points[index]
-    if not point.measured:
-        point.confirm(measure.encode_whole(source, curve.info, point.choice, chunk_size))
+#: screening sample: every SCREEN_STRIDE-th row of the sample
+SCREEN_STRIDE = 4
+#: a screened candidate is measured on the whole sample unless its relative MSE is more than
+#: this factor above the hull of the others at its rate (MiniLM's fixed 3-6-bit grids are 2-3x
+#: above it; the quarter sample's figures are within a few per cent of the sample's)
+SCREEN_MARGIN = 1.3
 
 
-def _within_error(source, curves, bound: float, chunk_size: int) -> list[int]:
+def _near_hull(points: list[measure.Point], candidate: measure.Point) -> bool:
+    """Whether ``candidate`` may lie on (or below) the lower hull of ``points``: beyond the
+    hull's rate range it may; inside, when its error is within SCREEN_MARGIN of the hull's."""
+    rates = [p.stored_bytes for p in points]
+    distortions = [p.relative_mse for p in points]
+    hull = allocate.lower_hull(rates, distortions)
+    x = candidate.stored_bytes
+    if not hull or x <= rates[hull[0]] or x >= rates[hull[-1]]:
+        return True
+    for a, b in itertools.pairwise(hull):
+        if rates[a] <= x <= rates[b]:
+            t = (x - rates[a]) / (rates[b] - rates[a]) if rates[b] > rates[a] else 0.0
+            at = distortions[a] + t * (distortions[b] - distortions[a])
+            return candidate.relative_mse <= SCREEN_MARGIN * at
+    return True
+
+
+class _Confirmer:
+    """Encodes chosen points on their whole tensors, several tensors at once on the pool."""
+
+    def __init__(self, source, chunk_size: int, pool, spool) -> None:
+        self.source, self.chunk_size, self.pool, self.spool = source, chunk_size, pool, spool
+
+    def __call__(self, pairs: list[tuple[measure.TensorCurve, int]]) -> None:
+        todo = [(curve, index) for curve, index in pairs if not curve.points[index].measured]
+
+        def one(pair) -> None:
+            curve, index = pair
+            point = curve.points[index]
+            point.confirm(measure.encode_whole(self.source, curve.info, point.choice, self.chunk_size, self.spool))
+
+        for _ in self.pool.map(one, todo):
+            pass
+
+
+def _within_error(confirm: _Confirmer, curves, bound: float) -> list[int]:
+    def within(curve) -> list[int]:  # cheapest first; lossless always qualifies
+        order = sorted(range(len(curve.points)), key=lambda i: curve.points[i].stored_bytes)
+        return [i for i in order if curve.points[i].relative_mse <= bound]
+
+    free = [c for c in curves if not c.pinned]
+    # every tensor's first pick confirmed at once (in parallel), the misses then one by one
+    confirm([(c, within(c)[0]) for c in free if within(c)])
     chosen = []
     for curve in curves:
         if curve.pinned:
             chosen.append(0)
             continue
-        # cheapest first; lossless always qualifies
-        order = sorted(range(len(curve.points)), key=lambda i: curve.points[i].stored_bytes)
-        for index in order:
-            point = curve.points[index]
-            if point.relative_mse > bound:
-                continue
-            _confirm(source, curve, index, chunk_size)
-            if point.relative_mse <= bound:
+        for index in within(curve):
+            confirm([(curve, index)])
+            if curve.points[index].relative_mse <= bound:
                 chosen.append(index)
                 break
         else:  # unreachable while a lossless candidate exists; keep the best there is
@@ -267,8 +387,8 @@ def _within_error(source, curves, bound: float, chunk_size: int) -> list[int]:
     return chosen
 
 
-def _within_size(source, curves, budget: Budget, budget_bytes: int, parameters: int, chunk_size: int,
-                 summary: dict) -> list[int]:
+def _within_size(source, confirm: _Confirmer, curves, budget: Budget, budget_bytes: int, parameters: int,
+                 chunk_size: int, summary: dict) -> list[int]:
     # everything but the chunks (points count their chunks' framing): header, index, and the
     # tensors' own records, sized with the cheapest choices and a typical reason and error record
     overhead = predict_file_size(source, _record_stubs(curves, budget), chunk_size, summary) + SAFETY_BYTES
@@ -282,26 +402,25 @@ def _within_size(source, curves, budget: Budget, budget_bytes: int, parameters: 
 
     if budget_bytes < smallest:
         raise BadInputError(
-            f"{budget.describe()} ({bits(budget_bytes)}) is below the smallest this model can be made "
+            f"{budget.label()} ({bits(budget_bytes)}) is below the smallest this model can be made "
             f"(about {bits(smallest)}); ask for more")
     if budget_bytes >= lossless:
         raise BadInputError(
-            f"{budget.describe()} ({bits(budget_bytes)}) is at or above the lossless size "
+            f"{budget.label()} ({bits(budget_bytes)}) is at or above the lossless size "
             f"(about {bits(lossless)}); compress without a budget to keep every tensor exact")
     room = budget_bytes - overhead - fixed
     picks = allocate.allocate(free, room)
     chosen_free = dict(zip(map(id, free), picks, strict=True))
     chosen = [chosen_free.get(id(c), 0) for c in curves]
     while True:
-        for k, curve in enumerate(curves):
-            _confirm(source, curve, chosen[k], chunk_size)
+        confirm(list(zip(curves, chosen, strict=True)))
         plans = _tensor_plans(curves, chosen, budget)
         size = predict_file_size(source, plans, chunk_size, summary) + SAFETY_BYTES
         if size <= budget_bytes:
             return chosen
         step = allocate.cheapest_downgrade(curves, chosen)
         if step is None:
-            raise BadInputError(f"{budget.describe()} ({bits(budget_bytes)}) cannot be met: the smallest "
+            raise BadInputError(f"{budget.label()} ({bits(budget_bytes)}) cannot be met: the smallest "
                                 f"choices measure {bits(size)} on the whole tensors; ask for more")
         chosen[step[0]] = step[1]
 
@@ -401,11 +520,11 @@ def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str |
 
     budget = make_budget(target_bits, target_size, max_error)
     if budget is None:
-        raise BadInputError("give a budget: --target-bits, --target-size or --max-error")
+        raise BadInputError("give a budget: target_bits, target_size or max_error")
     if threads < 1:
-        raise BadInputError("--threads must be at least 1")
+        raise BadInputError("threads must be at least 1")
     if chunk_size < 1:
-        raise BadInputError("--chunk-size must be positive")
+        raise BadInputError("chunk_size must be positive")
     src = os.fspath(src)
     pins = [parse_rule(rule) for rule in rules]
     if policy is not None:

@@ -25,7 +25,7 @@ def command(
     target_bits: Annotated[Optional[float], typer.Option("--target-bits", help="Choose every tensor's strategy for this average bits per parameter of the whole file (see `bie plan`).")] = None,
     target_size: Annotated[Optional[str], typer.Option("--target-size", help="Choose every tensor's strategy for this file size: 12MB, 3000000, or 30% of the source's tensor bytes.")] = None,
     max_error: Annotated[Optional[float], typer.Option("--max-error", help="Choose per tensor the smallest strategy whose relative MSE is at most this (lossless where none is).")] = None,
-    weighting: Annotated[Optional[str], typer.Option("--weighting", help="With a budget: how tensors' errors are weighed: tensor (default; an output head counts 2 x blocks) or params.")] = None,
+    weighting: Annotated[Optional[str], typer.Option("--weighting", help="With a budget: how tensors' errors are weighed: tensor (default; an output head counts 2 x blocks), params, or a JSON file of per-tensor weights (calibrated sensitivities; docs/auto.md).")] = None,
 ) -> int:
     """Compress a checkpoint into a .cai container."""
     from ..errors import BadInputError
@@ -34,13 +34,20 @@ def command(
 
     if json_output and output == "-":
         raise BadInputError("--json and -o - both want stdout; write the container to a file")
+    from ..auto.budget import cli_terms
+
     with progress_bar("compress", quiet) as progress:
-        stats = compress_model(
-            src, output, strategy=strategy, rules=rule or (), policy=policy, threads=threads,
-            chunk_size=parse_size(chunk_size), force=force, progress=progress, source_format=format,
-            executor=executor, scheduler=scheduler,
-            target_bits=target_bits, target_size=target_size, max_error=max_error, weighting=weighting,
-        )
+        try:
+            stats = compress_model(
+                src, output, strategy=strategy, rules=rule or (), policy=policy, threads=threads,
+                chunk_size=parse_size(chunk_size), force=force, progress=progress, source_format=format,
+                executor=executor, scheduler=scheduler,
+                target_bits=target_bits, target_size=target_size, max_error=max_error, weighting=weighting,
+            )
+        except BadInputError as exc:
+            if type(exc) is not BadInputError:
+                raise
+            raise BadInputError(cli_terms(str(exc))) from None
     if json_output:
         print_json(stats.to_dict())
     elif not quiet:

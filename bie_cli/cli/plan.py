@@ -15,7 +15,7 @@ def command(
     max_error: Annotated[Optional[float], typer.Option("--max-error", help="Each tensor's relative MSE at most this (smallest strategy that meets it).")] = None,
     rule: Annotated[Optional[list[str]], typer.Option("-r", "--rule", help="Pin tensors: GLOB=NAME[:key=value,...]; repeatable, first match wins.")] = None,
     policy: Annotated[Optional[Path], typer.Option("--policy", help="TOML policy whose rules pin the tensors they match.")] = None,
-    weighting: Annotated[str, typer.Option("--weighting", help="How tensors' errors are weighed: tensor (an output head counts 2 x blocks) or params.")] = "tensor",
+    weighting: Annotated[str, typer.Option("--weighting", help="How tensors' errors are weighed: tensor (an output head counts 2 x blocks), params, or a JSON file of per-tensor weights (docs/auto.md).")] = "tensor",
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the plan as a TOML policy for `bie compress --policy`.")] = None,
     threads: Annotated[int, typer.Option("-j", "--threads", help="Measure on N threads.", min=1)] = 1,
     chunk_size: Annotated[str, typer.Option("--chunk-size", help="Chunk size compress will use (bytes; K/M/G suffixes).")] = "4M",
@@ -24,16 +24,23 @@ def command(
     json_output: Annotated[bool, typer.Option("--json", help="Write the plan as JSON to stdout.")] = False,
 ) -> int:
     """Print, per tensor, the strategy a budget chooses with predicted and measured bits and error."""
+    from ..auto.budget import cli_terms
     from ..auto.planner import plan_checkpoint
+    from ..errors import BadInputError
     from .compress import parse_size
     from .output import human_bytes, print_json, progress_bar, stdout_console
 
     with progress_bar("plan", quiet or json_output) as progress:
-        plan = plan_checkpoint(
-            src, target_bits=target_bits, target_size=target_size, max_error=max_error, rules=rule or (),
-            policy=policy, weighting=weighting, threads=threads, chunk_size=parse_size(chunk_size),
-            output=output, force=force, progress=progress,
-        )
+        try:
+            plan = plan_checkpoint(
+                src, target_bits=target_bits, target_size=target_size, max_error=max_error, rules=rule or (),
+                policy=policy, weighting=weighting, threads=threads, chunk_size=parse_size(chunk_size),
+                output=output, force=force, progress=progress,
+            )
+        except BadInputError as exc:
+            if type(exc) is not BadInputError:
+                raise
+            raise BadInputError(cli_terms(str(exc))) from None
     if json_output:
         print_json(plan.to_dict())
         return 0
