@@ -65,19 +65,52 @@ def symbol_counts(magnitudes: np.ndarray, low_bits: int) -> np.ndarray:
 
 def split(data: np.ndarray, itemsize: int, low_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Element bytes (uint8, n * itemsize) -> (symbols uint16[n], packed residuals, tails[planes, n])."""
+    _check(itemsize, low_bits)
+    heads, tails = heads_and_tails(data, itemsize)
+    symbols, residual = split_heads(heads, itemsize, low_bits)
+    return symbols, residual, tails
+
+
+def heads_and_tails(data: np.ndarray, itemsize: int) -> tuple[np.ndarray, np.ndarray]:
+    """Element bytes (uint8, n * itemsize) -> (heads[n], tails[planes, n]) in one pass.
+
+    Heads are uint16 (the top two bytes) or, for 1-byte floats, uint8; tail
+    plane t is byte ``planes - 1 - t`` of every element (most significant first)."""
+    from . import _float_planes_numba
+
+    data = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    data = data[: data.size - data.size % itemsize]
+    n = data.size // itemsize
+    if itemsize == 1:
+        return data, np.empty((0, n), dtype=np.uint8)
+    words = data.view(f"<u{itemsize}")
+    if words.ctypes.data % itemsize:  # numba compiles unaligned arrays separately: copy instead
+        words = words.copy()
+    if itemsize == 2:
+        return words, np.empty((0, n), dtype=np.uint8)
+    if itemsize == 4:
+        return _float_planes_numba.heads_tails32(words)
+    return _float_planes_numba.heads_tails64(words)
+
+
+def split_heads(heads: np.ndarray, itemsize: int, low_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Heads from :func:`heads_and_tails` -> (symbols uint16[n], packed residuals)."""
     from . import _float_planes_numba
 
     _check(itemsize, low_bits)
-    data = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
-    if itemsize == 1:
-        heads = data
-    else:
-        half = itemsize // 2
-        # a contiguous copy: numba loops over strided views run several times slower
-        heads = np.ascontiguousarray(data[: data.size - data.size % itemsize].view("<u2")[half - 1 :: half])
-    symbols, residual = _float_planes_numba.split_heads(heads, 8 * head_bytes_for(itemsize), low_bits)
-    tails = _float_planes_numba.tail_planes(data, itemsize, itemsize - head_bytes_for(itemsize))
-    return symbols, residual, tails
+    if head_bytes_for(itemsize) == 2 and low_bits in (3, 7):
+        return _float_planes_numba.split_heads16(heads, low_bits)
+    return _float_planes_numba.split_heads(heads, 8 * head_bytes_for(itemsize), low_bits)
+
+
+def symbol_counts_of_heads(heads: np.ndarray, itemsize: int, low_bits: int) -> np.ndarray:
+    """Histogram of the symbols of ``heads`` (equal to ``symbol_counts(magnitude_counts(
+    head_histogram(...)), low_bits)``), counted directly: cheaper on small chunks than a
+    histogram over every head value."""
+    head_bits = 8 * head_bytes_for(itemsize)
+    magnitude = (1 << (head_bits - 1)) - 1
+    return np.bincount((heads & magnitude) >> low_bits, minlength=1 << (head_bits - 1 - low_bits)).astype(
+        np.int64, copy=False)
 
 
 def residual_size(count: int, low_bits: int) -> int:

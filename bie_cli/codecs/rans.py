@@ -78,8 +78,10 @@ def choose_scale_bits(counts: np.ndarray) -> int:
 
     Frequencies more precise than the sample size only make the table bigger.
     """
-    total = int(counts.sum())
-    present = int(np.count_nonzero(counts))
+    return _scale_bits(int(counts.sum()), int(np.count_nonzero(counts)))
+
+
+def _scale_bits(total: int, present: int) -> int:
     need = max(1, math.ceil(math.log2(max(present, 1))) + 1)
     want = max(total, 1).bit_length() + 1
     return max(min(DEFAULT_MAX_SCALE_BITS, want), min(need, MAX_SCALE_BITS))
@@ -166,14 +168,14 @@ def _table_bytes(freq: np.ndarray, scale_bits: int) -> bytes:
 def estimate_size(counts: np.ndarray) -> int:
     """Approximate stream bytes for a histogram: Shannon bound plus table and states."""
     counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    present = counts[counts > 0]
-    if total == 0:
-        return 3 + _STATE_BYTES
-    bits = float(-(present * np.log2(present / total)).sum())
     nonzero = np.flatnonzero(counts)
+    if nonzero.size == 0:
+        return 3 + _STATE_BYTES
+    present = counts[nonzero]
+    total = int(present.sum())
+    bits = float(-(present * np.log2(present / total)).sum())
     span = int(nonzero[-1]) - int(nonzero[0]) + 1
-    scale_bits = choose_scale_bits(counts)
+    scale_bits = _scale_bits(total, present.size)
     # table: ~1 byte per frequency below 128, 2 above; zero runs ~2 bytes
     big = int(np.count_nonzero(present * (1 << scale_bits) >= 128 * total))
     table = 4 + present.size + big + 2 * max(0, span - present.size) // 4

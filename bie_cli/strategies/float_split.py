@@ -67,14 +67,14 @@ class FloatSplitStrategy(Strategy):
         count = data.size // itemsize
         if count == 0:
             return smaller_or_raw(b"", data)
-        magnitudes = float_planes.magnitude_counts(float_planes.head_histogram(data, itemsize))
+        heads, tails = float_planes.heads_and_tails(data, itemsize)
         valid = float_planes.low_bits_range(itemsize)
         if config.low_bits is None:
-            low_bits, symbol_counts = _choose_low_bits(magnitudes, count, float_planes.preferred_low_bits(itemsize))
+            low_bits, symbol_counts = _choose_low_bits(heads, itemsize, count, float_planes.preferred_low_bits(itemsize))
         else:  # clamped to what this element size allows
             low_bits = min(max(config.low_bits, valid.start), valid.stop - 1)
-            symbol_counts = float_planes.symbol_counts(magnitudes, low_bits)
-        symbols, residual, tails = float_planes.split(data, itemsize, low_bits)
+            low_bits, symbol_counts = _choose_low_bits(heads, itemsize, count, (low_bits,))
+        symbols, residual = float_planes.split_heads(heads, itemsize, low_bits)
         parts = [bytes([FORMAT_VERSION, low_bits, 2 + tails.shape[0]])]
         parts += _stream(CODING_RANS, rans.encode_symbols(symbols, symbol_counts))
         compressor = zstandard.ZstdCompressor(level=config.zstd_level)
@@ -134,7 +134,13 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
     return float_planes.join(symbols, residual, tails, itemsize, low_bits)
 
 
-def _choose_low_bits(magnitudes: np.ndarray, count: int, candidates) -> tuple[int, np.ndarray]:
+#: below this many elements, symbol histograms are counted per candidate (np.bincount)
+#: instead of from one histogram over all 2**16 head values (zeroing and reducing it
+#: costs more than a small chunk's whole encode)
+_DENSE_HISTOGRAM_MIN = 1 << 15
+
+
+def _choose_low_bits(heads: np.ndarray, itemsize: int, count: int, candidates) -> tuple[int, np.ndarray]:
     """The ``low_bits`` with the smallest estimated size (rANS symbols + raw
     residuals), and its symbol histogram.
 
@@ -143,9 +149,20 @@ def _choose_low_bits(magnitudes: np.ndarray, count: int, candidates) -> tuple[in
     """
     from ..codecs import float_planes, rans
 
+    if count >= _DENSE_HISTOGRAM_MIN or float_planes.head_bytes_for(itemsize) == 1:
+        magnitudes = float_planes.magnitude_counts(rans.histogram(heads, 1 << (8 * heads.itemsize)))
+
+        def counts_for(low_bits):
+            return float_planes.symbol_counts(magnitudes, low_bits)
+    else:
+        def counts_for(low_bits):
+            return float_planes.symbol_counts_of_heads(heads, itemsize, low_bits)
+
+    if len(candidates) == 1:
+        return candidates[0], counts_for(candidates[0])
     best = None
     for low_bits in candidates:
-        counts = float_planes.symbol_counts(magnitudes, low_bits)
+        counts = counts_for(low_bits)
         size = rans.estimate_size(counts) + float_planes.residual_size(count, low_bits)
         if best is None or size < best[0]:
             best = (size, low_bits, counts)
