@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import __version__, dtypes, executors, formats, tensorcodec
+from . import __version__, _malloc, dtypes, executors, formats, tensorcodec
 from .errors import BadInputError, BieError, CorruptContainerError, VerificationFailedError
 from .formats.base import CheckpointSource, TensorInfo
 from .formats.cai import spec
@@ -154,6 +154,7 @@ def compress_model(
         auto_summary = loaded.auto
     planner = Planner(default_spec, rule_list)
     check_output_path(dst, [src], force)
+    _malloc.tune()
     started = time.perf_counter()
     pool_context = (contextlib.nullcontext() if executor == "threads"
                     else executors.open_pool(executor, threads, scheduler))
@@ -357,6 +358,7 @@ def decompress_model(
             # the external data file is named after the final model file, not the temporary one
             format_options.setdefault("final_path", dst)
         check_output_path(dst, [src], force)
+    _malloc.tune()
     started = time.perf_counter()
     wanted = set(tensors) if tensors else None
     if src == STDIO:
@@ -516,6 +518,7 @@ def verify_container(
     against = os.fspath(against) if against is not None else None
     if path == STDIO and against == STDIO:
         raise BadInputError("the container and --against cannot both be read from stdin (-); give one a path")
+    _malloc.tune()
     with seekable_input(path) as readable:
         return _verify(readable, VerifyReport(path, against), max_error, progress, threads)
 

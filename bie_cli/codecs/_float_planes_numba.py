@@ -185,3 +185,21 @@ def split_heads16(heads, low_bits):  # pragma: no cover - compiled
             a = heads[n - 1]
             residual[n // 2] = ((a >> 12) & 0x8) | (a & 0x7)
     return symbols, residual
+
+
+@njit(nogil=True, cache=True)
+def join32(symbols, residual, high, low, low_bits, out):  # pragma: no cover - compiled
+    """Inverse of ``heads_tails32`` + ``split_heads16`` for 4-byte elements and ``low_bits``
+    3 or 7, into ``out`` (uint32[n]); ``high``/``low`` are the tail planes (bytes 1 and 0).
+    Lengths are checked by the caller."""
+    n = symbols.shape[0]
+    if low_bits == 7:
+        for i in range(n):
+            r = np.uint32(residual[i])
+            head = ((r & 0x80) << 8) | (np.uint32(symbols[i]) << 7) | (r & 0x7F)
+            out[i] = (head << 16) | (np.uint32(high[i]) << 8) | np.uint32(low[i])
+    else:
+        for i in range(n):
+            r = (np.uint32(residual[i >> 1]) >> ((i & 1) << 2)) & 0xF
+            head = ((r & 0x8) << 12) | (np.uint32(symbols[i]) << 3) | (r & 0x7)
+            out[i] = (head << 16) | (np.uint32(high[i]) << 8) | np.uint32(low[i])

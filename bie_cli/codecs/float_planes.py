@@ -103,14 +103,28 @@ def split_heads(heads: np.ndarray, itemsize: int, low_bits: int) -> tuple[np.nda
     return _float_planes_numba.split_heads(heads, 8 * head_bytes_for(itemsize), low_bits)
 
 
-def symbol_counts_of_heads(heads: np.ndarray, itemsize: int, low_bits: int) -> np.ndarray:
-    """Histogram of the symbols of ``heads`` (equal to ``symbol_counts(magnitude_counts(
-    head_histogram(...)), low_bits)``), counted directly: cheaper on small chunks than a
-    histogram over every head value."""
+#: below this many elements np.bincount counts symbols faster than the kernel
+#: (which zeroes four tables of the alphabet's size)
+_KERNEL_HISTOGRAM_MIN = 1 << 13
+
+
+def symbol_histogram(heads: np.ndarray, itemsize: int, low_bits: int) -> np.ndarray:
+    """Histogram of the symbols of ``heads`` from :func:`heads_and_tails` (int64, one
+    count per symbol): ``symbol_counts(magnitude_counts(head_histogram(...)), low_bits)``
+    counted directly, in a table of the symbols' size rather than of every head value."""
+    from . import _rans_numba
+
     head_bits = 8 * head_bytes_for(itemsize)
     magnitude = (1 << (head_bits - 1)) - 1
-    return np.bincount((heads & magnitude) >> low_bits, minlength=1 << (head_bits - 1 - low_bits)).astype(
-        np.int64, copy=False)
+    alphabet = 1 << (head_bits - 1 - low_bits)
+    if heads.size >= _KERNEL_HISTOGRAM_MIN:
+        return _rans_numba.masked_histogram(heads, magnitude, low_bits, alphabet)
+    return np.bincount((heads & magnitude) >> low_bits, minlength=alphabet).astype(np.int64, copy=False)
+
+
+def coarser_counts(counts: np.ndarray, extra_bits: int) -> np.ndarray:
+    """Symbol counts for ``extra_bits`` more low bits, from those of fewer."""
+    return counts.reshape(-1, 1 << extra_bits).sum(axis=1) if extra_bits else counts
 
 
 def residual_size(count: int, low_bits: int) -> int:
@@ -138,6 +152,24 @@ def join(symbols: np.ndarray, residual: np.ndarray, tails: np.ndarray, itemsize:
     else:
         _float_planes_numba.join(symbols, residual, tails, itemsize, head_bytes, low_bits, out)
     return out
+
+
+def join32(symbols: np.ndarray, residual: np.ndarray, high: np.ndarray, low: np.ndarray, low_bits: int) -> np.ndarray:
+    """:func:`join` for 4-byte elements and ``low_bits`` 3 or 7, from the two tail planes
+    (``high``: byte 1, ``low``: byte 0) given separately: no copy into a planes array.
+    The symbols must be below 2**(15 - low_bits) (``rans.decode_symbols``' alphabet checks it)."""
+    from . import _float_planes_numba
+
+    if low_bits not in (3, 7):
+        raise ValueError(f"join32 handles low_bits 3 and 7, not {low_bits}")
+    n = symbols.shape[0]
+    if residual.shape[0] != residual_size(n, low_bits):
+        raise ValueError("residual stream length does not match the element count")
+    if high.shape != (n,) or low.shape != (n,):
+        raise ValueError("tail planes do not match the element count")
+    out = np.empty(n, dtype="<u4")
+    _float_planes_numba.join32(symbols, residual, high, low, low_bits, out)
+    return out.view(np.uint8)
 
 
 def _check(itemsize: int, low_bits: int) -> None:

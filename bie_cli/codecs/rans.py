@@ -192,6 +192,13 @@ def _as_symbols(symbols: np.ndarray) -> np.ndarray:
 # -- public API ----------------------------------------------------------------
 def encode_symbols(symbols: np.ndarray, counts: np.ndarray | None = None, scale_bits: int | None = None) -> bytes:
     """rANS-code a 1-D uint8/uint16 array; ``counts`` must be its histogram if given."""
+    return b"".join(encode_symbol_parts(symbols, counts, scale_bits))
+
+
+def encode_symbol_parts(symbols: np.ndarray, counts: np.ndarray | None = None,
+                        scale_bits: int | None = None) -> list:
+    """:func:`encode_symbols` as a list of buffers whose concatenation is the stream, for
+    callers that join it into a bigger payload (one copy of the words instead of two)."""
     from . import _rans_numba
 
     symbols = _as_symbols(symbols)
@@ -208,7 +215,7 @@ def encode_symbols(symbols: np.ndarray, counts: np.ndarray | None = None, scale_
     start = np.zeros(freq.size, dtype=np.int64)
     np.cumsum(freq[:-1], out=start[1:])
     states, words = _rans_numba.encode(symbols, freq, start, scale_bits)
-    return _table_bytes(freq, scale_bits) + states.astype("<u4").tobytes() + words.astype("<u2").tobytes()
+    return [_table_bytes(freq, scale_bits), states.astype("<u4").tobytes(), words.astype("<u2", copy=False)]
 
 
 class ParsedStream(NamedTuple):

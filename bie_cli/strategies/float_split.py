@@ -76,7 +76,7 @@ class FloatSplitStrategy(Strategy):
             low_bits, symbol_counts = _choose_low_bits(heads, itemsize, count, (low_bits,))
         symbols, residual = float_planes.split_heads(heads, itemsize, low_bits)
         parts = [bytes([FORMAT_VERSION, low_bits, 2 + tails.shape[0]])]
-        parts += _stream(CODING_RANS, rans.encode_symbols(symbols, symbol_counts))
+        parts += _stream_parts(CODING_RANS, rans.encode_symbol_parts(symbols, symbol_counts))
         compressor = zstandard.ZstdCompressor(level=config.zstd_level)
         for plane in [residual, *tails]:
             parts += _smallest_byte_coding(plane, compressor)
@@ -126,18 +126,16 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
     if symbol_coding != CODING_RANS:
         raise ValueError("float-split symbol stream must be rANS-coded")
     residual = _decode_byte_plane(*streams[1], float_planes.residual_size(count, low_bits))
+    alphabet = 1 << (8 * head_bytes - 1 - low_bits)
+    if itemsize == 4 and low_bits in (3, 7):  # F32 as the encoder writes it: planes joined in place
+        planes = [_decode_byte_plane(coding, body, count) for coding, body in streams[2:]]
+        symbols = rans.decode_symbols(symbol_bytes, count, np.uint16, alphabet)
+        return float_planes.join32(symbols, residual, planes[0], planes[1], low_bits)
     tails = np.empty((n_tails, count), dtype=np.uint8)
     for t, (coding, body) in enumerate(streams[2:]):
         tails[t] = _decode_byte_plane(coding, body, count)
-    alphabet = 1 << (8 * head_bytes - 1 - low_bits)
     symbols = rans.decode_symbols(symbol_bytes, count, np.uint16, alphabet)
     return float_planes.join(symbols, residual, tails, itemsize, low_bits)
-
-
-#: below this many elements, symbol histograms are counted per candidate (np.bincount)
-#: instead of from one histogram over all 2**16 head values (zeroing and reducing it
-#: costs more than a small chunk's whole encode)
-_DENSE_HISTOGRAM_MIN = 1 << 15
 
 
 def _choose_low_bits(heads: np.ndarray, itemsize: int, count: int, candidates) -> tuple[int, np.ndarray]:
@@ -145,28 +143,27 @@ def _choose_low_bits(heads: np.ndarray, itemsize: int, count: int, candidates) -
     residuals), and its symbol histogram.
 
     Wider symbols model more mantissa bits given the exponent but cost a
-    bigger table, which small chunks cannot pay back.
+    bigger table, which small chunks cannot pay back. One histogram, at the
+    fewest low bits; the others are sums of its neighbouring counts.
     """
     from ..codecs import float_planes, rans
 
-    if count >= _DENSE_HISTOGRAM_MIN or float_planes.head_bytes_for(itemsize) == 1:
-        magnitudes = float_planes.magnitude_counts(rans.histogram(heads, 1 << (8 * heads.itemsize)))
-
-        def counts_for(low_bits):
-            return float_planes.symbol_counts(magnitudes, low_bits)
-    else:
-        def counts_for(low_bits):
-            return float_planes.symbol_counts_of_heads(heads, itemsize, low_bits)
-
+    finest = min(candidates)
+    base = float_planes.symbol_histogram(heads, itemsize, finest)
     if len(candidates) == 1:
-        return candidates[0], counts_for(candidates[0])
+        return finest, base
     best = None
     for low_bits in candidates:
-        counts = counts_for(low_bits)
+        counts = float_planes.coarser_counts(base, low_bits - finest)
         size = rans.estimate_size(counts) + float_planes.residual_size(count, low_bits)
         if best is None or size < best[0]:
             best = (size, low_bits, counts)
     return best[1], best[2]
+
+
+def _stream_parts(coding: int, body_parts: list) -> list:
+    """Header and body of one stream given as buffers to concatenate."""
+    return [_STREAM_HEADER.pack(coding, sum(memoryview(part).nbytes for part in body_parts)), *body_parts]
 
 
 def _stream(coding: int, body) -> list:
