@@ -26,7 +26,19 @@ definition the numba kernels are tested against.
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import numpy as np
+
+
+def _kernels(name: str):
+    """A numba kernel module, imported on first use (numba is slow to import); later calls
+    are a dict lookup, cheaper than a function-level ``from . import`` in hot paths."""
+    module = sys.modules.get(f"{__package__}.{name}")
+    if module is None:
+        module = importlib.import_module(f".{name}", __package__)
+    return module
 
 
 def head_bytes_for(itemsize: int) -> int:
@@ -48,7 +60,7 @@ def preferred_low_bits(itemsize: int) -> tuple[int, ...]:
 
 def head_histogram(data: np.ndarray, itemsize: int) -> np.ndarray:
     """Counts of every head value (2**8 or 2**16 bins)."""
-    from . import _float_planes_numba
+    _float_planes_numba = _kernels("_float_planes_numba")
 
     return _float_planes_numba.head_histogram(data, itemsize, head_bytes_for(itemsize))
 
@@ -76,7 +88,7 @@ def heads_and_tails(data: np.ndarray, itemsize: int) -> tuple[np.ndarray, np.nda
 
     Heads are uint16 (the top two bytes) or, for 1-byte floats, uint8; tail
     plane t is byte ``planes - 1 - t`` of every element (most significant first)."""
-    from . import _float_planes_numba
+    _float_planes_numba = _kernels("_float_planes_numba")
 
     data = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
     data = data[: data.size - data.size % itemsize]
@@ -95,7 +107,7 @@ def heads_and_tails(data: np.ndarray, itemsize: int) -> tuple[np.ndarray, np.nda
 
 def split_heads(heads: np.ndarray, itemsize: int, low_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Heads from :func:`heads_and_tails` -> (symbols uint16[n], packed residuals)."""
-    from . import _float_planes_numba
+    _float_planes_numba = _kernels("_float_planes_numba")
 
     _check(itemsize, low_bits)
     if head_bytes_for(itemsize) == 2 and low_bits in (3, 7):
@@ -112,7 +124,7 @@ def symbol_histogram(heads: np.ndarray, itemsize: int, low_bits: int) -> np.ndar
     """Histogram of the symbols of ``heads`` from :func:`heads_and_tails` (int64, one
     count per symbol): ``symbol_counts(magnitude_counts(head_histogram(...)), low_bits)``
     counted directly, in a table of the symbols' size rather than of every head value."""
-    from . import _rans_numba
+    _rans_numba = _kernels("_rans_numba")
 
     head_bits = 8 * head_bytes_for(itemsize)
     magnitude = (1 << (head_bits - 1)) - 1
@@ -133,7 +145,7 @@ def residual_size(count: int, low_bits: int) -> int:
 
 def join(symbols: np.ndarray, residual: np.ndarray, tails: np.ndarray, itemsize: int, low_bits: int) -> np.ndarray:
     """Inverse of :func:`split`: the element bytes. ``ValueError`` when the parts disagree."""
-    from . import _float_planes_numba
+    _float_planes_numba = _kernels("_float_planes_numba")
 
     _check(itemsize, low_bits)
     n = symbols.shape[0]
@@ -158,7 +170,7 @@ def join32(symbols: np.ndarray, residual: np.ndarray, high: np.ndarray, low: np.
     """:func:`join` for 4-byte elements and ``low_bits`` 3 or 7, from the two tail planes
     (``high``: byte 1, ``low``: byte 0) given separately: no copy into a planes array.
     The symbols must be below 2**(15 - low_bits) (``rans.decode_symbols``' alphabet checks it)."""
-    from . import _float_planes_numba
+    _float_planes_numba = _kernels("_float_planes_numba")
 
     if low_bits not in (3, 7):
         raise ValueError(f"join32 handles low_bits 3 and 7, not {low_bits}")

@@ -36,12 +36,24 @@ bounds, and allocates at most ``count`` symbols plus a 2**S lookup table.
 
 from __future__ import annotations
 
+import importlib
 import math
+import sys
 from typing import NamedTuple
 
 import numpy as np
 
 from . import varint
+
+
+def _kernels(name: str):
+    """A numba kernel module, imported on first use (numba is slow to import); later calls
+    are a dict lookup, cheaper than a function-level ``from . import`` in hot paths."""
+    module = sys.modules.get(f"{__package__}.{name}")
+    if module is None:
+        module = importlib.import_module(f".{name}", __package__)
+    return module
+
 
 MAX_SCALE_BITS = 15
 #: the encoder's precision cap: on float weights 2**14 loses nothing measurable
@@ -65,7 +77,7 @@ def _get_varint(raw, pos: int) -> tuple[int, int]:
 # -- model ---------------------------------------------------------------------
 def histogram(symbols: np.ndarray, alphabet: int | None = None) -> np.ndarray:
     """Counts per symbol value (int64, length ``alphabet`` or max+1)."""
-    from . import _rans_numba
+    _rans_numba = _kernels("_rans_numba")
 
     symbols = _as_symbols(symbols)
     if alphabet is None:
@@ -148,7 +160,7 @@ def normalise(counts: np.ndarray, scale_bits: int) -> np.ndarray:
 
 
 def _table_bytes(freq: np.ndarray, scale_bits: int) -> bytes:
-    from . import _rans_numba
+    _rans_numba = _kernels("_rans_numba")
 
     nonzero = np.flatnonzero(freq)
     out = bytearray([scale_bits])
@@ -182,6 +194,16 @@ def estimate_size(counts: np.ndarray) -> int:
     return table + _STATE_BYTES + math.ceil(bits / 8) + 2
 
 
+def fast_estimate_size(counts: np.ndarray) -> int:
+    """:func:`estimate_size` in one compiled call (the same integer: it falls back to
+    :func:`estimate_size` when the two could round differently). For hot loops."""
+    _rans_numba = _kernels("_rans_numba")
+
+    counts = np.asarray(counts, dtype=np.int64)
+    low, high = _rans_numba.estimate_bounds(counts, _STATE_BYTES, MAX_SCALE_BITS, DEFAULT_MAX_SCALE_BITS)
+    return int(low) if low == high else estimate_size(counts)
+
+
 def _as_symbols(symbols: np.ndarray) -> np.ndarray:
     symbols = np.ascontiguousarray(symbols).reshape(-1)
     if symbols.dtype not in (np.uint8, np.uint16):
@@ -199,7 +221,7 @@ def encode_symbol_parts(symbols: np.ndarray, counts: np.ndarray | None = None,
                         scale_bits: int | None = None) -> list:
     """:func:`encode_symbols` as a list of buffers whose concatenation is the stream, for
     callers that join it into a bigger payload (one copy of the words instead of two)."""
-    from . import _rans_numba
+    _rans_numba = _kernels("_rans_numba")
 
     symbols = _as_symbols(symbols)
     if counts is None:
@@ -234,7 +256,7 @@ def parse_stream(data: bytes | memoryview | np.ndarray, count: int, alphabet: in
     For callers that run their own decode kernel on the parsed pieces;
     everyone else calls :func:`decode_symbols`.
     """
-    from . import _rans_numba
+    _rans_numba = _kernels("_rans_numba")
 
     # a uint8 view, not a copy: the stream can be most of a 4 MiB chunk
     raw = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
@@ -285,7 +307,7 @@ def decode_symbols(
     ``alphabet``: refuse (``ValueError``) a stream whose table holds symbols at
     or above it; defaults to what ``dtype`` can hold.
     """
-    from . import _rans_numba
+    _rans_numba = _kernels("_rans_numba")
 
     dtype = np.dtype(dtype)
     if dtype not in (np.uint8, np.uint16):

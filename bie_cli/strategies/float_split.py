@@ -25,6 +25,7 @@ import numpy as np
 import zstandard
 
 from .. import dtypes
+from ..codecs import float_planes, rans
 from .base import Strategy, decode_if_raw, from_bytes, smaller_or_raw
 
 FORMAT_VERSION = 1
@@ -60,9 +61,7 @@ class FloatSplitStrategy(Strategy):
     Config = FloatSplitConfig
 
     def encode(self, chunk: np.ndarray, config: FloatSplitConfig) -> tuple[bytes, dict]:
-        from ..codecs import float_planes, rans
-
-        itemsize = _COMPONENT_SIZE[dtypes.from_numpy(chunk.dtype).name]
+        itemsize = _component_size(chunk.dtype)
         data = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
         count = data.size // itemsize
         if count == 0:
@@ -95,9 +94,18 @@ class FloatSplitStrategy(Strategy):
         return from_bytes(data, shape, dtype)
 
 
-def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarray:
-    from ..codecs import float_planes, rans
+_COMPONENT_SIZE_BY_NUMPY: dict = {}
 
+
+def _component_size(np_dtype: np.dtype) -> int:
+    """Bytes per float component of a numpy dtype (``dtypes.from_numpy`` once per dtype)."""
+    size = _COMPONENT_SIZE_BY_NUMPY.get(np_dtype)
+    if size is None:
+        size = _COMPONENT_SIZE_BY_NUMPY[np_dtype] = _COMPONENT_SIZE[dtypes.from_numpy(np_dtype).name]
+    return size
+
+
+def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarray:
     head_bytes = float_planes.head_bytes_for(itemsize)
     n_tails = itemsize - head_bytes
     if len(payload) < 3:
@@ -146,8 +154,6 @@ def _choose_low_bits(heads: np.ndarray, itemsize: int, count: int, candidates) -
     bigger table, which small chunks cannot pay back. One histogram, at the
     fewest low bits; the others are sums of its neighbouring counts.
     """
-    from ..codecs import float_planes, rans
-
     finest = min(candidates)
     base = float_planes.symbol_histogram(heads, itemsize, finest)
     if len(candidates) == 1:
@@ -155,7 +161,7 @@ def _choose_low_bits(heads: np.ndarray, itemsize: int, count: int, candidates) -
     best = None
     for low_bits in candidates:
         counts = float_planes.coarser_counts(base, low_bits - finest)
-        size = rans.estimate_size(counts) + float_planes.residual_size(count, low_bits)
+        size = rans.fast_estimate_size(counts) + float_planes.residual_size(count, low_bits)
         if best is None or size < best[0]:
             best = (size, low_bits, counts)
     return best[1], best[2]
@@ -173,8 +179,6 @@ def _stream(coding: int, body) -> list:
 
 def _smallest_byte_coding(plane: np.ndarray, compressor) -> list:
     """The plane raw, zstd-coded or rANS-coded: whichever is smallest."""
-    from ..codecs import rans
-
     raw = memoryview(np.ascontiguousarray(plane)).cast("B")
     best = (CODING_RAW, raw)
     if not len(raw):
@@ -185,7 +189,7 @@ def _smallest_byte_coding(plane: np.ndarray, compressor) -> list:
             best = (CODING_ZSTD, packed)
     # rANS only pays on skewed planes (e.g. truncated mantissas); estimate first
     counts = rans.histogram(plane, 256)
-    if rans.estimate_size(counts) < 0.98 * len(best[1]):
+    if rans.fast_estimate_size(counts) < 0.98 * len(best[1]):
         coded = rans.encode_symbols(plane, counts)
         if len(coded) < len(best[1]):
             best = (CODING_RANS, coded)
@@ -207,8 +211,6 @@ def _zstd_may_help(raw: memoryview, compressor) -> bool:
 
 
 def _decode_byte_plane(coding: int, body: memoryview, size: int) -> np.ndarray:
-    from ..codecs import rans
-
     if coding == CODING_RAW:
         plane = np.frombuffer(body, dtype=np.uint8)
     elif coding == CODING_ZSTD:
