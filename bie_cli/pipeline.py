@@ -231,18 +231,40 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     return stats
 
 
+#: sources whose ``read`` may run on several threads at once (positional reads of a file)
+_THREAD_SAFE_READS = frozenset({"safetensors"})
+
+
+def _reads_in_workers(source: CheckpointSource) -> bool:
+    return source.format in _THREAD_SAFE_READS and source.path != STDIO
+
+
+def _read_and_encode(source: CheckpointSource, plan: TensorPlan, row_start: int, row_stop: int):
+    chunk = source.read(plan.info.name, row_start, row_stop)
+    tensorcodec.check_chunk(chunk, plan.info)
+    return chunk, tensorcodec.encode_chunk(plan, row_start, row_stop, chunk)
+
+
+def _encode_read(chunk: np.ndarray, plan: TensorPlan, row_start: int, row_stop: int):
+    return chunk, tensorcodec.encode_chunk(plan, row_start, row_stop, chunk)
+
+
 def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], threads: int, total: int,
                       progress: Progress | None) -> Iterator[tuple[str, object]]:
     """``("begin", plan)``, ``("chunk", EncodedChunk)``..., ``("end", digest)`` for every
     tensor, in manifest order.
 
-    This thread reads and hashes chunks and hands them to ``threads`` encoder
-    threads; results are passed on in order as soon as they are ready, across
-    tensor boundaries (a model of many one-chunk tensors keeps every thread
-    busy). At most ``2 x threads`` chunks are in flight, whatever the tensor
-    count, so memory is bounded by chunk size, not model size."""
+    ``threads`` encoder threads read (a file read by position: safetensors) and
+    encode chunks; this thread reads the others (a stream, formats that parse
+    in memory), hashes every chunk in order and passes results on in order as
+    soon as they are ready, across tensor boundaries (a model of many one-chunk
+    tensors keeps every thread busy). At most ``2 x threads`` chunks are in
+    flight, whatever the tensor count, so memory is bounded by chunk size, not
+    model size."""
     max_in_flight = 2 * threads
-    queue: deque = deque()  # ("begin", plan) | ("chunk", future) | ("end", digest), in file order
+    in_workers = _reads_in_workers(source)
+    # ("begin", plan) | ("chunk", (future, digest)) | ("end", digest), in file order
+    queue: deque = deque()
     in_flight = 0
     done = 0
 
@@ -251,10 +273,14 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
         while queue:
             kind, value = queue[0]
             if kind == "chunk":
-                if in_flight <= keep and not value.done():
+                future, digest = value
+                if in_flight <= keep and not future.done():
                     return
-                value = value.result()
+                chunk, value = future.result()
+                tensorcodec.update_digest(digest, chunk)
                 in_flight -= 1
+            elif kind == "end":
+                value = value.hexdigest()
             queue.popleft()
             yield kind, value
 
@@ -263,18 +289,22 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
             queue.append(("begin", plan))
             digest = spec.new_digest()
             info = plan.info
+            row_bytes = dtypes.nbytes(info.dtype, info.shape[1:]) if info.shape else dtypes.nbytes(info.dtype, ())
             for number in range(plan.chunk_count):
                 row_start, row_stop = plan.chunk_rows(number)
-                chunk = source.read(info.name, row_start, row_stop)
-                tensorcodec.check_chunk(chunk, info)
-                tensorcodec.update_digest(digest, chunk)
-                queue.append(("chunk", pool.submit(tensorcodec.encode_chunk, plan, row_start, row_stop, chunk)))
+                if in_workers:
+                    future = pool.submit(_read_and_encode, source, plan, row_start, row_stop)
+                else:
+                    chunk = source.read(info.name, row_start, row_stop)
+                    tensorcodec.check_chunk(chunk, info)
+                    future = pool.submit(_encode_read, chunk, plan, row_start, row_stop)
+                queue.append(("chunk", (future, digest)))
                 in_flight += 1
                 yield from ready(max_in_flight - 1)
-                done += chunk.nbytes
+                done += (row_stop - row_start) * row_bytes if info.shape else row_bytes
                 if progress:
                     progress(done, total, info.name)
-            queue.append(("end", digest.hexdigest()))
+            queue.append(("end", digest))
             yield from ready(max_in_flight - 1)
         yield from ready(-1)
 

@@ -319,3 +319,82 @@ def estimate_bounds(counts, state_bytes, max_scale_bits, default_max_scale_bits)
     low = table + state_bytes + np.int64(np.ceil(bits * (1 - 1e-9) / 8)) + 2
     high = table + state_bytes + np.int64(np.ceil(bits * (1 + 1e-9) / 8)) + 2
     return low, high
+
+
+@njit(nogil=True, cache=True)
+def normalise(counts, scale_bits):  # pragma: no cover - compiled
+    """``rans.normalise`` (the same integers: see there)."""
+    n = counts.shape[0]
+    target = np.int64(1) << scale_bits
+    total = np.int64(0)
+    for s in range(n):
+        total += counts[s]
+    freq = np.zeros(n, dtype=np.int64)
+    if total == 0:
+        return freq
+    fsum = np.int64(0)
+    for s in range(n):
+        f = (counts[s] * target + total // 2) // total
+        if counts[s] > 0 and f == 0:
+            f = 1
+        freq[s] = f
+        fsum += f
+    diff = target - fsum
+    if diff > 0:
+        freq[np.argmax(counts)] += diff
+    elif diff < 0:
+        # take the excess from the largest frequencies, never below 1 (a stable order)
+        order = np.argsort(-freq, kind="mergesort")
+        for k in range(n):
+            s = order[k]
+            take = min(-diff, freq[s] - 1)
+            if take > 0:
+                freq[s] -= take
+                diff += take
+            if diff == 0:
+                break
+    return freq
+
+
+@njit(nogil=True, cache=True)
+def encode_stream(symbols, counts, scale_bits):  # pragma: no cover - compiled
+    """The whole of ``rans.encode_symbols`` after the argument checks: returns (head, words)
+    where head is the table and the final states and words the renormalisation words
+    (a view), or (empty, empty) when a symbol is not below ``counts.shape[0]``."""
+    n_sym = counts.shape[0]
+    top = 0
+    for i in range(symbols.shape[0]):
+        top = max(top, np.int64(symbols[i]))
+    if symbols.shape[0] and top >= n_sym:
+        return np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint16)
+    freq = normalise(counts, scale_bits)
+    start = np.zeros(n_sym, dtype=np.int64)
+    for s in range(1, n_sym):
+        start[s] = start[s - 1] + freq[s - 1]
+    states, words = encode(symbols, freq, start, scale_bits)
+    first = -1
+    last = -1
+    for s in range(n_sym):
+        if freq[s] != 0:
+            if first < 0:
+                first = s
+            last = s
+    entries = last - first + 1 if first >= 0 else 0
+    head = np.empty(1 + 20 + 10 * entries + 4 * LANES, dtype=np.uint8)
+    head[0] = scale_bits
+    pos = 1
+    for value in (max(first, 0), entries):
+        while value >= 0x80:
+            head[pos] = (value & 0x7F) | 0x80
+            pos += 1
+            value >>= 7
+        head[pos] = value
+        pos += 1
+    if entries:
+        pos += write_table(freq[first : last + 1], head[pos:])
+    for lane in range(LANES):
+        x = states[lane]
+        for k in range(4):
+            head[pos] = (x >> (8 * k)) & 0xFF
+            pos += 1
+    return head[:pos], words

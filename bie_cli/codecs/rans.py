@@ -65,10 +65,6 @@ RANS_L = 1 << 15
 _STATE_BYTES = 4 * LANES
 
 
-def _put_varint(out: bytearray, value: int) -> None:
-    varint.put(out, value)
-
-
 def _get_varint(raw, pos: int) -> tuple[int, int]:
     # table entries are frequencies and symbol indices: far below 2**42
     return varint.get(raw, pos, max_bits=42, what="rANS table varint")
@@ -159,24 +155,6 @@ def normalise(counts: np.ndarray, scale_bits: int) -> np.ndarray:
     return freq
 
 
-def _table_bytes(freq: np.ndarray, scale_bits: int) -> bytes:
-    _rans_numba = _kernels("_rans_numba")
-
-    nonzero = np.flatnonzero(freq)
-    out = bytearray([scale_bits])
-    if nonzero.size == 0:
-        _put_varint(out, 0)
-        _put_varint(out, 0)
-        return bytes(out)
-    first, last = int(nonzero[0]), int(nonzero[-1])
-    _put_varint(out, first)
-    _put_varint(out, last - first + 1)
-    values = freq[first : last + 1]
-    buffer = np.empty(10 * values.size, dtype=np.uint8)
-    out += buffer[: _rans_numba.write_table(values, buffer)].tobytes()
-    return bytes(out)
-
-
 def estimate_size(counts: np.ndarray) -> int:
     """Approximate stream bytes for a histogram: Shannon bound plus table and states."""
     counts = np.asarray(counts, dtype=np.int64)
@@ -226,18 +204,15 @@ def encode_symbol_parts(symbols: np.ndarray, counts: np.ndarray | None = None,
     symbols = _as_symbols(symbols)
     if counts is None:
         counts = histogram(symbols)
-    counts = np.asarray(counts, dtype=np.int64)
-    if symbols.size and int(symbols.max()) >= counts.size:
-        raise ValueError("counts is shorter than the largest symbol")
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
     if scale_bits is None:
         scale_bits = choose_scale_bits(counts)
     if not 1 <= scale_bits <= MAX_SCALE_BITS or (1 << scale_bits) < np.count_nonzero(counts):
         raise ValueError(f"scale_bits {scale_bits} cannot hold {np.count_nonzero(counts)} symbols")
-    freq = normalise(counts, scale_bits)
-    start = np.zeros(freq.size, dtype=np.int64)
-    np.cumsum(freq[:-1], out=start[1:])
-    states, words = _rans_numba.encode(symbols, freq, start, scale_bits)
-    return [_table_bytes(freq, scale_bits), states.astype("<u4").tobytes(), words.astype("<u2", copy=False)]
+    head, words = _rans_numba.encode_stream(symbols, counts, scale_bits)
+    if head.size == 0:
+        raise ValueError("counts is shorter than the largest symbol")
+    return [head, words.astype("<u2", copy=False)]
 
 
 class ParsedStream(NamedTuple):

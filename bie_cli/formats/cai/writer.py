@@ -132,7 +132,7 @@ class ContainerWriter:
     def write_chunk(self, row_start: int, row_stop: int, meta: dict, payload) -> None:
         self._expect(_State.IN_TENSOR)
         entry = self._current
-        meta_bytes = _json_bytes(meta)
+        meta_bytes = _json_bytes(meta) if meta else b"{}"  # what json.dumps gives for {}: most chunks
         payload_start = (
             self._offset + spec.RECORD_HEADER.size + spec.CHUNK_PREFIX.size + len(meta_bytes)
         )
