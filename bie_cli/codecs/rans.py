@@ -38,20 +38,22 @@ from __future__ import annotations
 
 import importlib
 import math
-import sys
 from typing import NamedTuple
 
 import numpy as np
 
 from . import varint
 
+_LOADED: dict = {}
+
 
 def _kernels(name: str):
     """A numba kernel module, imported on first use (numba is slow to import); later calls
-    are a dict lookup, cheaper than a function-level ``from . import`` in hot paths."""
-    module = sys.modules.get(f"{__package__}.{name}")
+    are a dict lookup, cheaper than a function-level ``from . import`` in hot paths. Only
+    fully imported modules are kept (``import_module`` waits for another thread's import)."""
+    module = _LOADED.get(name)
     if module is None:
-        module = importlib.import_module(f".{name}", __package__)
+        module = _LOADED[name] = importlib.import_module(f".{name}", __package__)
     return module
 
 
