@@ -10,10 +10,10 @@ the kernel, and faults of two threads contend for the process's memory map.
 On MiniLM-sized chunks that was ~450 MB of page faults per 270 MB encoded and
 about 40 % of the encode CPU time.
 
-:func:`tune` fixes the mmap threshold at 32 MiB (glibc's maximum) and the trim
-threshold at 64 MiB, so freed chunk buffers are reused from the heap. Memory
-stays bounded by what is live at once (chunks in flight), plus at most the
-trim threshold kept free. It is called once per process by compress,
+:func:`tune` fixes the mmap threshold and the trim threshold at 32 MiB (the
+mmap threshold's maximum), so freed chunk buffers are reused from the heap.
+Memory stays bounded by what is live at once (chunks in flight), plus at most
+the trim threshold kept free per malloc arena (one per thread). It is called once per process by compress,
 decompress and verify; elsewhere (musl, macOS, Windows) it does nothing.
 ``BIE_MALLOC_TUNE=0`` turns it off.
 """
@@ -26,7 +26,7 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20
-TRIM_THRESHOLD = 64 << 20
+TRIM_THRESHOLD = 32 << 20
 
 _done = False
 
