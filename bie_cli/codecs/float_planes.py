@@ -117,11 +117,6 @@ def split_heads(heads: np.ndarray, itemsize: int, low_bits: int) -> tuple[np.nda
     return _float_planes_numba.split_heads(heads, 8 * head_bytes_for(itemsize), low_bits)
 
 
-#: below this many elements np.bincount counts symbols faster than the kernel
-#: (which zeroes four tables of the alphabet's size)
-_KERNEL_HISTOGRAM_MIN = 1 << 13
-
-
 def symbol_histogram(heads: np.ndarray, itemsize: int, low_bits: int) -> np.ndarray:
     """Histogram of the symbols of ``heads`` from :func:`heads_and_tails` (int64, one
     count per symbol): ``symbol_counts(magnitude_counts(head_histogram(...)), low_bits)``
@@ -129,11 +124,7 @@ def symbol_histogram(heads: np.ndarray, itemsize: int, low_bits: int) -> np.ndar
     _rans_numba = _kernels("_rans_numba")
 
     head_bits = 8 * head_bytes_for(itemsize)
-    magnitude = (1 << (head_bits - 1)) - 1
-    alphabet = 1 << (head_bits - 1 - low_bits)
-    if heads.size >= _KERNEL_HISTOGRAM_MIN:
-        return _rans_numba.masked_histogram(heads, magnitude, low_bits, alphabet)
-    return np.bincount((heads & magnitude) >> low_bits, minlength=alphabet).astype(np.int64, copy=False)
+    return _rans_numba.masked_histogram(heads, (1 << (head_bits - 1)) - 1, low_bits, 1 << (head_bits - 1 - low_bits))
 
 
 def coarser_counts(counts: np.ndarray, extra_bits: int) -> np.ndarray:
