@@ -177,6 +177,23 @@ def join32(symbols: np.ndarray, residual: np.ndarray, high: np.ndarray, low: np.
     return out.view(np.uint8)
 
 
+def join16(symbols: np.ndarray, residual: np.ndarray, low_bits: int) -> np.ndarray:
+    """:func:`join` for 2-byte elements and ``low_bits`` 3 or 7: whole-byte and whole-nibble
+    residuals need no padding. The symbols must be below 2**(15 - low_bits)
+    (``rans.decode_symbols``' alphabet checks it)."""
+    _float_planes_numba = _kernels("_float_planes_numba")
+
+    if low_bits not in (3, 7):
+        raise ValueError(f"join16 handles low_bits 3 and 7, not {low_bits}")
+    n = symbols.shape[0]
+    if residual.shape[0] != residual_size(n, low_bits):
+        raise ValueError("residual stream length does not match the element count")
+    out = np.empty(n, dtype="<u2")
+    _float_planes_numba.join_heads16(symbols, residual, np.empty((0, n), dtype=np.uint8), 2, low_bits,
+                                     out.view(np.uint8), out)
+    return out.view(np.uint8)
+
+
 def _check(itemsize: int, low_bits: int) -> None:
     if itemsize not in (1, 2, 4, 8):
         raise ValueError(f"itemsize must be 1, 2, 4 or 8, got {itemsize}")

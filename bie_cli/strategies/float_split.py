@@ -139,6 +139,9 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
         planes = [_decode_byte_plane(coding, body, count) for coding, body in streams[2:]]
         symbols = rans.decode_symbols(symbol_bytes, count, np.uint16, alphabet)
         return float_planes.join32(symbols, residual, planes[0], planes[1], low_bits)
+    if itemsize == 2 and low_bits in (3, 7):  # F16/BF16 as the encoder writes them
+        symbols = rans.decode_symbols(symbol_bytes, count, np.uint16, alphabet)
+        return float_planes.join16(symbols, residual, low_bits)
     tails = np.empty((n_tails, count), dtype=np.uint8)
     for t, (coding, body) in enumerate(streams[2:]):
         tails[t] = _decode_byte_plane(coding, body, count)
@@ -211,15 +214,18 @@ def _zstd_may_help(raw: memoryview, compressor) -> bool:
 
 
 def _decode_byte_plane(coding: int, body: memoryview, size: int) -> np.ndarray:
+    """A plane as a read-only uint8 array whatever its coding (the join kernels then
+    have one signature to compile and cache, not one per mix of codings)."""
     if coding == CODING_RAW:
         plane = np.frombuffer(body, dtype=np.uint8)
     elif coding == CODING_ZSTD:
         # max_output_size bounds the allocation to what the shape says
         plane = np.frombuffer(zstandard.ZstdDecompressor().decompress(body, max_output_size=max(size, 1)), dtype=np.uint8)
     elif coding == CODING_RANS:
-        return rans.decode_symbols(body, size, np.uint8)
+        plane = rans.decode_symbols(body, size, np.uint8)
     else:
         raise ValueError(f"float-split stream coding {coding} is unknown")
     if plane.size != size:
         raise ValueError(f"float-split plane holds {plane.size} bytes, expected {size}")
+    plane.flags.writeable = False
     return plane
