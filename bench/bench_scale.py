@@ -176,7 +176,7 @@ def _dask_run(source: Path, target: Path, local: Path) -> tuple[float, int]:
 
     import bie_cli
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster:
         start = time.perf_counter()
         bie_cli.compress_model(source, target, executor="dask", scheduler=cluster.scheduler_address, force=True)
         seconds = time.perf_counter() - start

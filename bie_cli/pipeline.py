@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import __version__, dtypes, executors, formats, tensorcodec
+from . import __version__, _malloc, dtypes, executors, formats, tensorcodec
 from .errors import BadInputError, BieError, CorruptContainerError, VerificationFailedError
 from .formats.base import CheckpointSource, TensorInfo
 from .formats.cai import spec
@@ -154,6 +154,7 @@ def compress_model(
         auto_summary = loaded.auto
     planner = Planner(default_spec, rule_list)
     check_output_path(dst, [src], force)
+    _malloc.tune()
     started = time.perf_counter()
     pool_context = (contextlib.nullcontext() if executor == "threads"
                     else executors.open_pool(executor, threads, scheduler))
@@ -251,20 +252,42 @@ def _reused(plan: TensorPlan, reuse: dict | None):
     return encoded
 
 
+#: sources whose ``read`` may run on several threads at once (positional reads of a file)
+_THREAD_SAFE_READS = frozenset({"safetensors"})
+
+
+def _reads_in_workers(source: CheckpointSource) -> bool:
+    return source.format in _THREAD_SAFE_READS and source.path != STDIO
+
+
+def _read_and_encode(source: CheckpointSource, plan: TensorPlan, row_start: int, row_stop: int):
+    chunk = source.read(plan.info.name, row_start, row_stop)
+    tensorcodec.check_chunk(chunk, plan.info)
+    return chunk, tensorcodec.encode_chunk(plan, row_start, row_stop, chunk)
+
+
+def _encode_read(chunk: np.ndarray, plan: TensorPlan, row_start: int, row_stop: int):
+    return chunk, tensorcodec.encode_chunk(plan, row_start, row_stop, chunk)
+
+
 def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], threads: int, total: int,
                       progress: Progress | None, reuse: dict | None = None) -> Iterator[tuple[str, object]]:
     """``("begin", plan)``, ``("chunk", EncodedChunk)``..., ``("end", digest)`` for every
     tensor, in manifest order.
 
-    This thread reads and hashes chunks and hands them to ``threads`` encoder
-    threads; results are passed on in order as soon as they are ready, across
-    tensor boundaries (a model of many one-chunk tensors keeps every thread
-    busy). At most ``2 x threads`` chunks are in flight, whatever the tensor
-    count, so memory is bounded by chunk size, not model size. Tensors in
-    ``reuse`` (``--target-bits``: encoded whole while planning) are read back
-    from the planner's spool instead of being encoded again."""
+    ``threads`` encoder threads read (a file read by position: safetensors) and
+    encode chunks; this thread reads the others (a stream, formats that parse
+    in memory), hashes every chunk in order and passes results on in order as
+    soon as they are ready, across tensor boundaries (a model of many one-chunk
+    tensors keeps every thread busy). At most ``2 x threads`` chunks are in
+    flight, whatever the tensor count, so memory is bounded by chunk size, not
+    model size. Tensors in ``reuse`` (``--target-bits``: encoded whole while
+    planning) are read back from the planner's spool instead of being encoded
+    again; their digest is the planner's."""
     max_in_flight = 2 * threads
-    queue: deque = deque()  # ("begin", plan) | ("chunk", future) | ("end", digest), in file order
+    in_workers = _reads_in_workers(source)
+    # ("begin", plan) | ("chunk", (future, digest)) | ("end", digest), in file order
+    queue: deque = deque()
     in_flight = 0
     done = 0
 
@@ -273,10 +296,15 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
         while queue:
             kind, value = queue[0]
             if kind == "chunk":
-                if in_flight <= keep and not value.done():
+                future, digest = value
+                if in_flight <= keep and not future.done():
                     return
-                value = value.result()
+                chunk, value = future.result()
+                if digest is not None:  # None: a reused encode, hashed while planning
+                    tensorcodec.update_digest(digest, chunk)
                 in_flight -= 1
+            elif kind == "end" and not isinstance(value, str):
+                value = value.hexdigest()
             queue.popleft()
             yield kind, value
 
@@ -288,8 +316,8 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
             if encoded is not None:
                 for start, stop, meta, payload, error in encoded.stored_chunks():
                     ready_chunk: Future = Future()
-                    ready_chunk.set_result(tensorcodec.EncodedChunk(start, stop, meta, payload, error))
-                    queue.append(("chunk", ready_chunk))
+                    ready_chunk.set_result((None, tensorcodec.EncodedChunk(start, stop, meta, payload, error)))
+                    queue.append(("chunk", (ready_chunk, None)))
                     in_flight += 1
                     yield from ready(max_in_flight - 1)
                 done += dtypes.nbytes(info.dtype, info.shape)
@@ -299,18 +327,22 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
                 yield from ready(max_in_flight - 1)
                 continue
             digest = spec.new_digest()
+            row_bytes = dtypes.nbytes(info.dtype, info.shape[1:]) if info.shape else dtypes.nbytes(info.dtype, ())
             for number in range(plan.chunk_count):
                 row_start, row_stop = plan.chunk_rows(number)
-                chunk = source.read(info.name, row_start, row_stop)
-                tensorcodec.check_chunk(chunk, info)
-                tensorcodec.update_digest(digest, chunk)
-                queue.append(("chunk", pool.submit(tensorcodec.encode_chunk, plan, row_start, row_stop, chunk)))
+                if in_workers:
+                    future = pool.submit(_read_and_encode, source, plan, row_start, row_stop)
+                else:
+                    chunk = source.read(info.name, row_start, row_stop)
+                    tensorcodec.check_chunk(chunk, info)
+                    future = pool.submit(_encode_read, chunk, plan, row_start, row_stop)
+                queue.append(("chunk", (future, digest)))
                 in_flight += 1
                 yield from ready(max_in_flight - 1)
-                done += chunk.nbytes
+                done += (row_stop - row_start) * row_bytes if info.shape else row_bytes
                 if progress:
                     progress(done, total, info.name)
-            queue.append(("end", digest.hexdigest()))
+            queue.append(("end", digest))
             yield from ready(max_in_flight - 1)
         yield from ready(-1)
 
@@ -394,6 +426,7 @@ def decompress_model(
             # the external data file is named after the final model file, not the temporary one
             format_options.setdefault("final_path", dst)
         check_output_path(dst, [src], force)
+    _malloc.tune()
     started = time.perf_counter()
     wanted = set(tensors) if tensors else None
     if src == STDIO:
@@ -553,6 +586,7 @@ def verify_container(
     against = os.fspath(against) if against is not None else None
     if path == STDIO and against == STDIO:
         raise BadInputError("the container and --against cannot both be read from stdin (-); give one a path")
+    _malloc.tune()
     with seekable_input(path) as readable:
         return _verify(readable, VerifyReport(path, against), max_error, progress, threads)
 

@@ -197,6 +197,9 @@ class EncodedPart:
 
 
 def run_encode_task(task: EncodeTask) -> EncodedPart:
+    from . import _malloc
+
+    _malloc.tune()  # a worker process: once
     source = open_source(task.source)
     plan = task.plan
     digest = spec.new_digest() if task.whole_tensor else None

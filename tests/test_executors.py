@@ -70,8 +70,8 @@ def test_dask_cluster_gives_the_same_bytes_even_when_a_worker_dies(mixed_checkpo
     distributed = pytest.importorskip("distributed")
     path, _ = mixed_checkpoint
     _compress(path, tmp_path / "local.cai", threads=1)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
-                                  processes=True, worker_dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0",
+                                  processes=True, worker_dashboard_address=":0") as cluster:
         address = cluster.scheduler_address
         _compress(path, tmp_path / "dask.cai", threads=1, executor="dask", scheduler=address)
         assert (tmp_path / "dask.cai").read_bytes() == (tmp_path / "local.cai").read_bytes()

@@ -132,3 +132,74 @@ def join_heads16(symbols, residual, tails, itemsize, low_bits, out8, out16):  # 
         plane = tails[t]
         for i in range(n):
             out8[i * itemsize + byte] = plane[i]
+
+
+@njit(nogil=True, cache=True)
+def heads_tails32(words):  # pragma: no cover - compiled
+    """4-byte elements as uint32: (heads = top 16 bits, tail planes [byte 1, byte 0]) in one pass."""
+    n = words.shape[0]
+    heads = np.empty(n, dtype=np.uint16)
+    tails = np.empty((2, n), dtype=np.uint8)
+    for i in range(n):
+        v = words[i]
+        heads[i] = v >> 16
+        tails[0, i] = (v >> 8) & 0xFF
+        tails[1, i] = v & 0xFF
+    return heads, tails
+
+
+@njit(nogil=True, cache=True)
+def heads_tails64(words):  # pragma: no cover - compiled
+    """8-byte elements as uint64: (heads = top 16 bits, tail planes [byte 5 .. byte 0]) in one pass."""
+    n = words.shape[0]
+    heads = np.empty(n, dtype=np.uint16)
+    tails = np.empty((6, n), dtype=np.uint8)
+    for i in range(n):
+        v = words[i]
+        heads[i] = v >> 48
+        for t in range(6):
+            tails[t, i] = (v >> (8 * (5 - t))) & 0xFF
+    return heads, tails
+
+
+@njit(nogil=True, cache=True)
+def split_heads16(heads, low_bits):  # pragma: no cover - compiled
+    """``split_heads`` for 16-bit heads and ``low_bits`` 3 or 7 (what the encoder picks):
+    whole-nibble and whole-byte residuals, straight loops LLVM vectorises."""
+    n = heads.shape[0]
+    symbols = np.empty(n, dtype=np.uint16)
+    for i in range(n):
+        symbols[i] = (heads[i] & 0x7FFF) >> low_bits
+    if low_bits == 7:
+        residual = np.empty(n, dtype=np.uint8)
+        for i in range(n):
+            h = heads[i]
+            residual[i] = ((h >> 8) & 0x80) | (h & 0x7F)
+    else:  # low_bits == 3: element 2j in the low nibble of byte j, 2j + 1 in the high one
+        residual = np.empty((n + 1) // 2, dtype=np.uint8)
+        for j in range(n // 2):
+            a = heads[2 * j]
+            b = heads[2 * j + 1]
+            residual[j] = ((a >> 12) & 0x8) | (a & 0x7) | ((b >> 8) & 0x80) | ((b & 0x7) << 4)
+        if n & 1:
+            a = heads[n - 1]
+            residual[n // 2] = ((a >> 12) & 0x8) | (a & 0x7)
+    return symbols, residual
+
+
+@njit(nogil=True, cache=True)
+def join32(symbols, residual, high, low, low_bits, out):  # pragma: no cover - compiled
+    """Inverse of ``heads_tails32`` + ``split_heads16`` for 4-byte elements and ``low_bits``
+    3 or 7, into ``out`` (uint32[n]); ``high``/``low`` are the tail planes (bytes 1 and 0).
+    Lengths are checked by the caller."""
+    n = symbols.shape[0]
+    if low_bits == 7:
+        for i in range(n):
+            r = np.uint32(residual[i])
+            head = ((r & 0x80) << 8) | (np.uint32(symbols[i]) << 7) | (r & 0x7F)
+            out[i] = (head << 16) | (np.uint32(high[i]) << 8) | np.uint32(low[i])
+    else:
+        for i in range(n):
+            r = (np.uint32(residual[i >> 1]) >> ((i & 1) << 2)) & 0xF
+            head = ((r & 0x8) << 12) | (np.uint32(symbols[i]) << 3) | (r & 0x7)
+            out[i] = (head << 16) | (np.uint32(high[i]) << 8) | np.uint32(low[i])

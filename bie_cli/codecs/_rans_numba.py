@@ -37,9 +37,27 @@ def renormalise(x, words, pos):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True)
 def histogram(symbols, alphabet):  # pragma: no cover - compiled
-    counts = np.zeros(alphabet, dtype=np.int64)
-    for i in range(symbols.shape[0]):
-        counts[symbols[i]] += 1
+    """Counts per symbol. Four tables taken in turn: runs of one symbol (a weight matrix's
+    common exponents) would otherwise wait on the previous increment of the same counter."""
+    return masked_histogram(symbols, 0xFFFF, 0, alphabet)
+
+
+@njit(nogil=True, cache=True)
+def masked_histogram(values, mask, shift, alphabet):  # pragma: no cover - compiled
+    """Counts of ``(values & mask) >> shift`` (every one below ``alphabet``)."""
+    n = values.shape[0]
+    tables = np.zeros((4, alphabet), dtype=np.int64)
+    whole = n - (n & 3)
+    for i in range(0, whole, 4):
+        tables[0, (np.int64(values[i]) & mask) >> shift] += 1
+        tables[1, (np.int64(values[i + 1]) & mask) >> shift] += 1
+        tables[2, (np.int64(values[i + 2]) & mask) >> shift] += 1
+        tables[3, (np.int64(values[i + 3]) & mask) >> shift] += 1
+    for i in range(whole, n):
+        tables[0, (np.int64(values[i]) & mask) >> shift] += 1
+    counts = np.empty(alphabet, dtype=np.int64)
+    for s in range(alphabet):
+        counts[s] = tables[0, s] + tables[1, s] + tables[2, s] + tables[3, s]
     return counts
 
 
@@ -102,7 +120,7 @@ def encode(symbols, freq, start, scale_bits):  # pragma: no cover - compiled
         x1, pos = encode_step(x1, symbols[i + 1], info, words, pos)
         x0, pos = encode_step(x0, symbols[i], info, words, pos)
     states = np.array([x0, x1, x2, x3, x4, x5, x6, x7], dtype=np.int64)
-    return states, words[pos:].copy()
+    return states, words[pos:]  # a view: the caller copies it once, into its payload
 
 
 @njit(nogil=True, cache=True)
@@ -255,3 +273,128 @@ def read_table(raw, pos, values):  # pragma: no cover - compiled
         if value != 0:
             return -1
     return pos
+
+
+@njit(nogil=True, cache=True)
+def estimate_bounds(counts, state_bytes, max_scale_bits, default_max_scale_bits):  # pragma: no cover - compiled
+    """``rans.estimate_size`` computed here, as (low, high): the estimate with the Shannon
+    bound's sum taken 1e-9 smaller and larger. A float sum in another order than numpy's
+    differs by far less (positive terms: ~n * 2**-53), so when low == high it is the value
+    ``estimate_size`` returns; otherwise the caller asks ``estimate_size``."""
+    n = counts.shape[0]
+    total = np.int64(0)
+    present = np.int64(0)
+    first = np.int64(-1)
+    last = np.int64(-1)
+    for s in range(n):
+        c = counts[s]
+        if c > 0:
+            total += c
+            present += 1
+            if first < 0:
+                first = s
+            last = s
+    if present == 0:
+        return 3 + state_bytes, 3 + state_bytes
+    bits = 0.0
+    for s in range(n):
+        c = counts[s]
+        if c > 0:
+            bits -= c * np.log2(c / total)
+    need = max(1, np.int64(np.ceil(np.log2(max(present, 1)))) + 1)
+    want = np.int64(0)
+    t = max(total, 1)
+    while t > 0:
+        want += 1
+        t >>= 1
+    want += 1
+    scale_bits = max(min(default_max_scale_bits, want), min(need, max_scale_bits))
+    big = np.int64(0)
+    for s in range(n):
+        c = counts[s]
+        if c > 0 and c * (np.int64(1) << scale_bits) >= 128 * total:
+            big += 1
+    span = last - first + 1
+    table = 4 + present + big + 2 * max(0, span - present) // 4
+    low = table + state_bytes + np.int64(np.ceil(bits * (1 - 1e-9) / 8)) + 2
+    high = table + state_bytes + np.int64(np.ceil(bits * (1 + 1e-9) / 8)) + 2
+    return low, high
+
+
+@njit(nogil=True, cache=True)
+def normalise(counts, scale_bits):  # pragma: no cover - compiled
+    """``rans.normalise`` (the same integers: see there)."""
+    n = counts.shape[0]
+    target = np.int64(1) << scale_bits
+    total = np.int64(0)
+    for s in range(n):
+        total += counts[s]
+    freq = np.zeros(n, dtype=np.int64)
+    if total == 0:
+        return freq
+    fsum = np.int64(0)
+    for s in range(n):
+        f = (counts[s] * target + total // 2) // total
+        if counts[s] > 0 and f == 0:
+            f = 1
+        freq[s] = f
+        fsum += f
+    diff = target - fsum
+    if diff > 0:
+        freq[np.argmax(counts)] += diff
+    elif diff < 0:
+        # take the excess from the largest frequencies, never below 1 (a stable order)
+        order = np.argsort(-freq, kind="mergesort")
+        for k in range(n):
+            s = order[k]
+            take = min(-diff, freq[s] - 1)
+            if take > 0:
+                freq[s] -= take
+                diff += take
+            if diff == 0:
+                break
+    return freq
+
+
+@njit(nogil=True, cache=True)
+def encode_stream(symbols, counts, scale_bits):  # pragma: no cover - compiled
+    """The whole of ``rans.encode_symbols`` after the argument checks: returns (head, words)
+    where head is the table and the final states and words the renormalisation words
+    (a view), or (empty, empty) when a symbol is not below ``counts.shape[0]``."""
+    n_sym = counts.shape[0]
+    top = 0
+    for i in range(symbols.shape[0]):
+        top = max(top, np.int64(symbols[i]))
+    if symbols.shape[0] and top >= n_sym:
+        return np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint16)
+    freq = normalise(counts, scale_bits)
+    start = np.zeros(n_sym, dtype=np.int64)
+    for s in range(1, n_sym):
+        start[s] = start[s - 1] + freq[s - 1]
+    states, words = encode(symbols, freq, start, scale_bits)
+    first = -1
+    last = -1
+    for s in range(n_sym):
+        if freq[s] != 0:
+            if first < 0:
+                first = s
+            last = s
+    entries = last - first + 1 if first >= 0 else 0
+    head = np.empty(1 + 20 + 10 * entries + 4 * LANES, dtype=np.uint8)
+    head[0] = scale_bits
+    pos = 1
+    for value in (max(first, 0), entries):
+        while value >= 0x80:
+            head[pos] = (value & 0x7F) | 0x80
+            pos += 1
+            value >>= 7
+        head[pos] = value
+        pos += 1
+    if entries:
+        pos += write_table(freq[first : last + 1], head[pos:])
+    for lane in range(LANES):
+        x = states[lane]
+        for k in range(4):
+            head[pos] = (x >> (8 * k)) & 0xFF
+            pos += 1
+    return head[:pos], words

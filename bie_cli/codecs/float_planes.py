@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _small
+from . import _jit
 
 
 def head_bytes_for(itemsize: int) -> int:
@@ -50,7 +50,7 @@ def preferred_low_bits(itemsize: int) -> tuple[int, ...]:
 
 def head_histogram(data: np.ndarray, itemsize: int) -> np.ndarray:
     """Counts of every head value (2**8 or 2**16 bins)."""
-    from . import _float_planes_numba
+    _float_planes_numba = _jit.kernels("_float_planes_numba")
 
     return _float_planes_numba.head_histogram(data, itemsize, head_bytes_for(itemsize))
 
@@ -67,19 +67,57 @@ def symbol_counts(magnitudes: np.ndarray, low_bits: int) -> np.ndarray:
 
 def split(data: np.ndarray, itemsize: int, low_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Element bytes (uint8, n * itemsize) -> (symbols uint16[n], packed residuals, tails[planes, n])."""
-    from . import _float_planes_numba
+    _check(itemsize, low_bits)
+    heads, tails = heads_and_tails(data, itemsize)
+    symbols, residual = split_heads(heads, itemsize, low_bits)
+    return symbols, residual, tails
+
+
+def heads_and_tails(data: np.ndarray, itemsize: int) -> tuple[np.ndarray, np.ndarray]:
+    """Element bytes (uint8, n * itemsize) -> (heads[n], tails[planes, n]) in one pass.
+
+    Heads are uint16 (the top two bytes) or, for 1-byte floats, uint8; tail
+    plane t is byte ``planes - 1 - t`` of every element (most significant first)."""
+    _float_planes_numba = _jit.kernels("_float_planes_numba")
+
+    data = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    data = data[: data.size - data.size % itemsize]
+    n = data.size // itemsize
+    if itemsize == 1:
+        return data, np.empty((0, n), dtype=np.uint8)
+    words = data.view(f"<u{itemsize}")
+    if words.ctypes.data % itemsize:  # numba compiles unaligned arrays separately: copy instead
+        words = words.copy()
+    if itemsize == 2:
+        return words, np.empty((0, n), dtype=np.uint8)
+    if itemsize == 4:
+        return _float_planes_numba.heads_tails32(words)
+    return _float_planes_numba.heads_tails64(words)
+
+
+def split_heads(heads: np.ndarray, itemsize: int, low_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Heads from :func:`heads_and_tails` -> (symbols uint16[n], packed residuals)."""
+    _float_planes_numba = _jit.kernels("_float_planes_numba")
 
     _check(itemsize, low_bits)
-    data = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
-    if itemsize == 1:
-        heads = data
-    else:
-        half = itemsize // 2
-        # a contiguous copy: numba loops over strided views run several times slower
-        heads = np.ascontiguousarray(data[: data.size - data.size % itemsize].view("<u2")[half - 1 :: half])
-    symbols, residual = _float_planes_numba.split_heads(heads, 8 * head_bytes_for(itemsize), low_bits)
-    tails = _float_planes_numba.tail_planes(data, itemsize, itemsize - head_bytes_for(itemsize))
-    return symbols, residual, tails
+    if head_bytes_for(itemsize) == 2 and low_bits in (3, 7):
+        return _float_planes_numba.split_heads16(heads, low_bits)
+    return _float_planes_numba.split_heads(heads, 8 * head_bytes_for(itemsize), low_bits)
+
+
+def symbol_histogram(heads: np.ndarray, itemsize: int, low_bits: int) -> np.ndarray:
+    """Histogram of the symbols of ``heads`` from :func:`heads_and_tails` (int64, one
+    count per symbol): ``symbol_counts(magnitude_counts(head_histogram(...)), low_bits)``
+    counted directly, in a table of the symbols' size rather than of every head value."""
+    _rans_numba = _jit.kernels("_rans_numba")
+
+    head_bits = 8 * head_bytes_for(itemsize)
+    return _rans_numba.masked_histogram(heads, (1 << (head_bits - 1)) - 1, low_bits, 1 << (head_bits - 1 - low_bits))
+
+
+def coarser_counts(counts: np.ndarray, extra_bits: int) -> np.ndarray:
+    """Symbol counts for ``extra_bits`` more low bits, from those of fewer."""
+    return counts.reshape(-1, 1 << extra_bits).sum(axis=1) if extra_bits else counts
 
 
 def residual_size(count: int, low_bits: int) -> int:
@@ -97,20 +135,53 @@ def join(symbols: np.ndarray, residual: np.ndarray, tails: np.ndarray, itemsize:
         raise ValueError("tail planes do not match the element count")
     if n and int(symbols.max()) >> (8 * head_bytes - 1 - low_bits):
         raise ValueError("symbol out of range for the head width")
-    if _small.prefer_numpy(n):
+    if _jit.prefer_numpy(n):
         return join_reference(symbols, residual, tails, itemsize, low_bits)
     out = np.empty(n * itemsize, dtype=np.uint8)
     if head_bytes == 2:
         padded = np.zeros(residual.size + 8, dtype=np.uint8)
         padded[: residual.size] = residual
-        from . import _float_planes_numba
-
-        _float_planes_numba.join_heads16(symbols, padded, tails, itemsize, low_bits, out, out.view(np.uint16))
+        _jit.kernels("_float_planes_numba").join_heads16(symbols, padded, tails, itemsize, low_bits, out, out.view(np.uint16))
     else:
-        from . import _float_planes_numba
-
-        _float_planes_numba.join(symbols, residual, tails, itemsize, head_bytes, low_bits, out)
+        _jit.kernels("_float_planes_numba").join(symbols, residual, tails, itemsize, head_bytes, low_bits, out)
     return out
+
+
+def join32(symbols: np.ndarray, residual: np.ndarray, high: np.ndarray, low: np.ndarray, low_bits: int) -> np.ndarray:
+    """:func:`join` for 4-byte elements and ``low_bits`` 3 or 7, from the two tail planes
+    (``high``: byte 1, ``low``: byte 0) given separately: no copy into a planes array.
+    The symbols must be below 2**(15 - low_bits) (``rans.decode_symbols``' alphabet checks it)."""
+    if low_bits not in (3, 7):
+        raise ValueError(f"join32 handles low_bits 3 and 7, not {low_bits}")
+    n = symbols.shape[0]
+    if residual.shape[0] != residual_size(n, low_bits):
+        raise ValueError("residual stream length does not match the element count")
+    if high.shape != (n,) or low.shape != (n,):
+        raise ValueError("tail planes do not match the element count")
+    if _jit.prefer_numpy(n):
+        return join_reference(symbols, residual, np.stack([high, low]), 4, low_bits)
+    _float_planes_numba = _jit.kernels("_float_planes_numba")
+    out = np.empty(n, dtype="<u4")
+    _float_planes_numba.join32(symbols, residual, high, low, low_bits, out)
+    return out.view(np.uint8)
+
+
+def join16(symbols: np.ndarray, residual: np.ndarray, low_bits: int) -> np.ndarray:
+    """:func:`join` for 2-byte elements and ``low_bits`` 3 or 7: whole-byte and whole-nibble
+    residuals need no padding. The symbols must be below 2**(15 - low_bits)
+    (``rans.decode_symbols``' alphabet checks it)."""
+    if low_bits not in (3, 7):
+        raise ValueError(f"join16 handles low_bits 3 and 7, not {low_bits}")
+    n = symbols.shape[0]
+    if residual.shape[0] != residual_size(n, low_bits):
+        raise ValueError("residual stream length does not match the element count")
+    if _jit.prefer_numpy(n):
+        return join_reference(symbols, residual, np.empty((0, n), dtype=np.uint8), 2, low_bits)
+    _float_planes_numba = _jit.kernels("_float_planes_numba")
+    out = np.empty(n, dtype="<u2")
+    _float_planes_numba.join_heads16(symbols, residual, np.empty((0, n), dtype=np.uint8), 2, low_bits,
+                                     out.view(np.uint8), out)
+    return out.view(np.uint8)
 
 
 def _check(itemsize: int, low_bits: int) -> None:
@@ -139,7 +210,7 @@ def split_reference(data: np.ndarray, itemsize: int, low_bits: int):
 
 def join_reference(symbols: np.ndarray, residual: np.ndarray, tails: np.ndarray, itemsize: int,
                    low_bits: int) -> np.ndarray:
-    """Inverse of :func:`split_reference`; :func:`join` uses it for small inputs (see _small.py)."""
+    """Inverse of :func:`split_reference`; :func:`join` uses it for small inputs (see _jit.py)."""
     head_bytes = head_bytes_for(itemsize)
     n = symbols.shape[0]
     bits = np.unpackbits(residual, bitorder="little")[: n * (low_bits + 1)].reshape(n, low_bits + 1)

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _small, varint
+from . import _jit, varint
 
 MAX_SCALE_BITS = 15
 #: the encoder's precision cap: on float weights 2**14 loses nothing measurable
@@ -53,10 +53,6 @@ RANS_L = 1 << 15
 _STATE_BYTES = 4 * LANES
 
 
-def _put_varint(out: bytearray, value: int) -> None:
-    varint.put(out, value)
-
-
 def _get_varint(raw, pos: int) -> tuple[int, int]:
     # table entries are frequencies and symbol indices: far below 2**42
     return varint.get(raw, pos, max_bits=42, what="rANS table varint")
@@ -65,7 +61,7 @@ def _get_varint(raw, pos: int) -> tuple[int, int]:
 # -- model ---------------------------------------------------------------------
 def histogram(symbols: np.ndarray, alphabet: int | None = None) -> np.ndarray:
     """Counts per symbol value (int64, length ``alphabet`` or max+1)."""
-    from . import _rans_numba
+    _rans_numba = _jit.kernels("_rans_numba")
 
     symbols = _as_symbols(symbols)
     if alphabet is None:
@@ -78,8 +74,10 @@ def choose_scale_bits(counts: np.ndarray) -> int:
 
     Frequencies more precise than the sample size only make the table bigger.
     """
-    total = int(counts.sum())
-    present = int(np.count_nonzero(counts))
+    return _scale_bits(int(counts.sum()), int(np.count_nonzero(counts)))
+
+
+def _scale_bits(total: int, present: int) -> int:
     need = max(1, math.ceil(math.log2(max(present, 1))) + 1)
     want = max(total, 1).bit_length() + 1
     return max(min(DEFAULT_MAX_SCALE_BITS, want), min(need, MAX_SCALE_BITS))
@@ -145,39 +143,31 @@ def normalise(counts: np.ndarray, scale_bits: int) -> np.ndarray:
     return freq
 
 
-def _table_bytes(freq: np.ndarray, scale_bits: int) -> bytes:
-    from . import _rans_numba
-
-    nonzero = np.flatnonzero(freq)
-    out = bytearray([scale_bits])
-    if nonzero.size == 0:
-        _put_varint(out, 0)
-        _put_varint(out, 0)
-        return bytes(out)
-    first, last = int(nonzero[0]), int(nonzero[-1])
-    _put_varint(out, first)
-    _put_varint(out, last - first + 1)
-    values = freq[first : last + 1]
-    buffer = np.empty(10 * values.size, dtype=np.uint8)
-    out += buffer[: _rans_numba.write_table(values, buffer)].tobytes()
-    return bytes(out)
-
-
 def estimate_size(counts: np.ndarray) -> int:
     """Approximate stream bytes for a histogram: Shannon bound plus table and states."""
     counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    present = counts[counts > 0]
-    if total == 0:
-        return 3 + _STATE_BYTES
-    bits = float(-(present * np.log2(present / total)).sum())
     nonzero = np.flatnonzero(counts)
+    if nonzero.size == 0:
+        return 3 + _STATE_BYTES
+    present = counts[nonzero]
+    total = int(present.sum())
+    bits = float(-(present * np.log2(present / total)).sum())
     span = int(nonzero[-1]) - int(nonzero[0]) + 1
-    scale_bits = choose_scale_bits(counts)
+    scale_bits = _scale_bits(total, present.size)
     # table: ~1 byte per frequency below 128, 2 above; zero runs ~2 bytes
     big = int(np.count_nonzero(present * (1 << scale_bits) >= 128 * total))
     table = 4 + present.size + big + 2 * max(0, span - present.size) // 4
     return table + _STATE_BYTES + math.ceil(bits / 8) + 2
+
+
+def fast_estimate_size(counts: np.ndarray) -> int:
+    """:func:`estimate_size` in one compiled call (the same integer: it falls back to
+    :func:`estimate_size` when the two could round differently). For hot loops."""
+    _rans_numba = _jit.kernels("_rans_numba")
+
+    counts = np.asarray(counts, dtype=np.int64)
+    low, high = _rans_numba.estimate_bounds(counts, _STATE_BYTES, MAX_SCALE_BITS, DEFAULT_MAX_SCALE_BITS)
+    return int(low) if low == high else estimate_size(counts)
 
 
 def _as_symbols(symbols: np.ndarray) -> np.ndarray:
@@ -190,23 +180,27 @@ def _as_symbols(symbols: np.ndarray) -> np.ndarray:
 # -- public API ----------------------------------------------------------------
 def encode_symbols(symbols: np.ndarray, counts: np.ndarray | None = None, scale_bits: int | None = None) -> bytes:
     """rANS-code a 1-D uint8/uint16 array; ``counts`` must be its histogram if given."""
-    from . import _rans_numba
+    return b"".join(encode_symbol_parts(symbols, counts, scale_bits))
+
+
+def encode_symbol_parts(symbols: np.ndarray, counts: np.ndarray | None = None,
+                        scale_bits: int | None = None) -> list:
+    """:func:`encode_symbols` as a list of buffers whose concatenation is the stream, for
+    callers that join it into a bigger payload (one copy of the words instead of two)."""
+    _rans_numba = _jit.kernels("_rans_numba")
 
     symbols = _as_symbols(symbols)
     if counts is None:
         counts = histogram(symbols)
-    counts = np.asarray(counts, dtype=np.int64)
-    if symbols.size and int(symbols.max()) >= counts.size:
-        raise ValueError("counts is shorter than the largest symbol")
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
     if scale_bits is None:
         scale_bits = choose_scale_bits(counts)
     if not 1 <= scale_bits <= MAX_SCALE_BITS or (1 << scale_bits) < np.count_nonzero(counts):
         raise ValueError(f"scale_bits {scale_bits} cannot hold {np.count_nonzero(counts)} symbols")
-    freq = normalise(counts, scale_bits)
-    start = np.zeros(freq.size, dtype=np.int64)
-    np.cumsum(freq[:-1], out=start[1:])
-    states, words = _rans_numba.encode(symbols, freq, start, scale_bits)
-    return _table_bytes(freq, scale_bits) + states.astype("<u4").tobytes() + words.astype("<u2").tobytes()
+    head, words = _rans_numba.encode_stream(symbols, counts, scale_bits)
+    if head.size == 0:
+        raise ValueError("counts is shorter than the largest symbol")
+    return [head, words.astype("<u2", copy=False)]
 
 
 class ParsedStream(NamedTuple):
@@ -237,11 +231,11 @@ def parse_stream(data: bytes | memoryview | np.ndarray, count: int, alphabet: in
     if first + entries > min(alphabet, MAX_ALPHABET):
         raise ValueError("rANS table holds symbols outside the alphabet")
     freq = np.zeros(first + entries, dtype=np.int64)
-    small = _small.prefer_numpy(count)
+    small = _jit.prefer_numpy(count)
     if small:
         pos = _read_table_python(raw, pos, freq[first:])
     else:
-        from . import _rans_numba
+        _rans_numba = _jit.kernels("_rans_numba")
 
         pos = _rans_numba.read_table(raw, pos, freq[first:])
     if pos < 0:
@@ -265,7 +259,7 @@ def parse_stream(data: bytes | memoryview | np.ndarray, count: int, alphabet: in
     elif small:
         table = _slot_table_numpy(freq)
     else:
-        from . import _rans_numba
+        _rans_numba = _jit.kernels("_rans_numba")
 
         table = _rans_numba.slot_table(freq, scale_bits)
     return ParsedStream(scale_bits, freq, states, words, table)
@@ -293,16 +287,16 @@ def decode_symbols(
     limit = np.iinfo(dtype).max + 1
     stream = parse_stream(data, count, limit if alphabet is None else min(alphabet, limit))
     out = np.empty(count, dtype=dtype)
-    if count and _small.prefer_numpy(count):
+    if count and _jit.prefer_numpy(count):
         check_status(_decode_python(stream.words, stream.states, count, stream.table, stream.scale_bits, out))
     elif count:
-        from . import _rans_numba
+        _rans_numba = _jit.kernels("_rans_numba")
 
         check_status(_rans_numba.decode(stream.words, stream.states, count, stream.table, stream.scale_bits, out))
     return out
 
 
-# -- numpy paths for small streams (see _small.py); same results and statuses as _rans_numba --
+# -- numpy paths for small streams (see _jit.py); same results and statuses as _rans_numba --
 def _read_table_python(raw: np.ndarray, pos: int, values: np.ndarray) -> int:
     """``_rans_numba.read_table`` line for line: the end position, or -1 if corrupt."""
     data = raw.tobytes()  # indexing bytes is several times faster than indexing an array

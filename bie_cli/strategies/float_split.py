@@ -25,6 +25,7 @@ import numpy as np
 import zstandard
 
 from .. import dtypes
+from ..codecs import float_planes, rans
 from .base import Strategy, decode_if_raw, from_bytes, smaller_or_raw
 
 FORMAT_VERSION = 1
@@ -60,23 +61,21 @@ class FloatSplitStrategy(Strategy):
     Config = FloatSplitConfig
 
     def encode(self, chunk: np.ndarray, config: FloatSplitConfig) -> tuple[bytes, dict]:
-        from ..codecs import float_planes, rans
-
-        itemsize = _COMPONENT_SIZE[dtypes.from_numpy(chunk.dtype).name]
+        itemsize = _component_size(chunk.dtype)
         data = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
         count = data.size // itemsize
         if count == 0:
             return smaller_or_raw(b"", data)
-        magnitudes = float_planes.magnitude_counts(float_planes.head_histogram(data, itemsize))
+        heads, tails = float_planes.heads_and_tails(data, itemsize)
         valid = float_planes.low_bits_range(itemsize)
         if config.low_bits is None:
-            low_bits, symbol_counts = _choose_low_bits(magnitudes, count, float_planes.preferred_low_bits(itemsize))
+            low_bits, symbol_counts = _choose_low_bits(heads, itemsize, count, float_planes.preferred_low_bits(itemsize))
         else:  # clamped to what this element size allows
             low_bits = min(max(config.low_bits, valid.start), valid.stop - 1)
-            symbol_counts = float_planes.symbol_counts(magnitudes, low_bits)
-        symbols, residual, tails = float_planes.split(data, itemsize, low_bits)
+            low_bits, symbol_counts = _choose_low_bits(heads, itemsize, count, (low_bits,))
+        symbols, residual = float_planes.split_heads(heads, itemsize, low_bits)
         parts = [bytes([FORMAT_VERSION, low_bits, 2 + tails.shape[0]])]
-        parts += _stream(CODING_RANS, rans.encode_symbols(symbols, symbol_counts))
+        parts += _stream_parts(CODING_RANS, rans.encode_symbol_parts(symbols, symbol_counts))
         compressor = zstandard.ZstdCompressor(level=config.zstd_level)
         for plane in [residual, *tails]:
             parts += _smallest_byte_coding(plane, compressor)
@@ -95,9 +94,18 @@ class FloatSplitStrategy(Strategy):
         return from_bytes(data, shape, dtype)
 
 
-def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarray:
-    from ..codecs import float_planes, rans
+_COMPONENT_SIZE_BY_NUMPY: dict = {}
 
+
+def _component_size(np_dtype: np.dtype) -> int:
+    """Bytes per float component of a numpy dtype (``dtypes.from_numpy`` once per dtype)."""
+    size = _COMPONENT_SIZE_BY_NUMPY.get(np_dtype)
+    if size is None:
+        size = _COMPONENT_SIZE_BY_NUMPY[np_dtype] = _COMPONENT_SIZE[dtypes.from_numpy(np_dtype).name]
+    return size
+
+
+def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarray:
     head_bytes = float_planes.head_bytes_for(itemsize)
     n_tails = itemsize - head_bytes
     if len(payload) < 3:
@@ -126,30 +134,45 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
     if symbol_coding != CODING_RANS:
         raise ValueError("float-split symbol stream must be rANS-coded")
     residual = _decode_byte_plane(*streams[1], float_planes.residual_size(count, low_bits))
+    alphabet = 1 << (8 * head_bytes - 1 - low_bits)
+    if itemsize == 4 and low_bits in (3, 7):  # F32 as the encoder writes it: planes joined in place
+        planes = [_decode_byte_plane(coding, body, count) for coding, body in streams[2:]]
+        symbols = rans.decode_symbols(symbol_bytes, count, np.uint16, alphabet)
+        return float_planes.join32(symbols, residual, planes[0], planes[1], low_bits)
+    if itemsize == 2 and low_bits in (3, 7):  # F16/BF16 as the encoder writes them
+        symbols = rans.decode_symbols(symbol_bytes, count, np.uint16, alphabet)
+        return float_planes.join16(symbols, residual, low_bits)
     tails = np.empty((n_tails, count), dtype=np.uint8)
     for t, (coding, body) in enumerate(streams[2:]):
         tails[t] = _decode_byte_plane(coding, body, count)
-    alphabet = 1 << (8 * head_bytes - 1 - low_bits)
     symbols = rans.decode_symbols(symbol_bytes, count, np.uint16, alphabet)
     return float_planes.join(symbols, residual, tails, itemsize, low_bits)
 
 
-def _choose_low_bits(magnitudes: np.ndarray, count: int, candidates) -> tuple[int, np.ndarray]:
+def _choose_low_bits(heads: np.ndarray, itemsize: int, count: int, candidates) -> tuple[int, np.ndarray]:
     """The ``low_bits`` with the smallest estimated size (rANS symbols + raw
     residuals), and its symbol histogram.
 
     Wider symbols model more mantissa bits given the exponent but cost a
-    bigger table, which small chunks cannot pay back.
+    bigger table, which small chunks cannot pay back. One histogram, at the
+    fewest low bits; the others are sums of its neighbouring counts.
     """
-    from ..codecs import float_planes, rans
-
+    finest = min(candidates)
+    base = float_planes.symbol_histogram(heads, itemsize, finest)
+    if len(candidates) == 1:
+        return finest, base
     best = None
     for low_bits in candidates:
-        counts = float_planes.symbol_counts(magnitudes, low_bits)
-        size = rans.estimate_size(counts) + float_planes.residual_size(count, low_bits)
+        counts = float_planes.coarser_counts(base, low_bits - finest)
+        size = rans.fast_estimate_size(counts) + float_planes.residual_size(count, low_bits)
         if best is None or size < best[0]:
             best = (size, low_bits, counts)
     return best[1], best[2]
+
+
+def _stream_parts(coding: int, body_parts: list) -> list:
+    """Header and body of one stream given as buffers to concatenate."""
+    return [_STREAM_HEADER.pack(coding, sum(memoryview(part).nbytes for part in body_parts)), *body_parts]
 
 
 def _stream(coding: int, body) -> list:
@@ -159,8 +182,6 @@ def _stream(coding: int, body) -> list:
 
 def _smallest_byte_coding(plane: np.ndarray, compressor) -> list:
     """The plane raw, zstd-coded or rANS-coded: whichever is smallest."""
-    from ..codecs import rans
-
     raw = memoryview(np.ascontiguousarray(plane)).cast("B")
     best = (CODING_RAW, raw)
     if not len(raw):
@@ -171,7 +192,7 @@ def _smallest_byte_coding(plane: np.ndarray, compressor) -> list:
             best = (CODING_ZSTD, packed)
     # rANS only pays on skewed planes (e.g. truncated mantissas); estimate first
     counts = rans.histogram(plane, 256)
-    if rans.estimate_size(counts) < 0.98 * len(best[1]):
+    if rans.fast_estimate_size(counts) < 0.98 * len(best[1]):
         coded = rans.encode_symbols(plane, counts)
         if len(coded) < len(best[1]):
             best = (CODING_RANS, coded)
@@ -193,17 +214,18 @@ def _zstd_may_help(raw: memoryview, compressor) -> bool:
 
 
 def _decode_byte_plane(coding: int, body: memoryview, size: int) -> np.ndarray:
-    from ..codecs import rans
-
+    """A plane as a read-only uint8 array whatever its coding (the join kernels then
+    have one signature to compile and cache, not one per mix of codings)."""
     if coding == CODING_RAW:
         plane = np.frombuffer(body, dtype=np.uint8)
     elif coding == CODING_ZSTD:
         # max_output_size bounds the allocation to what the shape says
         plane = np.frombuffer(zstandard.ZstdDecompressor().decompress(body, max_output_size=max(size, 1)), dtype=np.uint8)
     elif coding == CODING_RANS:
-        return rans.decode_symbols(body, size, np.uint8)
+        plane = rans.decode_symbols(body, size, np.uint8)
     else:
         raise ValueError(f"float-split stream coding {coding} is unknown")
     if plane.size != size:
         raise ValueError(f"float-split plane holds {plane.size} bytes, expected {size}")
+    plane.flags.writeable = False
     return plane

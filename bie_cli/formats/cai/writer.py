@@ -31,11 +31,12 @@ def _json_bytes(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _json_body(obj, compressor: zstandard.ZstdCompressor) -> tuple[bytes, int]:
-    """A JSON record body and its flags: zstd-compressed when that is smaller."""
+def _json_body(obj, compressors: tuple[zstandard.ZstdCompressor, zstandard.ZstdCompressor]) -> tuple[bytes, int]:
+    """A JSON record body and its flags: zstd-compressed when that is smaller
+    (``compressors``: for small bodies, and for bodies of JSON_ZSTD_LARGE and more)."""
     body = _json_bytes(obj)
     if len(body) >= spec.JSON_COMPRESS_MIN:
-        packed = compressor.compress(body)
+        packed = compressors[len(body) >= spec.JSON_ZSTD_LARGE].compress(body)
         if len(packed) < len(body):
             return packed, spec.FLAG_ZSTD_JSON
     return body, 0
@@ -60,9 +61,12 @@ class ContainerWriter:
         self._blobs: list[dict] = []
         self._current: _TensorIndexEntry | None = None
         self._names: set[str] = set()
-        # one compressor for every JSON record: a level-19 context costs more to set up
-        # than a small record costs to compress (same bytes either way)
-        self._json_compressor = zstandard.ZstdCompressor(level=spec.JSON_ZSTD_LEVEL, write_content_size=True)
+        # one compressor for every small JSON record: a level-19 context costs more to set up
+        # than a small record costs to compress (same bytes either way); big ones get a faster level
+        self._json_compressors = (
+            zstandard.ZstdCompressor(level=spec.JSON_ZSTD_LEVEL, write_content_size=True),
+            zstandard.ZstdCompressor(level=spec.JSON_ZSTD_LEVEL_LARGE, write_content_size=True),
+        )
 
     @property
     def bytes_written(self) -> int:
@@ -86,7 +90,7 @@ class ContainerWriter:
         return offset
 
     def _write_json_record(self, record_type: spec.RecordType, obj: dict) -> int:
-        body, flags = _json_body(obj, self._json_compressor)
+        body, flags = _json_body(obj, self._json_compressors)
         return self._write_record(record_type, body, flags=flags)
 
     def _expect(self, *states: _State) -> None:
@@ -128,7 +132,7 @@ class ContainerWriter:
     def write_chunk(self, row_start: int, row_stop: int, meta: dict, payload) -> None:
         self._expect(_State.IN_TENSOR)
         entry = self._current
-        meta_bytes = _json_bytes(meta)
+        meta_bytes = _json_bytes(meta) if meta else b"{}"  # what json.dumps gives for {}: most chunks
         payload_start = (
             self._offset + spec.RECORD_HEADER.size + spec.CHUNK_PREFIX.size + len(meta_bytes)
         )

@@ -1,4 +1,4 @@
-"""When a codec decodes in numpy instead of numba.
+"""How codecs reach their numba kernels, and when they decode without them.
 
 Importing numba and loading its cached kernels costs about half a second
 (more on a loaded machine), more than decoding a small stream in numpy and
@@ -11,6 +11,7 @@ errors: tests/test_rans.py and tests/test_float_split.py compare them.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 #: ~70 ms of Python rANS decoding on a quiet machine, a fraction of numba's import
@@ -19,3 +20,16 @@ NUMPY_BELOW = 1 << 16
 
 def prefer_numpy(count: int) -> bool:
     return count < NUMPY_BELOW and "numba" not in sys.modules
+
+
+_LOADED: dict = {}
+
+
+def kernels(name: str):
+    """A numba kernel module of this package, imported on first use (numba is slow to import);
+    later calls are a dict lookup, cheaper than a function-level ``from . import`` in hot paths.
+    Only fully imported modules are kept (``import_module`` waits for another thread's import)."""
+    module = _LOADED.get(name)
+    if module is None:
+        module = _LOADED[name] = importlib.import_module(f".{name}", __package__)
+    return module
