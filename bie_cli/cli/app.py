@@ -13,20 +13,25 @@ import typer
 
 from . import bench, compress, decompress, embed, inspect, plan, strategies, verify
 
-app = typer.Typer(
-    name="bie",
-    help="Compress model checkpoints into checksummed, streamable .cai containers.\n\n"
-    "Exit codes: 0 ok, 1 verification failed, 2 usage or bad input, 3 corrupt container.",
-    # Bare `bie` is handled in _options (help on stderr, exit 2) so it behaves the same on every
-    # Click: Click < 8.2 exits 0 for no_args_is_help, newer Click raises a usage error.
-    invoke_without_command=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain Click help: Typer's rich help imports rich.markdown and markdown-it (~0.15 s), half the
-    # 0.3 s budget for `bie --help`, and looks like every other Unix tool's help without it.
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+
+def _typer_app() -> typer.Typer:
+    return typer.Typer(
+        name="bie",
+        help="Compress model checkpoints into checksummed, streamable .cai containers.\n\n"
+        "Exit codes: 0 ok, 1 verification failed, 2 usage or bad input, 3 corrupt container.",
+        # Bare `bie` is handled in _options (help on stderr, exit 2) so it behaves the same on every
+        # Click: Click < 8.2 exits 0 for no_args_is_help, newer Click raises a usage error.
+        invoke_without_command=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        # Plain Click help: Typer's rich help imports rich.markdown and markdown-it (~0.15 s), half the
+        # 0.3 s budget for `bie --help`, and looks like every other Unix tool's help without it.
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+
+app = _typer_app()
 
 _debug = False
 
@@ -44,7 +49,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def _options(
     context: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
@@ -63,14 +67,41 @@ def _options(
         raise typer.Exit(EXIT_USAGE)
 
 
-app.command("compress")(compress.command)
-app.command("decompress")(decompress.command)
-app.command("inspect")(inspect.command)
-app.command("verify")(verify.command)
-app.command("strategies")(strategies.command)
-app.command("bench")(bench.command)
-app.command("plan")(plan.command)
-app.add_typer(embed.app, name="embed")
+_COMMANDS = {"compress": compress, "decompress": decompress, "inspect": inspect, "verify": verify,
+             "strategies": strategies, "bench": bench, "plan": plan}
+_GROUPS = {"embed": embed}
+
+
+def _register(target: typer.Typer, names) -> typer.Typer:
+    target.callback()(_options)
+    for name in names:
+        if name in _GROUPS:
+            target.add_typer(_GROUPS[name].app, name=name)
+        else:
+            target.command(name)(_COMMANDS[name].command)
+    return target
+
+
+_register(app, [*_COMMANDS, *_GROUPS])
+
+
+def _app_for(args: list[str]) -> typer.Typer:
+    """The whole app, or one holding only the command the arguments name.
+
+    Typer turns every command's signature into Click parameters each time the app
+    runs (~60 ms for all of bie's, a fifth of the start-up budget); a command's
+    usage line, options and errors are the same either way. The whole app runs
+    whenever the command list itself matters: help, bare ``bie``, unknown commands.
+    """
+    leading = 0  # bie's own options before the command name (none takes a value)
+    while leading < len(args) and args[leading] in ("--debug", "--version", "-V"):
+        leading += 1
+    if leading == len(args):
+        return _register(_typer_app(), []) if leading and "--debug" not in args else app
+    name = args[leading]
+    if name in _COMMANDS or name in _GROUPS:
+        return _register(_typer_app(), [name])
+    return app
 
 
 def _error(message: str) -> None:
@@ -97,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
     usage_error = _click_exception_class()
     try:
-        result = app(args=argv, prog_name="bie", standalone_mode=False)
+        args = sys.argv[1:] if argv is None else list(argv)
+        result = _app_for(args)(args=args, prog_name="bie", standalone_mode=False)
     except BieError as exc:
         if _debug:
             raise
