@@ -146,11 +146,13 @@ def main() -> None:
     print(markdown_table(["`bie compress` MiniLM (86.6 MiB F32)", "seconds", "x warm"], rows))
     print(markdown_table(["command (warm)", "seconds", "budget", "result"], startup_rows))
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; pip install of the checkout {install_seconds:.0f} s")
+    venv_words = ("A venv from an earlier run (`--reuse`: its torch and dependencies kept, this checkout "
+                  "reinstalled with `--force-reinstall --no-deps`)" if args.reuse else "A brand-new venv")
     update_section("startup", f"""
 ## Cold start and start-up
 
 `python bench/bench_startup.py` ({machine_line()}; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f};
-medians of {args.rounds} interleaved rounds). A brand-new venv gets `pip install {TORCH_PIN}` and then a plain
+medians of {args.rounds} interleaved rounds). {venv_words} gets `pip install {TORCH_PIN}` and then a plain
 `pip install` of this checkout ({install_seconds:.0f} s, which includes compiling the numba kernels into the wheel:
 setup.py runs `bie_cli/_precompile.py` while building it). Nothing is warmed by hand: "first run" has exactly
 the numba cache pip installed; "no numba cache" deletes it, so every kernel compiles on its first call, as every
