@@ -8,6 +8,7 @@ handling depends on which Click classes Typer raises.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import stat
 import subprocess
@@ -279,7 +280,7 @@ def test_library_errors_name_arguments_and_the_cli_names_flags(model, tmp_path):
 
 
 def test_help_version_inspect_and_small_verify_import_nothing_heavy(model, tmp_path):
-    """The start-up budget (docs/cli.md): --help, --version and inspect import no numpy, pydantic or
+    """The start-up budget (README, "Installing and the first run"): --help, --version and inspect import no numpy, pydantic or
     rich markdown; verifying a small lossless container decodes in numpy without importing numba."""
     assert run("compress", str(model), "-o", str(tmp_path / "m.cai"), "-q").returncode == 0
     probe = (
@@ -294,7 +295,11 @@ def test_help_version_inspect_and_small_verify_import_nothing_heavy(model, tmp_p
         "print('HEAVY', sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
     completed = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "m.cai")], capture_output=True, timeout=120)
-    assert b"LIGHT []" in completed.stderr, completed.stderr.decode()[-800:]
+    # Typer before 0.24 imports its rich help (rich.markdown) whenever rich is installed: the budget
+    # holds on the newest Typer pip resolves, the floor only has to work (make test-lowest).
+    typer_version = tuple(int(part) for part in importlib.metadata.version("typer").split(".")[:2])
+    expected_light = b"LIGHT []" if typer_version >= (0, 24) else b"LIGHT ['rich.markdown']"
+    assert expected_light in completed.stderr, completed.stderr.decode()[-800:]
     assert b"HEAVY []" in completed.stderr, completed.stderr.decode()[-800:]
 
 
