@@ -7,8 +7,10 @@ is that share of the source's tensor bytes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import BadInputError
@@ -105,3 +107,15 @@ def cli_terms(message: str) -> str:
     for phrase, flags in _CLI_PHRASES.items():
         message = message.replace(phrase, flags)
     return _CLI_PATTERN.sub(lambda m: _CLI_NAMES[m.group(1)] + (" " if m.group(2) else ""), message)
+
+
+@contextlib.contextmanager
+def errors_in_cli_terms() -> Iterator[None]:
+    """Re-raise a plain :class:`BadInputError` from the library with :func:`cli_terms` applied
+    (subclasses carry their own wording and pass through unchanged)."""
+    try:
+        yield
+    except BadInputError as exc:
+        if type(exc) is not BadInputError:
+            raise
+        raise BadInputError(cli_terms(str(exc))) from None

@@ -34,20 +34,15 @@ def command(
 
     if json_output and output == "-":
         raise BadInputError("--json and -o - both want stdout; write the container to a file")
-    from ..auto.budget import cli_terms
+    from ..auto.budget import errors_in_cli_terms
 
-    with progress_bar("compress", quiet) as progress:
-        try:
-            stats = compress_model(
-                src, output, strategy=strategy, rules=rule or (), policy=policy, threads=threads,
-                chunk_size=parse_size(chunk_size), force=force, progress=progress, source_format=format,
-                executor=executor, scheduler=scheduler,
-                target_bits=target_bits, target_size=target_size, max_error=max_error, weighting=weighting,
-            )
-        except BadInputError as exc:
-            if type(exc) is not BadInputError:
-                raise
-            raise BadInputError(cli_terms(str(exc))) from None
+    with progress_bar("compress", quiet) as progress, errors_in_cli_terms():
+        stats = compress_model(
+            src, output, strategy=strategy, rules=rule or (), policy=policy, threads=threads,
+            chunk_size=parse_size(chunk_size), force=force, progress=progress, source_format=format,
+            executor=executor, scheduler=scheduler,
+            target_bits=target_bits, target_size=target_size, max_error=max_error, weighting=weighting,
+        )
     if json_output:
         print_json(stats.to_dict())
     elif not quiet:

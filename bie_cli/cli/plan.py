@@ -24,23 +24,17 @@ def command(
     json_output: Annotated[bool, typer.Option("--json", help="Write the plan as JSON to stdout.")] = False,
 ) -> int:
     """Print, per tensor, the strategy a budget chooses with predicted and measured bits and error."""
-    from ..auto.budget import cli_terms
+    from ..auto.budget import errors_in_cli_terms
     from ..auto.planner import plan_checkpoint
-    from ..errors import BadInputError
     from .compress import parse_size
     from .output import human_bytes, print_json, progress_bar, stdout_console
 
-    with progress_bar("plan", quiet or json_output) as progress:
-        try:
-            plan = plan_checkpoint(
-                src, target_bits=target_bits, target_size=target_size, max_error=max_error, rules=rule or (),
-                policy=policy, weighting=weighting, threads=threads, chunk_size=parse_size(chunk_size),
-                output=output, force=force, progress=progress,
-            )
-        except BadInputError as exc:
-            if type(exc) is not BadInputError:
-                raise
-            raise BadInputError(cli_terms(str(exc))) from None
+    with progress_bar("plan", quiet or json_output) as progress, errors_in_cli_terms():
+        plan = plan_checkpoint(
+            src, target_bits=target_bits, target_size=target_size, max_error=max_error, rules=rule or (),
+            policy=policy, weighting=weighting, threads=threads, chunk_size=parse_size(chunk_size),
+            output=output, force=force, progress=progress,
+        )
     if json_output:
         print_json(plan.to_dict())
         return 0
