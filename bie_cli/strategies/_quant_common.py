@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import dtypes
 from ..codecs import bitpack, rans
-from .base import rans_if_smaller
+from .base import nonfinite_positions, rans_if_smaller
 
 FLOAT_DTYPES = frozenset({"F32", "F16", "BF16", "F64"})
 SCALE_DTYPES = {"f16": np.dtype("<f2"), "f32": np.dtype("<f4"), "f64": np.dtype("<f8")}
@@ -141,6 +141,28 @@ def to_units(x: np.ndarray, layout: UnitLayout) -> np.ndarray:
     if width != layout.row_length:
         x = np.pad(x, ((0, 0), (0, width - layout.row_length)), mode="edge")
     return x.reshape(-1, layout.group_size)
+
+
+def finite_units(strategy_id: str, rows: np.ndarray, layout: UnitLayout, allow_nonfinite: bool, stats):
+    """``(rows, units, stats(units), exact)`` with NaN/Inf elements set aside.
+
+    ``stats`` returns a tuple whose last item is the per-unit sum of squares: a
+    non-finite sum is how a NaN/Inf is noticed without a second pass over the
+    data. Such elements are refused unless ``allow_nonfinite``; allowed ones are
+    zeroed in a copy of ``rows`` (the caller's chunk is left alone) and their
+    flat positions returned, to be stored exactly.
+    """
+    units = to_units(rows, layout)
+    found = stats(units)
+    exact = np.zeros(0, dtype=np.int64)
+    if not np.isfinite(found[-1].sum()):  # NaN/Inf somewhere (or an F64 sum overflow)
+        exact = nonfinite_positions(strategy_id, rows, allow_nonfinite)
+        if exact.size:
+            rows = rows.copy()
+            rows.reshape(-1)[exact] = 0.0
+            units = to_units(rows, layout)
+            found = stats(units)
+    return rows, units, found, exact
 
 
 def from_units(u: np.ndarray, layout: UnitLayout) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from . import _quant_common as common
-from .base import Strategy, nonfinite_positions
+from .base import Strategy
 
 # bitsandbytes' NF4 table (QLoRA, Dettmers et al. 2023), ascending; code = index.
 NF4_CODEBOOK = np.array(
@@ -68,16 +68,9 @@ class NF4Strategy(Strategy):
         if layout.count == 0:
             meta["codes"] = "packed"
             return b"", meta
-        units = common.to_units(rows, layout)
-        low, high, squares = kernels.unit_stats(units)
-        exact = np.zeros(0, dtype=np.int64)
-        if not np.isfinite(squares.sum()):
-            exact = nonfinite_positions(self.id, rows, config.allow_nonfinite)
-            if exact.size:
-                rows = rows.copy()
-                rows.reshape(-1)[exact] = 0.0
-                units = common.to_units(rows, layout)
-                low, high, squares = kernels.unit_stats(units)
+        _, units, (low, high, _), exact = common.finite_units(
+            self.id, rows, layout, config.allow_nonfinite, kernels.unit_stats
+        )
         absmax = np.maximum(-low, high)
         if config.double_quant:
             mean = np.float32(absmax.mean())

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from . import _quant_common as common
-from .base import Strategy, nonfinite_positions
+from .base import Strategy
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,9 @@ class TernaryStrategy(Strategy):
         if layout.count == 0:
             meta.update(scale_dtype="f32", codes="trits")
             return b"", meta
-        units = common.to_units(rows, layout)
-        squares = kernels.unit_squares(units)
-        exact = np.zeros(0, dtype=np.int64)
-        if not np.isfinite(squares.sum()):
-            exact = nonfinite_positions(self.id, rows, config.allow_nonfinite)
-            if exact.size:
-                rows = rows.copy()
-                rows.reshape(-1)[exact] = 0.0
-                units = common.to_units(rows, layout)
+        _, units, _, exact = common.finite_units(
+            self.id, rows, layout, config.allow_nonfinite, lambda units: (kernels.unit_squares(units),)
+        )
         magnitude = np.abs(units)
         gamma = magnitude.mean(axis=1, dtype=np.float64)
         mul = np.divide(1.0, gamma, out=np.zeros_like(gamma), where=gamma != 0)
