@@ -71,6 +71,19 @@ def top_positions(mags: np.ndarray, density: float) -> np.ndarray:
     return np.union1d(above, ties).astype(np.int64)
 
 
+def active_positions(flat: np.ndarray, density: float | None) -> np.ndarray:
+    """The positions a sparse strategy stores: every nonzero element, or with a
+    ``density`` the largest magnitudes (magnitude pruning, lossy)."""
+    if density is None:
+        return nonzero_positions(flat)
+    return top_positions(magnitudes(flat), density)
+
+
+def keeps_every_value(config) -> bool:
+    """A sparse config is lossless when values are stored exactly and nothing is pruned."""
+    return config.values == "exact" and (config.density is None or config.density >= 1.0)
+
+
 def is_float(dtype_name: str) -> bool:
     return dtype_name in common.FLOAT_DTYPES
 

@@ -102,14 +102,11 @@ class BlockedStrategy(Strategy):
     Config = BlockedConfig
 
     def is_lossless(self, config: BlockedConfig) -> bool:
-        return config.values == "exact" and (config.density is None or config.density >= 1.0)
+        return sparse.keeps_every_value(config)
 
     def encode(self, chunk: np.ndarray, config: BlockedConfig) -> tuple[bytes, dict]:
         flat = sparse.flat_elements(chunk)
-        if config.density is None:
-            active = sparse.nonzero_positions(flat)
-        else:
-            active = sparse.top_positions(sparse.magnitudes(flat), config.density)
+        active = sparse.active_positions(flat, config.density)
         rows, cols = common.row_shape(chunk.shape)
         grid = TileGrid(rows, cols, config.tile)
         r, c = np.divmod(active, max(cols, 1))

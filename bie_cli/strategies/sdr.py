@@ -49,14 +49,11 @@ class SdrStrategy(Strategy):
     Config = SdrConfig
 
     def is_lossless(self, config: SdrConfig) -> bool:
-        return config.values == "exact" and (config.density is None or config.density >= 1.0)
+        return sparse.keeps_every_value(config)
 
     def encode(self, chunk: np.ndarray, config: SdrConfig) -> tuple[bytes, dict]:
         flat = sparse.flat_elements(chunk)
-        if config.density is None:
-            active = sparse.nonzero_positions(flat)
-        else:
-            active = sparse.top_positions(sparse.magnitudes(flat), config.density)
+        active = sparse.active_positions(flat, config.density)
         _, row_length = common.row_shape(chunk.shape)
         value_rows = active // max(row_length, 1)
         value_bytes, value_meta = sparse.encode_values(flat[active], value_rows, config.values, self.id)
