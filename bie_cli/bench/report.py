@@ -52,6 +52,16 @@ def _plot_png(draw) -> bytes:
         plt.close(figure)
 
 
+def _label(axes, xlabel: str, ylabel: str, title: str) -> None:
+    """Log y axis, labels, grid and legend: the look both plots share."""
+    axes.set_yscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7, ncol=2)
+
+
 def ratio_plot(results: Sequence[Result]) -> bytes:
     rows, cols = _largest(results)
     cells = [r for r in results if (r.rows, r.cols) == (rows, cols)]
@@ -63,12 +73,8 @@ def ratio_plot(results: Sequence[Result]) -> bytes:
             axes.plot([p[0] for p in points], [p[1] for p in points], style, label=method, markersize=4)
         bound = sorted({(r.sparsity, 32 / r.bound_exact_bpe) for r in cells if r.bound_exact_bpe > 0})
         axes.plot([b[0] for b in bound], [b[1] for b in bound], "k:", label="bound (exact FP32 values)")
-        axes.set_yscale("log")
-        axes.set_xlabel("sparsity (%)")
-        axes.set_ylabel("compression ratio vs FP32 (stored bytes)")
-        axes.set_title(f"Ratio vs sparsity, {rows}x{cols} Gaussian, magnitude-pruned")
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize=7, ncol=2)
+        _label(axes, "sparsity (%)", "compression ratio vs FP32 (stored bytes)",
+               f"Ratio vs sparsity, {rows}x{cols} Gaussian, magnitude-pruned")
 
     return _plot_png(draw)
 
@@ -82,12 +88,8 @@ def error_plot(results: Sequence[Result]) -> bytes:
             points = sorted((r.bits_per_element, r.relative_mse) for r in cells if r.method == method)
             axes.plot([p[0] for p in points], [p[1] for p in points], "o", label=method, markersize=4)
         axes.set_xscale("log")
-        axes.set_yscale("log")
-        axes.set_xlabel("stored bits per element")
-        axes.set_ylabel("relative MSE")
-        axes.set_title(f"Error vs bits, lossy methods, {rows}x{cols}, every sparsity")
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize=7, ncol=2)
+        _label(axes, "stored bits per element", "relative MSE",
+               f"Error vs bits, lossy methods, {rows}x{cols}, every sparsity")
 
     return _plot_png(draw)
 
