@@ -311,9 +311,9 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
     soon as they are ready, across tensor boundaries (a model of many one-chunk
     tensors keeps every thread busy). At most ``2 x threads x chunk_size`` bytes
     of chunks are in flight (:class:`_InFlight`), whatever the tensor count, so
-    memory is bounded by chunk size, not model size. Tensors in ``reuse`` (``--target-bits``: encoded whole while
-    planning) are read back from the planner's spool instead of being encoded
-    again; their digest is the planner's."""
+    memory is bounded by chunk size, not model size. Tensors in ``reuse``
+    (``--target-bits``: encoded whole while planning) are read back from the
+    planner's spool instead of being encoded again; their digest is the planner's."""
     in_workers = _reads_in_workers(source)
     # ("begin", plan) | ("chunk", (future, digest, nbytes)) | ("end", digest), in file order
     queue: deque = deque()
@@ -345,8 +345,8 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
                 for start, stop, meta, payload, error in encoded.stored_chunks():
                     ready_chunk: Future = Future()
                     ready_chunk.set_result((None, tensorcodec.EncodedChunk(start, stop, meta, payload, error)))
-                    queue.append(("chunk", (ready_chunk, None, 0)))
-                    in_flight.add(0)
+                    queue.append(("chunk", (ready_chunk, None, len(payload))))  # held until written
+                    in_flight.add(len(payload))
                     yield from ready()
                 done += dtypes.nbytes(info.dtype, info.shape)
                 if progress:
