@@ -276,7 +276,7 @@ def main(argv=None) -> None:
     table = markdown_table(["dtype", "GiB", "command", "ratio", "seconds (median)", "MB/s", "peak RSS MiB"], rows)
     command = f"python -m bench.bench_scale --size-gib {args.size_gib:g} --rounds {args.rounds}" + (" --dask" if args.dask else "")
     markdown = (
-        "## Scale: a 1 GiB sharded checkpoint, file to file\n\n"
+        f"## Scale: a {args.size_gib:g} GiB sharded checkpoint, file to file\n\n"
         f"`{command}` — {machine_line()}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after\n\n"
         "all-MiniLM-L6-v2's tensors repeated under new names (4 shards + index; F32, and cast to BF16). "
         "bie rows: whole process (`python -m bie_cli ...`, start-up included), file to file, default lossless "
