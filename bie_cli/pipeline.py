@@ -45,6 +45,10 @@ from .plan import Planner, StrategySpec, load_policy_file, parse_rule, parse_str
 from .tensorcodec import DigestCheck, StoredTensors, StreamDecoder, TensorPlan, TensorRecordWriter
 
 DEFAULT_CHUNK_SIZE = 4 << 20
+#: chunks in flight per thread at most, however small: a model of many small tensors keeps
+#: the encoders (decoders) busy while this thread writes each tensor's records; memory is
+#: bounded by bytes in flight instead (:class:`_InFlight`)
+MAX_CHUNKS_IN_FLIGHT = 32
 
 #: progress callback: (bytes done, bytes total, current tensor name)
 Progress = Callable[[int, int, str], None]
@@ -217,7 +221,7 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     plans = (tensorcodec.plan_tensor(source, info, choice, chunk_size)
              for info, choice in zip(source.tensors, choices, strict=True))
     if pool is None:
-        events = _encoded_in_order(source, plans, threads, total, progress, reuse)
+        events = _encoded_in_order(source, plans, threads, total, progress, reuse, chunk_size)
     else:
         events = executors.encoded_in_order(executors.source_ref(source.path, source.format), plans, pool, total, progress)
     started = 0.0
@@ -239,6 +243,31 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     out.flush()
     stats.stored_bytes = writer.bytes_written
     return stats
+
+
+class _InFlight:
+    """The window of chunks submitted but not yet passed on: at most ``2 x threads`` chunks'
+    worth of bytes (``2 x threads x chunk_size``) and ``MAX_CHUNKS_IN_FLIGHT x threads`` chunks.
+    For full-size chunks that is the ``2 x threads`` chunks it always was; small tensors'
+    chunks fill it by bytes, so the workers do not wait on this thread between tensors."""
+
+    def __init__(self, threads: int, chunk_size: int) -> None:
+        self.max_count = MAX_CHUNKS_IN_FLIGHT * threads
+        self.max_bytes = 2 * threads * max(chunk_size, 1)
+        self.count = 0
+        self.bytes = 0
+
+    def add(self, nbytes: int) -> None:
+        self.count += 1
+        self.bytes += nbytes
+
+    def remove(self, nbytes: int) -> None:
+        self.count -= 1
+        self.bytes -= nbytes
+
+    def room(self) -> bool:
+        """Whether another chunk may be submitted without waiting for the oldest."""
+        return self.count < self.max_count and self.bytes < self.max_bytes
 
 
 def _reused(plan: TensorPlan, reuse: dict | None):
@@ -271,7 +300,8 @@ def _encode_read(chunk: np.ndarray, plan: TensorPlan, row_start: int, row_stop: 
 
 
 def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], threads: int, total: int,
-                      progress: Progress | None, reuse: dict | None = None) -> Iterator[tuple[str, object]]:
+                      progress: Progress | None, reuse: dict | None = None,
+                      chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple[str, object]]:
     """``("begin", plan)``, ``("chunk", EncodedChunk)``..., ``("end", digest)`` for every
     tensor, in manifest order.
 
@@ -279,30 +309,28 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
     encode chunks; this thread reads the others (a stream, formats that parse
     in memory), hashes every chunk in order and passes results on in order as
     soon as they are ready, across tensor boundaries (a model of many one-chunk
-    tensors keeps every thread busy). At most ``2 x threads`` chunks are in
-    flight, whatever the tensor count, so memory is bounded by chunk size, not
-    model size. Tensors in ``reuse`` (``--target-bits``: encoded whole while
-    planning) are read back from the planner's spool instead of being encoded
-    again; their digest is the planner's."""
-    max_in_flight = 2 * threads
+    tensors keeps every thread busy). At most ``2 x threads x chunk_size`` bytes
+    of chunks are in flight (:class:`_InFlight`), whatever the tensor count, so
+    memory is bounded by chunk size, not model size. Tensors in ``reuse``
+    (``--target-bits``: encoded whole while planning) are read back from the
+    planner's spool instead of being encoded again; their digest is the planner's."""
     in_workers = _reads_in_workers(source)
-    # ("begin", plan) | ("chunk", (future, digest)) | ("end", digest), in file order
+    # ("begin", plan) | ("chunk", (future, digest, nbytes)) | ("end", digest), in file order
     queue: deque = deque()
-    in_flight = 0
+    in_flight = _InFlight(threads, chunk_size)
     done = 0
 
-    def ready(keep: int) -> Iterator[tuple[str, object]]:
-        nonlocal in_flight
+    def ready(drain: bool = False) -> Iterator[tuple[str, object]]:
         while queue:
             kind, value = queue[0]
             if kind == "chunk":
-                future, digest = value
-                if in_flight <= keep and not future.done():
+                future, digest, nbytes = value
+                if not drain and in_flight.room() and not future.done():
                     return
                 chunk, value = future.result()
                 if digest is not None:  # None: a reused encode, hashed while planning
                     tensorcodec.update_digest(digest, chunk)
-                in_flight -= 1
+                in_flight.remove(nbytes)
             elif kind == "end" and not isinstance(value, str):
                 value = value.hexdigest()
             queue.popleft()
@@ -317,14 +345,14 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
                 for start, stop, meta, payload, error in encoded.stored_chunks():
                     ready_chunk: Future = Future()
                     ready_chunk.set_result((None, tensorcodec.EncodedChunk(start, stop, meta, payload, error)))
-                    queue.append(("chunk", (ready_chunk, None)))
-                    in_flight += 1
-                    yield from ready(max_in_flight - 1)
+                    queue.append(("chunk", (ready_chunk, None, len(payload))))  # held until written
+                    in_flight.add(len(payload))
+                    yield from ready()
                 done += dtypes.nbytes(info.dtype, info.shape)
                 if progress:
                     progress(done, total, info.name)
                 queue.append(("end", encoded.digest))
-                yield from ready(max_in_flight - 1)
+                yield from ready()
                 continue
             digest = spec.new_digest()
             row_bytes = dtypes.nbytes(info.dtype, info.shape[1:]) if info.shape else dtypes.nbytes(info.dtype, ())
@@ -336,15 +364,16 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
                     chunk = source.read(info.name, row_start, row_stop)
                     tensorcodec.check_chunk(chunk, info)
                     future = pool.submit(_encode_read, chunk, plan, row_start, row_stop)
-                queue.append(("chunk", (future, digest)))
-                in_flight += 1
-                yield from ready(max_in_flight - 1)
-                done += (row_stop - row_start) * row_bytes if info.shape else row_bytes
+                nbytes = (row_stop - row_start) * row_bytes if info.shape else row_bytes
+                queue.append(("chunk", (future, digest, nbytes)))
+                in_flight.add(nbytes)
+                yield from ready()
+                done += nbytes
                 if progress:
                     progress(done, total, info.name)
             queue.append(("end", digest))
-            yield from ready(max_in_flight - 1)
-        yield from ready(-1)
+            yield from ready()
+        yield from ready(drain=True)
 
 
 # -- decompress -------------------------------------------------------------------------
@@ -363,24 +392,34 @@ class DecompressStats:
         return asdict(self)
 
 
+def _chunk_bytes(entry: TensorEntry, number: int) -> int:
+    ref = entry.chunks[number]
+    return dtypes.nbytes(entry.dtype, entry.chunk_shape(ref.row_start, ref.row_stop))
+
+
 def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: int | None, threads: int):
     """``(entry, array)`` for every chunk in file order, decoded ``threads`` at a time
-    (decoders release the GIL) with at most ``2 x threads`` chunks held, across tensor
-    boundaries."""
+    (decoders release the GIL) with at most ``2 x threads`` full-size chunks' worth of
+    bytes held (:class:`_InFlight`), across tensor boundaries."""
     jobs = ((entry, number) for entry in entries for number in range(len(entry.chunks)))
     if threads <= 1:
         for entry, number in jobs:
             yield entry, stored.decode_chunk(entry, number, bits)
         return
+    chunk_size = max((_chunk_bytes(entry, 0) for entry in entries if entry.chunks), default=1)
+    in_flight = _InFlight(threads, chunk_size)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-decode") as pool:
         pending: deque = deque()
         for entry, number in jobs:
-            pending.append((entry, pool.submit(stored.decode_chunk, entry, number, bits)))
-            if len(pending) > 2 * threads:
-                done_entry, future = pending.popleft()
+            nbytes = _chunk_bytes(entry, number)
+            pending.append((entry, nbytes, pool.submit(stored.decode_chunk, entry, number, bits)))
+            in_flight.add(nbytes)
+            while pending and (not in_flight.room() or pending[0][2].done()):
+                done_entry, nbytes, future = pending.popleft()
+                in_flight.remove(nbytes)
                 yield done_entry, future.result()
         while pending:
-            done_entry, future = pending.popleft()
+            done_entry, _, future = pending.popleft()
             yield done_entry, future.result()
 
 

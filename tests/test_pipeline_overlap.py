@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -85,3 +87,41 @@ def test_verify_reads_each_record_once_and_threads_agree(many_small, tmp_path, m
     assert reports[0] == reports[1]
     bad = [t for t in reports[0]["tensors"] if t["status"] != "ok"]
     assert [(t["name"], t["detail"]) for t in bad] == [(entry.name, "chunk 1: checksum mismatch")]
+
+
+def test_in_flight_window_holds_bytes_not_a_chunk_count(tmp_path, monkeypatch):
+    """Full-size chunks: 2 x threads in flight, as ever. Small tensors' chunks: many more (the
+    encoders never wait on the writer between tensors), never more than 2 x threads x chunk_size
+    bytes of them."""
+    window = pipeline._InFlight(threads=2, chunk_size=1000)
+    for _ in range(3):
+        window.add(1000)
+        assert window.room()
+    window.add(1000)
+    assert not window.room()
+    window.remove(1000)
+    assert window.room()
+
+    rng = np.random.default_rng(5)
+    tensors = {f"t{k:02d}": rng.standard_normal((64, 64)).astype(np.float32) for k in range(40)}
+    path = write_safetensors(tmp_path / "small.safetensors", tensors)
+    peaks = {"count": 0, "bytes": 0}
+
+    class Recorded(pipeline._InFlight):
+        def add(self, nbytes):
+            super().add(nbytes)
+            peaks["count"] = max(peaks["count"], self.count)
+            peaks["bytes"] = max(peaks["bytes"], self.bytes - nbytes)  # before the last one added
+
+    original = tensorcodec.encode_chunk
+
+    def slow(*args):  # the writer outpaces the encoder: the window fills
+        time.sleep(0.002)
+        return original(*args)
+
+    monkeypatch.setattr(pipeline, "_InFlight", Recorded)
+    monkeypatch.setattr(tensorcodec, "encode_chunk", slow)
+    chunk_size = 64 << 10  # four tensors' worth
+    pipeline.compress_model(path, tmp_path / "m.cai", threads=1, chunk_size=chunk_size)
+    assert peaks["count"] > 2
+    assert peaks["bytes"] < 2 * chunk_size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -173,3 +175,24 @@ def test_compiled_estimate_and_normalise_equal_the_numpy_definitions():
 def test_counts_shorter_than_the_symbols_are_refused():
     with pytest.raises(ValueError, match="shorter"):
         rans.encode_symbols(np.array([0, 5], dtype=np.uint16), counts=np.array([1, 0, 0], dtype=np.int64))
+
+
+def test_numba_is_imported_without_its_blas_probe(tmp_path, monkeypatch):
+    """``_jit.import_without``: a module's optional import fails while it loads (numba's SciPy
+    BLAS probe, a third of a second of start-up), then works again for everyone else."""
+    (tmp_path / "bie_probe_optional.py").write_text("VALUE = 1\n")
+    (tmp_path / "bie_probe_user.py").write_text(
+        "try:\n    import bie_probe_optional\n    HAVE = True\nexcept ImportError:\n    HAVE = False\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("bie_probe_optional", "bie_probe_user"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    _jit.import_without("bie_probe_optional", "bie_probe_user")
+    assert sys.modules["bie_probe_user"].HAVE is False
+    assert "bie_probe_optional" not in sys.modules
+    import bie_probe_optional
+
+    assert bie_probe_optional.VALUE == 1
+    # already imported: left alone, and the importer sees it
+    monkeypatch.delitem(sys.modules, "bie_probe_user")
+    _jit.import_without("bie_probe_optional", "bie_probe_user")
+    assert sys.modules["bie_probe_user"].HAVE is True
