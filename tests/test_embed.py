@@ -136,11 +136,12 @@ def test_encode_pack_invariants(data, index):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    n=st.integers(1, 300), queries=st.integers(1, 8), width=st.integers(1, 20),
+    n=st.integers(1, 300), queries=st.integers(1, 40), width=st.integers(1, 20),
     bits_used=st.integers(1, 4), seed=st.integers(0, 2**32 - 1), data=st.data(),
 )
 def test_search_matches_numpy_reference(n, queries, width, bits_used, seed, data):
-    """Few distinct bits per byte, so distances tie a lot: ties must go to the lower id."""
+    """Few distinct bits per byte, so distances tie a lot: ties must go to the lower id. From 16
+    queries on, the blocked kernel runs (blocks of 16-32 queries, the last one partial)."""
     rng = np.random.default_rng(seed)
     mask = np.uint8((1 << bits_used) - 1)
     codes = rng.integers(0, 256, (n, width), dtype=np.uint8) & mask
@@ -155,10 +156,11 @@ def test_search_matches_numpy_reference(n, queries, width, bits_used, seed, data
 @pytest.mark.parametrize("k", [1, 7, 300, 2999, 3000])
 def test_search_with_many_buffer_compactions_matches_numpy_reference(k):
     """3,000 codes overflow the kernel's candidate buffer (2k + 256) many times for small k; 3 bits per
-    code make thousands of ties at the cutoff, which must still go to the lowest ids."""
+    code make thousands of ties at the cutoff, which must still go to the lowest ids. 19 queries: the
+    blocked kernel (one block of 16-19 and, on more threads, a partial one)."""
     rng = np.random.default_rng(k)
     codes = rng.integers(0, 8, (3000, 1), dtype=np.uint8)
-    query_codes = rng.integers(0, 8, (3, 1), dtype=np.uint8)
+    query_codes = rng.integers(0, 8, (19, 1), dtype=np.uint8)
     ids, distances = search(codes, query_codes, k)
     expected_ids, expected_distances = search_reference(codes, query_codes, k)
     np.testing.assert_array_equal(ids, expected_ids)
