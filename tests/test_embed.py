@@ -86,6 +86,23 @@ def test_adaptive_beats_sign_at_zero_on_offset_data(sample):
     assert recall(fit(sample)) > recall(fit(sample, method="sign")) + 0.05
 
 
+def test_trained_keeps_its_start_unless_it_wins_on_held_out_rows(sample):
+    """method="trained" keeps its fine-tune only if it beats the adaptive start at Hamming recall of
+    held-out rows (torch-free check of that choice: the training itself runs in the benchmark)."""
+    from bie_cli.embed.trained import keep_better
+
+    start = fit(sample, bits=24)
+    worse = fit(sample, method="sign", bits=24)  # sign at zero of offset data: many wasted bits
+    x = sample / np.linalg.norm(sample, axis=1, keepdims=True)
+    validation, rest = np.arange(0, 1200, 5), np.setdiff1d(np.arange(1200), np.arange(0, 1200, 5))
+    kept, info = keep_better(start, worse, x, validation, rest)
+    assert info["validation_recall"]["trained"] < info["validation_recall"]["start"]
+    assert kept.method == "trained" and kept.info == {}
+    np.testing.assert_array_equal(kept.projection, start.projection)
+    kept, info = keep_better(worse, start, x, validation, rest)
+    assert info["kept"] == "trained" and kept is start
+
+
 def test_double_bit_hamming_distance_counts_level_differences(sample):
     """levels=2: each component is cut at two thresholds into levels 0/1/2, stored as two bits, so the
     Hamming distance between two codes is the sum of the components' level differences."""
