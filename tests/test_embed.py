@@ -151,7 +151,7 @@ def test_encode_pack_invariants(data, index):
 # -- search ------------------------------------------------------------------------------------
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     n=st.integers(1, 300), queries=st.integers(1, 40), width=st.integers(1, 20),
     bits_used=st.integers(1, 4), seed=st.integers(0, 2**32 - 1), data=st.data(),
@@ -184,7 +184,7 @@ def test_search_with_many_buffer_compactions_matches_numpy_reference(k):
     np.testing.assert_array_equal(distances, expected_distances)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(n=st.integers(2, 200), seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_rescoring_matches_numpy_reference(n, seed, data):
     rng = np.random.default_rng(seed)
