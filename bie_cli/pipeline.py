@@ -192,6 +192,23 @@ def compress_model(
     return stats
 
 
+def compress_source(source: CheckpointSource, dst: str | os.PathLike, *, planner: Planner | None = None,
+                    threads: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE, force: bool = False,
+                    progress: Progress | None = None) -> CompressStats:
+    """Compress an already opened (e.g. in-memory) ``source`` into the container ``dst``, written
+    atomically; ``planner`` chooses each tensor's strategy (default: lossless). The library's
+    entry point for containers that are not read from a checkpoint file (``bie embed`` files)."""
+    dst = os.fspath(dst)
+    planner = Planner(None, []) if planner is None else planner
+    check_output_path(dst, [], force)
+    started = time.perf_counter()
+    choices = [planner.choose(info) for info in source.tensors]
+    with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
+        stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner)
+    stats.output, stats.seconds = dst, time.perf_counter() - started
+    return stats
+
+
 def container_header(source: CheckpointSource, planner: Planner, chunk_size: int, auto: dict | None = None) -> dict:
     """The header record. Rules that carry their own reason (a ``bie plan`` policy) are not
     listed: every tensor stores its reason, and the header stays the same whether the plan

@@ -82,21 +82,7 @@ def _topk_one(codes, query, k, cand_ids, cand_d, histogram, ids_out, scores_out)
                 # would lose the tie to them, so from now on only strictly smaller ones enter
                 filled, bound = _compact(cand_ids, cand_d, filled, k, histogram)
     filled, _ = _compact(cand_ids, cand_d, filled, k, histogram)
-    # counting sort of the k survivors by distance, stable (they are in id order)
-    histogram[:] = 0
-    for slot in range(filled):
-        histogram[cand_d[slot]] += 1
-    start = 0
-    for value in range(histogram.shape[0]):
-        count = histogram[value]
-        histogram[value] = start
-        start += count
-    for slot in range(filled):
-        distance = cand_d[slot]
-        rank = histogram[distance]
-        histogram[distance] = rank + 1
-        ids_out[rank] = cand_ids[slot]
-        scores_out[rank] = distance
+    _sorted_out(cand_ids, cand_d, filled, histogram, ids_out, scores_out)
 
 
 @njit(nogil=True, cache=True, parallel=True)
@@ -119,6 +105,79 @@ def hamming_topk(codes, queries, k, bits):
         cand_d = np.empty(capacity, dtype=np.int64)
         histogram = np.zeros(bits + 1, dtype=np.int64)
         _topk_one(codes, queries[row], k, cand_ids, cand_d, histogram, ids[row], scores[row])
+    return ids, scores
+
+
+@njit(nogil=True, cache=True)
+def _topk_block(codes, queries_t, k, cand_ids, cand_d, histogram, ids_out, scores_out):
+    """A block of queries in one scan: each code is read once and XOR-popcounted against every query
+    of the block (the inner loop over queries vectorises: AVX2 popcount by nibble lookup); each query
+    keeps its own candidate buffer and bound, as in :func:`_topk_one`."""
+    n, words = codes.shape
+    block = queries_t.shape[1]
+    capacity = cand_ids.shape[1]
+    filled = np.zeros(block, dtype=np.int64)
+    bound = np.full(block, histogram.shape[0], dtype=np.int64)
+    distance = np.empty(block, dtype=np.int64)
+    for index in range(n):
+        distance[:] = 0
+        for word in range(words):
+            code = codes[index, word]
+            for q in range(block):
+                distance[q] += _popcount64(code ^ queries_t[word, q])
+        hit = False
+        for q in range(block):
+            hit |= distance[q] < bound[q]
+        if hit:
+            for q in range(block):
+                if distance[q] < bound[q]:
+                    slot = filled[q]
+                    cand_ids[q, slot] = index
+                    cand_d[q, slot] = distance[q]
+                    slot += 1
+                    if slot == capacity:
+                        slot, bound[q] = _compact(cand_ids[q], cand_d[q], slot, k, histogram)
+                    filled[q] = slot
+    for q in range(block):
+        kept, _ = _compact(cand_ids[q], cand_d[q], filled[q], k, histogram)
+        _sorted_out(cand_ids[q], cand_d[q], kept, histogram, ids_out[q], scores_out[q])
+
+
+@njit(nogil=True, cache=True)
+def _sorted_out(cand_ids, cand_d, filled, histogram, ids_out, scores_out):
+    """Counting sort of the survivors by distance, stable (they are in id order)."""
+    histogram[:] = 0
+    for slot in range(filled):
+        histogram[cand_d[slot]] += 1
+    start = 0
+    for value in range(histogram.shape[0]):
+        count = histogram[value]
+        histogram[value] = start
+        start += count
+    for slot in range(filled):
+        distance = cand_d[slot]
+        rank = histogram[distance]
+        histogram[distance] = rank + 1
+        ids_out[rank] = cand_ids[slot]
+        scores_out[rank] = distance
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def hamming_topk_blocked(codes, queries, k, bits, block):
+    """As :func:`hamming_topk`, the queries taken ``block`` at a time (one ``prange`` iteration
+    per block): the codes are streamed once per block instead of once per query."""
+    count = queries.shape[0]
+    ids = np.empty((count, k), dtype=np.int64)
+    scores = np.empty((count, k), dtype=np.int32)
+    capacity = 2 * k + 256
+    for number in prange((count + block - 1) // block):
+        start = number * block
+        stop = min(count, start + block)
+        queries_t = np.ascontiguousarray(queries[start:stop].T)
+        cand_ids = np.empty((stop - start, capacity), dtype=np.int64)
+        cand_d = np.empty((stop - start, capacity), dtype=np.int64)
+        histogram = np.zeros(bits + 1, dtype=np.int64)
+        _topk_block(codes, queries_t, k, cand_ids, cand_d, histogram, ids[start:stop], scores[start:stop])
     return ids, scores
 
 

@@ -19,8 +19,6 @@ import numpy as np
 from .. import dtypes, pipeline
 from ..errors import BadInputError
 from ..formats.base import CheckpointSource, TensorInfo
-from ..paths import atomic_output, check_output_path
-from ..plan import Planner
 from .codec import BinaryCodec
 
 SOURCE_FORMAT = "bie-embed"
@@ -31,18 +29,13 @@ CODES_TENSOR = "codes"
 
 def _write(path, tensors: dict[str, np.ndarray], metadata: dict, force: bool) -> None:
     destination = os.fspath(path)
-    check_output_path(destination, [], force)
     infos = [TensorInfo(name, dtypes.from_numpy(array.dtype).name, tuple(array.shape)) for name, array in tensors.items()]
     source = CheckpointSource(
         SOURCE_FORMAT, os.path.basename(destination), infos,
         lambda name, start, stop: tensors[name][start:stop],
         metadata={METADATA_KEY: {"version": FORMAT_VERSION, **metadata}},
     )
-    planner = Planner(None, [])  # the default policy: lossless
-    choices = [planner.choose(info) for info in infos]
-    with atomic_output(destination) as temporary, open(temporary, "wb") as out:
-        # the compress pipeline's writer loop over an in-memory source (no public entry point takes one yet)
-        pipeline._compress_to(source, out, choices, 1, pipeline.DEFAULT_CHUNK_SIZE, None, planner)
+    pipeline.compress_source(source, destination, force=force)  # lossless, written atomically
 
 
 def _read(path, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
