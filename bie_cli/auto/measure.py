@@ -156,26 +156,42 @@ def sample_ranges(info: TensorInfo, chunk_size: int) -> list[tuple[int, int]] | 
 
 
 def encode_whole(source: CheckpointSource, info: TensorInfo, choice: Choice, chunk_size: int,
-                 spool: PayloadSpool | None = None) -> Encoded:
-    """Encode the whole tensor as ``compress`` will; with a ``spool``, keep the payloads there."""
+                 spool: PayloadSpool | None = None, pool=None) -> Encoded:
+    """Encode the whole tensor as ``compress`` will; with a ``spool``, keep the payloads there.
+    With a ``pool``, its chunks are encoded in parallel (the figures are the same: the chunks'
+    errors and the digest are combined in chunk order)."""
+    jobs = [(source, info, choice, start, stop, spool) for start, stop in chunk_ranges(info, chunk_size)]
+    results = list(pool.map(_encode_chunk, jobs)) if pool is not None and len(jobs) > 1 else map(_encode_chunk, jobs)
+    return _assemble(source, info, choice, jobs, results, spool)
+
+
+def _encode_chunk(job) -> tuple[int, dict, int, ErrorStats | None, int]:
+    """(payload length, meta, stored bytes, error or None, spool offset) of one chunk."""
+    source, info, choice, start, stop, spool = job
     strategy = registry.get(choice.strategy)
-    lossless = strategy.is_lossless(choice.config)
-    error = None if lossless else ErrorStats()
+    chunk = source.read(info.name, start, stop)
+    payload, meta = strategy.encode(chunk, choice.config)
+    chunk_error = None
+    if not strategy.is_lossless(choice.config):
+        chunk_error = ErrorStats()
+        chunk_error.add(chunk, strategy.decode(payload, meta, chunk.shape, info.dtype))
+    offset = spool.put(payload) if spool is not None else -1
+    return len(payload), meta, len(payload) + meta_bytes(meta) + CHUNK_FRAMING, chunk_error, offset
+
+
+def _assemble(source, info: TensorInfo, choice: Choice, jobs, results, spool) -> Encoded:
+    strategy = registry.get(choice.strategy)
+    error = None if strategy.is_lossless(choice.config) else ErrorStats()
     chunks, stored, spooled = [], 0, []
     digest = spec.new_digest()
-    for start, stop in chunk_ranges(info, chunk_size):
-        chunk = source.read(info.name, start, stop)
-        update_digest(digest, chunk)
-        payload, meta = strategy.encode(chunk, choice.config)
-        chunk_error = None
+    for (_, _, _, start, stop, _), (length, meta, size, chunk_error, offset) in zip(jobs, results, strict=True):
+        update_digest(digest, source.read(info.name, start, stop))
         if error is not None:
-            chunk_error = ErrorStats()
-            chunk_error.add(chunk, strategy.decode(payload, meta, chunk.shape, info.dtype))
             error.merge(chunk_error)
         if spool is not None:
-            spooled.append((spool.put(payload), chunk_error))
-        chunks.append((start, stop, meta, len(payload)))
-        stored += len(payload) + meta_bytes(meta) + CHUNK_FRAMING
+            spooled.append((offset, chunk_error))
+        chunks.append((start, stop, meta, length))
+        stored += size
     return Encoded(chunks, error, stored, digest.hexdigest(), spooled if spool is not None else None, spool)
 
 

@@ -369,14 +369,15 @@ class _Confirmer:
 
     def __call__(self, pairs: list[tuple[measure.TensorCurve, int]]) -> None:
         todo = [(curve, index) for curve, index in pairs if not curve.points[index].measured]
-
-        def one(pair) -> None:
-            curve, index = pair
+        # every chunk of every tensor is one job: a big tensor (an embedding table can be half
+        # the model) does not leave the other threads idle while its chunks go one by one
+        jobs = [[(self.source, curve.info, curve.points[index].choice, start, stop, self.spool)
+                 for start, stop in measure.chunk_ranges(curve.info, self.chunk_size)] for curve, index in todo]
+        results = iter(list(self.pool.map(measure._encode_chunk, [job for tensor in jobs for job in tensor])))
+        for (curve, index), tensor in zip(todo, jobs, strict=True):
             point = curve.points[index]
-            point.confirm(measure.encode_whole(self.source, curve.info, point.choice, self.chunk_size, self.spool))
-
-        for _ in self.pool.map(one, todo):
-            pass
+            done = [next(results) for _ in tensor]
+            point.confirm(measure._assemble(self.source, curve.info, point.choice, tensor, done, self.spool))
 
 
 def _within_error(confirm: _Confirmer, curves, bound: float) -> list[int]:
