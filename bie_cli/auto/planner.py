@@ -45,8 +45,17 @@ from .budget import Budget
 #: all 2L residual-branch contributions of the L blocks together: its error reaches the
 #: logits undiluted. ``params``: weighted by parameter count (HIGGS's linear model with
 #: equal per-parameter sensitivity).
-WEIGHTINGS = ("tensor", "params")
+#: ``roles``: ``tensor`` plus llama.cpp's k-quant layer prior (see :func:`kquant_boosted`).
+WEIGHTINGS = ("tensor", "params", "roles")
 DEFAULT_WEIGHTING = "tensor"
+#: tensors llama.cpp's Q4_K_M/Q5_K_M mixes move from Q4_K to Q6_K in the layers
+#: ``use_more_bits`` picks: the attention value projection and the MLP down projection
+#: (HF Llama/Mistral/Qwen names, llama.cpp's, Meta's original)
+KQUANT_ROLES = ("v_proj.weight", "down_proj.weight", "attn_v.weight", "ffn_down.weight",
+                "attention.wv.weight", "feed_forward.w2.weight")
+#: Q6_K is 2.06 bits a weight dearer than Q4_K; at the step grid's slope (error /4 per bit)
+#: a Lagrangian allocation spends 2 more bits where the weight is 4**2 = 16 times larger
+KQUANT_WEIGHT = 16.0
 #: output projections by name (HF Llama/GPT-NeoX/T5 style, llama.cpp style)
 HEAD_NAMES = ("lm_head.weight", "embed_out.weight", "output.weight")
 #: input embeddings that decoder LMs usually tie to the output head when no head is stored
@@ -65,6 +74,23 @@ def output_heads(infos: list[TensorInfo]) -> set[str]:
 def block_count(infos: list[TensorInfo]) -> int:
     indices = {int(m.group(1)) for i in infos if (m := _BLOCK_INDEX.search(i.name))}
     return max(indices) + 1 if indices else 1
+
+
+def use_more_bits(layer: int, layers: int) -> bool:
+    """llama.cpp's ``use_more_bits``: the first and last eighth of the layers and every third between."""
+    return layer < layers // 8 or layer >= 7 * layers // 8 or (layer - layers // 8) % 3 == 2
+
+
+def kquant_boosted(infos: list[TensorInfo]) -> set[str]:
+    """Names llama.cpp's k-quant mixes give more bits (:data:`KQUANT_ROLES` in the layers
+    :func:`use_more_bits` picks); empty for models without such names (BERT, ...)."""
+    layers = block_count(infos)
+    boosted = set()
+    for info in infos:
+        match = _BLOCK_INDEX.search(info.name)
+        if match and info.name.endswith(KQUANT_ROLES) and use_more_bits(int(match.group(1)), layers):
+            boosted.add(info.name)
+    return boosted
 
 
 def load_weights_file(path: str, infos: list[TensorInfo]) -> dict[str, float]:
@@ -107,7 +133,8 @@ def distortion_weights(infos: list[TensorInfo], weighting: str) -> dict[str, flo
         return {i.name: float(i.numel) for i in infos}
     head_weight = 2.0 * block_count(infos)
     heads = output_heads(infos)
-    return {i.name: head_weight if i.name in heads else 1.0 for i in infos}
+    boosted = kquant_boosted(infos) if weighting == "roles" else set()
+    return {i.name: head_weight if i.name in heads else KQUANT_WEIGHT if i.name in boosted else 1.0 for i in infos}
 
 #: bytes kept back from a size budget for what the dry run cannot know exactly
 #: (the digits of figures in the end records)
