@@ -330,7 +330,7 @@ def test_screening_keeps_what_may_be_on_the_hull():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_step_ladder_from_histograms_matches_real_encodes(dtype):
+def test_the_step_ladder_and_group_grids_from_histograms_match_real_encodes(dtype):
     """One compiled pass over the sample gives each step's exact error and its bytes within 1%
     (the rANS stream taken as its histogram estimate), outliers stored exactly included."""
     from bie_cli.auto import candidates, measure
@@ -349,6 +349,12 @@ def test_the_step_ladder_from_histograms_matches_real_encodes(dtype):
         assert point.relative_mse == pytest.approx(real.relative_mse, rel=1e-9)
         assert point.stored_bytes == pytest.approx(real.stored_bytes, rel=0.01)
     assert measure.ladder_points(sample.astype(np.float16), TensorInfo("w", "F16", (4096, 128)), texts, 2) is None
+    groups = list(candidates.GROUP_GRIDS)
+    for point, text in zip(measure.group_points(sample, info, groups, 2), groups, strict=True):
+        real = measure.measure_point(sample, info, candidates.resolve(text), text, 2)
+        assert point.relative_mse == pytest.approx(real.relative_mse, rel=1e-9)
+        assert point.stored_bytes == pytest.approx(real.stored_bytes, rel=0.01)
+    assert measure.group_points(sample[:, :100], info, groups, 2) is None  # 100 is no multiple of 64: padded groups
 
 
 def test_roles_weighting_is_llama_cpps_kquant_prior():

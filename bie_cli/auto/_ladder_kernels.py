@@ -74,3 +74,29 @@ def squared_error(reference, decoded):  # pragma: no cover - compiled
         sse += d * d
         ssr += r * r
     return sse, ssr
+
+
+@njit(nogil=True, cache=True)
+def group_stats(units, muls, scales, half, top, single):  # pragma: no cover - compiled
+    """A symmetric group grid (``quant:bits=b,group_size=g``) on (groups, g) ``units``: its codes'
+    histogram [top + 1] and the squared error of its decode, as ``QuantStrategy`` computes them."""
+    counts = np.zeros(top + 1, dtype=np.int64)
+    sse = 0.0
+    a = np.float64(half) + 0.5
+    for u in range(units.shape[0]):
+        m = muls[u]
+        s = np.float64(scales[u])
+        row = units[u]
+        for i in range(units.shape[1]):
+            x = row[i]
+            v = np.floor(x * m + a)
+            c = v if v > 0.0 else 0.0
+            c = c if c < top else top
+            code = np.int64(c)
+            counts[code] += 1
+            decoded = (np.float64(code) - half) * s
+            if single:
+                decoded = np.float64(np.float32(decoded))
+            d = decoded - np.float64(x)
+            sse += d * d
+    return counts, sse

@@ -47,6 +47,10 @@ FIXED_GRIDS = (
 #: than the ladder's cheapest (1-bit binary) keeps its quarter-sample figure
 SCREENED = frozenset(FIXED_GRIDS)
 
+#: the symmetric group grids, measured together from histograms (``measure.group_points``)
+#: on the whole sample instead of screened, where that shortcut applies
+GROUP_GRIDS = tuple(t for t in FIXED_GRIDS if t.startswith("quant:") and "symmetric" not in t)
+
 #: lossless coders measured as the top of every curve
 LOSSLESS = ("float-split", "sdr")
 

@@ -292,6 +292,58 @@ def ladder_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks
     return points
 
 
+def group_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks: int) -> list[Point] | None:
+    """The symmetric group grids (``quant:bits=b,group_size=g``, no clip) in ``texts`` on
+    ``sample`` from their codes' histograms, as :func:`ladder_points` does for the step
+    ladder: the decode's exact error, the payload's bytes with the rANS stream estimated.
+    None where the shortcut does not apply (dtype, non-finite values, rows that do not
+    split into whole groups)."""
+    from ..codecs import bitpack, rans
+    from ..strategies import _quant_common as common
+    from ..strategies import _quant_kernels as quant_kernels
+    from . import candidates
+
+    if info.dtype not in ("F32", "F64") or sample.size == 0:
+        return None
+    choices = [candidates.resolve(t) for t in texts]
+    rows = common.as_rows(sample)
+    points = []
+    for choice, text in zip(choices, texts, strict=True):
+        config = choice.config
+        if (choice.strategy != "quant" or not config.symmetric or config.granularity != "group"
+                or config.step is not None or config.clip != "none" or config.scale_dtype != "auto"
+                or config.entropy != "auto"):
+            return None
+        layout = common.layout_for(rows.shape[0], rows.shape[1], "group", config.group_size)
+        if layout.padded:
+            return None
+        units = common.to_units(rows, layout)
+        low, high, squares = quant_kernels.unit_stats(units)
+        if not np.isfinite(squares.sum()):
+            return None
+        work = units.dtype
+        half = 1 << (config.bits - 1)
+        extreme = np.where(-low > high, low, high)
+        scale = (extreme / -half).astype(work)
+        scale_dtype = common.choose_scale_dtype("auto", "group", scale)
+        scale = common.round_scales(scale, scale_dtype, work)
+        mul = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale != 0)
+        top = (1 << config.bits) - 1
+        counts, sse = _ladder().group_stats(units, mul, scale, float(half), top, work == np.float32)
+        reference = float(squares.sum())
+        packed = bitpack.packed_size(sample.size, config.bits)
+        stream = rans.fast_estimate_size(counts)
+        kind, code_bytes = ("rans", stream) if stream < packed else ("packed", packed)
+        payload = layout.count * np.dtype(common.SCALE_DTYPES[scale_dtype]).itemsize + code_bytes
+        meta = {"bits": config.bits, "symmetric": True, "granularity": "group", "group_size": layout.group_size,
+                "scale_dtype": scale_dtype, "codes": kind}
+        relative_mse = float(sse) / reference if reference else (0.0 if sse == 0 else float("inf"))
+        n_rows = sample.shape[0] if sample.ndim else 1
+        predicted = payload * info.rows / n_rows + chunks * (meta_bytes(meta) + CHUNK_FRAMING)
+        points.append(Point(choice, text, predicted, relative_mse, False))
+    return points
+
+
 def _ladder():
     from . import _ladder_kernels
 

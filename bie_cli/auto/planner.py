@@ -338,12 +338,15 @@ def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool) -> m
 
     # the step ladder and the lossless coders on the sample; the fixed grids first on a quarter
     # of it, and on the whole sample only when they come near the others' hull
-    screened = [t for t in texts if t in candidates.SCREENED]
-    ladder = [t for t in texts if t in candidates.LADDER]
-    batch = measure.ladder_points(sample, info, ladder, chunks) if ladder else None
-    if batch is None:  # no shortcut for this dtype: the ladder encoded like the others
-        batch, ladder = [], []
-    first = [t for t in texts if t not in candidates.SCREENED and t not in ladder]
+    batch, batched = [], set()
+    for group, shortcut in ((candidates.LADDER, measure.ladder_points), (candidates.GROUP_GRIDS, measure.group_points)):
+        chosen = [t for t in texts if t in group]
+        points = shortcut(sample, info, chosen, chunks) if chosen else None
+        if points is not None:  # else (dtype, layout) they are encoded like the others
+            batch += points
+            batched.update(chosen)
+    screened = [t for t in texts if t in candidates.SCREENED and t not in batched]
+    first = [t for t in texts if t not in candidates.SCREENED and t not in batched]
     quarter = sample[::SCREEN_STRIDE]
     results = list(pool.map(lambda job: on(*job), [(sample, t) for t in first] + [(quarter, t) for t in screened]))
     points = batch + results[: len(first)]
