@@ -326,4 +326,45 @@ def test_screening_keeps_what_may_be_on_the_hull():
     assert _near_hull(others, point(150, 0.05))  # below the hull
     assert _near_hull(others, point(150, 0.06 * 1.2))  # within the margin (hull at 150: 0.06)
     assert not _near_hull(others, point(150, 0.1))
-    assert _near_hull(others, point(50, 1.0)) and _near_hull(others, point(2000, 1.0))  # beyond its rates
+    assert _near_hull(others, point(50, 1.0)) == "below" and _near_hull(others, point(2000, 1.0)) is True  # beyond
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_step_ladder_and_group_grids_from_histograms_match_real_encodes(dtype):
+    """One compiled pass over the sample gives each step's exact error and its bytes within 1%
+    (the rANS stream taken as its histogram estimate), outliers stored exactly included."""
+    from bie_cli.auto import candidates, measure
+
+    rng = np.random.default_rng(5)
+    sample = (rng.standard_t(4, (256, 128)) * 0.03).astype(dtype)  # a sample is at least 32 Ki elements
+    # t(4) tails reach beyond the fine steps' 8-bit range (+-3.2 RMS at 0.025): stored exactly
+    info = TensorInfo("w", "F32" if dtype == np.float32 else "F64", (4096, 128))
+    texts = list(candidates.LADDER)
+    fast = measure.ladder_points(sample, info, texts, chunks=2)
+    from bie_cli.strategies import registry
+
+    assert registry.get("quant").encode(sample, candidates.resolve(texts[0]).config)[1]["exact"] > 0
+    for point, text in zip(fast, texts, strict=True):
+        real = measure.measure_point(sample, info, candidates.resolve(text), text, 2)
+        assert point.relative_mse == pytest.approx(real.relative_mse, rel=1e-9)
+        assert point.stored_bytes == pytest.approx(real.stored_bytes, rel=0.01)
+    assert measure.ladder_points(sample.astype(np.float16), TensorInfo("w", "F16", (4096, 128)), texts, 2) is None
+    groups = list(candidates.GROUP_GRIDS)
+    for point, text in zip(measure.group_points(sample, info, groups, 2), groups, strict=True):
+        real = measure.measure_point(sample, info, candidates.resolve(text), text, 2)
+        assert point.relative_mse == pytest.approx(real.relative_mse, rel=1e-9)
+        assert point.stored_bytes == pytest.approx(real.stored_bytes, rel=0.01)
+    assert measure.group_points(sample[:, :100], info, groups, 2) is None  # 100 is no multiple of 64: padded groups
+
+
+def test_roles_weighting_is_llama_cpps_kquant_prior():
+    from bie_cli.auto.planner import KQUANT_WEIGHT, distortion_weights
+
+    roles = ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj", "mlp.up_proj")
+    infos = [TensorInfo(f"model.layers.{i}.{role}.weight", "F32", (8, 4)) for i in range(16) for role in roles]
+    weights = distortion_weights([*infos, TensorInfo("model.embed_tokens.weight", "F32", (16, 4))], "roles")
+    boosted = {int(name.split(".")[2]) for name, w in weights.items() if w == KQUANT_WEIGHT}
+    assert boosted == {0, 1, 4, 7, 10, 13, 14, 15}  # first and last eighth, every third between
+    assert all(w in (1.0, 32.0) for name, w in weights.items() if "q_proj" in name or "up_proj" in name or "embed" in name)
+    encoder = [TensorInfo("encoder.layer.0.attention.self.value.weight", "F32", (4, 4))]
+    assert distortion_weights(encoder, "roles") == {"encoder.layer.0.attention.self.value.weight": 1.0}

@@ -43,9 +43,13 @@ FIXED_GRIDS = (
 )
 
 #: measured first on a quarter of the sample, then on the whole sample only when near the
-#: hull of the step ladder and the lossless coders (``planner._measured_curve``); the extremes
-#: (8-bit groups above the ladder, 1-bit binary below it) always are
-SCREENED = frozenset(FIXED_GRIDS[1:-1])
+#: hull of the step ladder and the lossless coders (``planner._measured_curve``); one cheaper
+#: than the ladder's cheapest (1-bit binary) keeps its quarter-sample figure
+SCREENED = frozenset(FIXED_GRIDS)
+
+#: the symmetric group grids, measured together from histograms (``measure.group_points``)
+#: on the whole sample instead of screened, where that shortcut applies
+GROUP_GRIDS = tuple(t for t in FIXED_GRIDS if t.startswith("quant:") and "symmetric" not in t)
 
 #: lossless coders measured as the top of every curve
 LOSSLESS = ("float-split", "sdr")
@@ -55,8 +59,11 @@ def _spec_text(spec: StrategySpec) -> str:
     return str(spec)
 
 
+@cache
 def resolve(text: str) -> Choice:
-    """A candidate's text -> a typed Choice (the reason is filled in by the allocator)."""
+    """A candidate's text -> a typed Choice (the reason is filled in by the allocator).
+    Cached: building a typed config reads the dataclass's type hints (~1 ms, a third of a
+    sample measurement before this was cached); a Choice is immutable."""
     from ..plan import parse_strategy
 
     spec = parse_strategy(text)
@@ -65,10 +72,13 @@ def resolve(text: str) -> Choice:
     return Choice(strategy.id, config, strategy.config_to_dict(config), "")
 
 
+#: the step ladder's candidates, measured together from histograms (``measure.ladder_points``)
+LADDER = tuple(f"quant:bits=8,granularity=tensor,step={step:g}" for step in STEP_LADDER)
+
+
 @cache
 def lossy_candidates() -> tuple[str, ...]:
-    steps = tuple(f"quant:bits=8,granularity=tensor,step={step:g}" for step in STEP_LADDER)
-    return steps + FIXED_GRIDS
+    return LADDER + FIXED_GRIDS
 
 
 def candidates_for(dtype: str) -> list[str]:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from .. import dtypes
 from ..errors import BadInputError
 from ..formats.base import CheckpointSource, TensorInfo
+from ..formats.cai import spec
 from ..metrics import ErrorStats
 from ..plan import SMALL_TENSOR_ELEMENTS, Choice, Planner, Rule, exact_pattern, lossless_choice, parse_strategy
 from . import allocate, candidates, measure
@@ -44,8 +45,17 @@ from .budget import Budget
 #: all 2L residual-branch contributions of the L blocks together: its error reaches the
 #: logits undiluted. ``params``: weighted by parameter count (HIGGS's linear model with
 #: equal per-parameter sensitivity).
-WEIGHTINGS = ("tensor", "params")
+#: ``roles``: ``tensor`` plus llama.cpp's k-quant layer prior (see :func:`kquant_boosted`).
+WEIGHTINGS = ("tensor", "params", "roles")
 DEFAULT_WEIGHTING = "tensor"
+#: tensors llama.cpp's Q4_K_M/Q5_K_M mixes move from Q4_K to Q6_K in the layers
+#: ``use_more_bits`` picks: the attention value projection and the MLP down projection
+#: (HF Llama/Mistral/Qwen names, llama.cpp's, Meta's original)
+KQUANT_ROLES = ("v_proj.weight", "down_proj.weight", "attn_v.weight", "ffn_down.weight",
+                "attention.wv.weight", "feed_forward.w2.weight")
+#: Q6_K is 2.06 bits a weight dearer than Q4_K; at the step grid's slope (error /4 per bit)
+#: a Lagrangian allocation spends 2 more bits where the weight is 4**2 = 16 times larger
+KQUANT_WEIGHT = 16.0
 #: output projections by name (HF Llama/GPT-NeoX/T5 style, llama.cpp style)
 HEAD_NAMES = ("lm_head.weight", "embed_out.weight", "output.weight")
 #: input embeddings that decoder LMs usually tie to the output head when no head is stored
@@ -64,6 +74,23 @@ def output_heads(infos: list[TensorInfo]) -> set[str]:
 def block_count(infos: list[TensorInfo]) -> int:
     indices = {int(m.group(1)) for i in infos if (m := _BLOCK_INDEX.search(i.name))}
     return max(indices) + 1 if indices else 1
+
+
+def use_more_bits(layer: int, layers: int) -> bool:
+    """llama.cpp's ``use_more_bits``: the first and last eighth of the layers and every third between."""
+    return layer < layers // 8 or layer >= 7 * layers // 8 or (layer - layers // 8) % 3 == 2
+
+
+def kquant_boosted(infos: list[TensorInfo]) -> set[str]:
+    """Names llama.cpp's k-quant mixes give more bits (:data:`KQUANT_ROLES` in the layers
+    :func:`use_more_bits` picks); empty for models without such names (BERT, ...)."""
+    layers = block_count(infos)
+    boosted = set()
+    for info in infos:
+        match = _BLOCK_INDEX.search(info.name)
+        if match and info.name.endswith(KQUANT_ROLES) and use_more_bits(int(match.group(1)), layers):
+            boosted.add(info.name)
+    return boosted
 
 
 def load_weights_file(path: str, infos: list[TensorInfo]) -> dict[str, float]:
@@ -106,7 +133,8 @@ def distortion_weights(infos: list[TensorInfo], weighting: str) -> dict[str, flo
         return {i.name: float(i.numel) for i in infos}
     head_weight = 2.0 * block_count(infos)
     heads = output_heads(infos)
-    return {i.name: head_weight if i.name in heads else 1.0 for i in infos}
+    boosted = kquant_boosted(infos) if weighting == "roles" else set()
+    return {i.name: head_weight if i.name in heads else KQUANT_WEIGHT if i.name in boosted else 1.0 for i in infos}
 
 #: bytes kept back from a size budget for what the dry run cannot know exactly
 #: (the digits of figures in the end records)
@@ -206,6 +234,7 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
     done = 0
     curves: list[measure.TensorCurve] = []
     serial = _SerialPool()
+    memo: dict = {}  # the dry runs' JSON record sizes
 
     def curve_of(info: TensorInfo) -> measure.TensorCurve:
         # one tensor per thread, its candidates in turn: no thread waits for another's
@@ -234,12 +263,12 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
             # the header's [auto] summary as it will be, with the size not yet known (same width)
             template = ModelPlan(source.path, budget, weighting, chunk_size, [], budget_bytes, parameters, budget_bytes)
             chosen = _within_size(source, confirm, curves, budget, budget_bytes, parameters, chunk_size,
-                                  template.summary())
+                                  template.summary(), memo)
     plans = _tensor_plans(curves, chosen, budget)
     plan = ModelPlan(source.path, budget, weighting, chunk_size, plans, 0, parameters, budget_bytes)
-    plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary())
+    plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary(), memo)
     # the summary holds the size: once more so the figure describes the header that holds it
-    plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary())
+    plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary(), memo)
     return plan
 
 
@@ -309,13 +338,26 @@ def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool) -> m
 
     # the step ladder and the lossless coders on the sample; the fixed grids first on a quarter
     # of it, and on the whole sample only when they come near the others' hull
-    screened = [t for t in texts if t in candidates.SCREENED]
-    first = [t for t in texts if t not in candidates.SCREENED]
+    batch, batched = [], set()
+    for group, shortcut in ((candidates.LADDER, measure.ladder_points), (candidates.GROUP_GRIDS, measure.group_points)):
+        chosen = [t for t in texts if t in group]
+        points = shortcut(sample, info, chosen, chunks) if chosen else None
+        if points is not None:  # else (dtype, layout) they are encoded like the others
+            batch += points
+            batched.update(chosen)
+    screened = [t for t in texts if t in candidates.SCREENED and t not in batched]
+    first = [t for t in texts if t not in candidates.SCREENED and t not in batched]
     quarter = sample[::SCREEN_STRIDE]
     results = list(pool.map(lambda job: on(*job), [(sample, t) for t in first] + [(quarter, t) for t in screened]))
-    points = results[: len(first)]
-    keep = [t for t, point in zip(screened, results[len(first):], strict=True) if _near_hull(points, point)]
-    points += list(pool.map(lambda t: on(sample, t), keep))
+    points = batch + results[: len(first)]
+    keep, below = [], []
+    for text, point in zip(screened, results[len(first):], strict=True):
+        near = _near_hull(points, point)
+        if near == "below":  # cheaper than the whole curve: its quarter-sample figure will do
+            below.append(point)
+        elif near:
+            keep.append(text)
+    points += below + list(pool.map(lambda t: on(sample, t), keep))
     order = {text: k for k, text in enumerate(texts)}
     points.sort(key=lambda point: order[point.text])
     return measure.TensorCurve(info, points, sample.shape[0])
@@ -329,13 +371,16 @@ SCREEN_STRIDE = 4
 SCREEN_MARGIN = 1.3
 
 
-def _near_hull(points: list[measure.Point], candidate: measure.Point) -> bool:
+def _near_hull(points: list[measure.Point], candidate: measure.Point) -> bool | str:
     """Whether ``candidate`` may lie on (or below) the lower hull of ``points``: beyond the
-    hull's rate range it may; inside, when its error is within SCREEN_MARGIN of the hull's."""
+    hull's rate range it may (``"below"`` when cheaper than all of it); inside, when its
+    error is within SCREEN_MARGIN of the hull's."""
     rates = [p.stored_bytes for p in points]
     distortions = [p.relative_mse for p in points]
     hull = allocate.lower_hull(rates, distortions)
     x = candidate.stored_bytes
+    if hull and x < rates[hull[0]]:
+        return "below"
     if not hull or x <= rates[hull[0]] or x >= rates[hull[-1]]:
         return True
     for a, b in itertools.pairwise(hull):
@@ -354,14 +399,15 @@ class _Confirmer:
 
     def __call__(self, pairs: list[tuple[measure.TensorCurve, int]]) -> None:
         todo = [(curve, index) for curve, index in pairs if not curve.points[index].measured]
-
-        def one(pair) -> None:
-            curve, index = pair
+        # every chunk of every tensor is one job: a big tensor (an embedding table can be half
+        # the model) does not leave the other threads idle while its chunks go one by one
+        jobs = [[(self.source, curve.info, curve.points[index].choice, start, stop, self.spool)
+                 for start, stop in measure.chunk_ranges(curve.info, self.chunk_size)] for curve, index in todo]
+        results = iter(list(self.pool.map(measure._encode_chunk, [job for tensor in jobs for job in tensor])))
+        for (curve, index), tensor in zip(todo, jobs, strict=True):
             point = curve.points[index]
-            point.confirm(measure.encode_whole(self.source, curve.info, point.choice, self.chunk_size, self.spool))
-
-        for _ in self.pool.map(one, todo):
-            pass
+            done = [next(results) for _ in tensor]
+            point.confirm(measure._assemble(self.source, curve.info, point.choice, tensor, done, self.spool))
 
 
 def _within_error(confirm: _Confirmer, curves, bound: float) -> list[int]:
@@ -388,10 +434,10 @@ def _within_error(confirm: _Confirmer, curves, bound: float) -> list[int]:
 
 
 def _within_size(source, confirm: _Confirmer, curves, budget: Budget, budget_bytes: int, parameters: int,
-                 chunk_size: int, summary: dict) -> list[int]:
+                 chunk_size: int, summary: dict, memo: dict) -> list[int]:
     # everything but the chunks (points count their chunks' framing): header, index, and the
     # tensors' own records, sized with the cheapest choices and a typical reason and error record
-    overhead = predict_file_size(source, _record_stubs(curves, budget), chunk_size, summary) + SAFETY_BYTES
+    overhead = predict_file_size(source, _record_stubs(curves, budget), chunk_size, summary, memo) + SAFETY_BYTES
     free = [c for c in curves if not c.pinned]
     fixed = sum(c.points[0].stored_bytes for c in curves if c.pinned)
     smallest = overhead + fixed + sum(c.points[c.hull[0]].stored_bytes for c in free)
@@ -415,7 +461,7 @@ def _within_size(source, confirm: _Confirmer, curves, budget: Budget, budget_byt
     while True:
         confirm(list(zip(curves, chosen, strict=True)))
         plans = _tensor_plans(curves, chosen, budget)
-        size = predict_file_size(source, plans, chunk_size, summary) + SAFETY_BYTES
+        size = predict_file_size(source, plans, chunk_size, summary, memo) + SAFETY_BYTES
         if size <= budget_bytes:
             return chosen
         step = allocate.cheapest_downgrade(curves, chosen)
@@ -465,29 +511,55 @@ def _reason(info: TensorInfo, point: measure.Point, budget: Budget, sample_rows:
     return f"auto ({budget.describe()}): {predicted}; {measured}"
 
 
-class _CountingSink:
-    def __init__(self) -> None:
-        self.count = 0
+class _Length:
+    """A payload of ``n`` bytes for the dry run: only its length is read."""
 
-    def write(self, data) -> int:
-        self.count += len(data)
-        return len(data)
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _dry_run_writer(memo: dict):
+    """A ``ContainerWriter`` that only counts: no bytes, no checksums, and each JSON record's
+    stored length looked up in ``memo`` (a record is zstd-compressed at level 19 when that is
+    smaller; the dry run sizes the same records several times per plan)."""
+    from ..formats.cai import writer as writer_module
+
+    class DryRunWriter(writer_module.ContainerWriter):
+        def _write(self, data) -> None:
+            self._offset += len(data)
+
+        def _write_record(self, record_type, *body_parts, flags: int = 0) -> int:
+            offset = self._offset
+            self._offset += spec.RECORD_HEADER.size + sum(len(part) for part in body_parts)
+            return offset
+
+        def _write_json_record(self, record_type, obj: dict) -> int:
+            body = writer_module._json_bytes(obj)
+            length = memo.get(body)
+            if length is None:
+                length = memo[body] = len(writer_module._json_body(obj, self._json_compressors)[0])
+            return self._write_record(record_type, _Length(length))
+
+    return DryRunWriter(None)
 
 
 def predict_file_size(source: CheckpointSource, plans: list[TensorPlan] | None, chunk_size: int,
-                      auto_summary: dict | None) -> int:
-    """The container's size by a dry run of the writer over the planned chunks (zero payloads
-    of the right lengths). ``plans=None``: everything but the tensors' own records and chunks."""
-    from ..formats.cai.writer import ContainerWriter
+                      auto_summary: dict | None, memo: dict | None = None) -> int:
+    """The container's size by a dry run of the writer over the planned chunks (payloads of
+    the right lengths). ``plans=None``: everything but the tensors' own records and chunks.
+    ``memo``: JSON record sizes from earlier dry runs of the same plan."""
     from ..pipeline import container_header
     from ..tensorcodec import rows_per_chunk
 
-    sink = _CountingSink()
-    writer = ContainerWriter(sink)
+    writer = _dry_run_writer({} if memo is None else memo)
     writer.write_header(container_header(source, Planner(), chunk_size, auto_summary))
     for name, data in source.blobs.items():
         writer.write_blob(name, data)
-    zeros = memoryview(bytes(0))
     for plan in plans or ():
         info, encoded = plan.info, plan.encoded
         writer.begin_tensor({
@@ -496,16 +568,14 @@ def predict_file_size(source: CheckpointSource, plans: list[TensorPlan] | None, 
             "rows_per_chunk": rows_per_chunk(info, chunk_size), "chunk_count": len(encoded.chunks),
         })
         for start, stop, meta, length in encoded.chunks:
-            if len(zeros) < length:
-                zeros = memoryview(bytes(max(length, 2 * len(zeros))))
-            writer.write_chunk(start, stop, meta, zeros[:length])
+            writer.write_chunk(start, stop, meta, _Length(length))
         writer.end_tensor({
             "digest": encoded.digest or "0" * 32, "original_bytes": dtypes.nbytes(info.dtype, info.shape),
             "stored_bytes": plan.stored_bytes, "lossless": plan.relative_mse is None,
             "stats": encoded.error.to_dict() if encoded.error is not None else None,
         })
     writer.finish()
-    return sink.count
+    return writer.bytes_written
 
 
 def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str | None = None,

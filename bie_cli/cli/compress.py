@@ -25,7 +25,7 @@ def command(
     target_bits: Annotated[Optional[float], typer.Option("--target-bits", help="Choose every tensor's strategy for this average bits per parameter of the whole file (see `bie plan`).")] = None,
     target_size: Annotated[Optional[str], typer.Option("--target-size", help="Choose every tensor's strategy for this file size: 12MB, 3000000, or 30% of the source's tensor bytes.")] = None,
     max_error: Annotated[Optional[float], typer.Option("--max-error", help="Choose per tensor the smallest strategy whose relative MSE is at most this (lossless where none is).")] = None,
-    weighting: Annotated[Optional[str], typer.Option("--weighting", help="With a budget: how tensors' errors are weighed: tensor (default; an output head counts 2 x blocks), params, or a JSON file of per-tensor weights (calibrated sensitivities; docs/auto.md).")] = None,
+    weighting: Annotated[Optional[str], typer.Option("--weighting", help="With a budget: how tensors' errors are weighed: tensor (default; an output head counts 2 x blocks), params, roles (tensor plus llama.cpp's k-quant prior: v/down projections of some layers x16), or a JSON file of per-tensor weights (calibrated sensitivities; docs/auto.md).")] = None,
 ) -> int:
     """Compress a checkpoint into a .cai container."""
     from ..errors import BadInputError

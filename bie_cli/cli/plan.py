@@ -15,7 +15,7 @@ def command(
     max_error: Annotated[Optional[float], typer.Option("--max-error", help="Each tensor's relative MSE at most this (smallest strategy that meets it).")] = None,
     rule: Annotated[Optional[list[str]], typer.Option("-r", "--rule", help="Pin tensors: GLOB=NAME[:key=value,...]; repeatable, first match wins.")] = None,
     policy: Annotated[Optional[Path], typer.Option("--policy", help="TOML policy whose rules pin the tensors they match.")] = None,
-    weighting: Annotated[str, typer.Option("--weighting", help="How tensors' errors are weighed: tensor (an output head counts 2 x blocks), params, or a JSON file of per-tensor weights (docs/auto.md).")] = "tensor",
+    weighting: Annotated[str, typer.Option("--weighting", help="How tensors' errors are weighed: tensor (an output head counts 2 x blocks), params, roles (tensor plus llama.cpp's k-quant prior: v/down projections of some layers x16), or a JSON file of per-tensor weights (docs/auto.md).")] = "tensor",
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the plan as a TOML policy for `bie compress --policy`.")] = None,
     threads: Annotated[int, typer.Option("-j", "--threads", help="Measure on N threads.", min=1)] = 1,
     chunk_size: Annotated[str, typer.Option("--chunk-size", help="Chunk size compress will use (bytes; K/M/G suffixes).")] = "4M",
