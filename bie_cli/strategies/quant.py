@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from . import _quant_common as common
-from .base import Strategy, nonfinite_positions
+from .base import Strategy
 
 _MSE_RATIOS = np.linspace(1.0, 0.5, 21)
 _OCTAV_ITERATIONS = 30
@@ -108,16 +108,9 @@ class QuantStrategy(Strategy):
         if layout.count == 0:
             meta.update(scale_dtype="f32", codes="packed")
             return b"", meta
-        units = common.to_units(rows, layout)
-        stats = _unit_stats(units, config, kernels)
-        exact = np.zeros(0, dtype=np.int64)
-        if not np.isfinite(stats[2].sum()):  # NaN/Inf somewhere (or an F64 sum overflow)
-            exact = nonfinite_positions(self.id, rows, config.allow_nonfinite)
-            if exact.size:
-                rows = rows.copy()
-                rows.reshape(-1)[exact] = 0.0
-                units = common.to_units(rows, layout)
-                stats = _unit_stats(units, config, kernels)
+        rows, units, stats, exact = common.finite_units(
+            self.id, rows, layout, config.allow_nonfinite, lambda units: _unit_stats(units, config, kernels)
+        )
         work = rows.dtype
         levels = 1 << config.bits
         if config.symmetric:
