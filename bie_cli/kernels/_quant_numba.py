@@ -859,6 +859,48 @@ def _tile_kernel(columns: int):
 tile_one, tile_two, tile_three, tile_four = (_tile_kernel(c) for c in range(1, TILE_COLUMNS + 1))
 
 
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def quantize_columns(XT, blocks, group_size, groups, affine):  # pragma: no cover - compiled
+    """``prepare_activations(XT, ..., quantize=True, columns=1, paired=False)`` for the row-tile
+    kernel, in loops LLVM vectorizes (a block's max, then its codes and their sum): returns
+    ``(padded, sums, xq, xd, xz, finite)``; when some x is NaN/Inf, ``finite`` is False and
+    the codes are not meaningful."""
+    batch, cols = XT.shape
+    width = blocks * BLOCK
+    padded = np.zeros((batch, width), dtype=np.float32)
+    padded[:, :cols] = XT
+    sums = np.zeros((batch, groups if affine else 0), dtype=np.float32)
+    xq = np.empty((batch, width), dtype=np.int8)
+    xd = np.empty((batch, blocks), dtype=np.float32)
+    xz = np.empty((batch, blocks), dtype=np.int32)
+    for n in range(batch):
+        row = padded[n]
+        if affine:
+            for g in range(groups):
+                total = np.float32(0.0)
+                for x in row[g * group_size : min((g + 1) * group_size, width)]:
+                    total += x
+                sums[n, g] = total
+        for block in range(blocks):
+            values = row[block * BLOCK : (block + 1) * BLOCK]
+            largest = np.float32(0.0)
+            for k in range(BLOCK):
+                largest = max(largest, abs(values[k]))
+            if not np.isfinite(largest):
+                return padded, sums, xq, xd, xz, False
+            step = largest / np.float32(127.0)
+            inverse = np.float32(1.0) / step if step > 0 else np.float32(0.0)
+            codes = xq[n, block * BLOCK : (block + 1) * BLOCK]
+            count = 0
+            for k in range(BLOCK):
+                q = np.int32(min(max(np.rint(values[k] * inverse), np.float32(-127.0)), np.float32(127.0)))
+                codes[k] = q
+                count += q
+            xd[n, block] = step
+            xz[n, block] = count
+    return padded, sums, xq, xd, xz, True
+
+
 @njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def tiled_matmul(codes, zero, scales, offset, group_shift, padded, sums, xq, xd, xz, fix_ptr, fix_col, fix_delta,
                  bias, Y):  # pragma: no cover - compiled
@@ -893,37 +935,28 @@ def tiled_matmul(codes, zero, scales, offset, group_shift, padded, sums, xq, xd,
                 Y[i, n] = _finish(sums_out[n, i], i, n, offset, sums, fix_ptr, fix_col, fix_delta, padded) + extra
 
 
-@njit(nogil=True, cache=True)
-def untile_rows(codes, zero, start, out):  # pragma: no cover - compiled
-    """``code − zero`` of rows ``start .. start + len(out) - 1`` of the row-tile layout, in column
-    order, into ``out`` (int16, at least cols wide; positions past the padded width untouched)."""
-    blocks = codes.shape[1] // (4 * BLOCK)
-    width = min(out.shape[1], blocks * BLOCK)
-    for r in range(out.shape[0]):
-        i = start + r
-        tile, lane = i // TILE, i % TILE
-        for j in range(width):
-            block, position = j // BLOCK, j % BLOCK
-            v, quad, k = position // 8, (position // 4) % 2, position % 4
-            byte = codes[tile, block * 4 * BLOCK + v * BLOCK + 4 * lane + k]
-            out[r, j] = ((byte >> 4) if quad else (byte & 15)) - zero
-
-
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def dequantize_tiled_rows(codes, zero, scale, offset, group_size, fix_ptr, fix_col, fix_delta, start,
+def dequantize_tiled_rows(codes, zero, scale, offset, group_shift, fix_ptr, fix_col, fix_delta, start,
                           out):  # pragma: no cover - compiled
-    """``dequantize_rows`` for the row-tile layout (``scale``/``offset`` the ``[rows, groups]`` arrays)."""
-    centred = np.empty(out.shape, dtype=np.int16)
-    untile_rows(codes, zero, start, centred)
+    """``dequantize_rows`` for the row-tile layout: rows ``start .. start + len(out) - 1`` of Ŵ
+    into ``out`` (at least ``blocks·32`` wide; ``scale``/``offset`` the ``[rows, groups]`` arrays,
+    the group of block ``b`` is ``b >> group_shift``)."""
+    blocks = codes.shape[1] // (4 * BLOCK)
     affine = offset.shape[0] > 0
-    cols = out.shape[1]
     for r in range(out.shape[0]):
         i = start + r
-        for j in range(cols):
-            g = min(j // group_size, scale.shape[1] - 1)
-            w = np.float32(centred[r, j]) * scale[i, g]
-            if affine:
-                w += offset[i, g]
-            out[r, j] = w
+        row_codes = codes[i // TILE]
+        lane = 4 * (i % TILE)
+        for block in range(blocks):
+            g = block >> group_shift
+            s = scale[i, g]
+            o = offset[i, g] if affine else np.float32(0.0)
+            base = block * 4 * BLOCK + lane
+            w = out[r, block * BLOCK : (block + 1) * BLOCK]
+            for v in range(4):
+                for k in range(4):
+                    byte = np.int32(row_codes[base + BLOCK * v + k])
+                    w[8 * v + k] = np.float32((byte & 15) - zero) * s + o
+                    w[8 * v + 4 + k] = np.float32((byte >> 4) - zero) * s + o
         for k in range(fix_ptr[i], fix_ptr[i + 1]):
             out[r, fix_col[k]] += fix_delta[k]

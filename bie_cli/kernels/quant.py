@@ -424,7 +424,7 @@ def numba_matmul(m: QuantMatrix, X: np.ndarray, out: np.ndarray) -> None:
     for start in range(0, m.rows, TILE_ROWS):
         rows = min(TILE_ROWS, m.rows - start)
         if m.tiled:
-            kernels.dequantize_tiled_rows(m.codes, m.zero, m.scale, m.offset, m.group_size,
+            kernels.dequantize_tiled_rows(m.codes, m.zero, m.scale, m.offset, m.group_shift,
                                           m.fix_ptr, m.fix_col, m.fix_delta, start, tile[:rows])
         else:
             kernels.dequantize_rows(m.codes, m.nibbles, m.blocked, m.zero, m.scale, m.offset, m.group_size,
@@ -442,9 +442,9 @@ def tiled_product(m: QuantMatrix, XT: np.ndarray, Y: np.ndarray, bias: np.ndarra
 
     if XT.shape[0] > FUSED_MAX_BATCH:
         return False
-    padded, sums, xq, xd, xz, _, _, quantized = kernels.prepare_activations(
-        XT, m.blocks, m.group_size, m.groups, True, m.offset.size > 0, 1, False, m.zero)
-    if not quantized:
+    padded, sums, xq, xd, xz, finite = kernels.quantize_columns(XT, m.blocks, m.group_size, m.groups,
+                                                                m.offset.size > 0)
+    if not finite:
         return False
     kernels.tiled_matmul(m.codes, m.zero, m.scale_tiles, m.offset, m.group_shift, padded, sums, xq, xd, xz,
                          m.fix_ptr, m.fix_col, m.fix_delta, _NO_BIAS if bias is None else bias, Y)
