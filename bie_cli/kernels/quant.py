@@ -467,3 +467,10 @@ def warmup() -> None:
             numba_matvec(m, np.ones(40, np.float32), np.empty(3, np.float32))
             numba_matmul(m, np.ones((40, 2), np.float32), np.empty((3, 2), np.float32))
         numba_matmul(m, np.ones((40, FUSED_MAX_BATCH + 1), np.float32), np.empty((3, FUSED_MAX_BATCH + 1), np.float32))
+        m.activations = "int8"
+        if can_tile(m):  # the row-tile layout bie_cli.nn uses: [out, batch] and [batch, out] outputs
+            tiled = to_row_tiles(m)
+            numba_matmul(tiled, np.ones((40, 5), np.float32), np.empty((3, 5), np.float32))
+            tiled_product(tiled, np.ones((5, 40), np.float32), np.empty((5, 3), np.float32).T, np.ones(3, np.float32))
+            numba_matmul(tiled, np.ones((40, FUSED_MAX_BATCH + 1), np.float32),
+                         np.empty((3, FUSED_MAX_BATCH + 1), np.float32))
