@@ -72,6 +72,24 @@ def test_activations_choice_reaches_the_kernels(tmp_path):
     assert model.encoder[2].encoded.parts[0][1].activations == "float32"
 
 
+def test_four_bit_layers_run_on_row_tiles(tmp_path, monkeypatch):
+    """4-bit quant weights are held in the row-tile layout; every path (one kernel call with the
+    bias at 2-16 rows, the numpy reference, exact float32 past 16 rows) gives the block layout's result."""
+    _, path = _toy_container(tmp_path, "quant:bits=4,group_size=32")
+    layer = CompressedLinear.from_container(path, "encoder.0.weight", bias_name="encoder.0.bias")
+    assert layer.encoded.parts[0][1].tiled
+    blocked = kernels.load_encoded(path, "encoder.0.weight")
+    assert not blocked.parts[0][1].tiled
+    bias = layer.bias.numpy()
+    for rows in (1, 5, 20):
+        x = torch.randn(rows, 13)
+        expected = torch.from_numpy(blocked.matmul(np.ascontiguousarray(x.numpy().T)).T + bias)
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+        monkeypatch.setenv(kernels.ENV_VAR, "numpy")
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+        monkeypatch.delenv(kernels.ENV_VAR)
+
+
 def test_swap_linear_layers(tmp_path):
     model, path = _toy_container(tmp_path, "sdr")
     x = torch.randn(6, 13)
