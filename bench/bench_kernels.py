@@ -422,14 +422,20 @@ def weights_rss_probe(variant: str, cai: str) -> str:
 
     path = _minilm_path()
     names = _linear_weight_names(path)
+
+    def held_form(name):  # what CompressedLinear holds: 4-bit quant in the row-tile layout
+        from bie_cli.nn import _row_tiles
+
+        return _row_tiles(kernels.load_encoded(cai, name))[0]
+
     # first one tensor, so imports and one-time buffers are in the baseline, not in the growth
-    warm = load_file(str(path))[names[0]] if variant == "fp32" else kernels.load_encoded(cai, names[0])
+    warm = load_file(str(path))[names[0]] if variant == "fp32" else held_form(names[0])
     gc.collect()
     before = _rss_bytes()
     if variant == "fp32":
         held = {name: tensor for name, tensor in load_file(str(path)).items() if name in names[1:]}
     else:
-        held = {name: kernels.load_encoded(cai, name) for name in names[1:]}
+        held = {name: held_form(name) for name in names[1:]}
     gc.collect()
     grown = _rss_bytes() - before
     del warm
@@ -510,7 +516,7 @@ def minilm(write: bool) -> None:
         f"after: {'{:.2f}, {:.2f}, {:.2f}'.format(*os.getloadavg())}. {numba_cpu_line()}. PyTorch {torch.__version__}.",
         "all-MiniLM-L6-v2 (the packaged checkpoint, 37 nn.Linear layers) with every nn.Linear swapped for a "
         "`CompressedLinear` (`swap_linear_layers`) from a container whose Linear weights are bie `quant` "
-        "4-bit / 8-bit (group 64, int8 activations; biases raw), against the FP32 model and "
+        "4-bit / 8-bit (group 64, int8 activations; 4-bit in the row-tile layout; biases raw), against the FP32 model and "
         "`torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, qint8)`. Latency: one forward of the "
         "SentenceTransformer on pre-tokenized sentences (batch 1 and 16), all four models timed round-robin "
         f"in one process, {ROUNDS} rounds; cells: median ms (speed vs FP32, median over rounds, > 1 faster). "
@@ -522,8 +528,8 @@ def minilm(write: bool) -> None:
         "### Embeddings and weight memory",
         "Cosine of each model's sentence embeddings with the FP32 model's (64 sentences of "
         "bench/data/sentences.txt; mean and minimum). Weights' RSS: growth of a fresh process's resident "
-        "memory when it loads 36 of the 37 Linear weights (the first one is loaded before the baseline, so imports are not counted) — FP32 arrays from the safetensors file, or bie kernel "
-        "forms with `kernels.load_encoded` (what `CompressedLinear` holds).",
+        "memory when it loads 36 of the 37 Linear weights (the first one is loaded before the baseline, so imports are not counted) — FP32 arrays from the safetensors file, or what "
+        "`CompressedLinear` holds: bie kernel forms (`kernels.load_encoded`; 4-bit in the row-tile layout).",
         markdown_table(["model", "cosine mean", "cosine min", "Linear weights' RSS"], quality),
     ])
     print(text)
