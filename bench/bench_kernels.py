@@ -551,7 +551,7 @@ def _stream_kernels():
             acc = np.uint64(0)
             for i in range(row.shape[0]):
                 acc |= row[i]
-            total |= acc
+            total += acc
         return total
 
     return stream
@@ -603,6 +603,13 @@ def scaling(write: bool) -> None:
                                                                            (rows, cols), [(0, m)]), x, out=y))
                   for label, m in matrices.items()})
     calls["quant 4-bit g32, own 2-thread pool"] = lambda: pooled(g32)
+    # no memory traffic: 512 rows (1 MiB of codes, each thread's half in its own L2), caches warm
+    hot = quant.build(rng.integers(0, 16, (512, cols), dtype=np.uint8), 4, 32,
+                      rng.random((512, cols // 32), dtype=np.float32), quant.NO_OFFSET)
+    hot_y = np.empty(512, np.float32)
+    hot_label = "compute only: quant 4-bit g32, 512×4096, warm caches"
+    calls[hot_label] = lambda: kernels.matvec(
+        kernels.EncodedMatrix("hot", "quant", "F32", (512, cols), (512, cols), [(0, hot)]), x, out=hot_y)
     samples = {(label, t): [] for label in calls for t in (1, 2)}
     for _ in range(ROUNDS):
         for threads in (1, 2):
@@ -611,7 +618,8 @@ def scaling(write: bool) -> None:
                 for label, function in calls.items():
                     if label.startswith("quant 4-bit g32, own") and threads == 1:
                         continue
-                    got = time_rounds({label: function}, budget=0.1, rounds=1, pause=SETTLE, cold=True)
+                    got = time_rounds({label: function}, budget=0.1, rounds=1, pause=SETTLE,
+                                      cold=label != hot_label)
                     samples[label, threads].append(got[label][0])
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     pool.shutdown()
@@ -622,7 +630,7 @@ def scaling(write: bool) -> None:
         single = one.get(label, one["quant 4-bit g32"])
         nbytes = streams[label].nbytes if label in streams else (W.nbytes if label == "dense FP32" else None)
         if nbytes is None:
-            m = matrices["quant 4-bit g32" if "own" in label else label]
+            m = hot if label == hot_label else matrices["quant 4-bit g32" if "own" in label else label]
             nbytes = m.codes.nbytes + m.scale.nbytes
         cells = [label, f"{nbytes / 2**20:.1f}"]
         for series in (single, two):
@@ -640,7 +648,9 @@ def scaling(write: bool) -> None:
         "chunks, each thread one contiguous half): the most 1 or 2 threads of this machine stream, "
         "with no computation. `own 2-thread pool`: two Python threads each run the one-thread kernel "
         "(`nogil`) on half the rows, instead of numba's parallel loop (2 threads column; 1 thread "
-        "column: numba with 1 thread). Scaling: median over rounds of (1-thread time / 2-thread time).",
+        "column: numba with 1 thread). `compute only`: the same kernel on 512 rows with warm caches (each "
+        "thread's half of the codes fits its own 1 MiB L2), so no memory traffic: how two threads scale "
+        "when nothing is shared but the cores. Scaling: median over rounds of (1-thread time / 2-thread time).",
         markdown_table(["method", "MiB read", "1 thread, ms", "2 threads, ms", "2 threads / 1 thread"], table),
     ])
     print(text)
