@@ -84,8 +84,8 @@ class CompressedLinear(torch.nn.Module):
         x = x.numpy()
         bias = None if self.bias is None else self.bias.numpy()
         if self._tiled is not None and kernels.backend() == "numba":
-            # one kernel call: int8 activations, the bias added, y written as [N, out] (its transpose
-            # is the kernel's [out, N] output)
+            # one kernel call at any batch: int8 activations, the bias added, y written as [N, out]
+            # (its transpose is the kernel's [out, N] output)
             from .kernels import quant
 
             y = np.empty((x.shape[0], self.out_features), dtype=np.float32)

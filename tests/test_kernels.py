@@ -375,9 +375,11 @@ def test_row_tiles_match_the_block_layout(rows, cols, bits, group, affine, batch
         np.testing.assert_allclose(actual, expected, rtol=0, atol=float(1e-5 * terms.max()) + 1e-6)
     bias = rng.standard_normal(rows).astype(np.float32)
     Y = np.empty((batch, rows), np.float32)  # [N, out] written through its transpose, as bie_cli.nn does
-    assert quant.tiled_product(tiled, np.ascontiguousarray(X.T), Y.T, bias) == (batch <= quant.FUSED_MAX_BATCH)
-    if batch <= quant.FUSED_MAX_BATCH:
-        np.testing.assert_allclose(Y.T, expected + bias[:, None], rtol=0, atol=float(1e-5 * terms.max()) + 1e-5)
+    assert quant.tiled_product(tiled, np.ascontiguousarray(X.T), Y.T, bias)  # any batch (bie_cli.nn)
+    if batch > quant.FUSED_MAX_BATCH:  # the block layout's int8 product, for the comparison
+        xq, step = quant.quantize_activations(X)
+        expected = quant._int8_block(m, 0, rows, X, xq, step).astype(np.float32)
+    np.testing.assert_allclose(Y.T, expected + bias[:, None], rtol=0, atol=float(1e-5 * terms.max()) + 1e-5)
 
 
 def test_row_tiles_take_the_float32_path_for_nonfinite_activations():

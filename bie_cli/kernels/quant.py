@@ -412,7 +412,7 @@ def numba_matmul(m: QuantMatrix, X: np.ndarray, out: np.ndarray) -> None:
     from . import gemm
 
     if m.tiled:
-        if tiled_product(m, np.ascontiguousarray(X.T), out):
+        if X.shape[1] <= FUSED_MAX_BATCH and tiled_product(m, np.ascontiguousarray(X.T), out):
             return
     elif X.shape[1] == 1:
         numba_matvec(m, X[:, 0], out[:, 0])
@@ -435,13 +435,13 @@ def numba_matmul(m: QuantMatrix, X: np.ndarray, out: np.ndarray) -> None:
 
 def tiled_product(m: QuantMatrix, XT: np.ndarray, Y: np.ndarray, bias: np.ndarray | None = None) -> bool:
     """``Y = Ŵ·XTᵀ (+ bias)`` on the row-tile layout with int8 activations (``XT``: C-contiguous
-    float32 ``[batch, cols]``; ``Y``: ``[rows, batch]``, any strides). False (and ``Y`` untouched)
-    when the product must be exact float32 instead: more than ``FUSED_MAX_BATCH`` columns, or
-    NaN/Inf in ``XT``."""
+    float32 ``[batch, cols]``, any batch; ``Y``: ``[rows, batch]``, any strides). False (and ``Y``
+    untouched) when some x is NaN/Inf: the product must then be exact float32. :func:`numba_matmul`
+    uses it up to ``FUSED_MAX_BATCH`` columns (the documented int8 range of ``kernels.matmul``);
+    :mod:`bie_cli.nn` at every batch, where it is at least as fast as dequantized tiles and
+    sgemm (docs/kernels.md) and keeps a layer's output independent of the batch size."""
     from . import _quant_numba as kernels
 
-    if XT.shape[0] > FUSED_MAX_BATCH:
-        return False
     padded, sums, xq, xd, xz, finite = kernels.quantize_columns(XT, m.blocks, m.group_size, m.groups,
                                                                 m.offset.size > 0)
     if not finite:
