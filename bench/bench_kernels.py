@@ -34,6 +34,7 @@ AVX-512 machine, whose features numba otherwise keeps) gives the AVX2 code.
     python -m bench.bench_kernels              # full grid, writes BENCHMARKS.md section "kernels"
     python -m bench.bench_kernels --quick      # 2048x1024 only, prints only
     python -m bench.bench_kernels --minilm     # MiniLM end to end on CompressedLinear, section "kernels-minilm"
+    python -m bench.bench_kernels --scaling    # 1 vs 2 threads against a pure read, section "kernels-threads"
 """
 
 from __future__ import annotations
@@ -421,14 +422,20 @@ def weights_rss_probe(variant: str, cai: str) -> str:
 
     path = _minilm_path()
     names = _linear_weight_names(path)
+
+    def held_form(name):  # what CompressedLinear holds: 4-bit quant in the row-tile layout
+        from bie_cli.nn import _row_tiles
+
+        return _row_tiles(kernels.load_encoded(cai, name))[0]
+
     # first one tensor, so imports and one-time buffers are in the baseline, not in the growth
-    warm = load_file(str(path))[names[0]] if variant == "fp32" else kernels.load_encoded(cai, names[0])
+    warm = load_file(str(path))[names[0]] if variant == "fp32" else held_form(names[0])
     gc.collect()
     before = _rss_bytes()
     if variant == "fp32":
         held = {name: tensor for name, tensor in load_file(str(path)).items() if name in names[1:]}
     else:
-        held = {name: kernels.load_encoded(cai, name) for name in names[1:]}
+        held = {name: held_form(name) for name in names[1:]}
     gc.collect()
     grown = _rss_bytes() - before
     del warm
@@ -509,7 +516,7 @@ def minilm(write: bool) -> None:
         f"after: {'{:.2f}, {:.2f}, {:.2f}'.format(*os.getloadavg())}. {numba_cpu_line()}. PyTorch {torch.__version__}.",
         "all-MiniLM-L6-v2 (the packaged checkpoint, 37 nn.Linear layers) with every nn.Linear swapped for a "
         "`CompressedLinear` (`swap_linear_layers`) from a container whose Linear weights are bie `quant` "
-        "4-bit / 8-bit (group 64, int8 activations; biases raw), against the FP32 model and "
+        "4-bit / 8-bit (group 64, int8 activations; 4-bit in the row-tile layout; biases raw), against the FP32 model and "
         "`torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, qint8)`. Latency: one forward of the "
         "SentenceTransformer on pre-tokenized sentences (batch 1 and 16), all four models timed round-robin "
         f"in one process, {ROUNDS} rounds; cells: median ms (speed vs FP32, median over rounds, > 1 faster). "
@@ -521,13 +528,134 @@ def minilm(write: bool) -> None:
         "### Embeddings and weight memory",
         "Cosine of each model's sentence embeddings with the FP32 model's (64 sentences of "
         "bench/data/sentences.txt; mean and minimum). Weights' RSS: growth of a fresh process's resident "
-        "memory when it loads 36 of the 37 Linear weights (the first one is loaded before the baseline, so imports are not counted) — FP32 arrays from the safetensors file, or bie kernel "
-        "forms with `kernels.load_encoded` (what `CompressedLinear` holds).",
+        "memory when it loads 36 of the 37 Linear weights (the first one is loaded before the baseline, so imports are not counted) — FP32 arrays from the safetensors file, or what "
+        "`CompressedLinear` holds: bie kernel forms (`kernels.load_encoded`; 4-bit in the row-tile layout).",
         markdown_table(["model", "cosine mean", "cosine min", "Linear weights' RSS"], quality),
     ])
     print(text)
     if write:
         update_section("kernels-minilm", text)
+
+
+# -- thread scaling at 11008x4096: the memory path's own ceiling -----------------------------------
+def _stream_kernels():
+    """numba functions that read an array (prange over 64 equal chunks: each thread one contiguous
+    share) and a serial row-range call of the 4-bit batch-1 kernel, for a thread pool of our own."""
+    from numba import njit, prange
+
+    @njit(parallel=True, nogil=True)
+    def stream(a):  # a: uint64 [64, n]; an integer reduction LLVM vectorizes with no float semantics
+        total = np.uint64(0)
+        for chunk in prange(a.shape[0]):
+            row = a[chunk]
+            acc = np.uint64(0)
+            for i in range(row.shape[0]):
+                acc |= row[i]
+            total += acc
+        return total
+
+    return stream
+
+
+def scaling(write: bool) -> None:
+    """1 vs 2 threads at 11008x4096, batch 1, cold caches: a pure read of the same bytes (the
+    ceiling), dense FP32 (BLAS), and the 4-bit kernels with numba's threads and with a pool of
+    two Python threads each running a one-thread call on half the rows."""
+    import concurrent.futures
+
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    from bie_cli import kernels
+    from bie_cli.kernels import _quant_numba, quant
+
+    load = "{:.2f}, {:.2f}, {:.2f} (1, 5, 15 min)".format(*os.getloadavg())
+    kernels.warmup(["quant"])
+    rows, cols = 11008, 4096
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((rows, cols)).astype(np.float32)
+    x = rng.standard_normal(cols).astype(np.float32)
+    matrices = {f"quant 4-bit g{g}": quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, g,
+                                                 rng.random((rows, cols // g), dtype=np.float32), quant.NO_OFFSET)
+                for g in (32, 64)}
+    stream = _stream_kernels()
+    g32 = matrices["quant 4-bit g32"]
+    streams = {"read 4-bit g32's bytes": np.ones((64, (g32.codes.nbytes + g32.scale.nbytes) // 512), np.uint64),
+               "read FP32's bytes": np.ones((64, W.nbytes // 512), np.uint64)}
+    y = np.empty(rows, np.float32)
+    halves = [(0, rows // 2), (rows // 2, rows)]
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+
+    def half(m, act, start, stop):
+        numba.set_num_threads(1)  # numba's thread count is per calling thread
+        _quant_numba.blocked_matmul(m.codes[start:stop], m.zero, m.scale[start:stop], m.offset, m.group_shift,
+                                    *act, m.fix_ptr[start : stop + 1], m.fix_col, m.fix_delta, y[start:stop, None])
+
+    def pooled(m):
+        act = _quant_numba.prepare_activations(x[None, :], m.blocks, m.group_size, m.groups, True, False, 1, True,
+                                               m.zero)
+        for future in [pool.submit(half, m, act, a, b) for a, b in halves]:
+            future.result()
+
+    calls = {label: (lambda a=a: stream(a)) for label, a in streams.items()}
+    calls["dense FP32"] = lambda: W @ x
+    calls.update({label: (lambda m=m: kernels.matvec(kernels.EncodedMatrix("w", "quant", "F32", (rows, cols),
+                                                                           (rows, cols), [(0, m)]), x, out=y))
+                  for label, m in matrices.items()})
+    calls["quant 4-bit g32, own 2-thread pool"] = lambda: pooled(g32)
+    # no memory traffic: 512 rows (1 MiB of codes, each thread's half in its own L2), caches warm
+    hot = quant.build(rng.integers(0, 16, (512, cols), dtype=np.uint8), 4, 32,
+                      rng.random((512, cols // 32), dtype=np.float32), quant.NO_OFFSET)
+    hot_y = np.empty(512, np.float32)
+    hot_label = "compute only: quant 4-bit g32, 512×4096, warm caches"
+    calls[hot_label] = lambda: kernels.matvec(
+        kernels.EncodedMatrix("hot", "quant", "F32", (512, cols), (512, cols), [(0, hot)]), x, out=hot_y)
+    samples = {(label, t): [] for label in calls for t in (1, 2)}
+    for _ in range(ROUNDS):
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            with threadpool_limits(limits=threads, user_api="blas"):
+                for label, function in calls.items():
+                    if label.startswith("quant 4-bit g32, own") and threads == 1:
+                        continue
+                    got = time_rounds({label: function}, budget=0.1, rounds=1, pause=SETTLE,
+                                      cold=label != hot_label)
+                    samples[label, threads].append(got[label][0])
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    pool.shutdown()
+    one = {label: samples[label, 1] for label in calls if samples[label, 1]}
+    table = []
+    for label in calls:
+        two = samples[label, 2]
+        single = one.get(label, one["quant 4-bit g32"])
+        nbytes = streams[label].nbytes if label in streams else (W.nbytes if label == "dense FP32" else None)
+        if nbytes is None:
+            m = hot if label == hot_label else matrices["quant 4-bit g32" if "own" in label else label]
+            nbytes = m.codes.nbytes + m.scale.nbytes
+        cells = [label, f"{nbytes / 2**20:.1f}"]
+        for series in (single, two):
+            cells.append(f"{_ms(statistics.median(series))} ({nbytes / statistics.median(series) / 1e9:.1f} GB/s)")
+        cells.append(f"{ratio(single, two):.2f}×")
+        table.append(cells)
+        print(" | ".join(cells), flush=True)
+    text = "\n\n".join([
+        "## Thread scaling at 11008×4096 (batch 1, cold caches)",
+        f"`python -m bench.bench_kernels --scaling` — {machine_line()}; load average before the run: {load}, "
+        f"after: {'{:.2f}, {:.2f}, {:.2f}'.format(*os.getloadavg())}. {numba_cpu_line()}.",
+        "Each call starts with cold caches (128 MiB of other memory read first); per method the median of "
+        f"{ROUNDS} rounds, 1 and 2 threads interleaved in every round, {SETTLE} s idle after each method. "
+        "`read …`: a numba `prange` sum over an array of the same size as the method's bytes (64 equal "
+        "chunks, each thread one contiguous half): the most 1 or 2 threads of this machine stream, "
+        "with no computation. `own 2-thread pool`: two Python threads each run the one-thread kernel "
+        "(`nogil`) on half the rows, instead of numba's parallel loop (2 threads column; 1 thread "
+        "column: numba with 1 thread). `compute only`: the same kernel on 512 rows with warm caches (each "
+        "thread's half of the codes fits its own 1 MiB L2), so no memory traffic: how two threads scale "
+        "when nothing is shared but the cores. Scaling: median over rounds of (1-thread time / 2-thread time).",
+        markdown_table(["method", "MiB read", "1 thread, ms", "2 threads, ms", "2 threads / 1 thread"], table),
+    ])
+    print(text)
+    if write:
+        update_section("kernels-threads", text)
 
 
 def _probe_rss(variant: str, cai: Path) -> tuple[int, int]:
@@ -543,6 +671,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2048x1024 only, batch 1 and 16; print, do not write")
     parser.add_argument("--minilm", action="store_true", help="MiniLM end to end on CompressedLinear")
+    parser.add_argument("--scaling", action="store_true",
+                        help="1 vs 2 threads at 11008x4096 against a pure read of the same bytes")
     parser.add_argument("--rss-probe", nargs=2, metavar=("VARIANT", "CAI"), help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the tables, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
@@ -551,6 +681,9 @@ def main(argv=None) -> None:
         return
     if args.minilm:
         minilm(write=not args.no_write)
+        return
+    if args.scaling:
+        scaling(write=not args.no_write)
         return
     import numba
     import torch

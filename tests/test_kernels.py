@@ -343,6 +343,66 @@ def test_block_layout_kernels_match_the_reference(rows, cols, bits, group, affin
             np.testing.assert_allclose(actual, W_hat @ X, rtol=0, atol=float(1e-5 * terms.max()) + 1e-6)
 
 
+@settings(max_examples=15, deadline=None)
+@given(rows=st.integers(1, 21), cols=st.integers(1, 150), bits=st.sampled_from([2, 4]),
+       group=st.sampled_from([32, 64, 0]), affine=st.booleans(), batch=st.sampled_from([1, 2, 3, 5, 13, 17]),
+       seed=st.integers(0, 2**16))
+def test_row_tiles_match_the_block_layout(rows, cols, bits, group, affine, batch, seed):
+    """The row-tile layout (4 columns a pass, then 3, 2, 1; rows padded to tiles of 8) gives the
+    block layout's int8 product on any shape, exact elements and offsets included; from 17
+    columns on its dequantized tiles give the exact float32 product; the codes round-trip."""
+    from bie_cli.kernels import quant
+
+    rng = np.random.default_rng(seed)
+    group_size = group or cols
+    groups = -(-cols // group_size)
+    scale = rng.random((rows, groups)).astype(np.float32)
+    offset = rng.standard_normal((rows, groups)).astype(np.float32) if affine else quant.NO_OFFSET
+    m = quant.build(rng.integers(0, 1 << bits, (rows, cols)).astype(np.uint8), bits, group_size, scale, offset)
+    count = min(3, rows * cols)
+    quant._add_fixes(m, rng.choice(rows * cols, count, replace=False), rng.standard_normal(count).astype(np.float32))
+    tiled = quant.to_row_tiles(m)
+    assert tiled.tiled and tiled.codes.shape == (-(-rows // 8), m.blocks * 128)
+    np.testing.assert_array_equal(tiled.centered_codes(0, rows), m.centered_codes(0, rows))
+    np.testing.assert_array_equal(tiled.centered_codes(rows // 2, rows), m.centered_codes(rows // 2, rows))
+    X = rng.standard_normal((cols, batch)).astype(np.float32)
+    expected = np.empty((rows, batch), np.float32)
+    quant.reference_matmul(m, X, expected)
+    terms = np.abs(quant._dequantize_block(m, 0, rows).astype(np.float64)) @ np.abs(X.astype(np.float64))
+    for run in (quant.reference_matmul, quant.numba_matmul):
+        actual = np.empty((rows, batch), np.float32)
+        run(tiled, X, actual)
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=float(1e-5 * terms.max()) + 1e-6)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    Y = np.empty((batch, rows), np.float32)  # [N, out] written through its transpose, as bie_cli.nn does
+    assert quant.tiled_product(tiled, np.ascontiguousarray(X.T), Y.T, bias)  # any batch (bie_cli.nn)
+    if batch > quant.FUSED_MAX_BATCH:  # the block layout's int8 product, for the comparison
+        xq, step = quant.quantize_activations(X)
+        expected = quant._int8_block(m, 0, rows, X, xq, step).astype(np.float32)
+    np.testing.assert_allclose(Y.T, expected + bias[:, None], rtol=0, atol=float(1e-5 * terms.max()) + 1e-5)
+
+
+def test_row_tiles_take_the_float32_path_for_nonfinite_activations():
+    from bie_cli.kernels import quant
+
+    rng = np.random.default_rng(5)
+    m = quant.build(rng.integers(0, 16, (11, 70)).astype(np.uint8), 4, 32, rng.random((11, 3)).astype(np.float32),
+                    quant.NO_OFFSET)
+    tiled = quant.to_row_tiles(m)
+    X = rng.standard_normal((70, 4)).astype(np.float32)
+    X[3, 2] = np.inf
+    Y = np.empty((11, 4), np.float32)
+    assert not quant.tiled_product(tiled, np.ascontiguousarray(X.T), Y)
+    m.activations = "float32"
+    expected, actual = np.empty((11, 4), np.float32), np.empty((11, 4), np.float32)
+    with np.errstate(invalid="ignore"):
+        quant.numba_matmul(m, X, expected)
+        quant.numba_matmul(tiled, X, actual)
+    assert np.isinf(actual[:, 2]).any() and np.array_equal(np.isfinite(actual), np.isfinite(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(actual[finite], expected[finite], rtol=1e-5, atol=1e-4)
+
+
 def test_paired_activations_are_the_block_codes_in_the_two_block_order():
     """The 4-bit batch-1 kernel unpacks two blocks at once as (first 16 weights of each, then the
     last 16 of each); its activations must be the per-block codes in exactly that order."""
@@ -385,8 +445,16 @@ def test_portable_ir_without_avx2(tmp_path):
         "        quant.reference_matmul(m, X, a)\n"
         "        quant.numba_matmul(m, X, b)\n"
         "        assert np.allclose(a, b, rtol=1e-5, atol=1e-4), (bits, activations, a - b)\n"
+        "m = quant.build(rng.integers(0, 16, (11, 70)).astype(np.uint8), 4, 64,\n"
+        "                rng.random((11, 2)).astype(np.float32), quant.NO_OFFSET)\n"
+        "X = rng.standard_normal((70, 6)).astype(np.float32)\n"
+        "a, b = np.empty((11, 6), np.float32), np.empty((11, 6), np.float32)\n"
+        "quant.reference_matmul(m, X, a)\n"
+        "quant.numba_matmul(quant.to_row_tiles(m), X, b)\n"
+        "assert np.allclose(a, b, rtol=1e-5, atol=1e-4), ('row tiles', a - b)\n"
         "from bie_cli.kernels import _quant_numba\n"
-        "asm = ''.join(_quant_numba.blocked_matmul.inspect_asm().values())\n"
+        "asm = ''.join([*_quant_numba.blocked_matmul.inspect_asm().values(),\n"
+        "               *_quant_numba.tiled_matmul.inspect_asm().values()])\n"
         "print('pmaddubsw' in asm, 'ymm' in asm)\n"
     )
     env = {**os.environ, "NUMBA_CPU_NAME": "x86-64", "NUMBA_CPU_FEATURES": "+sse,+sse2",

@@ -552,7 +552,7 @@ def prepare_activations(XT, blocks, group_size, groups, quantize, affine, column
     return padded, sums, xq, xd, xz, xs, xt, quantize and finite
 
 
-@njit(nogil=True, cache=True, fastmath=FASTMATH)
+@njit(nogil=True, cache=True, fastmath=FASTMATH, inline="always")
 def _finish(total, i, n, offset, sums, fix_ptr, fix_col, fix_delta, padded):  # pragma: no cover - compiled
     """A row dot plus ``offset·Σx`` per group and the exactly stored elements."""
     if offset.shape[0] > 0:
@@ -743,5 +743,220 @@ def dequantize_rows(codes, nibbles, blocked, zero, scale, offset, group_size,
         i = start + r
         _dequantize_row(codes[i], nibbles, blocked, zero, scale[i], offset[i] if affine else no_offset, group_size,
                         out[r])
+        for k in range(fix_ptr[i], fix_ptr[i + 1]):
+            out[r, fix_col[k]] += fix_delta[k]
+
+
+# -- row tiles: 4-bit codes of 8 rows interleaved (small batches on small matrices) --------------
+#: rows of a tile: one 256-bit vector of int32 / float32 sums holds one column's 8 rows
+TILE = 8
+#: columns one pass over a tile's codes takes (its 2 x 4 accumulators fit the 16 AVX2 registers)
+TILE_COLUMNS = 4
+
+
+def _maddubs(rows: _RowPair, unsigned, signed):
+    """``pmaddubsw``: ``<16 x i16>`` sums of adjacent products of unsigned ``<32 x i8>`` (at most
+    15 here, so nothing saturates) and signed ``<32 x i8>``."""
+    b = rows.b
+    if rows.avx2:
+        pmaddubsw = b.module.declare_intrinsic(
+            "llvm.x86.avx2.pmadd.ub.sw", fnty=ir.FunctionType(_vector(_I16, 16), [_vector(_I8, 32)] * 2))
+        return b.call(pmaddubsw, [unsigned, signed])
+    wide = _vector(_I16, 32)
+    products = b.mul(b.zext(unsigned, wide), b.sext(signed, wide))
+    return b.add(b.shuffle_vector(products, products, _lanes(range(0, 32, 2))),
+                 b.shuffle_vector(products, products, _lanes(range(1, 32, 2))))
+
+
+def _widen_pairs(rows: _RowPair, halves):
+    """``pmaddwd`` by ones: ``<8 x i32>`` sums of adjacent lanes of a ``<16 x i16>``."""
+    b = rows.b
+    if rows.avx2:
+        return b.call(rows._pmaddwd(), [halves, ir.Constant(_vector(_I16, 16), [1] * 16)])
+    wide = b.sext(halves, _vector(_I32, 16))
+    return b.add(b.shuffle_vector(wide, wide, _lanes(range(0, 16, 2))),
+                 b.shuffle_vector(wide, wide, _lanes(range(1, 16, 2))))
+
+
+def _tile_kernel(columns: int):
+    """The intrinsic for one row tile (8 rows) × ``columns`` columns of int8 activations."""
+
+    @intrinsic
+    def int8_row_tile(typingctx, codes, scales, tile, xq, xd, xz, first, zero, group_shift, blocks, out):
+        """Sums of rows ``8·tile .. 8·tile + 7`` times columns ``first .. first + columns - 1``, stored
+        as 8 floats at ``out[first + c, 8·tile]``: per row and column
+        Σ_b scale[g(b)]·xd[b]·(Σ code·xq − zero·xz[b]).
+
+        ``codes``: ``[tiles, blocks·128]`` ``uint8``, a tile's block ``b`` is 4 vectors of 32 bytes;
+        byte ``j`` of vector ``v`` holds row ``j // 4``'s codes at block positions ``8v + j % 4``
+        (low nibble) and ``8v + 4 + j % 4`` (high nibble). ``scales``: ``[tiles, groups·8]``
+        (a group's 8 rows together). ``xq``/``xd``/``xz`` as ``prepare_activations`` makes them
+        (natural order). Per column a 4-byte broadcast of ``xq`` times the low or high nibbles
+        is one ``pmaddubsw`` (8 rows × 4 weights); the 8 of a block add up as int16 (at most
+        8·2·15·127 < 2^15), one ``pmaddwd`` by ones widens them: lane ``r`` is row ``r``'s block sum.
+        """
+        if not (_c_matrix(codes, types.uint8) and _c_matrix(scales, types.float32) and _c_matrix(xq, types.int8)
+                and _c_matrix(xd, types.float32) and _c_matrix(xz, types.int32) and _c_matrix(out, types.float32)):
+            return None
+        signature = types.void(codes, scales, types.int64, xq, xd, xz, types.int64, types.int64, types.int64,
+                               types.int64, out)
+
+        def codegen(context, builder, signature, args):
+            b = builder
+            codes_type, scales_type = signature.args[:2]
+            codes, scales, tile = args[:3]
+            xq_ptr, xd_ptr, xz_ptr = [context.make_array(t)(context, b, a).data
+                                      for t, a in zip(signature.args[3:6], args[3:6], strict=True)]
+            first, zero, group_shift, blocks = args[6:10]
+            out_type, out = signature.args[10], args[10]
+            code_row = _row_pointer(context, b, codes_type, codes, tile)
+            scale_row = _row_pointer(context, b, scales_type, scales, tile)
+            rows = _RowPair(context, b, codes_type, (code_row,), (scale_row,), group_shift, blocks)
+            zero = b.trunc(zero, _I32)
+            nibble = ir.Constant(_vector(_I8, BLOCK), [15] * BLOCK)
+            four = ir.Constant(_vector(_I8, BLOCK), [4] * BLOCK)
+            no_floats = ir.Constant(_vector(_F32, 8), [0.0] * 8)
+            no_halves = ir.Constant(_vector(_I16, 16), [0] * 16)
+            accumulators = [cgutils.alloca_once_value(b, no_floats) for _ in range(columns)]
+            column_starts = [b.mul(b.add(first, _i64(c)), blocks) for c in range(columns)]
+            i32_pointer = _I32.as_pointer()
+            with cgutils.for_range(b, blocks) as loop:
+                block = loop.index
+                group = b.ashr(block, group_shift)
+                scale = _load(b, scale_row, b.mul(group, _i64(TILE)), _vector(_F32, 8), 4)
+                indices = [b.add(start, block) for start in column_starts]
+                bases = [b.mul(index, _i64(BLOCK)) for index in indices]
+                halves = [no_halves] * columns
+                for v in range(4):
+                    packed = _load(b, code_row, b.add(b.mul(block, _i64(4 * BLOCK)), _i64(BLOCK * v)),
+                                   _vector(_I8, BLOCK), 1)
+                    low = b.and_(packed, nibble)
+                    high = b.and_(b.lshr(packed, four), nibble)
+                    for c in range(columns):
+                        quads = []
+                        for offset in (8 * v, 8 * v + 4):
+                            address = b.bitcast(b.gep(xq_ptr, [b.add(bases[c], _i64(offset))]), i32_pointer)
+                            quads.append(b.bitcast(_splat(b, b.load(address, align=1), 8), _vector(_I8, BLOCK)))
+                        pair = b.add(_maddubs(rows, low, quads[0]), _maddubs(rows, high, quads[1]))
+                        halves[c] = b.add(halves[c], pair)
+                for c in range(columns):
+                    dot = _widen_pairs(rows, halves[c])
+                    dot = b.sub(dot, _splat(b, b.mul(zero, b.load(b.gep(xz_ptr, [indices[c]]))), 8))
+                    weight = b.fmul(scale, _splat(b, b.load(b.gep(xd_ptr, [indices[c]])), 8), flags=_FLAGS)
+                    value = b.fmul(b.sitofp(dot, _vector(_F32, 8)), weight, flags=_FLAGS)
+                    b.store(b.fadd(b.load(accumulators[c]), value, flags=_FLAGS), accumulators[c])
+            for c in range(columns):
+                row_start = _row_pointer(context, b, out_type, out, b.add(first, _i64(c)))
+                target = b.bitcast(b.gep(row_start, [b.mul(tile, _i64(TILE))]), _vector(_F32, 8).as_pointer())
+                b.store(b.load(accumulators[c]), target, align=4)
+            return context.get_dummy_value()
+
+        return signature, codegen
+
+    return int8_row_tile
+
+
+tile_one, tile_two, tile_three, tile_four = (_tile_kernel(c) for c in range(1, TILE_COLUMNS + 1))
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def quantize_columns(XT, blocks, group_size, groups, affine):  # pragma: no cover - compiled
+    """``prepare_activations(XT, ..., quantize=True, columns=1, paired=False)`` for the row-tile
+    kernel, in loops LLVM vectorizes (a block's max, then its codes and their sum): returns
+    ``(padded, sums, xq, xd, xz, finite)``; when some x is NaN/Inf, ``finite`` is False and
+    the codes are not meaningful."""
+    batch, cols = XT.shape
+    width = blocks * BLOCK
+    padded = np.zeros((batch, width), dtype=np.float32)
+    padded[:, :cols] = XT
+    sums = np.zeros((batch, groups if affine else 0), dtype=np.float32)
+    xq = np.empty((batch, width), dtype=np.int8)
+    xd = np.empty((batch, blocks), dtype=np.float32)
+    xz = np.empty((batch, blocks), dtype=np.int32)
+    for n in range(batch):
+        row = padded[n]
+        if affine:
+            for g in range(groups):
+                total = np.float32(0.0)
+                for x in row[g * group_size : min((g + 1) * group_size, width)]:
+                    total += x
+                sums[n, g] = total
+        for block in range(blocks):
+            values = row[block * BLOCK : (block + 1) * BLOCK]
+            largest = np.float32(0.0)
+            for k in range(BLOCK):
+                largest = max(largest, abs(values[k]))
+            if not np.isfinite(largest):
+                return padded, sums, xq, xd, xz, False
+            step = largest / np.float32(127.0)
+            inverse = np.float32(1.0) / step if step > 0 else np.float32(0.0)
+            codes = xq[n, block * BLOCK : (block + 1) * BLOCK]
+            count = 0
+            for k in range(BLOCK):
+                q = np.int32(min(max(np.rint(values[k] * inverse), np.float32(-127.0)), np.float32(127.0)))
+                codes[k] = q
+                count += q
+            xd[n, block] = step
+            xz[n, block] = count
+    return padded, sums, xq, xd, xz, True
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
+def tiled_matmul(codes, zero, scales, offset, group_shift, padded, sums, xq, xd, xz, fix_ptr, fix_col, fix_delta,
+                 bias, Y):  # pragma: no cover - compiled
+    """``Y[i, n] = Σ ŵ_ij·x_nj (+ bias[i])`` for the row-tile layout and int8 activations (``Y`` is
+    ``[rows, batch]``, any strides; ``bias`` empty or ``[rows]``). Each iteration takes one
+    tile of 8 rows and all columns, ``TILE_COLUMNS`` at a time: the tile's codes (8 rows × the
+    row length, in L1 for the rows of a small matrix) are read once a pass."""
+    rows, batch = Y.shape
+    tiles = codes.shape[0]
+    blocks = padded.shape[1] // BLOCK
+    sums_out = np.empty((batch, tiles * TILE), dtype=np.float32)
+    has_bias = bias.shape[0] > 0
+    for tile in prange(tiles):
+        first = 0
+        while first < batch:
+            left = batch - first
+            if left >= 4:
+                tile_four(codes, scales, tile, xq, xd, xz, first, zero, group_shift, blocks, sums_out)
+                first += 4
+            elif left == 3:
+                tile_three(codes, scales, tile, xq, xd, xz, first, zero, group_shift, blocks, sums_out)
+                first += 3
+            elif left == 2:
+                tile_two(codes, scales, tile, xq, xd, xz, first, zero, group_shift, blocks, sums_out)
+                first += 2
+            else:
+                tile_one(codes, scales, tile, xq, xd, xz, first, zero, group_shift, blocks, sums_out)
+                first += 1
+        for i in range(tile * TILE, min(tile * TILE + TILE, rows)):
+            extra = bias[i] if has_bias else np.float32(0.0)
+            for n in range(batch):
+                Y[i, n] = _finish(sums_out[n, i], i, n, offset, sums, fix_ptr, fix_col, fix_delta, padded) + extra
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def dequantize_tiled_rows(codes, zero, scale, offset, group_shift, fix_ptr, fix_col, fix_delta, start,
+                          out):  # pragma: no cover - compiled
+    """``dequantize_rows`` for the row-tile layout: rows ``start .. start + len(out) - 1`` of Ŵ
+    into ``out`` (at least ``blocks·32`` wide; ``scale``/``offset`` the ``[rows, groups]`` arrays,
+    the group of block ``b`` is ``b >> group_shift``)."""
+    blocks = codes.shape[1] // (4 * BLOCK)
+    affine = offset.shape[0] > 0
+    for r in range(out.shape[0]):
+        i = start + r
+        row_codes = codes[i // TILE]
+        lane = 4 * (i % TILE)
+        for block in range(blocks):
+            g = block >> group_shift
+            s = scale[i, g]
+            o = offset[i, g] if affine else np.float32(0.0)
+            base = block * 4 * BLOCK + lane
+            w = out[r, block * BLOCK : (block + 1) * BLOCK]
+            for v in range(4):
+                for k in range(4):
+                    byte = np.int32(row_codes[base + BLOCK * v + k])
+                    w[8 * v + k] = np.float32((byte & 15) - zero) * s + o
+                    w[8 * v + 4 + k] = np.float32((byte >> 4) - zero) * s + o
         for k in range(fix_ptr[i], fix_ptr[i + 1]):
             out[r, fix_col[k]] += fix_delta[k]
