@@ -478,6 +478,37 @@ int8_four, float_four = _row_tile(COLUMNS)
 
 
 # -- block-layout kernels ------------------------------------------------------------------------
+@njit(nogil=True, cache=True, fastmath=FASTMATH, inline="always")
+def _group_sums(row, group_size, out):  # pragma: no cover - compiled
+    """``out[g] = Σ row`` over group ``g`` (the last group may be shorter)."""
+    width = row.shape[0]
+    for g in range(out.shape[0]):
+        total = np.float32(0.0)
+        for x in row[g * group_size : min((g + 1) * group_size, width)]:
+            total += x
+        out[g] = total
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH, inline="always")
+def _quantize_block(values, codes):  # pragma: no cover - compiled
+    """One block of activations to int8 ``codes = rint(x/d)``, ``d = max|x|/127``, in loops LLVM
+    vectorizes (the max, then the codes and their sum). Returns ``(d, Σ codes)``; ``d`` is NaN/Inf
+    when some x is, and ``codes`` are then left as they were."""
+    largest = np.float32(0.0)
+    for k in range(BLOCK):
+        largest = max(largest, abs(values[k]))
+    if not np.isfinite(largest):
+        return largest, 0
+    step = largest / np.float32(127.0)
+    inverse = np.float32(1.0) / step if step > 0 else np.float32(0.0)
+    count = 0
+    for k in range(BLOCK):
+        q = np.int32(min(max(np.rint(values[k] * inverse), np.float32(-127.0)), np.float32(127.0)))
+        codes[k] = q
+        count += q
+    return step, count
+
+
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
 def prepare_activations(XT, blocks, group_size, groups, quantize, affine, columns,
                         paired=False, zero=0):  # pragma: no cover - compiled
@@ -510,28 +541,12 @@ def prepare_activations(XT, blocks, group_size, groups, quantize, affine, column
         padded[n, :cols] = XT[n]
         row = padded[n]
         if affine:
-            for g in range(groups):
-                total = np.float32(0.0)
-                for x in row[g * group_size : min((g + 1) * group_size, width)]:
-                    total += x
-                sums[n, g] = total
+            _group_sums(row, group_size, sums[n])
         if not quantize:
             continue
         for block in range(blocks):
-            values = row[block * BLOCK : (block + 1) * BLOCK]
-            largest = np.float32(0.0)
-            for x in values:
-                largest = max(largest, abs(x))
-            if not np.isfinite(largest):
-                finite = False
-            step = largest / np.float32(127.0)
-            inverse = np.float32(1.0) / step if step > 0 else np.float32(0.0)
-            codes = xq[n, block * BLOCK : (block + 1) * BLOCK]
-            count = 0
-            for k in range(BLOCK):
-                q = np.int8(min(max(np.rint(values[k] * inverse), -127.0), 127.0)) if finite else np.int8(0)
-                codes[k] = q
-                count += q
+            step, count = _quantize_block(row[block * BLOCK : (block + 1) * BLOCK], xq[n, block * BLOCK : (block + 1) * BLOCK])
+            finite &= np.isfinite(step)
             xd[n, block] = step
             xz[n, block] = count
         if paired:  # (only reached when quantizing)
@@ -876,26 +891,11 @@ def quantize_columns(XT, blocks, group_size, groups, affine):  # pragma: no cove
     for n in range(batch):
         row = padded[n]
         if affine:
-            for g in range(groups):
-                total = np.float32(0.0)
-                for x in row[g * group_size : min((g + 1) * group_size, width)]:
-                    total += x
-                sums[n, g] = total
+            _group_sums(row, group_size, sums[n])
         for block in range(blocks):
-            values = row[block * BLOCK : (block + 1) * BLOCK]
-            largest = np.float32(0.0)
-            for k in range(BLOCK):
-                largest = max(largest, abs(values[k]))
-            if not np.isfinite(largest):
+            step, count = _quantize_block(row[block * BLOCK : (block + 1) * BLOCK], xq[n, block * BLOCK : (block + 1) * BLOCK])
+            if not np.isfinite(step):
                 return padded, sums, xq, xd, xz, False
-            step = largest / np.float32(127.0)
-            inverse = np.float32(1.0) / step if step > 0 else np.float32(0.0)
-            codes = xq[n, block * BLOCK : (block + 1) * BLOCK]
-            count = 0
-            for k in range(BLOCK):
-                q = np.int32(min(max(np.rint(values[k] * inverse), np.float32(-127.0)), np.float32(127.0)))
-                codes[k] = q
-                count += q
             xd[n, block] = step
             xz[n, block] = count
     return padded, sums, xq, xd, xz, True
