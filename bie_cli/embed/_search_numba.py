@@ -181,6 +181,16 @@ def hamming_topk_blocked(codes, queries, k, bits, block):
     return ids, scores
 
 
+@njit(nogil=True, cache=True)
+def _best_k(by_id, values, ids_out, scores_out):
+    """The ``len(ids_out)`` highest ``values`` with their ids; ``by_id`` is in id order and the sort
+    is stable, so equal scores keep the lower id first."""
+    order = np.argsort(-values, kind="mergesort")
+    for rank in range(ids_out.shape[0]):
+        ids_out[rank] = by_id[order[rank]]
+        scores_out[rank] = values[order[rank]]
+
+
 @njit(nogil=True, cache=True, parallel=True)
 def rescore_topk(candidates, vectors, queries, k):
     """Among each query's candidate ids, the k with the largest dot product (ties: lower id first).
@@ -201,10 +211,7 @@ def rescore_topk(candidates, vectors, queries, k):
             for column in range(query.shape[0]):
                 total += query[column] * np.float32(vector[column])
             values[slot] = total
-        order = np.argsort(-values, kind="mergesort")
-        for rank in range(k):
-            ids[row, rank] = by_id[order[rank]]
-            scores[row, rank] = values[order[rank]]
+        _best_k(by_id, values, ids[row], scores[row])
     return ids, scores
 
 
@@ -263,8 +270,5 @@ def asymmetric_rerank(candidates, codes, tables, k):
             for position in range(bytes_per_code):
                 total += table[position, code[position]]
             values[slot] = total
-        order = np.argsort(-values, kind="mergesort")
-        for rank in range(k):
-            ids[row, rank] = by_id[order[rank]]
-            scores[row, rank] = values[order[rank]]
+        _best_k(by_id, values, ids[row], scores[row])
     return ids, scores
