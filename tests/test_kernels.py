@@ -312,6 +312,21 @@ def test_nonfinite_activations_take_the_float32_path(containers, monkeypatch, ba
         kernels.load_encoded(containers["quant:bits=4"], "wide", activations="int4")
 
 
+def _random_block_matrix(rng, rows, cols, bits, group, affine):
+    """A block-layout quant matrix of random codes, scales (and offsets), one group a row when
+    ``group`` is 0, with up to three exactly stored elements."""
+    from bie_cli.kernels import quant
+
+    group_size = group or cols
+    groups = -(-cols // group_size)
+    scale = rng.random((rows, groups)).astype(np.float32)
+    offset = rng.standard_normal((rows, groups)).astype(np.float32) if affine else quant.NO_OFFSET
+    m = quant.build(rng.integers(0, 1 << bits, (rows, cols)).astype(np.uint8), bits, group_size, scale, offset)
+    count = min(3, rows * cols)
+    quant._add_fixes(m, rng.choice(rows * cols, count, replace=False), rng.standard_normal(count).astype(np.float32))
+    return m
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.integers(1, 9), cols=st.integers(1, 200), bits=st.sampled_from([2, 3, 4, 5, 8]),
        group=st.sampled_from([32, 64, 128, 0]), affine=st.booleans(), batch=st.sampled_from([1, 3, 16]),
@@ -322,13 +337,8 @@ def test_block_layout_kernels_match_the_reference(rows, cols, bits, group, affin
     from bie_cli.kernels import quant
 
     rng = np.random.default_rng(seed)
-    group_size = group or cols
-    groups = -(-cols // group_size)
-    scale = rng.random((rows, groups)).astype(np.float32)
-    offset = rng.standard_normal((rows, groups)).astype(np.float32) if affine else quant.NO_OFFSET
-    m = quant.build(rng.integers(0, 1 << bits, (rows, cols)).astype(np.uint8), bits, group_size, scale, offset)
+    m = _random_block_matrix(rng, rows, cols, bits, group, affine)
     assert m.blocked
-    quant._add_fixes(m, rng.choice(rows * cols, min(3, rows * cols), replace=False), rng.standard_normal(3)[: min(3, rows * cols)].astype(np.float32))
     X = rng.standard_normal((cols, batch)).astype(np.float32)
     W_hat = quant._dequantize_block(m, 0, rows).astype(np.float64)
     for activations in ("float32", "int8"):
@@ -354,13 +364,7 @@ def test_row_tiles_match_the_block_layout(rows, cols, bits, group, affine, batch
     from bie_cli.kernels import quant
 
     rng = np.random.default_rng(seed)
-    group_size = group or cols
-    groups = -(-cols // group_size)
-    scale = rng.random((rows, groups)).astype(np.float32)
-    offset = rng.standard_normal((rows, groups)).astype(np.float32) if affine else quant.NO_OFFSET
-    m = quant.build(rng.integers(0, 1 << bits, (rows, cols)).astype(np.uint8), bits, group_size, scale, offset)
-    count = min(3, rows * cols)
-    quant._add_fixes(m, rng.choice(rows * cols, count, replace=False), rng.standard_normal(count).astype(np.float32))
+    m = _random_block_matrix(rng, rows, cols, bits, group, affine)
     tiled = quant.to_row_tiles(m)
     assert tiled.tiled and tiled.codes.shape == (-(-rows // 8), m.blocks * 128)
     np.testing.assert_array_equal(tiled.centered_codes(0, rows), m.centered_codes(0, rows))
