@@ -21,7 +21,9 @@ For one row of ``n = hi − lo`` weights:
 
 * ``n < LANES``: scalar products;
 * a main loop of ``ACCUMULATORS × LANES`` weights an iteration into
-  independent vector accumulators;
+  independent vector accumulators, each iteration prefetching the values and
+  columns ``PREFETCH_BYTES`` of values ahead (with cold caches the loop waits on
+  its two streams, not on its arithmetic);
 * up to ``ACCUMULATORS − 1`` single vectors;
 * the last ``r < LANES`` weights as one vector of the row's *last* ``LANES``
   weights, the first ``LANES − r`` lanes (counted already) set to zero
