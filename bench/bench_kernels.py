@@ -572,8 +572,8 @@ def _stream_kernels():
     return stream, alu
 
 
-#: steps of the ALU-only row's recurrences: ~1 ms at 1 thread (5x the compute-only row's calls), so the parallel launch (tens of
-#: µs) is noise and the row measures the two cores alone
+#: steps of the ALU-only row's recurrences: ~1 ms at 1 thread (5x the compute-only row's calls), so
+#: the parallel launch (tens of µs) is noise and the row measures the two cores alone
 ALU_STEPS = 4_000
 
 
