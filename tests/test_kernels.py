@@ -162,12 +162,13 @@ def test_kernels_equal_dense_decode(containers, spec, mode):
 @pytest.mark.parametrize("cols", [300, 70_000], ids=["uint16-columns", "int32-columns"])
 def test_row_sparse_matvec_every_row_length(mode, cols):
     """Rows of 0-80 weights reach every path of the numba row loop (short row, main loop,
-    single vectors, the last partial vector) with each remainder; an Inf in x reaches
-    exactly the rows that hold its column."""
+    single vectors, the last partial vector) with each remainder, and (70,000 columns) a row
+    longer than the prefetch distance of 512 weights; an Inf in x reaches exactly the rows that
+    hold its column."""
     from bie_cli.kernels import _rows
 
     rng = np.random.default_rng(5)
-    lengths = np.concatenate([np.arange(81), [160, 257]])
+    lengths = np.concatenate([np.arange(81), [160, 257, min(cols, 700)]])
     rows = np.repeat(np.arange(lengths.size), lengths)
     columns = np.concatenate([rng.choice(cols, n, replace=False) for n in lengths])
     values = rng.standard_normal(rows.size).astype(np.float32)

@@ -21,7 +21,9 @@ For one row of ``n = hi − lo`` weights:
 
 * ``n < LANES``: scalar products;
 * a main loop of ``ACCUMULATORS × LANES`` weights an iteration into
-  independent vector accumulators;
+  independent vector accumulators, each iteration prefetching the values and
+  columns ``PREFETCH_BYTES`` of values ahead (with cold caches the loop waits on
+  its two streams, not on its arithmetic);
 * up to ``ACCUMULATORS − 1`` single vectors;
 * the last ``r < LANES`` weights as one vector of the row's *last* ``LANES``
   weights, the first ``LANES − r`` lanes (counted already) set to zero
@@ -55,8 +57,15 @@ LANES = 4
 #: independent vector accumulators of the main loop (LANES * ACCUMULATORS weights an iteration).
 #: Both must be powers of two: loop bounds are computed with bit masks.
 ACCUMULATORS = 8
+#: software prefetch distance, in bytes of ``val`` (``col`` is prefetched the same number of weights
+#: ahead). With cold caches the loop is bound by the two streams it reads, not by its arithmetic: on
+#: 4096x4096 at 90% sparsity a variant that never loads ``x`` ran as fast. Prefetching 2 KiB ahead made
+#: it 10-20% faster (AMD EPYC znver3, 1 thread, interleaved medians, load 4-6); 512 B and 1 KiB gained
+#: less, 4 and 8 KiB nothing more, ``prefetcht1`` no more than ``prefetcht0``.
+PREFETCH_BYTES = 2048
 
 _FLAGS = tuple(sorted(FASTMATH))
+_I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _F32 = ir.FloatType()
@@ -77,6 +86,19 @@ class _RowDot:
         self.col = col
         self.x = x
         self.signed_columns = signed_columns
+
+    def prefetch(self, k):
+        """Prefetch the values and columns ``PREFETCH_BYTES // 4`` weights past ``k`` (the 32 weights of one
+        main-loop iteration: two cache lines of values, one of columns; past the row's end too, where
+        the next rows are). A prefetch never faults, so addresses past the arrays' ends are harmless."""
+        b = self.builder
+        prefetch = b.module.declare_intrinsic(
+            "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]))
+        ahead = PREFETCH_BYTES // 4
+        for array, offset in ((self.val, ahead), (self.val, ahead + 16), (self.col, ahead)):
+            address = b.bitcast(b.gep(array, [b.add(k, _i64(offset))]), _I8.as_pointer())
+            # read, highest locality (prefetcht0), data cache
+            b.call(prefetch, [address, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
 
     def x_at(self, k):
         """``x[col[k]]``, one scalar load of the column and one of x."""
@@ -142,6 +164,7 @@ class _RowDot:
         main_end = b.add(lo, b.and_(count, _i64(-step)))
         accumulators = [cgutils.alloca_once_value(b, _ZERO) for _ in range(ACCUMULATORS)]
         with cgutils.for_range_slice(b, lo, main_end, _i64(step)) as (k, _):
+            self.prefetch(k)
             for number, accumulator in enumerate(accumulators):
                 products = self.products(b.add(k, _i64(number * LANES)))
                 b.store(b.fadd(b.load(accumulator), products, flags=_FLAGS), accumulator)
