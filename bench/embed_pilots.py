@@ -6,6 +6,7 @@
     HF_HUB_OFFLINE=1 python -m bench.embed_pilots neighbours   # ITQ fitted on neighbourhood means
     HF_HUB_OFFLINE=1 python -m bench.embed_pilots rect         # 192 bits from PCA 208-256 by a rectangular ITQ
     HF_HUB_OFFLINE=1 python -m bench.embed_pilots spherical    # spherical hashing, searched by Hamming distance
+    HF_HUB_OFFLINE=1 python -m bench.embed_pilots anisotropic  # ITQ under ScaNN's anisotropic loss
 
 Same vectors and truth as bench/bench_embed.py (cached MiniLM embeddings, exact float32
 cosine top-10 of the 1,000 queries over the 10,000 corpus passages). Codecs are fitted on
@@ -180,6 +181,36 @@ def neighbours(data, sign, seeds_=4) -> None:
                                          basis @ itq_rotation(target @ basis, seed))) for seed in range(seeds_)])
 
 
+def anisotropic(data, sign, seeds_=4) -> None:
+    """ITQ under ScaNN's anisotropic loss ``eta |r_par|^2 + |r_perp|^2`` for the reconstruction
+    ``alpha * sign(u)`` of ``u = zR`` (one alpha for all rows, as Hamming distance has no per-row
+    scale). Both residuals depend on a row only through ``|u|_1``, so the rotation step is ITQ's
+    Procrustes step with row weights ``1 + (eta - 1)(1 - alpha |u|_1 / |u|^2)`` (the loss's slope)."""
+    x = data["fit"]
+    center, _, vectors = pca(x)
+    centered = x - center
+    for bits in (384, 192):
+        basis = vectors[:, :bits]
+        v = np.ascontiguousarray(centered @ basis, dtype=np.float32)
+        for eta in (1, 4, 16):
+            values = []
+            for seed in range(seeds_):
+                rotation, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((bits, bits)))
+                rotation = rotation.astype(np.float32)
+                with _one_blas_thread():
+                    for _ in range(50):
+                        u = v @ rotation
+                        codes = np.sign(u)
+                        l1, squares = np.abs(u).sum(axis=1), (u * u).sum(axis=1)
+                        alpha = l1.sum() / u.size
+                        weights = np.maximum(1 + (eta - 1) * (1 - alpha * l1 / squares), 0)
+                        left, _, right = np.linalg.svd(v.T @ (codes * weights[:, None]))
+                        rotation = (left @ right).astype(np.float32)
+                values.append(recall(data, BinaryCodec("adaptive", 384, 384, bits, center, np.zeros(bits),
+                                                       basis @ rotation)))
+            show(sign, bits, f"anisotropic ITQ, eta {eta}{' (= ITQ)' if eta == 1 else ''}", values)
+
+
 def rect(data, sign) -> None:
     """192 bits from the top 208-256 PCA components: R [w, 192] with orthonormal columns, the
     Procrustes step of ITQ on a rectangular matrix (u @ vt of the thin SVD)."""
@@ -226,7 +257,7 @@ def spherical(data, sign) -> None:
 
 def main() -> None:
     pilots = {"alloc": alloc, "seeds": seeds, "rounds": rounds, "neighbours": neighbours, "rect": rect,
-              "spherical": spherical}
+              "spherical": spherical, "anisotropic": anisotropic}
     chosen = sys.argv[1:] or list(pilots)
     unknown = [name for name in chosen if name not in pilots]
     if unknown:
