@@ -335,8 +335,9 @@ def goals(rows: list[list], speed_rows: list[list], seeds: list[list] | None = N
                          f"{by_label[label][5]:.3f}" for label, _, fitted_on in fits)
     def spread(bits: int, baseline: str) -> str:
         base = by_label[baseline][2]
-        return "".join(f"; mean over seeds 0-{SPREAD_SEEDS - 1} {SPREAD_WHERE[on]} {mean:.3f} ({100 * (mean - base):+.1f})"
-                       for b, on, _, _, mean, _ in seeds or [] if b == bits)
+        parts = [f"{SPREAD_WHERE[on]} {mean:.3f} ({100 * (mean - base):+.1f})"
+                 for b, on, _, _, mean, _ in seeds or [] if b == bits]
+        return f"; mean of ITQ seeds 0-{SPREAD_SEEDS - 1}: " + ", ".join(parts) if parts else ""
 
     speed = {row[0]: row for row in speed_rows}
     numpy_row = speed.get("numpy float32 exact (matrix product + argpartition)")
@@ -408,6 +409,8 @@ def main() -> None:
         "*asymmetric*: the float query (its margins to the thresholds) scored against the codes' bits, "
         "over a shortlist of the 100 (400 when rescoring 40) Hamming-nearest codes; the index stores only the bits.",
         markdown_table(headers, quality_part["rows"]),
+        "*fit s*: wall time of each fit in the quality run (not run quiet; the fit-time goal is the timing "
+        "part's, below).",
         quality_part["st_line"],
         f"Re-ranking more candidates by float ({quality_part.get('curve_codec', 'default 384-bit codec')}); "
         "asymmetric candidates come from the default Hamming shortlist (10 per candidate, at least 100) "
@@ -415,8 +418,10 @@ def main() -> None:
         markdown_table(["candidates re-ranked by float", "Hamming", "asymmetric, shortlist (default)",
                         "asymmetric, every code"], quality_part["curve"]),
         *([f"ITQ restarts: Hamming recall@10 of the default codec (PCA + ITQ) for seeds 0-{SPREAD_SEEDS - 1} "
-           "(`fit(..., seed=)`; 0 is the default and the seed of the rows above). No proxy computed from the "
-           "sample picks a better seed than 0 (docs/embed.md, bench/embed_pilots.py):",
+           "(`fit(..., seed=)`; 0 is the default and the seed of the rows above; ITQ also turns float rounding "
+           "differences into different optima, so other runs move these by about half a point). The proxies "
+           "computed from the sample that were tried do not track query recall, so none picks the seed "
+           "(docs/embed.md, bench/embed_pilots.py):",
            markdown_table(["bits", "fitted on", "seed 0", "min", "mean", "max"],
                           [[bits, SPREAD_WHERE[on], *values] for bits, on, *values in quality_part["seeds"]])]
           if "seeds" in quality_part else []),
