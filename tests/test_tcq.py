@@ -28,7 +28,8 @@ def test_viterbi_finds_the_least_error_path():
     for _ in range(8):
         values = rng.standard_normal(8) * 6
         best = min(_walk(bits, values)[0] for bits in itertools.product((0, 1), repeat=values.size))
-        codes, beyond, counts = viterbi_codes(values[None, :], np.ones(1))
+        codes, beyond, counts, errors = viterbi_codes(values[None, :], np.ones(1))
+        assert errors[0] == pytest.approx(best, rel=1e-12, abs=1e-12)
         decoded = np.empty((1, values.size))
         trellis_values(codes, np.ones(1), TRELLIS, decoded)
         assert not beyond.any() and counts.sum() == values.size

@@ -339,7 +339,8 @@ def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool) -> m
     # the step ladder and the lossless coders on the sample; the fixed grids first on a quarter
     # of it, and on the whole sample only when they come near the others' hull
     batch, batched = [], set()
-    for group, shortcut in ((candidates.LADDER, measure.ladder_points), (candidates.GROUP_GRIDS, measure.group_points)):
+    for group, shortcut in ((candidates.LADDER, measure.ladder_points), (candidates.TCQ_LADDER, measure.tcq_points),
+                            (candidates.GROUP_GRIDS, measure.group_points)):
         chosen = [t for t in texts if t in group]
         points = shortcut(sample, info, chosen, chunks) if chosen else None
         if points is not None:  # else (dtype, layout) they are encoded like the others

@@ -37,8 +37,9 @@ def _nearest(v, sub):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True)
 def viterbi_codes(rows, mul):  # pragma: no cover - compiled
-    """codes (uint8, m + 128), the elements beyond :data:`LIMIT` (bool) and the codes'
-    256-bin histogram; row r's grid step is 1 / mul[r] (mul 0: every value 0).
+    """codes (uint8, m + 128), the elements beyond :data:`LIMIT` (bool), the codes' 256-bin
+    histogram and each row's squared error in units of its step (elements beyond the limit,
+    stored exactly, count 0); row r's grid step is 1 / mul[r] (mul 0: every value 0).
     The transitions of :data:`TRELLIS` are written out: state 0 and 2 lead to 0 and 1
     (through D0/D2 and D2/D0), states 1 and 3 to 2 and 3 (D1/D3, D3/D1); a tie keeps
     the lower predecessor."""
@@ -46,6 +47,7 @@ def viterbi_codes(rows, mul):  # pragma: no cover - compiled
     codes = np.empty((n_rows, length), dtype=np.uint8)
     beyond = np.zeros((n_rows, length), dtype=np.bool_)
     counts = np.zeros(256, dtype=np.int64)
+    errors = np.empty(n_rows)
     point = np.empty((length, 4), dtype=np.int16)
     back = np.empty((length, 4), dtype=np.int8)
     inf = np.inf
@@ -97,13 +99,14 @@ def viterbi_codes(rows, mul):  # pragma: no cover - compiled
         if c2 < best:
             s, best = 2, c2
         if c3 < best:
-            s = 3
+            s, best = 3, c3
+        errors[r] = best
         for i in range(length - 1, -1, -1):
             code = (np.int64(point[i, s]) >> 1) + 128
             codes[r, i] = code
             counts[code] += 1
             s = back[i, s]
-    return codes, beyond, counts
+    return codes, beyond, counts, errors
 
 
 @njit(nogil=True, cache=True)

@@ -73,7 +73,7 @@ class TcqStrategy(Strategy):
         step = common.round_scales(step, scale_dtype, work)
         mul = np.divide(1.0, step, out=np.zeros_like(step), where=step != 0).astype(np.float64)
         per_row = np.broadcast_to(mul, (rows.shape[0],)) if config.granularity == "tensor" else mul
-        codes, beyond, counts = tcq.viterbi_codes(rows, np.ascontiguousarray(per_row))
+        codes, beyond, counts, _ = tcq.viterbi_codes(rows, np.ascontiguousarray(per_row))
         if beyond.any():
             exact = np.union1d(exact, np.flatnonzero(beyond))
         kind, code_bytes = common.encode_codes(codes, 8, counts, config.entropy)
