@@ -85,13 +85,15 @@ TCQ_LADDER = tuple(f"tcq:step={step:g}" for step in TCQ_STEPS)
 
 
 @cache
-def lossy_candidates() -> tuple[str, ...]:
-    return LADDER + TCQ_LADDER + FIXED_GRIDS
+def lossy_candidates(trellis: bool = False) -> tuple[str, ...]:
+    """``trellis``: the ``tcq`` ladder too (opt-in: ``tcq`` has no matmul kernels yet, and its
+    Viterbi search costs ~50 ns an element to measure and to encode)."""
+    return LADDER + (TCQ_LADDER if trellis else ()) + FIXED_GRIDS
 
 
-def candidates_for(dtype: str) -> list[str]:
+def candidates_for(dtype: str, trellis: bool = False) -> list[str]:
     """Every candidate (lossy first, then lossless) that accepts ``dtype``."""
-    texts = [*lossy_candidates(), *LOSSLESS]
+    texts = [*lossy_candidates(trellis), *LOSSLESS]
     return [t for t in texts if registry.get(t.partition(":")[0]).supports(dtype)]
 
 
