@@ -16,8 +16,8 @@ which every configuration compresses. Mean KL(FP32 || decoded) of the
 next-token distributions over bench/data/heldout_text.txt, and top-1
 agreement. Its weights already lie on Q4_1's grid (4-bit asymmetric, blocks
 of 32), so a configuration that can represent that grid exactly is marked.
-Each budget runs data-free (the default `tensor` weighting, and `roles`: llama.cpp's k-quant prior)
-and with `--weighting sensitivity.json`, and with `--trellis` (tcq candidates), per-tensor
+Each budget runs data-free (the default `tensor` weighting, and `roles`: llama.cpp's k-quant prior),
+with `--trellis` (tcq candidates too) and with `--weighting sensitivity.json`, per-tensor
 sensitivities calibrated on bench/data/calibration_text.txt (disjoint from the
 held-out text) from Fisher traces (:func:`sensitivity_file`, cached beside the
 export).
