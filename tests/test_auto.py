@@ -378,7 +378,7 @@ def test_the_tcq_ladder_from_viterbi_passes_matches_real_encodes():
 
     sample = (np.random.default_rng(8).standard_t(4, (256, 128)) * 0.03).astype(np.float32)
     info = TensorInfo("w", "F32", (4096, 128))
-    texts = list(candidates.TCQ_LADDER)
+    texts = list(candidates.TCQ_LADDER[::4])  # 0.0125 (outliers stored exactly) .. 0.63
     assert registry.get("tcq").encode(sample, candidates.resolve(texts[0]).config)[1]["exact"] > 0
     for point, text in zip(measure.tcq_points(sample, info, texts, chunks=2), texts, strict=True):
         real = measure.measure_point(sample, info, candidates.resolve(text), text, 2)
