@@ -79,3 +79,16 @@ def test_unknown_trellis_is_refused():
     payload, meta = tcq.encode(chunk, tcq.default_config())
     with pytest.raises(ValueError):
         tcq.decode(payload, {**meta, "trellis": 8}, chunk.shape, "F32")
+
+
+def test_damaged_payloads_raise_value_error_or_decode_finite():
+    tcq = get("tcq")
+    chunk = (np.random.default_rng(9).standard_normal((6, 50)) * 0.1).astype(np.float32)
+    payload, meta = tcq.encode(chunk, tcq.config_from_dict({"step": 0.3, "entropy": "none"}))
+    for bad_meta in ({**meta, "granularity": "group"}, {**meta, "codes": "trits"}, {**meta, "exact": 5}):
+        with pytest.raises(ValueError):
+            tcq.decode(payload, bad_meta, chunk.shape, "F32")
+    with pytest.raises(ValueError):
+        tcq.decode(payload[:-7], meta, chunk.shape, "F32")
+    noise = payload[:4] + bytes(np.random.default_rng(10).integers(0, 256, len(payload) - 4, dtype=np.uint8))
+    assert np.isfinite(tcq.decode(noise, meta, chunk.shape, "F32")).all()  # every code is a valid branch
