@@ -19,7 +19,7 @@ from bie_cli import formats
 from bie_cli.auto import allocate
 from bie_cli.auto.budget import make_budget, parse_target_size
 from bie_cli.auto.measure import Point, TensorCurve
-from bie_cli.auto.planner import plan_model
+from bie_cli.auto.planner import distortion_weights, plan_model
 from bie_cli.errors import BadInputError
 from bie_cli.formats.base import TensorInfo
 from bie_cli.formats.cai.reader import ContainerReader
@@ -339,7 +339,7 @@ def test_the_step_ladder_and_group_grids_from_histograms_match_real_encodes(dtyp
     sample = (rng.standard_t(4, (256, 128)) * 0.03).astype(dtype)  # a sample is at least 32 Ki elements
     # t(4) tails reach beyond the fine steps' 8-bit range (+-3.2 RMS at 0.025): stored exactly
     info = TensorInfo("w", "F32" if dtype == np.float32 else "F64", (4096, 128))
-    texts = list(candidates.LADDER)
+    texts = list(candidates.LADDER[::2])  # 0.025 (outliers stored exactly) .. 1.6, two thirds of a bit apart
     fast = measure.ladder_points(sample, info, texts, chunks=2)
     from bie_cli.strategies import registry
 
@@ -368,3 +368,45 @@ def test_roles_weighting_is_llama_cpps_kquant_prior():
     assert all(w in (1.0, 32.0) for name, w in weights.items() if "q_proj" in name or "up_proj" in name or "embed" in name)
     encoder = [TensorInfo("encoder.layer.0.attention.self.value.weight", "F32", (4, 4))]
     assert distortion_weights(encoder, "roles") == {"encoder.layer.0.attention.self.value.weight": 1.0}
+
+
+def test_the_tcq_ladder_from_viterbi_passes_matches_real_encodes():
+    """measure.tcq_points: each step's error as a decode gives it (float32 rounding apart) and its
+    bytes within 1%, outliers beyond 254 steps (stored exactly) included; None for f16 samples."""
+    from bie_cli.auto import candidates, measure
+    from bie_cli.strategies import registry
+
+    sample = (np.random.default_rng(8).standard_t(4, (256, 128)) * 0.03).astype(np.float32)
+    info = TensorInfo("w", "F32", (4096, 128))
+    texts = list(candidates.TCQ_LADDER[::4])  # 0.0125 (outliers stored exactly) .. 0.63
+    assert registry.get("tcq").encode(sample, candidates.resolve(texts[0]).config)[1]["exact"] > 0
+    for point, text in zip(measure.tcq_points(sample, info, texts, chunks=2), texts, strict=True):
+        real = measure.measure_point(sample, info, candidates.resolve(text), text, 2)
+        assert point.relative_mse == pytest.approx(real.relative_mse, rel=1e-5)
+        assert point.stored_bytes == pytest.approx(real.stored_bytes, rel=0.01)
+    assert measure.tcq_points(sample.astype(np.float16), TensorInfo("w", "F16", (4096, 128)), texts, 2) is None
+
+
+def test_trellis_candidates_lower_the_error_and_the_plan_reproduces_it(bie, layered_model, tmp_path):
+    with formats.open_checkpoint(str(layered_model)) as source:
+        plain, trellis = (plan_model(source, make_budget(target_bits=3.5), chunk_size=CHUNK, trellis=t)
+                          for t in (False, True))
+    assert {t.choice.strategy for t in trellis.tensors if t.auto} >= {"tcq"}
+    assert "tcq" not in {t.choice.strategy for t in plain.tensors}
+    assert trellis.bits_per_parameter <= 3.5
+
+    weights = distortion_weights([t.info for t in plain.tensors], "tensor")
+
+    def weighted(plan):
+        return sum((t.relative_mse or 0.0) * weights[t.info.name] for t in plan.tensors)
+
+    assert weighted(trellis) < weighted(plain)
+    plan_file, direct, via_plan = tmp_path / "plan.toml", tmp_path / "direct.cai", tmp_path / "via.cai"
+    assert bie("plan", str(layered_model), "--target-bits", "3.5", "--trellis", "-o", str(plan_file)).exit_code == 0
+    assert bie("compress", str(layered_model), "-o", str(direct), "--target-bits", "3.5", "--trellis").exit_code == 0
+    assert bie("compress", str(layered_model), "-o", str(via_plan), "--policy", str(plan_file)).exit_code == 0
+    assert direct.read_bytes() == via_plan.read_bytes()
+    with ContainerReader(str(direct)) as reader:
+        assert reader.header["options"]["auto"]["trellis"] is True
+    refused = bie("compress", str(layered_model), "-o", str(tmp_path / "x.cai"), "--trellis")
+    assert refused.exit_code == 2 and "trellis needs a budget" in refused.stderr

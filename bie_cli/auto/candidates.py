@@ -75,15 +75,25 @@ def resolve(text: str) -> Choice:
 #: the step ladder's candidates, measured together from histograms (``measure.ladder_points``)
 LADDER = tuple(f"quant:bits=8,granularity=tensor,step={step:g}" for step in STEP_LADDER)
 
+#: trellis-coded quantization (``tcq``) on the same grid: a code picks among every second
+#: point, so ``tcq:step=s`` has about the rate of the step grid at 2s; steps 2**(k/3) / 80 for
+#: k = 0..17 (0.0125 .. 0.63) cover the ladder's rates from ~7 bits down to ~1.7, below which
+#: a distortion-only trellis search loses to the scalar grid; measured from one Viterbi pass
+#: each (``measure.tcq_points``)
+TCQ_STEPS = tuple(round(2 ** (k / 3) / 80, 6) for k in range(18))
+TCQ_LADDER = tuple(f"tcq:step={step:g}" for step in TCQ_STEPS)
+
 
 @cache
-def lossy_candidates() -> tuple[str, ...]:
-    return LADDER + FIXED_GRIDS
+def lossy_candidates(trellis: bool = False) -> tuple[str, ...]:
+    """``trellis``: the ``tcq`` ladder too (opt-in: ``tcq`` has no matmul kernels yet, and its
+    Viterbi search costs ~50 ns an element to measure and to encode)."""
+    return LADDER + (TCQ_LADDER if trellis else ()) + FIXED_GRIDS
 
 
-def candidates_for(dtype: str) -> list[str]:
+def candidates_for(dtype: str, trellis: bool = False) -> list[str]:
     """Every candidate (lossy first, then lossless) that accepts ``dtype``."""
-    texts = [*lossy_candidates(), *LOSSLESS]
+    texts = [*lossy_candidates(trellis), *LOSSLESS]
     return [t for t in texts if registry.get(t.partition(":")[0]).supports(dtype)]
 
 

@@ -292,6 +292,55 @@ def ladder_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks
     return points
 
 
+def tcq_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks: int) -> list[Point] | None:
+    """Every ``tcq:step=s`` candidate in ``texts`` on ``sample`` from one Viterbi pass each
+    (the codes, their histogram and the path's squared error, as the encoder finds them)
+    instead of encodes and decodes; the rANS stream estimated from the histogram as in
+    :func:`ladder_points`. The error is the path's, summed in float64 in units of the step
+    (a decode's float32 products differ by rounding only). None where the shortcut does not
+    apply (bf16/f16 samples, whose decode rounds to the dtype; non-finite values; options
+    other than ``step``)."""
+    from ..codecs import rans
+    from ..strategies import _quant_common as common
+    from ..strategies import _quant_kernels as quant_kernels
+    from ..strategies import _tcq_kernels as tcq
+    from ..strategies.tcq import TRELLIS_STATES
+    from . import candidates
+
+    if info.dtype not in ("F32", "F64") or sample.size == 0:
+        return None
+    choices = [candidates.resolve(t) for t in texts]
+    defaults = registry.get("tcq").default_config()
+    if any(c.config != type(defaults)(step=c.config.step) for c in choices):
+        return None
+    rows = common.as_rows(sample)
+    squares = quant_kernels.unit_squares(rows.reshape(1, -1))
+    if not np.isfinite(squares).all():
+        return None
+    work = rows.dtype
+    reference = float(np.square(rows.astype(np.float64)).sum())
+    rms = np.sqrt(squares / rows.size)
+    n_rows = sample.shape[0] if sample.ndim else 1
+    points = []
+    for choice, text in zip(choices, texts, strict=True):
+        step = common.round_scales((rms * choice.config.step).astype(work), "f32", work)
+        mul = np.divide(1.0, step, out=np.zeros_like(step), where=step != 0).astype(np.float64)
+        _, beyond, counts, errors = tcq.viterbi_codes(rows, np.full(rows.shape[0], mul[0]))
+        stream = rans.fast_estimate_size(counts)
+        kind, code_bytes = ("rans", stream) if stream < rows.size else ("packed", rows.size)
+        n_exact = int(beyond.sum())
+        payload = 4 + common.exact_section_size(n_exact, info.dtype) + code_bytes
+        meta = {"granularity": "tensor", "group_size": rows.size, "trellis": TRELLIS_STATES,
+                "scale_dtype": "f32", "codes": kind}
+        if n_exact:
+            meta["exact"] = n_exact
+        sse = float(errors.sum()) * float(step[0]) ** 2
+        relative_mse = sse / reference if reference else (0.0 if sse == 0 else float("inf"))
+        predicted = payload * info.rows / n_rows + chunks * (meta_bytes(meta) + CHUNK_FRAMING)
+        points.append(Point(choice, text, predicted, relative_mse, False))
+    return points
+
+
 def group_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks: int) -> list[Point] | None:
     """The symmetric group grids (``quant:bits=b,group_size=g``, no clip) in ``texts`` on
     ``sample`` from their codes' histograms, as :func:`ladder_points` does for the step

@@ -176,6 +176,7 @@ class ModelPlan:
     file_bytes: int  # the container's predicted size
     parameters: int
     budget_bytes: int | None
+    trellis: bool = False  # the tcq ladder was among the candidates
 
     @property
     def bits_per_parameter(self) -> float:
@@ -185,6 +186,7 @@ class ModelPlan:
         """Stored in the container header (deterministic: no timings)."""
         return {"budget": self.budget.describe(), "weighting": os.path.basename(self.weighting), "chunk_size": self.chunk_size,
                 "predicted_bytes": self.file_bytes, "predicted_bits_per_parameter": round(self.bits_per_parameter, 4),
+                **({"trellis": True} if self.trellis else {}),
                 **({"max_error": self.budget.value} if self.budget.kind == "max_error" else {})}
 
     def rules(self) -> list[Rule]:
@@ -226,7 +228,8 @@ def lossy_eligible(info: TensorInfo) -> bool:
 
 def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None = None,
                chunk_size: int, threads: int = 1, weighting: str = DEFAULT_WEIGHTING,
-               progress: Progress | None = None, spool: measure.PayloadSpool | None = None) -> ModelPlan:
+               progress: Progress | None = None, spool: measure.PayloadSpool | None = None,
+               trellis: bool = False) -> ModelPlan:
     """The plan for ``budget``. With a ``spool``, every whole-tensor encode keeps its payloads
     there (:attr:`TensorPlan.encoded`), so a compress that follows need not encode them again."""
     weights = distortion_weights(source.tensors, weighting)
@@ -241,7 +244,7 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
         # slowest candidate, and at most ``threads`` samples are held at once
         curve = _pinned_curve(source, info, pins, chunk_size, spool)
         if curve is None:
-            curve = _measured_curve(source, info, chunk_size, serial, spool)
+            curve = _measured_curve(source, info, chunk_size, serial, spool, trellis)
             curve.weight = weights[info.name]
         return curve
 
@@ -261,11 +264,12 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
         else:
             budget_bytes = budget.file_bytes(parameters, tensor_bytes)
             # the header's [auto] summary as it will be, with the size not yet known (same width)
-            template = ModelPlan(source.path, budget, weighting, chunk_size, [], budget_bytes, parameters, budget_bytes)
+            template = ModelPlan(source.path, budget, weighting, chunk_size, [], budget_bytes, parameters, budget_bytes,
+                                 trellis)
             chosen = _within_size(source, confirm, curves, budget, budget_bytes, parameters, chunk_size,
                                   template.summary(), memo)
     plans = _tensor_plans(curves, chosen, budget)
-    plan = ModelPlan(source.path, budget, weighting, chunk_size, plans, 0, parameters, budget_bytes)
+    plan = ModelPlan(source.path, budget, weighting, chunk_size, plans, 0, parameters, budget_bytes, trellis)
     plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary(), memo)
     # the summary holds the size: once more so the figure describes the header that holds it
     plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary(), memo)
@@ -317,9 +321,9 @@ def _pinned_curve(source, info: TensorInfo, pins: Planner | None, chunk_size: in
     return measure.TensorCurve(info, [point], info.rows, pinned=True)
 
 
-def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool) -> measure.TensorCurve:
+def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool, trellis: bool = False) -> measure.TensorCurve:
     ranges = measure.sample_ranges(info, chunk_size)
-    texts = candidates.candidates_for(info.dtype)
+    texts = candidates.candidates_for(info.dtype, trellis)
     if ranges is None:  # small: every candidate on the whole tensor, chunked as compress will
         def whole(text: str) -> measure.Point:
             choice = candidates.resolve(text)
@@ -339,7 +343,8 @@ def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool) -> m
     # the step ladder and the lossless coders on the sample; the fixed grids first on a quarter
     # of it, and on the whole sample only when they come near the others' hull
     batch, batched = [], set()
-    for group, shortcut in ((candidates.LADDER, measure.ladder_points), (candidates.GROUP_GRIDS, measure.group_points)):
+    for group, shortcut in ((candidates.LADDER, measure.ladder_points), (candidates.TCQ_LADDER, measure.tcq_points),
+                            (candidates.GROUP_GRIDS, measure.group_points)):
         chosen = [t for t in texts if t in group]
         points = shortcut(sample, info, chosen, chunks) if chosen else None
         if points is not None:  # else (dtype, layout) they are encoded like the others
@@ -581,7 +586,8 @@ def predict_file_size(source: CheckpointSource, plans: list[TensorPlan] | None, 
 def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str | None = None,
                     max_error: float | None = None, rules=(), policy=None, weighting: str = DEFAULT_WEIGHTING,
                     threads: int = 1, chunk_size: int, output: str | None = None, force: bool = False,
-                    progress: Progress | None = None, source_format: str | None = None) -> ModelPlan:
+                    progress: Progress | None = None, source_format: str | None = None,
+                    trellis: bool = False) -> ModelPlan:
     """``bie plan``: the plan for a checkpoint, written as a TOML policy to ``output`` when given."""
     from .. import formats
     from ..paths import atomic_output, check_output_path
@@ -603,7 +609,7 @@ def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str |
         check_output_path(output, [src], force)
     with formats.open_checkpoint(src, source_format) as source:
         plan = plan_model(source, budget, pins=Planner(None, pins), chunk_size=chunk_size, threads=threads,
-                          weighting=weighting, progress=progress)
+                          weighting=weighting, progress=progress, trellis=trellis)
     if output is not None:
         with atomic_output(output) as temporary, open(temporary, "w", encoding="utf-8") as handle:
             handle.write(plan.to_toml())

@@ -25,6 +25,7 @@ def command(
     target_bits: Annotated[Optional[float], typer.Option("--target-bits", help="Choose every tensor's strategy for this average bits per parameter of the whole file (see `bie plan`).")] = None,
     target_size: Annotated[Optional[str], typer.Option("--target-size", help="Choose every tensor's strategy for this file size: 12MB, 3000000, or 30% of the source's tensor bytes.")] = None,
     max_error: Annotated[Optional[float], typer.Option("--max-error", help="Choose per tensor the smallest strategy whose relative MSE is at most this (lossless where none is).")] = None,
+    trellis: Annotated[bool, typer.Option("--trellis", help="With a budget: also measure trellis-coded candidates (tcq: ~1 dB less error at equal rate; no matmul kernels, so bie_cli.nn leaves those layers alone).")] = False,
     weighting: Annotated[Optional[str], typer.Option("--weighting", help="With a budget: how tensors' errors are weighed: tensor (default; an output head counts 2 x blocks), params, roles (tensor plus llama.cpp's k-quant prior: v/down projections of some layers x16), or a JSON file of per-tensor weights (calibrated sensitivities; docs/auto.md).")] = None,
 ) -> int:
     """Compress a checkpoint into a .cai container."""
@@ -42,6 +43,7 @@ def command(
             chunk_size=parse_size(chunk_size), force=force, progress=progress, source_format=format,
             executor=executor, scheduler=scheduler,
             target_bits=target_bits, target_size=target_size, max_error=max_error, weighting=weighting,
+            trellis=trellis,
         )
     if json_output:
         print_json(stats.to_dict())

@@ -16,6 +16,7 @@ def command(
     rule: Annotated[Optional[list[str]], typer.Option("-r", "--rule", help="Pin tensors: GLOB=NAME[:key=value,...]; repeatable, first match wins.")] = None,
     policy: Annotated[Optional[Path], typer.Option("--policy", help="TOML policy whose rules pin the tensors they match.")] = None,
     weighting: Annotated[str, typer.Option("--weighting", help="How tensors' errors are weighed: tensor (an output head counts 2 x blocks), params, roles (tensor plus llama.cpp's k-quant prior: v/down projections of some layers x16), or a JSON file of per-tensor weights (docs/auto.md).")] = "tensor",
+    trellis: Annotated[bool, typer.Option("--trellis", help="Also measure trellis-coded candidates (tcq: ~1 dB less error at equal rate; no matmul kernels, so bie_cli.nn leaves those layers alone).")] = False,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the plan as a TOML policy for `bie compress --policy`.")] = None,
     threads: Annotated[int, typer.Option("-j", "--threads", help="Measure on N threads.", min=1)] = 1,
     chunk_size: Annotated[str, typer.Option("--chunk-size", help="Chunk size compress will use (bytes; K/M/G suffixes).")] = "4M",
@@ -33,7 +34,7 @@ def command(
         plan = plan_checkpoint(
             src, target_bits=target_bits, target_size=target_size, max_error=max_error, rules=rule or (),
             policy=policy, weighting=weighting, threads=threads, chunk_size=parse_size(chunk_size),
-            output=output, force=force, progress=progress,
+            output=output, force=force, progress=progress, trellis=trellis,
         )
     if json_output:
         print_json(plan.to_dict())

@@ -23,6 +23,7 @@ _BUILTIN: dict[str, str] = {
     "quant": "bie_cli.strategies.quant:QuantStrategy",
     "nf4": "bie_cli.strategies.nf4:NF4Strategy",
     "ternary": "bie_cli.strategies.ternary:TernaryStrategy",
+    "tcq": "bie_cli.strategies.tcq:TcqStrategy",
     "sdr": "bie_cli.strategies.sdr:SdrStrategy",
     "bie-binary": "bie_cli.strategies.bie_binary:BinaryStrategy",
     "bie-bitplane": "bie_cli.strategies.bie_bitplane:BitplaneStrategy",

@@ -83,6 +83,13 @@ CASES.update({
                  {"kind": "normal", "seed": 32}),
                 ("tensor-fit-rans", "F32", [8, 64], {"granularity": "tensor", "scale": "fit"},
                  {"kind": "sparse-normal", "seed": 33})],
+    # trellis-coded quantization (issue 12): the rANS'd tensor case, packed codes per row with an
+    # outlier beyond 254 steps stored exactly (float-specials: NaN/Inf allowed), F16
+    "tcq": [("tensor-rans", "F32", [8, 96], {"step": 0.3}, {"kind": "normal", "seed": 41}),
+            ("channel-packed-specials", "F32", [4, 21], {"step": 0.005, "granularity": "channel",
+                                                        "entropy": "none", "allow_nonfinite": True},
+             {"kind": "float-specials", "seed": 42}),
+            ("tensor-f16", "F16", [3, 40], {"step": 0.5}, {"kind": "normal", "seed": 43})],
 })
 
 # Lossless strategies of issue 3: float-split (one case per element width and
