@@ -1,3 +1,3 @@
-from bie_cli.cli.app import main, exit_without_teardown
+from bie_cli.cli.app import exit_without_teardown, main
 
 exit_without_teardown(main())

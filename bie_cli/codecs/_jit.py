@@ -102,5 +102,5 @@ def _warm_up() -> None:
 
         with global_compiler_lock:  # as a dispatcher holds it around the same call
             cpu_target.target_context.refresh()  # what the first cached kernel's load would do
-    except Exception:  # noqa: BLE001, S110 - the kernel call that needs numba reports it
+    except Exception:  # the kernel call that needs numba reports it
         pass
