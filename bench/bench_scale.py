@@ -18,8 +18,9 @@ round) and the table shows medians. Baselines in the same run:
 Two more bie rows split its whole-process time into codec and process costs:
 ``bie float-split ... (in memory)`` measures bie's codec the way the ZipNN rows
 measure ZipNN (4 MiB chunks encoded and decoded by ``N`` threads in a process
-that holds the tensors), and ``bie start-up`` is a whole-process ``bie
-compress`` of a 4 MiB checkpoint (interpreter, imports, numba's cached kernels).
+that holds the tensors), and the ``bie start-up`` rows are a whole-process ``bie
+compress`` of a 4 MiB checkpoint and ``bie decompress`` of its container
+(interpreter, imports, numba's cached kernels: the fixed cost of every run).
 
 ``--dask``: also compress through a 2-worker ``LocalCluster`` on this machine
 (bytes checked identical to the local output).
@@ -180,6 +181,10 @@ def bench_dtype(workdir: Path, dtype: str, size_bytes: int, rounds: int, dask: b
     for _ in range(rounds):
         label = "bie start-up: whole-process compress of a 4 MiB checkpoint"
         seconds, peak = _time([*bie, "compress", str(tiny), "-o", str(workdir / "tiny.cai"), "-q", "-f"])
+        times.setdefault(label, []).append(seconds)
+        label = "bie start-up: whole-process decompress of its container"
+        seconds, peak = _time([*bie, "decompress", str(workdir / "tiny.cai"), "-o", str(workdir / "tiny-out.safetensors"),
+                               "-q", "-f"])
         times.setdefault(label, []).append(seconds)
         for threads in THREADS:
             cai = workdir / f"{dtype}-{threads}.cai"
