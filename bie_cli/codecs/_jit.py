@@ -93,6 +93,22 @@ def warm_up_in_background() -> None:
     thread.start()
 
 
+#: a container this big almost surely holds a stream of NUMPY_BELOW symbols or more (so numba
+#: loads anyway); below it, streams may all be small enough for the numpy paths
+WARM_UP_CONTAINER_BYTES = 2 << 20
+
+
+def warm_up_for_container(path: str) -> None:
+    """:func:`warm_up_in_background` for decoding the container at ``path`` if it is big enough
+    to need numba (a small one decodes in numpy: see :func:`prefer_numpy`)."""
+    try:
+        big = path != "-" and os.path.getsize(path) >= WARM_UP_CONTAINER_BYTES
+    except OSError:  # missing or unreadable: the command reports it
+        return
+    if big:
+        warm_up_in_background()
+
+
 def _warm_up() -> None:
     try:
         kernels("_float_planes_numba")
