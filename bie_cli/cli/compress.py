@@ -30,7 +30,8 @@ def command(
     """Compress a checkpoint into a .cai container."""
     import os
 
-    if executor == "threads" and (src == "-" or os.path.exists(src)):
+    # the default policy encodes floats with numba kernels (an explicit strategy may not need them)
+    if executor == "threads" and not strategy and not rule and policy is None and (src == "-" or os.path.exists(src)):
         from ..codecs import _jit
 
         _jit.warm_up_in_background()  # numba's import overlaps the imports and planning below
