@@ -28,13 +28,6 @@ def command(
     weighting: Annotated[Optional[str], typer.Option("--weighting", help="With a budget: how tensors' errors are weighed: tensor (default; an output head counts 2 x blocks), params, roles (tensor plus llama.cpp's k-quant prior: v/down projections of some layers x16), or a JSON file of per-tensor weights (calibrated sensitivities; docs/auto.md).")] = None,
 ) -> int:
     """Compress a checkpoint into a .cai container."""
-    import os
-
-    # the default policy encodes floats with numba kernels (an explicit strategy may not need them)
-    if executor == "threads" and not strategy and not rule and policy is None and (src == "-" or os.path.exists(src)):
-        from ..codecs import _jit
-
-        _jit.warm_up_in_background()  # numba's import overlaps the imports and planning below
     from ..errors import BadInputError
     from ..pipeline import compress_model
     from .output import human_bytes, print_json, progress_bar, stderr_line

@@ -20,9 +20,6 @@ def command(
     json_output: Annotated[bool, typer.Option("--json", help="Write statistics as JSON to stdout.")] = False,
 ) -> int:
     """Rebuild a checkpoint from a .cai container (lossless tensors bit-exact, checked against their digests)."""
-    from ..codecs import _jit
-
-    _jit.warm_up_for_container(src)  # numba's import overlaps the imports and index reading below
     from ..errors import BadInputError
     from ..pipeline import decompress_model
     from .output import human_bytes, print_json, progress_bar, stderr_line

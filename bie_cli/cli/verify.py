@@ -20,9 +20,6 @@ def command(
 
     Exit 0: all good. 1: a tensor differs from the original. 3: the container is corrupt.
     """
-    from ..codecs import _jit
-
-    _jit.warm_up_for_container(container)  # numba's import overlaps the imports and index reading below
     from ..pipeline import verify_container
     from .output import PlainLines, format_error, print_json, progress_bar, stdout_console
 
