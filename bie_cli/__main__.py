@@ -1,3 +1,3 @@
-from bie_cli.cli.app import main
+from bie_cli.cli.app import exit_without_teardown, main
 
-raise SystemExit(main())
+exit_without_teardown(main())

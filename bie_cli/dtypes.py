@@ -82,10 +82,15 @@ def get(name: str) -> DType:
 
 
 def from_numpy(dtype: np.dtype) -> DType:
+    import sys
+
     import numpy as np
 
     dtype = np.dtype(dtype)
-    found = next((d for d in _ALL if d.numpy.newbyteorder("=") == dtype.newbyteorder("=")), None)
+    # a bfloat16 or float8 array exists only once ml_dtypes is imported: before that, do not
+    # import it (~40 ms) just to compare a float32 with it
+    candidates = _ALL if "ml_dtypes" in sys.modules else [d for d in _ALL if not d.numpy_name.startswith("ml_dtypes.")]
+    found = next((d for d in candidates if d.numpy.newbyteorder("=") == dtype.newbyteorder("=")), None)
     if found is None or dtype.byteorder == ">":
         raise UnsupportedDtypeError(f"unsupported numpy dtype {dtype}")
     return found

@@ -303,6 +303,32 @@ def test_help_version_inspect_and_small_verify_import_nothing_heavy(model, tmp_p
     assert b"HEAVY []" in completed.stderr, completed.stderr.decode()[-800:]
 
 
+def test_the_process_ends_without_teardown_but_with_atexit_handlers_and_flushed_output(tmp_path):
+    """`bie` skips the interpreter's teardown (0.3-0.5 s once numba is loaded) but still runs
+    atexit handlers, flushes buffered stdout/stderr and keeps the exit code; a non-daemon thread
+    still running makes it a normal exit that waits for the thread."""
+    probe = (
+        "import atexit, sys, threading, time\n"
+        "from bie_cli.cli.app import exit_without_teardown\n"
+        "atexit.register(lambda: open(sys.argv[1], 'w').write('ran'))\n"
+        "sys.stdout.write('x' * 100000)\n"  # buffered, not flushed
+        "sys.stderr.write('last words')\n"
+        "if sys.argv[2] == 'thread':\n"
+        "    threading.Thread(target=lambda: (time.sleep(0.3), open(sys.argv[1] + '.t', 'w').write('done'))).start()\n"
+        "exit_without_teardown(3)\n"
+        "print('not reached')\n"
+    )
+    for mode in ("plain", "thread"):
+        marker = tmp_path / f"atexit-{mode}"
+        completed = subprocess.run([sys.executable, "-c", probe, str(marker), mode], capture_output=True, timeout=60)
+        assert completed.returncode == 3, completed.stderr.decode()[-800:]
+        assert completed.stdout == b"x" * 100000
+        assert completed.stderr.endswith(b"last words")
+        assert marker.read_text() == "ran"
+        if mode == "thread":
+            assert Path(f"{marker}.t").read_text() == "done"
+
+
 def test_precompiled_kernels_cover_compress_decompress_and_verify(model, tmp_path):
     """setup.py ships the cache bie_cli/_precompile.py fills; a run after it must compile nothing.
 

@@ -31,7 +31,7 @@ def command(
     """Compress a checkpoint into a .cai container."""
     from ..errors import BadInputError
     from ..pipeline import compress_model
-    from .output import human_bytes, print_json, progress_bar, stderr_console
+    from .output import human_bytes, print_json, progress_bar, stderr_line
 
     if json_output and output == "-":
         raise BadInputError("--json and -o - both want stdout; write the container to a file")
@@ -49,7 +49,7 @@ def command(
         print_json(stats.to_dict())
     elif not quiet:
         rate = stats.original_bytes / stats.seconds / 1e6 if stats.seconds else 0.0
-        stderr_console().print(
+        stderr_line(
             f"{stats.source} -> {stats.output}: {len(stats.tensors)} tensors, "
             f"{human_bytes(stats.original_bytes)} -> {human_bytes(stats.stored_bytes)} "
             f"({stats.ratio:.3f}x) in {stats.seconds:.2f} s ({rate:.0f} MB/s)"

@@ -22,7 +22,7 @@ def command(
     """Rebuild a checkpoint from a .cai container (lossless tensors bit-exact, checked against their digests)."""
     from ..errors import BadInputError
     from ..pipeline import decompress_model
-    from .output import human_bytes, print_json, progress_bar, stderr_console
+    from .output import human_bytes, print_json, progress_bar, stderr_line
 
     if json_output and output == "-":
         raise BadInputError("--json and -o - both want stdout; write the checkpoint to a file")
@@ -33,7 +33,7 @@ def command(
     if json_output:
         print_json(stats.to_dict())
     elif not quiet:
-        stderr_console().print(
+        stderr_line(
             f"{stats.source} -> {stats.output} ({stats.format}): {stats.tensors} tensors, "
             f"{human_bytes(stats.bytes)} in {stats.seconds:.2f} s"
         )

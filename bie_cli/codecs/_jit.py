@@ -12,6 +12,7 @@ errors: tests/test_rans.py and tests/test_float_split.py compare them.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 #: ~70 ms of Python rANS decoding on a quiet machine, a fraction of numba's import
@@ -36,31 +37,38 @@ def kernels(name: str):
     return module
 
 
-_BLAS = "scipy.linalg.cython_blas"
-
-
 def import_numba() -> None:
-    """Import numba without the SciPy import it does to probe for BLAS.
+    """Import numba without the imports it makes only to probe for optional packages.
 
-    ``numba.np.arraymath`` (loaded with the first kernel) imports ``scipy.linalg``
-    only to learn whether a 1-D ``np.dot`` may call BLAS: a third of a second or
-    more of every process's start-up that no bie kernel needs. With that import
-    failing during numba's own import, a 1-D ``np.dot`` in numba code takes
-    numba's plain loop; everything else that needs BLAS still imports SciPy when
-    it is compiled (the block is lifted once numba is in)."""
+    * SciPy: ``numba/__init__`` imports it to check its version, and
+      ``numba.np.arraymath`` (loaded with the first kernel) imports
+      ``scipy.linalg`` only to learn whether a 1-D ``np.dot`` may call BLAS: a
+      third of a second or more of every process's start-up that no bie kernel
+      needs. With those imports failing during numba's own import, a 1-D
+      ``np.dot`` in numba code takes numba's plain loop; everything else that
+      needs BLAS imports SciPy when it is compiled (the block is lifted once
+      numba is in).
+    * PyYAML (~30 ms): numba's config imports it to read a ``.numba_config.yaml``
+      in the working directory; blocked only when there is no such file."""
     if "numba" not in sys.modules:
-        import_without(_BLAS, "numba", "numba.np.arraymath")
+        blocked = ["scipy"]
+        if not os.path.isfile(".numba_config.yaml"):
+            blocked.append("yaml")
+        import_without(blocked, "numba", "numba.np.arraymath")
 
 
-def import_without(blocked: str, *modules: str) -> None:
-    """Import ``modules`` while ``import blocked`` raises ImportError (unless ``blocked`` is
-    imported already); afterwards ``blocked`` imports normally again."""
-    block = blocked not in sys.modules
-    if block:
-        sys.modules[blocked] = None  # the import system's "not importable" marker
+def import_without(blocked: str | list[str], *modules: str) -> None:
+    """Import ``modules`` while ``import blocked`` (a name or a list) raises ImportError (unless
+    it is imported already); afterwards each blocked name imports normally again."""
+    names = [blocked] if isinstance(blocked, str) else list(blocked)
+    block = [name for name in names if name not in sys.modules]
+    for name in block:
+        sys.modules[name] = None  # the import system's "not importable" marker
     try:
         for name in modules:
             importlib.import_module(name)
     finally:
-        if block and blocked in sys.modules and sys.modules[blocked] is None:
-            del sys.modules[blocked]
+        for name in block:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+

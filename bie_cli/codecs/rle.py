@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _jit
+
 
 def _element_keys(data: np.ndarray, itemsize: int) -> np.ndarray:
     """A view in which equal elements compare equal (rows for itemsizes above 8)."""
@@ -32,7 +34,7 @@ def default_min_run(itemsize: int) -> int:
 
 def encode(data: np.ndarray, itemsize: int, min_run: int | None = None) -> bytes:
     """``data``: uint8 array of n * itemsize bytes."""
-    from . import _rle_numba
+    _rle_numba = _jit.kernels("_rle_numba")  # through _jit: numba without its SciPy probe
 
     data = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
     count = data.size // itemsize
@@ -49,7 +51,7 @@ def encode(data: np.ndarray, itemsize: int, min_run: int | None = None) -> bytes
 
 def decode(payload: bytes | memoryview, count: int, itemsize: int) -> np.ndarray:
     """Inverse of :func:`encode`: ``count * itemsize`` bytes, or ``ValueError``."""
-    from . import _rle_numba
+    _rle_numba = _jit.kernels("_rle_numba")
 
     raw = np.frombuffer(payload, dtype=np.uint8)
     out = np.empty(count * itemsize, dtype=np.uint8)
