@@ -329,7 +329,7 @@ def smollm_rows(quick: bool) -> tuple[list[list], str]:
             row("bie uniform", f"`{spec}`", whole_bits(out, parameters), judge.compare(decoded_state(out)), note)
         sensitivity = sensitivity_file(model, tokenizer, export.with_name(export.name + "-sensitivity.json"))
         for weighting, trellis in (("tensor", False), ("roles", False), (str(sensitivity), False), ("tensor", True),
-                                   (str(sensitivity), True)):
+                                   ("roles", True), (str(sensitivity), True)):
             for target in (LLM_TARGETS if not quick else [3.5]):
                 compress(source, out, target_bits=target, weighting=weighting, trellis=trellis)
                 from bie_cli.formats.cai.reader import ContainerReader
