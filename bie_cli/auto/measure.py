@@ -242,10 +242,7 @@ def ladder_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks
     values; bf16/f16 decodes round to their dtype, which the kernel does not model.
     """
     from ..codecs import rans
-    from ..codecs._jit import import_numba
     from ..strategies import _quant_common as common
-
-    import_numba()  # numba without its SciPy probe (codecs/_jit.py)
     from ..strategies import _quant_kernels as quant_kernels
     from . import candidates
 
@@ -351,10 +348,7 @@ def group_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks:
     None where the shortcut does not apply (dtype, non-finite values, rows that do not
     split into whole groups)."""
     from ..codecs import bitpack, rans
-    from ..codecs._jit import import_numba
     from ..strategies import _quant_common as common
-
-    import_numba()  # numba without its SciPy probe (codecs/_jit.py)
     from ..strategies import _quant_kernels as quant_kernels
     from . import candidates
 

@@ -17,7 +17,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from ..codecs._jit import import_numba
+
+import_numba()  # numba's first import without its SciPy probe, whoever imports this module (codecs/_jit.py)
+from numba import njit  # noqa: E402
 
 
 @njit(nogil=True, cache=True)

@@ -16,7 +16,11 @@ the lowest state: the same codes on every machine.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ..codecs._jit import import_numba
+
+import_numba()  # numba's first import without its SciPy probe, whoever imports this module (codecs/_jit.py)
+from numba import njit  # noqa: E402
 
 #: TRELLIS[state, branch] = (subset, next state)
 TRELLIS = np.array([[[0, 0], [2, 1]], [[1, 2], [3, 3]], [[2, 0], [0, 1]], [[3, 2], [1, 3]]], dtype=np.int64)

@@ -58,9 +58,6 @@ class NF4Strategy(Strategy):
     Config = NF4Config
 
     def encode(self, chunk: np.ndarray, config: NF4Config) -> tuple[bytes, dict]:
-        from ..codecs._jit import import_numba
-
-        import_numba()  # numba without its SciPy probe (codecs/_jit.py)
         from . import _quant_kernels as kernels
 
         dtype_name = common.dtype_name_of(chunk)

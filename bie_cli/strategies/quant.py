@@ -93,9 +93,6 @@ class QuantStrategy(Strategy):
     Config = QuantConfig
 
     def encode(self, chunk: np.ndarray, config: QuantConfig) -> tuple[bytes, dict]:
-        from ..codecs._jit import import_numba
-
-        import_numba()  # numba without its SciPy probe (codecs/_jit.py)
         from . import _quant_kernels as kernels
 
         dtype_name = common.dtype_name_of(chunk)

@@ -46,9 +46,6 @@ class TernaryStrategy(Strategy):
     Config = TernaryConfig
 
     def encode(self, chunk: np.ndarray, config: TernaryConfig) -> tuple[bytes, dict]:
-        from ..codecs._jit import import_numba
-
-        import_numba()  # numba without its SciPy probe (codecs/_jit.py)
         from . import _quant_kernels as kernels
 
         dtype_name = common.dtype_name_of(chunk)
