@@ -1,3 +1,3 @@
-from bie_cli.cli.app import exit_without_teardown, main
+from bie_cli.cli.app import main_entry
 
-exit_without_teardown(main())
+main_entry()
