@@ -78,6 +78,8 @@ def viterbi_codes(rows, mul):  # pragma: no cover - compiled
     near = np.ones((length, lanes))
     back = np.empty((length, 4, lanes), dtype=np.int8)
     cost = np.empty((4, lanes))
+    state = np.zeros(lanes, dtype=np.int64)
+    tally = np.zeros((4, 256), dtype=np.int64)  # 4 histograms: no store-to-load stall on runs of one code
     inf = np.inf
     for base in range(0, n_rows, lanes):
         used = min(lanes, n_rows - base)
@@ -132,20 +134,27 @@ def viterbi_codes(rows, mul):  # pragma: no cover - compiled
                 bi[1, j] = np.int8(0) if t1 else np.int8(2)
                 bi[2, j] = np.int8(1) if t2 else np.int8(3)
                 bi[3, j] = np.int8(1) if t3 else np.int8(3)
-        for j in range(used):
-            r = base + j
+        for j in range(used):  # the best end state of each row
             s, best = 0, cost[0, j]
             for q in range(1, 4):
                 if cost[q, j] < best:
                     s, best = q, cost[q, j]
-            errors[r] = best
-            for i in range(length - 1, -1, -1):
-                p = np.int64(back[i, s, j])
-                k = _nearest(values[i, j], SUBSET_INTO[s, p])
+            errors[base + j] = best
+            state[j] = s
+        for i in range(length - 1, -1, -1):  # the rows' tracebacks interleaved: independent chains
+            vi = values[i]
+            bi = back[i]
+            for j in range(used):
+                s = state[j]
+                p = np.int64(bi[s, j])
+                k = _nearest(vi[j], SUBSET_INTO[s, p])
                 code = (k >> 1) + 128
-                codes[r, i] = code
-                counts[code] += 1
-                s = p
+                codes[base + j, i] = code
+                tally[j & 3, code] += 1
+                state[j] = p
+    for h in range(4):
+        for code in range(256):
+            counts[code] += tally[h, code]
     return codes, beyond, counts, errors
 
 
