@@ -28,27 +28,15 @@ TRELLIS = np.array([[[0, 0], [2, 1]], [[1, 2], [3, 3]], [[2, 0], [0, 1]], [[3, 2
 LIMIT = 254.0
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _nearest(v, sub):  # pragma: no cover - compiled
-    """The point of subset ``sub`` (k ≡ sub mod 4) nearest v, kept within -256..255."""
-    k = 4 * np.int64(np.floor((v - sub) * 0.25 + 0.5)) + sub
-    if k > 255:
-        k -= 4
-    elif k < -256:
-        k += 4
-    return k
-
-
 #: rows searched at once: the add-compare-select of the 4 states runs across them (AVX2: 4 f64
 #: lanes a vector, 4 vectors a step; 8 and 32 measured slower)
 LANES = 16
-#: SUBSET_INTO[next state, predecessor]: the subset of the branch between them (-1: no branch)
-SUBSET_INTO = np.array([[0, -1, 2, -1], [2, -1, 0, -1], [-1, 1, -1, 3], [-1, 3, -1, 1]], dtype=np.int64)
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _nearest_f(v, sub):  # pragma: no cover - compiled
-    """:func:`_nearest` in float64 arithmetic, branch-free (the same integer value)."""
+    """The point of subset ``sub`` (k ≡ sub mod 4) nearest v, kept within -256..255: 4·floor((v -
+    sub)/4 + 0.5) + sub in float64 (exact: small integers), the clamp as selects."""
     k = 4.0 * np.floor((v - sub) * 0.25 + 0.5) + sub
     k = k - 4.0 if k > 255.0 else k
     return k + 4.0 if k < -256.0 else k
@@ -66,8 +54,8 @@ def viterbi_codes(rows, mul):  # pragma: no cover - compiled
     :data:`LANES` rows are searched together, element i of all of them before element
     i + 1, with selects instead of branches so the inner loop over rows vectorises; every
     lane does exactly the scalar search's float64 operations, so the codes, the path and
-    its error are the same bit for bit. The survivor paths keep only the predecessor
-    (int8); the traceback recomputes each point from the branch's subset."""
+    its error are the same bit for bit. The survivor paths keep the predecessor state
+    and the code of the branch taken (int8, uint8); the rows' tracebacks run interleaved."""
     n_rows, length = rows.shape
     codes = np.empty((n_rows, length), dtype=np.uint8)
     beyond = np.zeros((n_rows, length), dtype=np.bool_)
@@ -77,6 +65,7 @@ def viterbi_codes(rows, mul):  # pragma: no cover - compiled
     values = np.zeros((length, lanes))
     near = np.ones((length, lanes))
     back = np.empty((length, 4, lanes), dtype=np.int8)
+    chosen = np.empty((length, 4, lanes), dtype=np.uint8)
     cost = np.empty((4, lanes))
     state = np.zeros(lanes, dtype=np.int64)
     tally = np.zeros((4, 256), dtype=np.int64)  # 4 histograms: no store-to-load stall on runs of one code
@@ -105,13 +94,18 @@ def viterbi_codes(rows, mul):  # pragma: no cover - compiled
             vi = values[i]
             wi = near[i]
             bi = back[i]
+            ci = chosen[i]
             for j in range(lanes):
                 v = vi[j]
                 w = wi[j]
-                d0 = v - _nearest_f(v, 0)
-                d1 = v - _nearest_f(v, 1)
-                d2 = v - _nearest_f(v, 2)
-                d3 = v - _nearest_f(v, 3)
+                k0 = _nearest_f(v, 0)
+                k1 = _nearest_f(v, 1)
+                k2 = _nearest_f(v, 2)
+                k3 = _nearest_f(v, 3)
+                d0 = v - k0
+                d1 = v - k1
+                d2 = v - k2
+                d3 = v - k3
                 e0 = d0 * d0 * w
                 e1 = d1 * d1 * w
                 e2 = d2 * d2 * w
@@ -134,6 +128,10 @@ def viterbi_codes(rows, mul):  # pragma: no cover - compiled
                 bi[1, j] = np.int8(0) if t1 else np.int8(2)
                 bi[2, j] = np.int8(1) if t2 else np.int8(3)
                 bi[3, j] = np.int8(1) if t3 else np.int8(3)
+                ci[0, j] = np.uint8(np.int64(k0 if t0 else k2) // 2 + 128)  # the code the branch stores
+                ci[1, j] = np.uint8(np.int64(k2 if t1 else k0) // 2 + 128)
+                ci[2, j] = np.uint8(np.int64(k1 if t2 else k3) // 2 + 128)
+                ci[3, j] = np.uint8(np.int64(k3 if t3 else k1) // 2 + 128)
         for j in range(used):  # the best end state of each row
             s, best = 0, cost[0, j]
             for q in range(1, 4):
@@ -142,13 +140,12 @@ def viterbi_codes(rows, mul):  # pragma: no cover - compiled
             errors[base + j] = best
             state[j] = s
         for i in range(length - 1, -1, -1):  # the rows' tracebacks interleaved: independent chains
-            vi = values[i]
+            ci = chosen[i]
             bi = back[i]
             for j in range(used):
                 s = state[j]
                 p = np.int64(bi[s, j])
-                k = _nearest(vi[j], SUBSET_INTO[s, p])
-                code = (k >> 1) + 128
+                code = np.int64(ci[s, j])
                 codes[base + j, i] = code
                 tally[j & 3, code] += 1
                 state[j] = p
