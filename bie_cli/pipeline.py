@@ -111,7 +111,7 @@ def compress_model(
     max_error: float | None = None,
     weighting: str | None = None,
     plan_progress: Progress | None = None,
-    trellis: bool = False,
+    trellis: bool | None = None,
 ) -> CompressStats:
     """Compress checkpoint ``src`` into the container ``dst`` (``"-"``: stdout).
 
@@ -129,7 +129,7 @@ def compress_model(
     :mod:`bie_cli.auto` choose every tensor's configuration (rules and the
     policy then pin the tensors they match); the result is the same bytes as
     compressing with the policy ``bie plan`` writes for that budget. ``trellis``
-    adds the ``tcq`` ladder to the candidates.
+    (default: on with a budget) adds the ``tcq`` ladder to the candidates.
     """
     src, dst = os.fspath(src), os.fspath(dst)
     if threads < 1:
@@ -148,7 +148,7 @@ def compress_model(
                             "give no default strategy (rules pin tensors)")
     if budget is None and weighting is not None:
         raise BadInputError("weighting needs a budget: target_bits, target_size or max_error")
-    if budget is None and trellis:
+    if budget is None and trellis is not None:
         raise BadInputError("trellis needs a budget: target_bits, target_size or max_error")
     if budget is not None and src == STDIO:
         raise BadInputError(f"{budget.label()} measures the checkpoint before compressing it; it cannot read stdin")
@@ -180,7 +180,7 @@ def compress_model(
                 stack.callback(spool.close)
             model_plan = plan_model(source, budget, pins=planner, chunk_size=chunk_size, threads=threads,
                                     weighting=weighting or DEFAULT_WEIGHTING, progress=plan_progress, spool=spool,
-                                    trellis=trellis)
+                                    trellis=trellis is not False)
             planner, auto_summary = Planner(None, model_plan.rules()), model_plan.summary()
             if spool is not None:
                 reuse = {t.info.name: t for t in model_plan.tensors if t.encoded.spooled is not None}

@@ -368,6 +368,9 @@ def test_roles_weighting_is_llama_cpps_kquant_prior():
     assert all(w in (1.0, 32.0) for name, w in weights.items() if "q_proj" in name or "up_proj" in name or "embed" in name)
     encoder = [TensorInfo("encoder.layer.0.attention.self.value.weight", "F32", (4, 4))]
     assert distortion_weights(encoder, "roles") == {"encoder.layer.0.attention.self.value.weight": 1.0}
+    # the default, auto: roles where it recognises the names, tensor where it does not
+    assert distortion_weights(infos, "auto") == distortion_weights(infos, "roles")
+    assert distortion_weights(encoder, "auto") == distortion_weights(encoder, "tensor")
 
 
 def test_the_tcq_ladder_from_viterbi_passes_matches_real_encodes():
@@ -402,11 +405,16 @@ def test_trellis_candidates_lower_the_error_and_the_plan_reproduces_it(bie, laye
 
     assert weighted(trellis) < weighted(plain)
     plan_file, direct, via_plan = tmp_path / "plan.toml", tmp_path / "direct.cai", tmp_path / "via.cai"
-    assert bie("plan", str(layered_model), "--target-bits", "3.5", "--trellis", "-o", str(plan_file)).exit_code == 0
-    assert bie("compress", str(layered_model), "-o", str(direct), "--target-bits", "3.5", "--trellis").exit_code == 0
+    # the trellis is a default candidate; --no-trellis leaves it out
+    assert bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file)).exit_code == 0
+    assert bie("compress", str(layered_model), "-o", str(direct), "--target-bits", "3.5").exit_code == 0
     assert bie("compress", str(layered_model), "-o", str(via_plan), "--policy", str(plan_file)).exit_code == 0
     assert direct.read_bytes() == via_plan.read_bytes()
     with ContainerReader(str(direct)) as reader:
         assert reader.header["options"]["auto"]["trellis"] is True
+    assert bie("compress", str(layered_model), "-o", str(direct), "-f", "--target-bits", "3.5", "--no-trellis").exit_code == 0
+    with ContainerReader(str(direct)) as reader:
+        assert "trellis" not in reader.header["options"]["auto"]
+        assert "tcq" not in {e.strategy for e in reader.entries}
     refused = bie("compress", str(layered_model), "-o", str(tmp_path / "x.cai"), "--trellis")
     assert refused.exit_code == 2 and "trellis needs a budget" in refused.stderr

@@ -36,6 +36,23 @@ def test_viterbi_finds_the_least_error_path():
         assert ((decoded[0] - values) ** 2).sum() == pytest.approx(best, rel=1e-12, abs=1e-12)
 
 
+def test_rows_searched_together_match_rows_searched_alone():
+    """The search runs 16 rows side by side (vector lanes); each row's codes, outliers and
+    error are those it gets alone, whatever its neighbours (a zero step, an outlier, a tail)."""
+    rng = np.random.default_rng(6)
+    rows = rng.standard_normal((21, 9)) * 5
+    rows[3, 4] = 1e4
+    mul = rng.uniform(0.5, 2.0, 21)
+    mul[7] = 0.0
+    together = viterbi_codes(rows, mul)
+    alone = [viterbi_codes(rows[r : r + 1], mul[r : r + 1]) for r in range(21)]
+    assert np.array_equal(together[0], np.vstack([a[0] for a in alone]))
+    assert np.array_equal(together[1], np.vstack([a[1] for a in alone]))
+    assert np.array_equal(together[2], sum(a[2] for a in alone))
+    assert np.array_equal(together[3], np.concatenate([a[3] for a in alone]))
+    assert together[1][3, 4] and not together[1].sum() - 1
+
+
 def test_decoded_points_lie_on_the_grid_within_two_steps():
     tcq = get("tcq")
     chunk = (np.random.default_rng(6).standard_normal((12, 200)) * 0.03).astype(np.float32)

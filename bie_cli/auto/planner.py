@@ -46,8 +46,10 @@ from .budget import Budget
 #: logits undiluted. ``params``: weighted by parameter count (HIGGS's linear model with
 #: equal per-parameter sensitivity).
 #: ``roles``: ``tensor`` plus llama.cpp's k-quant layer prior (see :func:`kquant_boosted`).
-WEIGHTINGS = ("tensor", "params", "roles")
-DEFAULT_WEIGHTING = "tensor"
+WEIGHTINGS = ("auto", "tensor", "params", "roles")
+#: ``auto``: ``roles`` where :func:`kquant_boosted` recognises Llama-style role names, else
+#: ``tensor`` (the two differ only on the tensors ``roles`` boosts; docs/auto.md "Weighting")
+DEFAULT_WEIGHTING = "auto"
 #: tensors llama.cpp's Q4_K_M/Q5_K_M mixes move from Q4_K to Q6_K in the layers
 #: ``use_more_bits`` picks: the attention value projection and the MLP down projection
 #: (HF Llama/Mistral/Qwen names, llama.cpp's, Meta's original)
@@ -133,7 +135,7 @@ def distortion_weights(infos: list[TensorInfo], weighting: str) -> dict[str, flo
         return {i.name: float(i.numel) for i in infos}
     head_weight = 2.0 * block_count(infos)
     heads = output_heads(infos)
-    boosted = kquant_boosted(infos) if weighting == "roles" else set()
+    boosted = kquant_boosted(infos) if weighting in ("roles", "auto") else set()
     return {i.name: head_weight if i.name in heads else KQUANT_WEIGHT if i.name in boosted else 1.0 for i in infos}
 
 #: bytes kept back from a size budget for what the dry run cannot know exactly
@@ -229,7 +231,7 @@ def lossy_eligible(info: TensorInfo) -> bool:
 def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None = None,
                chunk_size: int, threads: int = 1, weighting: str = DEFAULT_WEIGHTING,
                progress: Progress | None = None, spool: measure.PayloadSpool | None = None,
-               trellis: bool = False) -> ModelPlan:
+               trellis: bool = True) -> ModelPlan:
     """The plan for ``budget``. With a ``spool``, every whole-tensor encode keeps its payloads
     there (:attr:`TensorPlan.encoded`), so a compress that follows need not encode them again."""
     weights = distortion_weights(source.tensors, weighting)
@@ -587,7 +589,7 @@ def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str |
                     max_error: float | None = None, rules=(), policy=None, weighting: str = DEFAULT_WEIGHTING,
                     threads: int = 1, chunk_size: int, output: str | None = None, force: bool = False,
                     progress: Progress | None = None, source_format: str | None = None,
-                    trellis: bool = False) -> ModelPlan:
+                    trellis: bool = True) -> ModelPlan:
     """``bie plan``: the plan for a checkpoint, written as a TOML policy to ``output`` when given."""
     from .. import formats
     from ..paths import atomic_output, check_output_path

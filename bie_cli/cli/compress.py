@@ -25,8 +25,8 @@ def command(
     target_bits: Annotated[Optional[float], typer.Option("--target-bits", help="Choose every tensor's strategy for this average bits per parameter of the whole file (see `bie plan`).")] = None,
     target_size: Annotated[Optional[str], typer.Option("--target-size", help="Choose every tensor's strategy for this file size: 12MB, 3000000, or 30% of the source's tensor bytes.")] = None,
     max_error: Annotated[Optional[float], typer.Option("--max-error", help="Choose per tensor the smallest strategy whose relative MSE is at most this (lossless where none is).")] = None,
-    trellis: Annotated[bool, typer.Option("--trellis", help="With a budget: also measure trellis-coded candidates (tcq: ~1 dB less error at equal rate; no matmul kernels, so bie_cli.nn leaves those layers alone).")] = False,
-    weighting: Annotated[Optional[str], typer.Option("--weighting", help="With a budget: how tensors' errors are weighed: tensor (default; an output head counts 2 x blocks), params, roles (tensor plus llama.cpp's k-quant prior: v/down projections of some layers x16), or a JSON file of per-tensor weights (calibrated sensitivities; docs/auto.md).")] = None,
+    trellis: Annotated[Optional[bool], typer.Option("--trellis/--no-trellis", help="With a budget: measure trellis-coded candidates too (tcq: ~1 dB less error at equal rate; default on; no matmul kernels, so bie_cli.nn leaves those layers alone).")] = None,
+    weighting: Annotated[Optional[str], typer.Option("--weighting", help="With a budget: how tensors' errors are weighed: auto (default: roles where Llama-style names are recognised, else tensor), tensor (an output head counts 2 x blocks), params, roles (tensor plus llama.cpp's k-quant prior: v/down projections of some layers x16), or a JSON file of per-tensor weights (calibrated sensitivities; docs/auto.md).")] = None,
 ) -> int:
     """Compress a checkpoint into a .cai container."""
     from ..errors import BadInputError
