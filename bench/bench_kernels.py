@@ -572,6 +572,14 @@ def _stream_kernels():
     return stream, alu
 
 
+_NO_BIAS = np.zeros(0, np.float32)
+
+
+def _weight_bytes(m) -> int:
+    """Bytes of codes and scales a product reads (either layout)."""
+    return m.codes.nbytes + m.scale.nbytes + (0 if m.scale_tiles is None else m.scale_tiles.nbytes)
+
+
 #: steps of the ALU-only row's recurrences: ~1 ms at 1 thread (5x the compute-only row's calls), so
 #: the parallel launch (tens of µs) is noise and the row measures the two cores alone
 ALU_STEPS = 4_000
@@ -595,25 +603,35 @@ def scaling(write: bool) -> None:
     rng = np.random.default_rng(0)
     W = rng.standard_normal((rows, cols)).astype(np.float32)
     x = rng.standard_normal(cols).astype(np.float32)
-    matrices = {f"quant 4-bit g{g}": quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, g,
-                                                 rng.random((rows, cols // g), dtype=np.float32), quant.NO_OFFSET)
-                for g in (32, 64)}
+
+    def form(g, count=rows):  # what load_encoded holds (row tiles), and the block layout it replaced
+        m = quant.build(rng.integers(0, 16, (count, cols), dtype=np.uint8), 4, g,
+                        rng.random((count, cols // g), dtype=np.float32), quant.NO_OFFSET)
+        return quant.kernel_form(m), m
+
+    matrices = {}
+    for g in (32, 64):
+        matrices[f"quant 4-bit g{g}"], blocked = form(g)
+        if g == 32:
+            matrices["quant 4-bit g32, block layout"] = blocked
     stream, alu = _stream_kernels()
     g32 = matrices["quant 4-bit g32"]
-    streams = {"read 4-bit g32's bytes": np.ones((64, (g32.codes.nbytes + g32.scale.nbytes) // 512), np.uint64),
+    streams = {"read 4-bit g32's bytes": np.ones((64, _weight_bytes(g32) // 512), np.uint64),
                "read FP32's bytes": np.ones((64, W.nbytes // 512), np.uint64)}
     y = np.empty(rows, np.float32)
-    halves = [(0, rows // 2), (rows // 2, rows)]
+    tiles = g32.codes.shape[0]
+    halves = [(0, tiles // 2), (tiles // 2, tiles)]
     pool = concurrent.futures.ThreadPoolExecutor(2)
 
-    def half(m, act, start, stop):
+    def half(m, act, start, stop):  # tiles [start, stop): rows 8·start up to 8·stop (exclusive)
         numba.set_num_threads(1)  # numba's thread count is per calling thread
-        _quant_numba.blocked_matmul(m.codes[start:stop], m.zero, m.scale[start:stop], m.offset, m.group_shift,
-                                    *act, m.fix_ptr[start : stop + 1], m.fix_col, m.fix_delta, y[start:stop, None])
+        first, last = 8 * start, min(8 * stop, rows)
+        _quant_numba.tiled_matmul(m.codes[start:stop], m.zero, m.scale_tiles[start:stop], m.offset, m.group_shift,
+                                  *act, m.fix_ptr[first : last + 1], m.fix_col, m.fix_delta, _NO_BIAS,
+                                  y[first:last, None])
 
     def pooled(m):
-        act = _quant_numba.prepare_activations(x[None, :], m.blocks, m.group_size, m.groups, True, False, 1, True,
-                                               m.zero)
+        act = _quant_numba.quantize_columns(x[None, :], m.blocks, m.group_size, m.groups, False)[:5]
         for future in [pool.submit(half, m, act, a, b) for a, b in halves]:
             future.result()
 
@@ -624,8 +642,7 @@ def scaling(write: bool) -> None:
                   for label, m in matrices.items()})
     calls["quant 4-bit g32, own 2-thread pool"] = lambda: pooled(g32)
     # no memory traffic: 512 rows (1 MiB of codes, each thread's half in its own L2), caches warm
-    hot = quant.build(rng.integers(0, 16, (512, cols), dtype=np.uint8), 4, 32,
-                      rng.random((512, cols // 32), dtype=np.float32), quant.NO_OFFSET)
+    hot = form(32, 512)[0]
     hot_y = np.empty(512, np.float32)
     hot_label = "compute only: quant 4-bit g32, 512×4096, warm caches"
     calls[hot_label] = lambda: kernels.matvec(
@@ -659,7 +676,7 @@ def scaling(write: bool) -> None:
             continue
         if nbytes is None:
             m = hot if label == hot_label else matrices["quant 4-bit g32" if "own" in label else label]
-            nbytes = m.codes.nbytes + m.scale.nbytes
+            nbytes = _weight_bytes(m)
         cells = [label, f"{nbytes / 2**20:.1f}"]
         for series in (single, two):
             cells.append(f"{_ms(statistics.median(series))} ({nbytes / statistics.median(series) / 1e9:.1f} GB/s)")
@@ -670,7 +687,8 @@ def scaling(write: bool) -> None:
     read32, read_fp32 = scale["read 4-bit g32's bytes"], scale["read FP32's bytes"]
     verdict = (
         f"In this run: quant 4-bit g32 scaled {scale['quant 4-bit g32']:.2f}× and g64 "
-        f"{scale['quant 4-bit g64']:.2f}× (goal 1.7×), dense FP32 {scale['dense FP32']:.2f}×; a pure read of "
+        f"{scale['quant 4-bit g64']:.2f}× (goal 1.7×; g32 in the block layout "
+        f"{scale['quant 4-bit g32, block layout']:.2f}×), dense FP32 {scale['dense FP32']:.2f}×; a pure read of "
         f"g32's bytes {read32:.2f}× and of FP32's {read_fp32:.2f}×; "
         f"the two cores on registers alone {scale[alu_label]:.2f}×. A kernel that streams its bytes cannot "
         "scale past the read of the same bytes; one that computes cannot scale past the ALU row.")
@@ -682,7 +700,9 @@ def scaling(write: bool) -> None:
         f"{ROUNDS} rounds, 1 and 2 threads interleaved in every round, {SETTLE} s idle after each method. "
         "`read …`: a numba `prange` sum over an array of the same size as the method's bytes (64 equal "
         "chunks, each thread one contiguous half): the most 1 or 2 threads of this machine stream, "
-        "with no computation. `own 2-thread pool`: two Python threads each run the one-thread kernel "
+        "with no computation. `quant 4-bit`: the kernel form `load_encoded` holds (row tiles of 8 rows, "
+        "one contiguous stream of codes a tile, prefetched 1 KiB ahead); `block layout`: the form it "
+        "replaced (four rows an iteration, each row its own stream). `own 2-thread pool`: two Python threads each run the one-thread kernel "
         "(`nogil`) on half the rows, instead of numba's parallel loop (2 threads column; 1 thread "
         "column: numba with 1 thread). `compute only`: the same kernel on 512 rows with warm caches (each "
         "thread's half of the codes fits its own 1 MiB L2), so no memory traffic: how two threads scale "

@@ -130,6 +130,8 @@ def _row_tiles(encoded: kernels.EncodedMatrix):
     from .kernels import quant
 
     start, part = encoded.parts[0]
+    if part.tiled:  # load_encoded's kernel form already
+        return encoded, quant.TiledProduct(part)
     if not quant.can_tile(part):
         return encoded, None
     tiled = quant.to_row_tiles(part)

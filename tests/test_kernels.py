@@ -307,8 +307,8 @@ def test_nonfinite_activations_take_the_float32_path(containers, monkeypatch, ba
     X = np.random.default_rng(0).standard_normal((130, 3)).astype(np.float32)
     assert not np.array_equal(kernels.matmul(int8, X), kernels.matmul(exact, X))
     X[5, 1] = np.inf
-    with np.errstate(invalid="ignore"):
-        np.testing.assert_array_equal(kernels.matmul(int8, X), kernels.matmul(exact, X))
+    with np.errstate(invalid="ignore"):  # both exact float32 (row tiles: dequantized into sgemm), sums in another order
+        np.testing.assert_allclose(kernels.matmul(int8, X), kernels.matmul(exact, X), rtol=1e-5, atol=1e-5)
     with pytest.raises(BadInputError, match="activations='int4'"):
         kernels.load_encoded(containers["quant:bits=4"], "wide", activations="int4")
 

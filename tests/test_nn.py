@@ -78,16 +78,16 @@ def test_four_bit_layers_run_on_row_tiles(tmp_path, monkeypatch):
     _, path = _toy_container(tmp_path, "quant:bits=4,group_size=32")
     layer = CompressedLinear.from_container(path, "encoder.0.weight", bias_name="encoder.0.bias")
     assert layer.encoded.parts[0][1].tiled
-    blocked = kernels.load_encoded(path, "encoder.0.weight")
-    assert not blocked.parts[0][1].tiled
+    loaded = kernels.load_encoded(path, "encoder.0.weight")  # load_encoded's kernel form is the row tiles too
+    assert loaded.parts[0][1].tiled
     bias = layer.bias.numpy()
     from bie_cli.kernels import quant
 
     for rows in (1, 5, 20):
         x = torch.randn(rows, 13)
         X = np.ascontiguousarray(x.numpy().T)
-        xq, step = quant.quantize_activations(X)  # the block layout's int8 product, whatever the batch
-        expected = torch.from_numpy(quant._int8_block(blocked.parts[0][1], 0, 24, X, xq, step).astype(np.float32).T + bias)
+        xq, step = quant.quantize_activations(X)  # the reference int8 product (codes read in column order)
+        expected = torch.from_numpy(quant._int8_block(loaded.parts[0][1], 0, 24, X, xq, step).astype(np.float32).T + bias)
         torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
         if rows <= quant.FUSED_MAX_BATCH:  # the numpy backend's int8 range (then exact float32)
             monkeypatch.setenv(kernels.ENV_VAR, "numpy")

@@ -49,7 +49,7 @@ ENV_VAR = "BIE_KERNELS"
 
 __all__ = ["ACTIVATIONS", "BACKENDS", "EncodedMatrix", "backend", "dense_gemm", "family", "has_kernels",
            "kernel_strategies", "load_encoded", "matmul", "matvec", "warmup"]
-#: what a kernel family must define (``concat``, ``numba_*`` and ``warmup`` are optional)
+#: what a kernel family must define (``concat``, ``kernel_form``, ``numba_*`` and ``warmup`` are optional)
 REQUIRED = ("from_chunk", "reference_matvec", "reference_matmul")
 
 _GEMM: ContextVar[Callable | None] = ContextVar("bie_kernels_gemm", default=None)
@@ -196,6 +196,8 @@ def _load(entry, stored_chunks, activations: str) -> EncodedMatrix:
         merged = module.concat([part for _, part in parts])
         if merged is not None:
             parts = [(0, merged)]
+    if hasattr(module, "kernel_form"):  # a layout for the kernels, made once the parts are joined
+        parts = [(start, module.kernel_form(part)) for start, part in parts]
     return EncodedMatrix(entry.name, entry.strategy, entry.dtype, tuple(entry.shape), (rows, cols), parts)
 
 

@@ -793,8 +793,14 @@ def _widen_pairs(rows: _RowPair, halves):
                  b.shuffle_vector(wide, wide, _lanes(range(1, 16, 2))))
 
 
-def _tile_kernel(columns: int):
-    """The intrinsic for one row tile (8 rows) × ``columns`` columns of int8 activations."""
+#: blocks of codes (128 bytes each) the row-tile kernels prefetch ahead: 1 KiB, past the end of a
+#: tile's row into the next tile's (docs/kernels.md, "Threads")
+TILE_PREFETCH = 8
+
+
+def _tile_kernel(columns: int, prefetch: int = TILE_PREFETCH):
+    """The intrinsic for one row tile (8 rows) × ``columns`` columns of int8 activations, with a
+    software prefetch of the codes ``prefetch`` blocks ahead (none when 0)."""
 
     @intrinsic
     def int8_row_tile(typingctx, codes, scales, tile, xq, xd, xz, first, zero, group_shift, blocks, out):
@@ -835,9 +841,18 @@ def _tile_kernel(columns: int):
             accumulators = [cgutils.alloca_once_value(b, no_floats) for _ in range(columns)]
             column_starts = [b.mul(b.add(first, _i64(c)), blocks) for c in range(columns)]
             i32_pointer = _I32.as_pointer()
+            if prefetch:
+                fetch = b.module.declare_intrinsic(
+                    "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]))
+                code_bytes = b.bitcast(code_row, _I8.as_pointer())
             with cgutils.for_range(b, blocks) as loop:
                 block = loop.index
                 group = b.ashr(block, group_shift)
+                if prefetch:  # the two cache lines of the block ``prefetch`` ahead (past the row: the next tile's)
+                    ahead = b.add(b.mul(block, _i64(4 * BLOCK)), _i64(prefetch * 4 * BLOCK))
+                    for line in (0, 64):
+                        b.call(fetch, [b.gep(code_bytes, [b.add(ahead, _i64(line))]),
+                                       ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
                 scale = _load(b, scale_row, b.mul(group, _i64(TILE)), _vector(_F32, 8), 4)
                 indices = [b.add(start, block) for start in column_starts]
                 bases = [b.mul(index, _i64(BLOCK)) for index in indices]
@@ -936,11 +951,11 @@ def tiled_matmul(codes, zero, scales, offset, group_shift, padded, sums, xq, xd,
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def dequantize_tiled_rows(codes, zero, scale, offset, group_shift, fix_ptr, fix_col, fix_delta, start,
+def dequantize_tiled_rows(codes, zero, scales, offset, group_shift, fix_ptr, fix_col, fix_delta, start,
                           out):  # pragma: no cover - compiled
     """``dequantize_rows`` for the row-tile layout: rows ``start .. start + len(out) - 1`` of Ŵ
-    into ``out`` (at least ``blocks·32`` wide; ``scale``/``offset`` the ``[rows, groups]`` arrays,
-    the group of block ``b`` is ``b >> group_shift``)."""
+    into ``out`` (at least ``blocks·32`` wide; ``scales`` the ``[tiles, groups·8]`` tile scales,
+    ``offset`` the ``[rows, groups]`` array; the group of block ``b`` is ``b >> group_shift``)."""
     blocks = codes.shape[1] // (4 * BLOCK)
     affine = offset.shape[0] > 0
     for r in range(out.shape[0]):
@@ -949,7 +964,7 @@ def dequantize_tiled_rows(codes, zero, scale, offset, group_shift, fix_ptr, fix_
         lane = 4 * (i % TILE)
         for block in range(blocks):
             g = block >> group_shift
-            s = scale[i, g]
+            s = scales[i // TILE, g * TILE + i % TILE]
             o = offset[i, g] if affine else np.float32(0.0)
             base = block * 4 * BLOCK + lane
             w = out[r, block * BLOCK : (block + 1) * BLOCK]

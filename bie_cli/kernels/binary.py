@@ -80,6 +80,11 @@ def concat(parts):
     return None
 
 
+def kernel_form(m):
+    """The dense form's row tiles (:func:`bie_cli.kernels.quant.kernel_form`); signed rows as they are."""
+    return quant_kernels.kernel_form(m) if isinstance(m, quant_kernels.QuantMatrix) else m
+
+
 # -- numpy reference: the specification ------------------------------------------------
 def reference_matmul(m, X: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = a_i·(Σ_{S⁺ of row i} X[j] − Σ_{S⁻ of row i} X[j])``."""

@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import quant as quant_kernels
-from .quant import QuantMatrix, concat, numba_matmul, numba_matvec, reference_matmul, reference_matvec
+from .quant import QuantMatrix, concat, kernel_form, numba_matmul, numba_matvec, reference_matmul, reference_matvec
 
 STRATEGY = "bie-bitplane"
-__all__ = ["STRATEGY", "concat", "from_chunk", "numba_matmul", "numba_matvec", "reference_matmul",
+__all__ = ["STRATEGY", "concat", "from_chunk", "kernel_form", "numba_matmul", "numba_matvec", "reference_matmul",
            "reference_matvec", "warmup"]
 
 

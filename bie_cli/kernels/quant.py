@@ -104,7 +104,16 @@ class QuantMatrix:
     @property
     def offsets(self) -> np.ndarray:
         """``offset`` as a ``[rows, groups]`` array (zeros when there is none)."""
-        return self.offset if self.offset.size else np.zeros_like(self.scale)
+        return self.offset if self.offset.size else np.zeros((self.rows, self.groups), np.float32)
+
+    def row_scales(self, start: int, stop: int) -> np.ndarray:
+        """The ``[stop − start, groups]`` scales of rows ``[start, stop)`` (the row-tile layout keeps
+        them only in ``scale_tiles``; its ``scale`` is ``[0, groups]``)."""
+        if not self.tiled:
+            return self.scale[start:stop]
+        first, last = start // 8, -(-stop // 8)
+        grid = self.scale_tiles[first:last].reshape(last - first, self.groups, 8).transpose(0, 2, 1)
+        return grid.reshape(-1, self.groups)[start - 8 * first : stop - 8 * first]
 
     @property
     def nbytes(self) -> int:
@@ -240,8 +249,19 @@ def to_row_tiles(m: QuantMatrix) -> QuantMatrix:
     scale = np.zeros((tiles * TILE, m.groups), dtype=np.float32)
     scale[: m.rows] = m.scale
     scale_tiles = np.ascontiguousarray(scale.reshape(tiles, TILE, m.groups).transpose(0, 2, 1)).reshape(tiles, -1)
-    return QuantMatrix(m.rows, m.cols, m.bits, True, m.zero, packed, m.group_size, m.scale, m.offset,
+    return QuantMatrix(m.rows, m.cols, m.bits, True, m.zero, packed, m.group_size,
+                       np.zeros((0, m.groups), np.float32), m.offset,
                        m.fix_ptr, m.fix_col, m.fix_delta, True, m.activations, True, scale_tiles)
+
+
+def kernel_form(m: QuantMatrix) -> QuantMatrix:
+    """What :func:`bie_cli.kernels.load_encoded` holds: 4-bit-or-less block-layout codes with int8
+    activations in the row-tile layout (:func:`to_row_tiles`), every other matrix as it is. One
+    contiguous stream of codes a tile of 8 rows, prefetched 1 KiB ahead, ran batch-1 products on
+    11008x4096 1.3-2x and batch-16 ones 2x faster than the block layout's row dots with cold
+    caches (docs/kernels.md, "Threads"); the results are the block layout's up to float32
+    rounding of the sums (the same integer dots, added in another order)."""
+    return to_row_tiles(m) if can_tile(m) else m
 
 
 def _code_values(m: QuantMatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -326,7 +346,7 @@ def _uses_int8(m: QuantMatrix, X: np.ndarray) -> bool:
 def _dequantize_block(m: QuantMatrix, start: int, stop: int) -> np.ndarray:
     """ŵ for rows [start, stop): (code − zero)·scale + offset per group, then the exact elements."""
     codes = m.centered_codes(start, stop).astype(np.float32)
-    scale = np.repeat(m.scale[start:stop], m.group_size, axis=1)[:, : m.cols]
+    scale = np.repeat(m.row_scales(start, stop), m.group_size, axis=1)[:, : m.cols]
     offset = np.repeat(m.offsets[start:stop], m.group_size, axis=1)[:, : m.cols]
     w = codes * scale + offset
     lo, hi = m.fix_ptr[start], m.fix_ptr[stop]
@@ -344,7 +364,7 @@ def _int8_block(m: QuantMatrix, start: int, stop: int, X: np.ndarray, xq: np.nda
     codes = np.zeros((stop - start, blocks * BLOCK), dtype=np.float64)
     codes[:, : m.cols] = m.centered_codes(start, stop)
     sums = np.einsum("rbk,bkn->rbn", codes.reshape(stop - start, blocks, BLOCK), xq)  # exact integers
-    block_scale = m.scale[start:stop][:, np.arange(blocks) // m.blocks_per_group].astype(np.float64)
+    block_scale = m.row_scales(start, stop)[:, np.arange(blocks) // m.blocks_per_group].astype(np.float64)
     y = np.einsum("rb,bn,rbn->rn", block_scale, step.astype(np.float64), sums)
     if m.offset.size:
         group_sums = np.add.reduceat(X.astype(np.float64), np.arange(0, m.cols, m.group_size), axis=0)
@@ -424,7 +444,7 @@ def numba_matmul(m: QuantMatrix, X: np.ndarray, out: np.ndarray) -> None:
     for start in range(0, m.rows, TILE_ROWS):
         rows = min(TILE_ROWS, m.rows - start)
         if m.tiled:
-            kernels.dequantize_tiled_rows(m.codes, m.zero, m.scale, m.offset, m.group_shift,
+            kernels.dequantize_tiled_rows(m.codes, m.zero, m.scale_tiles, m.offset, m.group_shift,
                                           m.fix_ptr, m.fix_col, m.fix_delta, start, tile[:rows])
         else:
             kernels.dequantize_rows(m.codes, m.nibbles, m.blocked, m.zero, m.scale, m.offset, m.group_size,
