@@ -27,7 +27,7 @@ import zstandard
 
 from .. import dtypes
 from ..codecs import _jit, float_planes, rans
-from .base import Strategy, decode_if_raw, from_bytes, smaller_or_raw
+from .base import Strategy, decode_if_raw, from_bytes, smaller_or_raw_parts
 
 FORMAT_VERSION = 1
 CODING_RAW, CODING_ZSTD, CODING_RANS = 0, 1, 2
@@ -62,16 +62,20 @@ class FloatSplitStrategy(Strategy):
     Config = FloatSplitConfig
 
     def encode(self, chunk: np.ndarray, config: FloatSplitConfig) -> tuple[bytes, dict]:
+        parts, meta = self.encode_parts(chunk, config)
+        return parts[0] if meta else b"".join(parts), meta  # the join is the only copy of the coded streams
+
+    def encode_parts(self, chunk: np.ndarray, config: FloatSplitConfig) -> tuple[list, dict]:
         itemsize = _component_size(chunk.dtype)
         data = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
         count = data.size // itemsize
         if count == 0:
-            return smaller_or_raw(b"", data)
+            return smaller_or_raw_parts([], data)
         candidates = _candidates(itemsize, config)
         parts = _encode_compiled(data, itemsize, candidates, config) if itemsize > 1 else None
         if parts is None:
             parts = _encode_stepwise(data, itemsize, count, candidates, config)
-        return smaller_or_raw(b"".join(parts), data)  # the join is the only copy of the coded streams
+        return smaller_or_raw_parts(parts, data)
 
     def decode(self, payload, meta, shape, dtype) -> np.ndarray:
         raw = decode_if_raw(payload, meta, shape, dtype)
@@ -223,8 +227,10 @@ def _choose_low_bits(heads: np.ndarray, itemsize: int, count: int, candidates) -
 
 
 def _stream_parts(coding: int, body_parts: list) -> list:
-    """Header and body of one stream given as buffers to concatenate."""
-    return [_STREAM_HEADER.pack(coding, sum(memoryview(part).nbytes for part in body_parts)), *body_parts]
+    """Header and body of one stream given as buffers to concatenate (as bytes: ``len`` of each
+    is its size, as :meth:`Strategy.encode_parts` promises)."""
+    body_parts = [memoryview(part).cast("B") for part in body_parts]
+    return [_STREAM_HEADER.pack(coding, sum(len(part) for part in body_parts)), *body_parts]
 
 
 def _stream(coding: int, body) -> list:

@@ -130,7 +130,9 @@ class ContainerWriter:
         return record["id"]
 
     def write_chunk(self, row_start: int, row_stop: int, meta: dict, payload) -> None:
+        """``payload``: a buffer, or a tuple or list of buffers written one after the other."""
         self._expect(_State.IN_TENSOR)
+        parts = tuple(payload) if isinstance(payload, (tuple, list)) else (payload,)
         entry = self._current
         meta_bytes = _json_bytes(meta) if meta else b"{}"  # what json.dumps gives for {}: most chunks
         payload_start = (
@@ -140,7 +142,7 @@ class ContainerWriter:
         prefix = spec.CHUNK_PREFIX.pack(
             entry.record["id"], len(entry.chunks), row_start, row_stop, len(meta_bytes), padding
         )
-        offset = self._write_record(spec.RecordType.CHUNK, prefix, meta_bytes, bytes(padding), payload)
+        offset = self._write_record(spec.RecordType.CHUNK, prefix, meta_bytes, bytes(padding), *parts)
         entry.chunks.append([offset, self._offset - offset, row_start, row_stop])
 
     def end_tensor(self, end: dict) -> None:
