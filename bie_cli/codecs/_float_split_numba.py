@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._float_planes_numba import split_heads, split_heads16
-from ._rans_numba import encode_stream, estimate_bounds, masked_histogram
+from ._float_planes_numba import join32, join_heads16, split_heads, split_heads16
+from ._rans_numba import decode, encode_stream, estimate_bounds, masked_histogram, read_table, slot_table
 
 CODING_RANS = 2
 STATE_BYTES = 32  # rans._STATE_BYTES
@@ -170,3 +170,129 @@ def encode64(words, candidates):  # pragma: no cover - compiled
         for t in range(6):
             tails[t, i] = (v >> (8 * (5 - t))) & 0xFF
     return _encode_heads(heads, tails, candidates)
+
+
+# -- decoding ---------------------------------------------------------------------------------
+CODING_RAW, CODING_ZSTD = 0, 1
+RANS_L = 1 << 15
+
+
+@njit(inline="always")
+def _varint(raw, pos):  # pragma: no cover - compiled
+    """``varint.get(raw, pos, max_bits=42)``; (-1, pos) where that raises."""
+    value = np.int64(0)
+    shift = 0
+    while True:
+        if pos >= raw.shape[0]:
+            return np.int64(-1), pos
+        byte = np.int64(raw[pos])
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if value >> 42:
+                return np.int64(-1), pos
+            return value, pos
+        shift += 7
+        if shift >= 49:
+            return np.int64(-1), pos
+
+
+@njit(nogil=True, cache=True)
+def rans_decode(raw, count, alphabet, out):  # pragma: no cover - compiled
+    """``rans.decode_symbols(raw, count, out.dtype, alphabet)`` into ``out``: 0, or non-zero
+    wherever that raises (the caller then asks it, for its error)."""
+    n = raw.shape[0]
+    if n < 1:
+        return 3
+    scale_bits = np.int64(raw[0])
+    if scale_bits < 1 or scale_bits > MAX_SCALE_BITS:
+        return 3
+    first, pos = _varint(raw, 1)
+    if first < 0:
+        return 3
+    entries, pos = _varint(raw, pos)
+    if entries < 0 or first + entries > min(alphabet, 1 << 16):
+        return 3
+    freq = np.zeros(first + entries, dtype=np.int64)
+    pos = read_table(raw, pos, freq[first:])
+    if pos < 0:
+        return 3
+    total = np.int64(0)
+    for s in range(freq.shape[0]):
+        total += freq[s]
+    if count and total != np.int64(1) << scale_bits:
+        return 3
+    if n < pos + STATE_BYTES or (n - pos - STATE_BYTES) % 2:
+        return 3
+    states = np.empty(8, dtype=np.int64)
+    for lane in range(8):
+        at = pos + 4 * lane
+        states[lane] = (np.int64(raw[at]) | (np.int64(raw[at + 1]) << 8) | (np.int64(raw[at + 2]) << 16)
+                        | (np.int64(raw[at + 3]) << 24))
+    body = pos + STATE_BYTES
+    n_words = (n - body) // 2
+    if count == 0:
+        if n_words:
+            return 3
+        for lane in range(8):
+            if states[lane] != RANS_L:
+                return 3
+        return 0
+    for lane in range(8):
+        if states[lane] < RANS_L or states[lane] >= RANS_L << 16:
+            return 3
+    words = np.zeros(n_words + 8, dtype=np.uint16)
+    for k in range(n_words):
+        words[k] = np.uint16(raw[body + 2 * k]) | (np.uint16(raw[body + 2 * k + 1]) << 8)
+    table = slot_table(freq, scale_bits)
+    return decode(words, states, count, table, scale_bits, out)
+
+
+@njit(nogil=True, cache=True)
+def _plane_into(payload, coding, start, length, zdata, zstart, dest):  # pragma: no cover - compiled
+    """A byte plane of ``dest.shape[0]`` bytes into ``dest`` whatever its coding
+    (``_decode_byte_plane``); returns the status."""
+    size = dest.shape[0]
+    if coding == CODING_RAW:
+        if length != size:
+            return 4
+        for k in range(size):
+            dest[k] = payload[start + k]
+        return 0
+    if coding == CODING_ZSTD:  # decompressed by the caller, its size checked there
+        for k in range(size):
+            dest[k] = zdata[zstart + k]
+        return 0
+    if coding != CODING_RANS:
+        return 5
+    return rans_decode(payload[start : start + length], size, 256, dest)
+
+
+@njit(nogil=True, cache=True)
+def decode_split(payload, codings, starts, lengths, zdata, zstarts, count, itemsize, low_bits, out):  # pragma: no cover
+    """A chunk of 16-bit-head floats into ``out`` (uint8, ``count * itemsize``): every stream
+    decoded and the elements joined in one call. Streams (symbols, residual, tail planes) are
+    given by coding, start and length in ``payload``; zstd-coded planes already decompressed
+    into ``zdata`` at ``zstarts``. Returns 0, or non-zero wherever the stepwise decoder raises."""
+    n_tails = itemsize - 2
+    residual_bytes = (count * (low_bits + 1) + 7) // 8
+    padded = np.zeros(residual_bytes + 8, dtype=np.uint8)  # join_heads16 reads past the end
+    status = _plane_into(payload, codings[1], starts[1], lengths[1], zdata, zstarts[1], padded[:residual_bytes])
+    if status:
+        return status
+    tails = np.empty((n_tails, count), dtype=np.uint8)
+    for t in range(n_tails):
+        status = _plane_into(payload, codings[2 + t], starts[2 + t], lengths[2 + t], zdata, zstarts[2 + t], tails[t])
+        if status:
+            return status
+    if codings[0] != CODING_RANS:
+        return 5
+    symbols = np.empty(count, dtype=np.uint16)
+    status = rans_decode(payload[starts[0] : starts[0] + lengths[0]], count, np.int64(1) << (15 - low_bits), symbols)
+    if status:
+        return status
+    if itemsize == 4 and (low_bits == 3 or low_bits == 7):
+        join32(symbols, padded, tails[0], tails[1], low_bits, out.view(np.uint32))
+    else:
+        join_heads16(symbols, padded, tails, itemsize, low_bits, out, out.view(np.uint16))
+    return 0

@@ -114,6 +114,7 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
     if n_streams != 2 + n_tails:
         raise ValueError(f"float-split payload has {n_streams} streams, {itemsize}-byte elements need {2 + n_tails}")
     streams = []
+    positions = []
     pos = 3
     for _ in range(n_streams):
         if pos + _STREAM_HEADER.size > len(payload):
@@ -123,12 +124,17 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
         if pos + length > len(payload):
             raise ValueError("float-split stream runs past the payload")
         streams.append((coding, payload[pos : pos + length]))
+        positions.append((coding, pos, length))
         pos += length
     if pos != len(payload):
         raise ValueError("float-split payload has trailing bytes")
     symbol_coding, symbol_bytes = streams[0]
     if symbol_coding != CODING_RANS:
         raise ValueError("float-split symbol stream must be rANS-coded")
+    if head_bytes == 2 and not _jit.prefer_numpy(count):
+        data = _decode_compiled(payload, positions, streams, count, itemsize, low_bits)
+        if data is not None:
+            return data
     residual = _decode_byte_plane(*streams[1], float_planes.residual_size(count, low_bits))
     alphabet = 1 << (8 * head_bytes - 1 - low_bits)
     if itemsize == 4 and low_bits in (3, 7):  # F32 as the encoder writes it: planes joined in place
@@ -143,6 +149,40 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
         tails[t] = _decode_byte_plane(coding, body, count)
     symbols = rans.decode_symbols(symbol_bytes, count, np.uint16, alphabet)
     return float_planes.join(symbols, residual, tails, itemsize, low_bits)
+
+
+def _decode_compiled(payload: memoryview, positions: list, streams: list, count: int, itemsize: int,
+                     low_bits: int) -> np.ndarray | None:
+    """The element bytes from one GIL-free kernel call (``codecs/_float_split_numba.decode_split``)
+    after zstd; None when a stream is wrong in any way (the stepwise decoder then raises the error)."""
+    zstarts = np.zeros(len(positions), dtype=np.int64)
+    zdata = _EMPTY
+    zstd_planes = []
+    at = 0
+    for k, (coding, body) in enumerate(streams):
+        if coding == CODING_ZSTD and k:
+            size = float_planes.residual_size(count, low_bits) if k == 1 else count
+            try:
+                plane = zstandard.ZstdDecompressor().decompress(body, max_output_size=max(size, 1))
+            except zstandard.ZstdError:
+                return None
+            if len(plane) != size:
+                return None
+            zstd_planes.append(plane)
+            zstarts[k] = at
+            at += size
+    if zstd_planes:
+        zdata = np.frombuffer(zstd_planes[0] if len(zstd_planes) == 1 else b"".join(zstd_planes), dtype=np.uint8)
+    array = np.frombuffer(payload, dtype=np.uint8)
+    array.flags.writeable = False  # one compiled signature, whatever buffer the payload came in
+    codings, starts, lengths = (np.array(column, dtype=np.int64) for column in zip(*positions))
+    out = np.empty(count * itemsize, dtype=np.uint8)
+    status = _jit.kernels("_float_split_numba").decode_split(array, codings, starts, lengths, zdata, zstarts,
+                                                              count, itemsize, low_bits, out)
+    return None if status else out
+
+
+_EMPTY = np.frombuffer(b"", dtype=np.uint8)
 
 
 def _candidates(itemsize: int, config: FloatSplitConfig) -> tuple[int, ...]:
