@@ -175,7 +175,7 @@ def _decode_compiled(payload: memoryview, positions: list, streams: list, count:
         zdata = np.frombuffer(zstd_planes[0] if len(zstd_planes) == 1 else b"".join(zstd_planes), dtype=np.uint8)
     array = np.frombuffer(payload, dtype=np.uint8)
     array.flags.writeable = False  # one compiled signature, whatever buffer the payload came in
-    codings, starts, lengths = (np.array(column, dtype=np.int64) for column in zip(*positions))
+    codings, starts, lengths = np.array(positions, dtype=np.int64).T.copy()  # three C-contiguous rows
     out = np.empty(count * itemsize, dtype=np.uint8)
     status = _jit.kernels("_float_split_numba").decode_split(array, codings, starts, lengths, zdata, zstarts,
                                                               count, itemsize, low_bits, out)
