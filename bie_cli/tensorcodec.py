@@ -119,8 +119,14 @@ class EncodedChunk:
     row_start: int
     row_stop: int
     meta: dict
-    payload: bytes
+    #: bytes, or a tuple of buffers (bytes, 1-D uint8 arrays) written one after the other
+    payload: bytes | tuple
     error: ErrorStats | None = None  # lossy strategies: measured on the decoded chunk
+
+
+def payload_bytes(payload: bytes | tuple) -> bytes:
+    """An :class:`EncodedChunk`'s payload as one bytes object."""
+    return b"".join(payload) if isinstance(payload, tuple) else payload
 
 
 def check_chunk(chunk: np.ndarray, info: TensorInfo) -> None:
@@ -133,12 +139,13 @@ def encode_chunk(plan: TensorPlan, row_start: int, row_stop: int, chunk: np.ndar
     """Encode one chunk of rows; a lossy strategy's error is measured on the real decode.
     Thread-safe: strategies hold no state and their codecs release the GIL."""
     strategy = registry.get(plan.strategy)
+    if strategy.is_lossless(plan.config):  # the payload's parts, not joined: the writer takes them
+        parts, meta = strategy.encode_parts(chunk, plan.config)
+        return EncodedChunk(row_start, row_stop, meta, parts[0] if len(parts) == 1 else tuple(parts))
     payload, meta = strategy.encode(chunk, plan.config)
-    error = None
-    if not strategy.is_lossless(plan.config):
-        decoded = strategy.decode(memoryview(payload), meta, chunk.shape, plan.info.dtype)
-        error = ErrorStats()
-        error.add(chunk, decoded)
+    decoded = strategy.decode(memoryview(payload), meta, chunk.shape, plan.info.dtype)
+    error = ErrorStats()
+    error.add(chunk, decoded)
     return EncodedChunk(row_start, row_stop, meta, payload, error)
 
 
@@ -210,7 +217,9 @@ def run_encode_task(task: EncodeTask) -> EncodedPart:
         check_chunk(array, plan.info)
         if digest is not None:
             update_digest(digest, array)
-        chunks.append(encode_chunk(plan, row_start, row_stop, array))
+        encoded = encode_chunk(plan, row_start, row_stop, array)
+        encoded.payload = payload_bytes(encoded.payload)  # one buffer to pickle (parts may be memoryviews)
+        chunks.append(encoded)
     return EncodedPart(chunks, digest.hexdigest() if digest is not None else None)
 
 

@@ -8,6 +8,7 @@ import sys
 import ml_dtypes
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes
@@ -196,3 +197,56 @@ def test_importing_the_lossless_strategies_does_not_import_numba():
         "assert 'numba' not in sys.modules, 'numba imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _stepwise_only(monkeypatch):
+    from bie_cli.strategies import float_split
+
+    monkeypatch.setattr(float_split, "_encode_compiled", lambda *args: None)
+    monkeypatch.setattr(float_split, "_decode_compiled", lambda *args: None)
+
+
+@pytest.mark.parametrize("dtype_name", ["F32", "BF16", "F16", "F64", "C64"])
+def test_compiled_chunk_path_matches_the_stepwise_one(dtype_name, monkeypatch):
+    """One kernel call per chunk (encode and decode) gives the stepwise path's bytes, and a
+    damaged payload the same error, on weights, skewed and repetitive planes, every low_bits."""
+    from bie_cli.strategies import float_split
+
+    rng = np.random.default_rng(11)
+    np_dtype = dtypes.get(dtype_name).numpy
+    weights = (rng.standard_normal(6000) * 0.05).astype(np_dtype)
+    chunks = [weights, (weights * 64).round().astype(np_dtype), np.tile(weights[:37], 100), weights[:8]]
+    configs = [STRATEGY.default_config()] + [STRATEGY.config_from_dict({"low_bits": b}) for b in (3, 5, 7)]
+    cases = [(chunk, config) for chunk in chunks for config in configs]
+    compiled = [STRATEGY.encode(chunk, config) for chunk, config in cases]
+    damaged = []
+    for payload, meta in compiled[:8]:
+        for _ in range(6):
+            broken = bytearray(payload)
+            broken[rng.integers(3, len(broken))] ^= 1 << int(rng.integers(0, 8))
+            damaged.append((bytes(broken[: len(broken) - int(rng.integers(0, 2))]), meta))
+
+    def outcome(payload, meta, shape):
+        try:
+            return STRATEGY.decode(memoryview(payload), meta, shape, dtype_name).tobytes()
+        except (ValueError, zstandard.ZstdError) as exc:  # a damaged zstd plane: zstd's own error
+            return f"{type(exc).__name__}: {exc}"
+
+    decoded = [outcome(p, m, weights.shape) for p, m in damaged]
+    calls = []
+    monkeypatch.setattr(float_split, "_decode_compiled",
+                        lambda *args, real=float_split._decode_compiled: calls.append(1) or real(*args))
+    for (chunk, _), (payload, meta) in zip(cases, compiled, strict=True):
+        if not meta:
+            assert STRATEGY.decode(memoryview(payload), meta, chunk.shape, dtype_name).tobytes() == chunk.tobytes()
+    assert calls  # the compiled decoder was used
+    _stepwise_only(monkeypatch)
+    assert [STRATEGY.encode(chunk, config) for chunk, config in cases] == compiled
+    assert [outcome(p, m, weights.shape) for p, m in damaged] == decoded
+
+
+def test_encode_parts_join_to_the_payload():
+    chunk = (np.random.default_rng(12).standard_normal(5000) * 0.05).astype(np.float32)
+    parts, meta = STRATEGY.encode_parts(chunk, STRATEGY.default_config())
+    assert len(parts) > 1 and sum(len(part) for part in parts) == len(b"".join(parts))
+    assert (b"".join(parts), meta) == STRATEGY.encode(chunk, STRATEGY.default_config())

@@ -85,14 +85,21 @@ def heads_and_tails(data: np.ndarray, itemsize: int) -> tuple[np.ndarray, np.nda
     n = data.size // itemsize
     if itemsize == 1:
         return data, np.empty((0, n), dtype=np.uint8)
-    words = data.view(f"<u{itemsize}")
-    if words.ctypes.data % itemsize:  # numba compiles unaligned arrays separately: copy instead
-        words = words.copy()
+    words = element_words(data, itemsize)
     if itemsize == 2:
         return words, np.empty((0, n), dtype=np.uint8)
     if itemsize == 4:
         return _float_planes_numba.heads_tails32(words)
     return _float_planes_numba.heads_tails64(words)
+
+
+def element_words(data: np.ndarray, itemsize: int) -> np.ndarray:
+    """Element bytes (contiguous uint8, a multiple of ``itemsize`` > 1) as little-endian unsigned
+    words, aligned: numba compiles unaligned arrays separately, so those are copied."""
+    words = data.view(f"<u{itemsize}")
+    if not words.flags.aligned:  # what numba looks at (cheaper than ``words.ctypes.data``)
+        words = words.copy()
+    return words
 
 
 def split_heads(heads: np.ndarray, itemsize: int, low_bits: int) -> tuple[np.ndarray, np.ndarray]:

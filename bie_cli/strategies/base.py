@@ -52,6 +52,14 @@ class Strategy:
         raise NotImplementedError
 
     # -- optional ----------------------------------------------------------------
+    def encode_parts(self, chunk: np.ndarray, config: Any) -> tuple[list, dict]:
+        """:meth:`encode` with the payload as a list of buffers (bytes, memoryviews, 1-D uint8
+        arrays) whose concatenation is the payload, for callers that write or hash them in
+        turn: a strategy that builds its payload from parts can skip joining them, a copy of
+        the whole payload made while holding the GIL. By default, ``[encode(...)[0]]``."""
+        payload, meta = self.encode(chunk, config)
+        return [payload], meta
+
     #: the strategy's matmul kernels (``bie_cli.kernels``): a dotted module name,
     #: imported on first use, or an object with the same functions
     #: (``from_chunk``, ``reference_matvec``, ``reference_matmul``, optionally
@@ -189,6 +197,13 @@ def _coerce(strategy_id: str, name: str, hint: Any, value: Any) -> Any:
 # -- shared encoding steps -------------------------------------------------------------
 #: chunk meta of a payload that is the element bytes as they were (coding did not make them smaller)
 STORED_RAW = "raw"
+
+
+def smaller_or_raw_parts(parts: list, elements) -> tuple[list, dict]:
+    """:func:`smaller_or_raw` for a payload given as parts (see :meth:`Strategy.encode_parts`)."""
+    if sum(len(part) for part in parts) >= len(elements):
+        return [bytes(elements)], {"stored": STORED_RAW}
+    return parts, {}
 
 
 def smaller_or_raw(payload: bytes, elements) -> tuple[bytes, dict]:

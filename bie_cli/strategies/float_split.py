@@ -19,14 +19,15 @@ stored raw (``meta = {"stored": "raw"}``).
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import zstandard
 
 from .. import dtypes
-from ..codecs import float_planes, rans
-from .base import Strategy, decode_if_raw, from_bytes, smaller_or_raw
+from ..codecs import _jit, float_planes, rans
+from .base import Strategy, decode_if_raw, from_bytes, smaller_or_raw_parts
 
 FORMAT_VERSION = 1
 CODING_RAW, CODING_ZSTD, CODING_RANS = 0, 1, 2
@@ -61,25 +62,20 @@ class FloatSplitStrategy(Strategy):
     Config = FloatSplitConfig
 
     def encode(self, chunk: np.ndarray, config: FloatSplitConfig) -> tuple[bytes, dict]:
+        parts, meta = self.encode_parts(chunk, config)
+        return parts[0] if meta else b"".join(parts), meta  # the join is the only copy of the coded streams
+
+    def encode_parts(self, chunk: np.ndarray, config: FloatSplitConfig) -> tuple[list, dict]:
         itemsize = _component_size(chunk.dtype)
         data = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
         count = data.size // itemsize
         if count == 0:
-            return smaller_or_raw(b"", data)
-        heads, tails = float_planes.heads_and_tails(data, itemsize)
-        valid = float_planes.low_bits_range(itemsize)
-        if config.low_bits is None:
-            low_bits, symbol_counts = _choose_low_bits(heads, itemsize, count, float_planes.preferred_low_bits(itemsize))
-        else:  # clamped to what this element size allows
-            low_bits = min(max(config.low_bits, valid.start), valid.stop - 1)
-            low_bits, symbol_counts = _choose_low_bits(heads, itemsize, count, (low_bits,))
-        symbols, residual = float_planes.split_heads(heads, itemsize, low_bits)
-        parts = [bytes([FORMAT_VERSION, low_bits, 2 + tails.shape[0]])]
-        parts += _stream_parts(CODING_RANS, rans.encode_symbol_parts(symbols, symbol_counts))
-        compressor = zstandard.ZstdCompressor(level=config.zstd_level)
-        for plane in [residual, *tails]:
-            parts += _smallest_byte_coding(plane, compressor)
-        return smaller_or_raw(b"".join(parts), data)  # the join is the only copy of the coded streams
+            return smaller_or_raw_parts([], data)
+        candidates = _candidates(itemsize, config)
+        parts = _encode_compiled(data, itemsize, candidates, config) if itemsize > 1 else None
+        if parts is None:
+            parts = _encode_stepwise(data, itemsize, count, candidates, config)
+        return smaller_or_raw_parts(parts, data)
 
     def decode(self, payload, meta, shape, dtype) -> np.ndarray:
         raw = decode_if_raw(payload, meta, shape, dtype)
@@ -118,6 +114,7 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
     if n_streams != 2 + n_tails:
         raise ValueError(f"float-split payload has {n_streams} streams, {itemsize}-byte elements need {2 + n_tails}")
     streams = []
+    positions = []
     pos = 3
     for _ in range(n_streams):
         if pos + _STREAM_HEADER.size > len(payload):
@@ -127,12 +124,17 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
         if pos + length > len(payload):
             raise ValueError("float-split stream runs past the payload")
         streams.append((coding, payload[pos : pos + length]))
+        positions.append((coding, pos, length))
         pos += length
     if pos != len(payload):
         raise ValueError("float-split payload has trailing bytes")
     symbol_coding, symbol_bytes = streams[0]
     if symbol_coding != CODING_RANS:
         raise ValueError("float-split symbol stream must be rANS-coded")
+    if head_bytes == 2 and not _jit.prefer_numpy(count):
+        data = _decode_compiled(payload, positions, streams, count, itemsize, low_bits)
+        if data is not None:
+            return data
     residual = _decode_byte_plane(*streams[1], float_planes.residual_size(count, low_bits))
     alphabet = 1 << (8 * head_bytes - 1 - low_bits)
     if itemsize == 4 and low_bits in (3, 7):  # F32 as the encoder writes it: planes joined in place
@@ -147,6 +149,100 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
         tails[t] = _decode_byte_plane(coding, body, count)
     symbols = rans.decode_symbols(symbol_bytes, count, np.uint16, alphabet)
     return float_planes.join(symbols, residual, tails, itemsize, low_bits)
+
+
+def _decode_compiled(payload: memoryview, positions: list, streams: list, count: int, itemsize: int,
+                     low_bits: int) -> np.ndarray | None:
+    """The element bytes from one GIL-free kernel call (``codecs/_float_split_numba.decode_split``)
+    after zstd; None when a stream is wrong in any way (the stepwise decoder then raises the error)."""
+    zstarts = np.zeros(len(positions), dtype=np.int64)
+    zdata = _EMPTY
+    zstd_planes = []
+    at = 0
+    for k, (coding, body) in enumerate(streams):
+        if coding == CODING_ZSTD and k:
+            size = float_planes.residual_size(count, low_bits) if k == 1 else count
+            try:
+                plane = zstandard.ZstdDecompressor().decompress(body, max_output_size=max(size, 1))
+            except zstandard.ZstdError:
+                return None
+            if len(plane) != size:
+                return None
+            zstd_planes.append(plane)
+            zstarts[k] = at
+            at += size
+    if zstd_planes:
+        zdata = np.frombuffer(zstd_planes[0] if len(zstd_planes) == 1 else b"".join(zstd_planes), dtype=np.uint8)
+    array = np.frombuffer(payload, dtype=np.uint8)
+    array.flags.writeable = False  # one compiled signature, whatever buffer the payload came in
+    codings, starts, lengths = np.array(positions, dtype=np.int64).T.copy()  # three C-contiguous rows
+    out = np.empty(count * itemsize, dtype=np.uint8)
+    status = _jit.kernels("_float_split_numba").decode_split(array, codings, starts, lengths, zdata, zstarts,
+                                                              count, itemsize, low_bits, out)
+    return None if status else out
+
+
+_EMPTY = np.frombuffer(b"", dtype=np.uint8)
+
+
+def _candidates(itemsize: int, config: FloatSplitConfig) -> tuple[int, ...]:
+    """The ``low_bits`` the encoder chooses from: the configured one clamped to what this
+    element size allows, or the preferred ones."""
+    if config.low_bits is None:
+        return float_planes.preferred_low_bits(itemsize)
+    valid = float_planes.low_bits_range(itemsize)
+    return (min(max(config.low_bits, valid.start), valid.stop - 1),)
+
+
+_CANDIDATE_ARRAYS: dict = {}
+_ENCODE_KERNEL = {2: "encode16", 4: "encode32", 8: "encode64"}
+
+
+def _encode_compiled(data: np.ndarray, itemsize: int, candidates: tuple[int, ...], config) -> list | None:
+    """The payload's parts from one GIL-free kernel call (``codecs/_float_split_numba``) plus
+    zstd; None when the kernel defers to :func:`_encode_stepwise` (same bytes either way)."""
+    words = float_planes.element_words(data, itemsize)
+    array = _CANDIDATE_ARRAYS.get(candidates)
+    if array is None:
+        array = _CANDIDATE_ARRAYS[candidates] = np.array(candidates, dtype=np.int64)
+    kernel = getattr(_jit.kernels("_float_split_numba"), _ENCODE_KERNEL[itemsize])
+    status, low_bits, symbol_stream, residual, tails, estimates, coded, offsets = kernel(words, array)
+    if status:
+        return None
+    parts = [bytes((FORMAT_VERSION, low_bits, 2 + tails.shape[0])), symbol_stream]
+    compressor = _compressor(config.zstd_level)
+    for p, plane in enumerate([residual, *tails]):
+        parts += _smallest_byte_coding(plane, compressor, (int(estimates[p]), coded[offsets[p]:offsets[p + 1]]))
+    return parts
+
+
+def _encode_stepwise(data: np.ndarray, itemsize: int, count: int, candidates: tuple[int, ...], config) -> list:
+    """The payload's parts kernel by kernel, Python in between: 1-byte floats, and the rare
+    chunk whose size estimate sits too close to a rounding edge for the compiled path."""
+    heads, tails = float_planes.heads_and_tails(data, itemsize)
+    low_bits, symbol_counts = _choose_low_bits(heads, itemsize, count, candidates)
+    symbols, residual = float_planes.split_heads(heads, itemsize, low_bits)
+    parts = [bytes([FORMAT_VERSION, low_bits, 2 + tails.shape[0]])]
+    parts += _stream_parts(CODING_RANS, rans.encode_symbol_parts(symbols, symbol_counts))
+    compressor = _compressor(config.zstd_level)
+    for plane in [residual, *tails]:
+        parts += _smallest_byte_coding(plane, compressor)
+    return parts
+
+
+_LOCAL = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    """A zstd compressor of ``level`` for this thread, reused (its context and buffers too):
+    zstd's output does not depend on what a context compressed before."""
+    compressors = getattr(_LOCAL, "compressors", None)
+    if compressors is None:
+        compressors = _LOCAL.compressors = {}
+    compressor = compressors.get(level)
+    if compressor is None:
+        compressor = compressors[level] = zstandard.ZstdCompressor(level=level)
+    return compressor
 
 
 def _choose_low_bits(heads: np.ndarray, itemsize: int, count: int, candidates) -> tuple[int, np.ndarray]:
@@ -171,8 +267,10 @@ def _choose_low_bits(heads: np.ndarray, itemsize: int, count: int, candidates) -
 
 
 def _stream_parts(coding: int, body_parts: list) -> list:
-    """Header and body of one stream given as buffers to concatenate."""
-    return [_STREAM_HEADER.pack(coding, sum(memoryview(part).nbytes for part in body_parts)), *body_parts]
+    """Header and body of one stream given as buffers to concatenate (as bytes: ``len`` of each
+    is its size, as :meth:`Strategy.encode_parts` promises)."""
+    body_parts = [memoryview(part).cast("B") for part in body_parts]
+    return [_STREAM_HEADER.pack(coding, sum(len(part) for part in body_parts)), *body_parts]
 
 
 def _stream(coding: int, body) -> list:
@@ -180,8 +278,10 @@ def _stream(coding: int, body) -> list:
     return [_STREAM_HEADER.pack(coding, len(body)), body]
 
 
-def _smallest_byte_coding(plane: np.ndarray, compressor) -> list:
-    """The plane raw, zstd-coded or rANS-coded: whichever is smallest."""
+def _smallest_byte_coding(plane: np.ndarray, compressor, precomputed: tuple | None = None) -> list:
+    """The plane raw, zstd-coded or rANS-coded: whichever is smallest. ``precomputed``: the
+    compiled path's (rANS size estimate, rANS stream), the stream empty when the estimate
+    was not below 98 % of the raw size (then it is not below that of zstd's either)."""
     raw = memoryview(np.ascontiguousarray(plane)).cast("B")
     best = (CODING_RAW, raw)
     if not len(raw):
@@ -191,10 +291,15 @@ def _smallest_byte_coding(plane: np.ndarray, compressor) -> list:
         if len(packed) < len(best[1]):
             best = (CODING_ZSTD, packed)
     # rANS only pays on skewed planes (e.g. truncated mantissas); estimate first
-    counts = rans.histogram(plane, 256)
-    if rans.fast_estimate_size(counts) < 0.98 * len(best[1]):
-        coded = rans.encode_symbols(plane, counts)
-        if len(coded) < len(best[1]):
+    if precomputed is None:
+        counts = rans.histogram(plane, 256)
+        if rans.fast_estimate_size(counts) < 0.98 * len(best[1]):
+            coded = rans.encode_symbols(plane, counts)
+            if len(coded) < len(best[1]):
+                best = (CODING_RANS, coded)
+    else:
+        estimate, coded = precomputed
+        if estimate < 0.98 * len(best[1]) and len(coded) < len(best[1]):
             best = (CODING_RANS, coded)
     return _stream(*best)
 

@@ -9,7 +9,9 @@ the caller) instead of producing a file no reader accepts.
 from __future__ import annotations
 
 import enum
+import io
 import json
+import os
 import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -24,6 +26,38 @@ class _State(enum.Enum):
     HEADER_WRITTEN = enum.auto()
     IN_TENSOR = enum.auto()
     FINISHED = enum.auto()
+
+
+#: records from this size on go to the file descriptor directly (see ContainerWriter._write_record)
+_DIRECT_WRITE = 256 << 10
+
+
+def _plain_file_descriptor(out) -> int | None:
+    """The descriptor of ``out`` when it is a plain binary file (``open(..., "wb")``, stdout's
+    buffer), whose bytes go to that descriptor unchanged; else None."""
+    if type(out) not in (io.BufferedWriter, io.FileIO) or not hasattr(os, "writev"):
+        return None
+    try:
+        return out.fileno()
+    except (OSError, ValueError):
+        return None
+
+
+def _write_all(fd: int, parts: list) -> None:
+    """``os.writev`` until every byte of ``parts`` is written (the GIL is released meanwhile)."""
+    views = [memoryview(part).cast("B") for part in parts if len(part)]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        if written <= 0:
+            raise OSError("write made no progress")
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
+
+
+_IOV_MAX = 512
 
 
 def _json_bytes(obj) -> bytes:
@@ -55,6 +89,7 @@ class ContainerWriter:
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
+        self._fd = _plain_file_descriptor(out)
         self._offset = 0
         self._state = _State.NEW
         self._tensors: list[_TensorIndexEntry] = []
@@ -84,7 +119,15 @@ class ContainerWriter:
         checksum = spec.body_checksum(*body_parts)
         head = spec.RECORD_HEADER.pack(int(record_type), flags, length, checksum, 0)
         crc = zlib.crc32(head[: spec.RECORD_HEADER_CRC_SPAN])
-        self._write(head[: spec.RECORD_HEADER_CRC_SPAN] + crc.to_bytes(4, "little"))
+        head = head[: spec.RECORD_HEADER_CRC_SPAN] + crc.to_bytes(4, "little")
+        if self._fd is not None and length >= _DIRECT_WRITE:
+            # a chunk's payload parts straight from the encoder's buffers: one writev, no copy
+            # into the file object's buffer (which would hold the GIL), nothing joined
+            self._out.flush()
+            _write_all(self._fd, [head, *body_parts])
+            self._offset += len(head) + length
+            return offset
+        self._write(head)
         for part in body_parts:
             self._write(part)
         return offset
@@ -130,7 +173,9 @@ class ContainerWriter:
         return record["id"]
 
     def write_chunk(self, row_start: int, row_stop: int, meta: dict, payload) -> None:
+        """``payload``: a buffer, or a tuple or list of buffers written one after the other."""
         self._expect(_State.IN_TENSOR)
+        parts = tuple(payload) if isinstance(payload, (tuple, list)) else (payload,)
         entry = self._current
         meta_bytes = _json_bytes(meta) if meta else b"{}"  # what json.dumps gives for {}: most chunks
         payload_start = (
@@ -140,7 +185,7 @@ class ContainerWriter:
         prefix = spec.CHUNK_PREFIX.pack(
             entry.record["id"], len(entry.chunks), row_start, row_stop, len(meta_bytes), padding
         )
-        offset = self._write_record(spec.RecordType.CHUNK, prefix, meta_bytes, bytes(padding), payload)
+        offset = self._write_record(spec.RecordType.CHUNK, prefix, meta_bytes, bytes(padding), *parts)
         entry.chunks.append([offset, self._offset - offset, row_start, row_stop])
 
     def end_tensor(self, end: dict) -> None:

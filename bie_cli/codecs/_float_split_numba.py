@@ -1,0 +1,298 @@
+"""float-split's encoding of a chunk of 16-bit-head floats in one compiled call (imported lazily).
+
+Everything :meth:`FloatSplitStrategy.encode <bie_cli.strategies.float_split.FloatSplitStrategy.encode>`
+did between kernels in Python (choosing ``low_bits``, the rANS model and
+stream of the symbols, each plane's histogram, size estimate and rANS
+stream) runs here without the GIL, so encoder threads overlap; only zstd (its
+own GIL-free C calls) and the final join stay in Python. The bytes are those of
+the step-by-step path (``float_split._encode_stepwise``), which the strategy
+takes whenever this kernel reports a status: a size estimate too close to a
+rounding edge to match numpy's (see ``_rans_numba.estimate_bounds``).
+
+These kernels call those of ``_rans_numba`` and ``_float_planes_numba``.
+numba's cache of a function is invalidated only by changes to its own file:
+after editing one of those kernels, change this file too (a comment will do)
+or clear ``__pycache__``. ``tests/test_float_split.py`` compares both paths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._float_planes_numba import join32, join_heads16, split_heads, split_heads16
+from ._rans_numba import decode, encode_stream, estimate_bounds, masked_histogram, read_table, slot_table
+
+CODING_RANS = 2
+STATE_BYTES = 32  # rans._STATE_BYTES
+MAX_SCALE_BITS = 15  # rans.MAX_SCALE_BITS
+DEFAULT_MAX_SCALE_BITS = 14  # rans.DEFAULT_MAX_SCALE_BITS
+#: table bytes rans' encode_stream may write besides the words: scale, two varints, the
+#: table (at most 10 bytes an entry), the states
+_HEAD_BOUND = 1 + 20 + 32
+
+
+@njit(inline="always")
+def _scale_bits(total, present):  # pragma: no cover - compiled
+    """``rans._scale_bits``."""
+    need = max(1, np.int64(np.ceil(np.log2(max(present, 1)))) + 1)
+    want = np.int64(1)
+    t = max(total, 1)
+    while t > 0:
+        want += 1
+        t >>= 1
+    return max(min(DEFAULT_MAX_SCALE_BITS, want), min(need, MAX_SCALE_BITS))
+
+
+@njit(inline="always")
+def _total_present(counts):  # pragma: no cover - compiled
+    total = np.int64(0)
+    present = np.int64(0)
+    for s in range(counts.shape[0]):
+        total += counts[s]
+        present += counts[s] > 0
+    return total, present
+
+
+@njit(nogil=True, cache=True)
+def _rans_stream(symbols, counts, out, pos):  # pragma: no cover - compiled
+    """``rans.encode_symbols(symbols, counts)`` written into ``out`` at ``pos``; returns the end
+    position, or -1 when the model cannot code them (the caller then takes the stepwise path)."""
+    total, present = _total_present(counts)
+    scale_bits = _scale_bits(total, present)
+    if (np.int64(1) << scale_bits) < present:
+        return -1
+    head, words = encode_stream(symbols, counts, scale_bits)
+    if head.shape[0] == 0:
+        return -1
+    for k in range(head.shape[0]):
+        out[pos + k] = head[k]
+    pos += head.shape[0]
+    for k in range(words.shape[0]):
+        w = words[k]
+        out[pos + 2 * k] = w & 0xFF
+        out[pos + 2 * k + 1] = w >> 8
+    return pos + 2 * words.shape[0]
+
+
+@njit(nogil=True, cache=True)
+def _encode_heads(heads, tails, candidates):  # pragma: no cover - compiled
+    n = heads.shape[0]
+    status = 0
+    # low_bits: one histogram at the finest candidate, coarser ones by summing (_choose_low_bits)
+    finest = candidates[0]
+    for c in candidates:
+        finest = min(finest, c)
+    base = masked_histogram(heads, 0x7FFF, finest, np.int64(1) << (15 - finest))
+    low_bits = finest
+    counts = base
+    if candidates.shape[0] > 1:
+        best_size = np.int64(-1)
+        for c in candidates:
+            group = np.int64(1) << (c - finest)
+            coarse = np.zeros(base.shape[0] // group, dtype=np.int64)
+            for s in range(base.shape[0]):
+                coarse[s // group] += base[s]
+            low, high = estimate_bounds(coarse, STATE_BYTES, MAX_SCALE_BITS, DEFAULT_MAX_SCALE_BITS)
+            if low != high:
+                status = 1
+            size = low + (n * (c + 1) + 7) // 8
+            if best_size < 0 or size < best_size:
+                best_size, low_bits, counts = size, c, coarse
+    if low_bits == 3 or low_bits == 7:
+        symbols, residual = split_heads16(heads, low_bits)
+    else:
+        symbols, residual = split_heads(heads, 16, low_bits)
+    # the symbol stream with its stream header (coding, u32 length)
+    sym = np.empty(5 + _HEAD_BOUND + 10 * counts.shape[0] + 2 * (n + 1), dtype=np.uint8)
+    end = _rans_stream(symbols, counts, sym, 5)
+    if end < 0:
+        return 2, low_bits, sym[:0], residual, tails, np.zeros(0, np.int64), sym[:0], np.zeros(0, np.int64)
+    length = end - 5
+    sym[0] = CODING_RANS
+    for k in range(4):
+        sym[1 + k] = (length >> (8 * k)) & 0xFF
+    # each plane: its 256-bin histogram, the size estimate, and its rANS stream when the estimate
+    # says rANS may beat raw (the caller compares it with zstd as _smallest_byte_coding did)
+    n_planes = 1 + tails.shape[0]
+    estimates = np.zeros(n_planes, dtype=np.int64)
+    offsets = np.zeros(n_planes + 1, dtype=np.int64)
+    capacity = n_planes * (_HEAD_BOUND + 10 * 256) + 2 * (residual.shape[0] + 1) + 2 * tails.shape[0] * (n + 1)
+    coded = np.empty(capacity, dtype=np.uint8)
+    pos = np.int64(0)
+    for p in range(n_planes):
+        plane = residual if p == 0 else tails[p - 1]
+        plane_counts = masked_histogram(plane, 0xFF, 0, 256)
+        low, high = estimate_bounds(plane_counts, STATE_BYTES, MAX_SCALE_BITS, DEFAULT_MAX_SCALE_BITS)
+        if low != high:
+            status = 1
+        estimates[p] = low
+        if plane.shape[0] and low < 0.98 * plane.shape[0]:
+            at = _rans_stream(plane, plane_counts, coded, pos)
+            if at < 0:
+                status = 2
+            else:
+                pos = at
+        offsets[p + 1] = pos
+    return status, low_bits, sym[:end], residual, tails, estimates, coded[:pos], offsets
+
+
+@njit(nogil=True, cache=True)
+def encode16(heads, candidates):  # pragma: no cover - compiled
+    """F16/BF16 (the heads are the elements): see :func:`encode_split`."""
+    return _encode_heads(heads, np.empty((0, heads.shape[0]), dtype=np.uint8), candidates)
+
+
+@njit(nogil=True, cache=True)
+def encode32(words, candidates):  # pragma: no cover - compiled
+    """F32 / C64 as uint32 words: heads and tail planes in one pass (``heads_tails32``), then
+    :func:`encode_split`."""
+    n = words.shape[0]
+    heads = np.empty(n, dtype=np.uint16)
+    tails = np.empty((2, n), dtype=np.uint8)
+    for i in range(n):
+        v = words[i]
+        heads[i] = v >> 16
+        tails[0, i] = (v >> 8) & 0xFF
+        tails[1, i] = v & 0xFF
+    return _encode_heads(heads, tails, candidates)
+
+
+@njit(nogil=True, cache=True)
+def encode64(words, candidates):  # pragma: no cover - compiled
+    """F64 / C128 as uint64 words (``heads_tails64``), then :func:`encode_split`."""
+    n = words.shape[0]
+    heads = np.empty(n, dtype=np.uint16)
+    tails = np.empty((6, n), dtype=np.uint8)
+    for i in range(n):
+        v = words[i]
+        heads[i] = v >> 48
+        for t in range(6):
+            tails[t, i] = (v >> (8 * (5 - t))) & 0xFF
+    return _encode_heads(heads, tails, candidates)
+
+
+# -- decoding ---------------------------------------------------------------------------------
+CODING_RAW, CODING_ZSTD = 0, 1
+RANS_L = 1 << 15
+
+
+@njit(inline="always")
+def _varint(raw, pos):  # pragma: no cover - compiled
+    """``varint.get(raw, pos, max_bits=42)``; (-1, pos) where that raises."""
+    value = np.int64(0)
+    shift = 0
+    while True:
+        if pos >= raw.shape[0]:
+            return np.int64(-1), pos
+        byte = np.int64(raw[pos])
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if value >> 42:
+                return np.int64(-1), pos
+            return value, pos
+        shift += 7
+        if shift >= 49:
+            return np.int64(-1), pos
+
+
+@njit(nogil=True, cache=True)
+def rans_decode(raw, count, alphabet, out):  # pragma: no cover - compiled
+    """``rans.decode_symbols(raw, count, out.dtype, alphabet)`` into ``out``: 0, or non-zero
+    wherever that raises (the caller then asks it, for its error)."""
+    n = raw.shape[0]
+    if n < 1:
+        return 3
+    scale_bits = np.int64(raw[0])
+    if scale_bits < 1 or scale_bits > MAX_SCALE_BITS:
+        return 3
+    first, pos = _varint(raw, 1)
+    if first < 0:
+        return 3
+    entries, pos = _varint(raw, pos)
+    if entries < 0 or first + entries > min(alphabet, 1 << 16):
+        return 3
+    freq = np.zeros(first + entries, dtype=np.int64)
+    pos = read_table(raw, pos, freq[first:])
+    if pos < 0:
+        return 3
+    total = np.int64(0)
+    for s in range(freq.shape[0]):
+        total += freq[s]
+    if count and total != np.int64(1) << scale_bits:
+        return 3
+    if n < pos + STATE_BYTES or (n - pos - STATE_BYTES) % 2:
+        return 3
+    states = np.empty(8, dtype=np.int64)
+    for lane in range(8):
+        at = pos + 4 * lane
+        states[lane] = (np.int64(raw[at]) | (np.int64(raw[at + 1]) << 8) | (np.int64(raw[at + 2]) << 16)
+                        | (np.int64(raw[at + 3]) << 24))
+    body = pos + STATE_BYTES
+    n_words = (n - body) // 2
+    if count == 0:
+        if n_words:
+            return 3
+        for lane in range(8):
+            if states[lane] != RANS_L:
+                return 3
+        return 0
+    for lane in range(8):
+        if states[lane] < RANS_L or states[lane] >= RANS_L << 16:
+            return 3
+    words = np.zeros(n_words + 8, dtype=np.uint16)
+    for k in range(n_words):
+        words[k] = np.uint16(raw[body + 2 * k]) | (np.uint16(raw[body + 2 * k + 1]) << 8)
+    table = slot_table(freq, scale_bits)
+    return decode(words, states, count, table, scale_bits, out)
+
+
+@njit(nogil=True, cache=True)
+def _plane_into(payload, coding, start, length, zdata, zstart, dest):  # pragma: no cover - compiled
+    """A byte plane of ``dest.shape[0]`` bytes into ``dest`` whatever its coding
+    (``_decode_byte_plane``); returns the status."""
+    size = dest.shape[0]
+    if coding == CODING_RAW:
+        if length != size:
+            return 4
+        for k in range(size):
+            dest[k] = payload[start + k]
+        return 0
+    if coding == CODING_ZSTD:  # decompressed by the caller, its size checked there
+        for k in range(size):
+            dest[k] = zdata[zstart + k]
+        return 0
+    if coding != CODING_RANS:
+        return 5
+    return rans_decode(payload[start : start + length], size, 256, dest)
+
+
+@njit(nogil=True, cache=True)
+def decode_split(payload, codings, starts, lengths, zdata, zstarts, count, itemsize, low_bits, out):  # pragma: no cover
+    """A chunk of 16-bit-head floats into ``out`` (uint8, ``count * itemsize``): every stream
+    decoded and the elements joined in one call. Streams (symbols, residual, tail planes) are
+    given by coding, start and length in ``payload``; zstd-coded planes already decompressed
+    into ``zdata`` at ``zstarts``. Returns 0, or non-zero wherever the stepwise decoder raises."""
+    n_tails = itemsize - 2
+    residual_bytes = (count * (low_bits + 1) + 7) // 8
+    padded = np.zeros(residual_bytes + 8, dtype=np.uint8)  # join_heads16 reads past the end
+    status = _plane_into(payload, codings[1], starts[1], lengths[1], zdata, zstarts[1], padded[:residual_bytes])
+    if status:
+        return status
+    tails = np.empty((n_tails, count), dtype=np.uint8)
+    for t in range(n_tails):
+        status = _plane_into(payload, codings[2 + t], starts[2 + t], lengths[2 + t], zdata, zstarts[2 + t], tails[t])
+        if status:
+            return status
+    if codings[0] != CODING_RANS:
+        return 5
+    symbols = np.empty(count, dtype=np.uint16)
+    status = rans_decode(payload[starts[0] : starts[0] + lengths[0]], count, np.int64(1) << (15 - low_bits), symbols)
+    if status:
+        return status
+    if itemsize == 4 and (low_bits == 3 or low_bits == 7):
+        join32(symbols, padded, tails[0], tails[1], low_bits, out.view(np.uint32))
+    else:
+        join_heads16(symbols, padded, tails, itemsize, low_bits, out, out.view(np.uint16))
+    return 0
