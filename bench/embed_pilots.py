@@ -255,9 +255,133 @@ def spherical(data, sign) -> None:
             show(sign, bits, f"spherical hashing, {iterations} rounds", recall(data, codec))
 
 
+def _codec(center, projection, bits=None) -> BinaryCodec:
+    bits = projection.shape[1] if bits is None else bits
+    return BinaryCodec("adaptive", 384, 384, bits, np.asarray(center, np.float32), np.zeros(bits, np.float32),
+                       np.ascontiguousarray(projection, dtype=np.float32))
+
+
+def _sources(data):
+    return (("fit", data["fit"]), ("corpus", data["corpus"]))
+
+
+def partial(data, sign, seeds_=4) -> None:
+    """Fifth round, idea A: partial centring. Sign codes estimate the angle between the *centred*
+    vectors, but the truth ranks by the cosine of the raw ones (|mean| = 0.35 on MiniLM): centre on
+    ``alpha * mean`` (PCA of the second moment about that point, then ITQ), alpha 0 = no centring."""
+    grid = os.environ.get("PILOT_GRID", "384:fit,corpus:0,0.5,0.75,1")  # bits:sources:alphas;...
+    for part in grid.split(";"):
+        bits, sources, alphas = part.split(":")
+        bits = int(bits)
+        for source in sources.split(","):
+            x = data[source]
+            mean = x.mean(axis=0)
+            for alpha in map(float, alphas.split(",")):
+                center = alpha * mean
+                shifted = x - center
+                with _one_blas_thread():
+                    _, vectors = np.linalg.eigh(shifted.T.astype(np.float64) @ shifted)
+                basis = np.ascontiguousarray(vectors[:, ::-1][:, :bits], np.float32)
+                values = [recall(data, _codec(center, basis @ itq_rotation(shifted @ basis, seed)))
+                          for seed in range(seeds_)]
+                show(sign, bits, f"fitted on {source}: centre alpha={alpha} x mean, PCA + ITQ", values)
+
+
+def block_rotation(v, blocks, seed, *, interleave=True):
+    """ITQ within ``blocks`` groups of PCA components (component i in group i % blocks if
+    interleaved, so every group spans the spectrum; else contiguous runs): a block-diagonal
+    rotation with 384 * 384 / blocks parameters instead of 384 * 384."""
+    width = v.shape[1]
+    order = np.arange(width)
+    groups = [order[g::blocks] for g in range(blocks)] if interleave else np.array_split(order, blocks)
+    rotation = np.zeros((width, width), np.float32)
+    for g, columns in enumerate(groups):
+        rotation[np.ix_(columns, columns)] = itq_rotation(v[:, columns], seed * 1000 + g)
+    return rotation
+
+
+def blocks(data, sign, seeds_=4) -> None:
+    """Fifth round, idea B: ITQ rotations with far fewer free parameters, so they cannot adapt to
+    the rows they are fitted on: block-diagonal over groups of PCA components."""
+    for source, x in _sources(data):
+        center, _, vectors = pca(x)
+        v = (x - center) @ vectors
+        for count, interleave in ((96, True), (48, True), (24, True), (12, True), (6, True), (24, False)):
+            values = [recall(data, _codec(center, vectors @ block_rotation(v, count, seed, interleave=interleave)))
+                      for seed in range(seeds_)]
+            show(sign, 384, f"fitted on {source}: ITQ in {count} {'interleaved' if interleave else 'contiguous'}"
+                 f" blocks of {384 // count}", values)
+
+
+def union(data, sign, seeds_=4) -> None:
+    """Fifth round, idea C1: fit on the corpus and the 10,000-passage sample together (20,000 rows)."""
+    x = np.concatenate([data["corpus"], data["sample"]])
+    show(sign, 384, "PCA + ITQ fitted on corpus + 10,000 sample", [recall(data, fit(x, seed=s)) for s in range(seeds_)])
+    x = np.concatenate([data["corpus"], data["fit"]])
+    show(sign, 384, "PCA + ITQ fitted on corpus + 2,000 sample", [recall(data, fit(x, seed=s)) for s in range(seeds_)])
+
+
+def select_bits(bits_pm, nearest, rng, bits=384, positives=10, negatives=(10, 50), anchors=3000):
+    """Greedy choice of ``bits`` columns of ``bits_pm`` (rows' candidate bits as +/-1) maximising the
+    signal-to-noise ratio mean(M) / std(M) of the Hamming margin M = H(a, n) - H(a, p) over triplets:
+    anchor a, p one of its ``positives`` nearest rows (float cosine), n one ranked ``negatives``."""
+    n = len(bits_pm)
+    chosen_anchors = rng.choice(n, min(anchors, n), replace=False)
+    a = np.repeat(chosen_anchors, positives)
+    p = nearest[chosen_anchors, 1:positives + 1].reshape(-1)
+    neg = nearest[a, rng.integers(negatives[0] + 1, negatives[1] + 1, len(a))]
+    c = bits_pm[a] * (bits_pm[p] - bits_pm[neg]) / 2  # per bit: cut(a, n) - cut(a, p), in {-1, 0, 1}
+    c = np.ascontiguousarray(c, dtype=np.float32)
+    t = len(c)
+    mu = c.mean(axis=0)
+    var_b = (c * c).mean(axis=0) - mu * mu
+    margin = np.zeros(t, np.float32)
+    m, var = 0.0, 0.0
+    selected = np.zeros(c.shape[1], bool)
+    order = []
+    with _one_blas_thread():
+        for _ in range(bits):
+            cov = (margin @ c) / t - m * mu
+            new_mean = m + mu
+            new_var = var + var_b + 2 * cov
+            score = new_mean / np.sqrt(np.maximum(new_var, 1e-12))
+            score[selected] = -np.inf
+            best = int(np.argmax(score))
+            selected[best] = True
+            order.append(best)
+            margin += c[:, best]
+            m, var = float(new_mean[best]), float(new_var[best])
+    return np.array(order), m / np.sqrt(var)
+
+
+def pool(data, sign) -> None:
+    """Fifth round, idea C: an over-complete pool of candidate hyperplanes (several ITQ rotations,
+    or PCA + random rotations) and a greedy choice of 384 of them by the margin SNR of neighbour
+    triplets on the fit rows (no query involved)."""
+    for source, x in _sources(data):
+        center, _, vectors = pca(x)
+        centered = x - center
+        v = centered @ vectors
+        sub = x if len(x) <= 4000 else x[np.random.default_rng(1).choice(len(x), 4000, replace=False)]
+        sub_centered = sub - center
+        nearest = exact_topk(sub, sub, 51)
+        for kind, count in (("ITQ", 1), ("ITQ", 2), ("ITQ", 4), ("random", 4)):
+            values, snrs = [], []
+            for seed in range(2):
+                rotations = [itq_rotation(v, seed * 10 + r, 50 if kind == "ITQ" else 0) for r in range(count)]
+                directions = np.concatenate([vectors @ r for r in rotations], axis=1)
+                bits_pm = np.sign(sub_centered @ directions).astype(np.float32)
+                order, snr = select_bits(bits_pm, nearest, np.random.default_rng(seed))
+                snrs.append(snr)
+                values.append(recall(data, _codec(center, directions[:, np.sort(order)])))
+            show(sign, 384, f"fitted on {source}: 384 of {count} {kind} rotations x 384 bits (margin SNR "
+                 f"{np.mean(snrs):.3f})", values)
+
+
 def main() -> None:
     pilots = {"alloc": alloc, "seeds": seeds, "rounds": rounds, "neighbours": neighbours, "rect": rect,
-              "spherical": spherical, "anisotropic": anisotropic}
+              "spherical": spherical, "anisotropic": anisotropic,
+              "partial": partial, "blocks": blocks, "union": union, "pool": pool}
     chosen = sys.argv[1:] or list(pilots)
     unknown = [name for name in chosen if name not in pilots]
     if unknown:
