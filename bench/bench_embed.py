@@ -94,7 +94,7 @@ def quality(vectors) -> tuple[list[list], dict]:
 
 #: ITQ restarts of the default codecs: the spread the seed-0 rows above sit in (seed 0 is fit's default)
 SPREAD_SEEDS = 5
-SPREAD_CONFIGS = ((384, "fit"), (192, "fit"), (192, "sample"), (384, "corpus"))
+SPREAD_CONFIGS = ((384, "fit"), (384, "sample"), (384, "corpus"), (192, "fit"), (192, "sample"), (192, "corpus"))
 
 
 def seed_spread(vectors) -> list[list]:

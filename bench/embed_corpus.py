@@ -121,6 +121,8 @@ def split() -> dict[str, list[str]]:
         texts = passages()
         CACHE.mkdir(parents=True, exist_ok=True)
         cached.write_text("\n".join(texts))
+    # a smaller corpus (its first passages) embeds faster, for a check; the fit sample stays where it is
+    corpus = min(int(os.environ.get("BIE_EMBED_CORPUS", CORPUS)), CORPUS)
     needed = QUERIES + CORPUS + FIT
     # the bench's own list must give the 10,000-passage sample; another corpus only the three parts
     if len(texts) < needed + (FIT_EXTRA if packages() == PACKAGES else 0):
@@ -129,7 +131,7 @@ def split() -> dict[str, list[str]]:
         "queries": texts[:QUERIES],
         "fit": texts[QUERIES + CORPUS:needed],
         "fit_extra": texts[needed:needed + FIT_EXTRA],
-        "corpus": texts[QUERIES:QUERIES + CORPUS],
+        "corpus": texts[QUERIES:QUERIES + corpus],
     }
     if len(parts["fit_extra"]) < FIT_EXTRA:
         del parts["fit_extra"]

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from bie_cli.embed import BinaryCodec, fit, search, search_asymmetric, search_reference
-from bie_cli.embed.evaluate import exact_topk, recall_at_k
 from bie_cli.embed.codec import normalize
+from bie_cli.embed.evaluate import exact_topk, recall_at_k
 from bie_cli.embed.fit import CENTER_FRACTION, MAX_OFFSET, center_fraction, itq_rotation
 from bie_cli.embed.search import rescore_reference, search_asymmetric_reference
 from bie_cli.embed.store import load_codes, save_codes
