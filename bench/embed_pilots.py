@@ -316,6 +316,7 @@ def blocks(data, sign, seeds_=4) -> None:
 
 def union(data, sign, seeds_=4) -> None:
     """Fifth round, idea C1: fit on the corpus and the 10,000-passage sample together (20,000 rows)."""
+    seeds_ = int(os.environ.get("PILOT_SEEDS", seeds_))
     x = np.concatenate([data["corpus"], data["sample"]])
     show(sign, 384, "PCA + ITQ fitted on corpus + 10,000 sample", [recall(data, fit(x, seed=s)) for s in range(seeds_)])
     x = np.concatenate([data["corpus"], data["fit"]])
