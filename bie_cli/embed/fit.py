@@ -45,8 +45,9 @@ DEFAULT_LEVELS = 1
 #: one bit per component (no merged bits): centre on this fraction of the sample mean, not the whole
 #: mean. Sign codes estimate the angle between centred vectors, but the truth is the cosine of the raw
 #: ones (MiniLM's mean has norm 0.35): full centring balances the bits but distorts that angle, no
-#: centring keeps the angle but wastes bits. Measured on MiniLM (docs/embed.md, fifth round): 0.5
-#: gave +1.1 points at 384 bits and +0.8 at 192 from a separate sample, +1.6 / +1.0 fitted on the corpus
+#: centring keeps the angle but wastes bits. Measured on MiniLM (docs/embed.md, fifth round, 4 ITQ seeds):
+#: 0.5 gave +1.1 points at 384 bits and +0.8 at 192 from a 2,000-row sample, +1.6 / +0.9 fitted on the
+#: corpus; on a second corpus +1.9 / +0.5 and +2.0 / +0.9 (0.3-0.75 measured alike)
 CENTER_FRACTION = 0.5
 #: ... unless that leaves an offset over this fraction of the rows' rms distance to the mean (data with a
 #: dominant common direction would get nearly constant bits): then the centre moves closer to the mean.
