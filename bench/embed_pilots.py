@@ -7,6 +7,7 @@
     HF_HUB_OFFLINE=1 python -m bench.embed_pilots rect         # 192 bits from PCA 208-256 by a rectangular ITQ
     HF_HUB_OFFLINE=1 python -m bench.embed_pilots spherical    # spherical hashing, searched by Hamming distance
     HF_HUB_OFFLINE=1 python -m bench.embed_pilots anisotropic  # ITQ under ScaNN's anisotropic loss
+    HF_HUB_OFFLINE=1 python -m bench.embed_pilots fitspeed     # coarse-to-fine ITQ with early stop vs 50 full rounds
 
 Same vectors and truth as bench/bench_embed.py (cached MiniLM embeddings, exact float32
 cosine top-10 of the 1,000 queries over the 10,000 corpus passages). Codecs are fitted on
@@ -415,11 +416,34 @@ def second(data, sign, seeds_=4) -> None:
     print(f"sign at zero 384, Hamming top 40 re-ranked: {recall_at_k(found, data['truth']):.4f}")
 
 
+def fitspeed(data, sign, seeds_=4) -> None:
+    """The default fit's time and recall, and with other ITQ settings (BIE_FITSPEED="label=rounds,tolerance,pull;...")."""
+    fit_module = sys.modules["bie_cli.embed.fit"]
+    names = ("ITQ_ITERATIONS", "ITQ_TOLERANCE", "POLAR_PULL")
+    variants = dict(v.split("=") for v in os.environ.get("BIE_FITSPEED", "default=").split(";"))
+    saved = {name: getattr(fit_module, name) for name in names}
+    for source in ("fit", "corpus"):
+        for bits in (384, 192):
+            for label, values_ in variants.items():
+                for name, value in zip(names, values_.split(",") if values_ else (), strict=False):
+                    setattr(fit_module, name, type(saved[name])(value))
+                values, seconds = [], []
+                for seed in range(seeds_):
+                    started = time.perf_counter()
+                    codec = fit(data[source], bits=bits, seed=seed)
+                    seconds.append(time.perf_counter() - started)
+                    values.append(recall(data, codec))
+                for name in names:
+                    setattr(fit_module, name, saved[name])
+                show(sign, bits, f"fit on {source} ({len(data[source])}), {label} ({values_ or 'as set'}), "
+                     f"fit {np.median(seconds):.2f} s median", values)
+
+
 def main() -> None:
     pilots = {"alloc": alloc, "seeds": seeds, "rounds": rounds, "neighbours": neighbours, "rect": rect,
               "spherical": spherical, "anisotropic": anisotropic,
               "partial": partial, "blocks": blocks, "union": union, "pool": pool,
-              "second": second}
+              "second": second, "fitspeed": fitspeed}
     chosen = sys.argv[1:] or list(pilots)
     unknown = [name for name in chosen if name not in pilots]
     if unknown:

@@ -95,6 +95,21 @@ def test_itq_rotation_is_orthogonal_and_reduces_quantization_error(sample):
     assert error(rotation) < error(random_rotation)
 
 
+def test_itq_rotation_matches_plain_itq_and_handles_a_null_direction():
+    """The sparse cross-product update and the eigh polar factor give plain ITQ's rotation (dense
+    products, SVD); a direction without variance (rank-deficient cross product) still gives a rotation."""
+    v = np.random.default_rng(3).standard_normal((500, 24)).astype(np.float32) * np.linspace(1, 3, 24, dtype=np.float32)
+    rotation, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((24, 24)))
+    rotation = rotation.astype(np.float32)
+    for _ in range(4):
+        u, _, wt = np.linalg.svd(v.T @ np.copysign(np.float32(1), v @ rotation))
+        rotation = u @ wt
+    np.testing.assert_allclose(itq_rotation(v, 0, 4), rotation, atol=1e-4)
+    v[:, 5] = 0.0
+    rotation = itq_rotation(v, 0, 6)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(24), atol=1e-4)
+
+
 def test_adaptive_beats_sign_at_zero_on_offset_data(sample):
     """Vectors with a common offset: sign at zero wastes bits that are almost constant."""
     corpus, queries = clustered(1500, seed=1), clustered(100, seed=2)

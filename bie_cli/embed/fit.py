@@ -33,6 +33,11 @@ from .codec import METHODS, BinaryCodec, check_vectors, normalize
 
 ITQ_ITERATIONS = 50
 ITQ_MAX_ROWS = 20_000
+#: ITQ stops once a round flips fewer than this fraction of the signs (on MiniLM the 50th round still
+#: flips 0.08%, and 15 or 25 rounds instead of 50 lost 0.3-0.9 points fitted on the corpus)
+ITQ_TOLERANCE = 1e-4
+#: the Procrustes step's pull towards the previous rotation (in units of the largest singular value)
+POLAR_PULL = 1e-5
 ITQ_SEED = 0
 #: a merged bit is 0 only if both components are below their thresholds: put each
 #: threshold at the sqrt(1/2) quantile so that happens half the time (a balanced bit)
@@ -174,21 +179,50 @@ def _fit_double_bit(x, input_dim, dims, bits, seed) -> BinaryCodec:
     return BinaryCodec("adaptive", input_dim, dims, bits, single.center, thresholds, projection)
 
 
-def itq_rotation(v: np.ndarray, seed: int = ITQ_SEED, iterations: int = ITQ_ITERATIONS) -> np.ndarray:
-    """Iterative quantization (Gong & Lazebnik): the orthogonal R minimising ||sign(vR) - vR||."""
+def itq_rotation(
+    v: np.ndarray, seed: int = ITQ_SEED, iterations: int | None = None, *, tolerance: float | None = None
+) -> np.ndarray:
+    """Iterative quantization (Gong & Lazebnik): the orthogonal R minimising ||sign(vR) - vR||.
+
+    ``iterations`` rounds (``ITQ_ITERATIONS``) of ``B = sign(vR)`` then the Procrustes
+    ``R = polar(v^T B)``; the cross product ``v^T B`` is updated by the flipped signs only (a numba
+    kernel, :mod:`._fit_numba`) and the polar factor comes from the eigenvectors of ``M^T M`` (half
+    the cost of an SVD; :func:`_polar`). Stops early once a round flips fewer than ``tolerance`` of the signs.
+    """
+    from ._fit_numba import update_cross
+
+    iterations = ITQ_ITERATIONS if iterations is None else int(iterations)
+    tolerance = ITQ_TOLERANCE if tolerance is None else float(tolerance)
     width = v.shape[1]
     rng = np.random.default_rng(seed)
     rotation, _ = np.linalg.qr(rng.standard_normal((width, width)))
     rotation = rotation.astype(np.float32)
     v = np.ascontiguousarray(v, dtype=np.float32)
-    codes = np.empty_like(v)  # B = sign(vR) as ±1, computed in place (one buffer for every round)
+    codes = np.empty_like(v)  # vR, one buffer for every round
+    negative = np.zeros(v.shape, dtype=bool)  # B = +1 everywhere: v^T B is every column's sum of v
+    cross_t = np.repeat(v.sum(axis=0, dtype=np.float64)[None, :], width, axis=0)  # (v^T B)^T
+    limit = tolerance * v.size
     with _one_blas_thread():
-        for _ in range(iterations):
+        for round_ in range(iterations):
             np.matmul(v, rotation, out=codes)
-            np.copysign(np.float32(1), codes, out=codes)
-            u, _, wt = np.linalg.svd(v.T @ codes)
-            rotation = u @ wt
-    return rotation.astype(np.float32)
+            if round_ == 0:  # most signs change: one dense product
+                np.less(codes, 0, out=negative)
+                cross_t = (np.where(negative, np.float32(-1), np.float32(1)).T @ v).astype(np.float64)
+            elif update_cross(v, codes, negative, cross_t) < limit:
+                break  # B unchanged (up to tolerance): so is the Procrustes rotation fitting it
+            rotation = _polar(cross_t.T, rotation.astype(np.float64)).astype(np.float32)
+    return rotation
+
+
+def _polar(m: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """The Procrustes rotation: the orthogonal factor U W^T of m = U S W^T, from the eigenvectors of
+    m^T m (half the cost of an SVD). ``m`` is rank-deficient when the rows have a direction without
+    variance (MiniLM's have one), where any rotation fits as well: a pull of POLAR_PULL x the largest
+    singular value towards the ``previous`` rotation settles it (and keeps m^T m well conditioned)."""
+    scale = np.sqrt(np.abs(m).sum(axis=0).max() * np.abs(m).sum(axis=1).max())  # >= the largest singular value
+    m = m + (POLAR_PULL * scale) * previous
+    values, vectors = np.linalg.eigh(m.T @ m)
+    return (m @ vectors / np.sqrt(values)) @ vectors.T
 
 
 def _one_blas_thread():
