@@ -428,7 +428,7 @@ def main() -> None:
         f"Search over {SPEED_CODES:,} codes of 384 bits ({timing.get('cpu', '')}), one thread everywhere "
         f"(numba, BLAS via threadpoolctl, faiss.omp_set_num_threads), median of {SPEED_ROUNDS} interleaved rounds; "
         f"one query at a time ({ONE_BY_ONE} queries) and batched ({SPEED_QUERIES} queries, {BATCH} per call: numpy "
-        "does one matrix-matrix product per call, bie scans the codes once per block of up to 32 queries); "
+        "does one matrix-matrix product per call, bie scans the codes once per block of up to 64 queries); "
         f"*x bie*: median over rounds of (its time / bie Hamming time in the same round). "
         f"{timing.get('blas', '')}; faiss-cpu {timing['faiss'] or 'not installed'}.",
         markdown_table(["search", "ms/query, one at a time", "x bie", "ms/query, batched", "x bie"],
