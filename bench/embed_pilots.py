@@ -7,6 +7,7 @@
     HF_HUB_OFFLINE=1 python -m bench.embed_pilots rect         # 192 bits from PCA 208-256 by a rectangular ITQ
     HF_HUB_OFFLINE=1 python -m bench.embed_pilots spherical    # spherical hashing, searched by Hamming distance
     HF_HUB_OFFLINE=1 python -m bench.embed_pilots anisotropic  # ITQ under ScaNN's anisotropic loss
+    HF_HUB_OFFLINE=1 python -m bench.embed_pilots fitspeed     # coarse-to-fine ITQ with early stop vs 50 full rounds
 
 Same vectors and truth as bench/bench_embed.py (cached MiniLM embeddings, exact float32
 cosine top-10 of the 1,000 queries over the 10,000 corpus passages). Codecs are fitted on
@@ -43,7 +44,7 @@ GAUSS_MSE_1BIT, GAUSS_MSE_3LEVEL, THREE_LEVEL_CUT = 1 - 2 / np.pi, 0.1902, 0.612
 def load():
     v = embed_corpus.embeddings()
     data = {"fit": normalize(v["fit"]), "corpus": normalize(v["corpus"]), "queries": normalize(v["queries"])}
-    data["sample"] = np.concatenate([data["fit"], normalize(v["fit_extra"])])
+    data["sample"] = np.concatenate([data["fit"], normalize(v["fit_extra"])]) if "fit_extra" in v else data["fit"]
     data["truth"] = exact_topk(data["corpus"], data["queries"], K)
     sign = {bits: recall(data, fit(data["fit"], method="sign", bits=bits)) for bits in (384, 192)}
     return data, sign
@@ -255,9 +256,194 @@ def spherical(data, sign) -> None:
             show(sign, bits, f"spherical hashing, {iterations} rounds", recall(data, codec))
 
 
+def _codec(center, projection, bits=None) -> BinaryCodec:
+    bits = projection.shape[1] if bits is None else bits
+    return BinaryCodec("adaptive", 384, 384, bits, np.asarray(center, np.float32), np.zeros(bits, np.float32),
+                       np.ascontiguousarray(projection, dtype=np.float32))
+
+
+def _sources(data):
+    """``PILOT_SOURCES`` (default ``fit,corpus``): the rows the fifth round's pilots fit on."""
+    return tuple((name, data[name]) for name in os.environ.get("PILOT_SOURCES", "fit,corpus").split(","))
+
+
+def partial(data, sign, seeds_=4) -> None:
+    """Fifth round, idea A: partial centring. Sign codes estimate the angle between the *centred*
+    vectors, but the truth ranks by the cosine of the raw ones (|mean| = 0.35 on MiniLM): centre on
+    ``alpha * mean`` (PCA of the second moment about that point, then ITQ), alpha 0 = no centring."""
+    grid = os.environ.get("PILOT_GRID", "384:fit,corpus:0,0.5,0.75,1")  # bits:sources:alphas;...
+    for part in grid.split(";"):
+        bits, sources, alphas = part.split(":")
+        bits = int(bits)
+        for source in sources.split(","):
+            x = data[source]
+            mean = x.mean(axis=0)
+            for alpha in map(float, alphas.split(",")):
+                center = alpha * mean
+                shifted = x - center
+                with _one_blas_thread():
+                    _, vectors = np.linalg.eigh(shifted.T.astype(np.float64) @ shifted)
+                basis = np.ascontiguousarray(vectors[:, ::-1][:, :bits], np.float32)
+                values = [recall(data, _codec(center, basis @ itq_rotation(shifted @ basis, seed)))
+                          for seed in range(seeds_)]
+                show(sign, bits, f"fitted on {source}: centre alpha={alpha} x mean, PCA + ITQ", values)
+
+
+def block_rotation(v, blocks, seed, *, interleave=True):
+    """ITQ within ``blocks`` groups of PCA components (component i in group i % blocks if
+    interleaved, so every group spans the spectrum; else contiguous runs): a block-diagonal
+    rotation with 384 * 384 / blocks parameters instead of 384 * 384."""
+    width = v.shape[1]
+    order = np.arange(width)
+    groups = [order[g::blocks] for g in range(blocks)] if interleave else np.array_split(order, blocks)
+    rotation = np.zeros((width, width), np.float32)
+    for g, columns in enumerate(groups):
+        rotation[np.ix_(columns, columns)] = itq_rotation(v[:, columns], seed * 1000 + g)
+    return rotation
+
+
+def blocks(data, sign, seeds_=4) -> None:
+    """Fifth round, idea B: ITQ rotations with far fewer free parameters, so they cannot adapt to
+    the rows they are fitted on: block-diagonal over groups of PCA components."""
+    for source, x in _sources(data):
+        center, _, vectors = pca(x)
+        v = (x - center) @ vectors
+        for count, interleave in ((48, True), (12, True), (12, False)):
+            values = [recall(data, _codec(center, vectors @ block_rotation(v, count, seed, interleave=interleave)))
+                      for seed in range(int(os.environ.get("PILOT_SEEDS", seeds_)))]
+            show(sign, 384, f"fitted on {source}: ITQ in {count} {'interleaved' if interleave else 'contiguous'}"
+                 f" blocks of {384 // count}", values)
+
+
+def union(data, sign, seeds_=4) -> None:
+    """Fifth round, idea C1: fit on the corpus and the 10,000-passage sample together (20,000 rows)."""
+    seeds_ = int(os.environ.get("PILOT_SEEDS", seeds_))
+    x = np.concatenate([data["corpus"], data["sample"]])
+    show(sign, 384, "PCA + ITQ fitted on corpus + 10,000 sample", [recall(data, fit(x, seed=s)) for s in range(seeds_)])
+    x = np.concatenate([data["corpus"], data["fit"]])
+    show(sign, 384, "PCA + ITQ fitted on corpus + 2,000 sample", [recall(data, fit(x, seed=s)) for s in range(seeds_)])
+
+
+def select_bits(bits_pm, nearest, rng, bits=384, positives=10, negatives=(10, 50), anchors=3000):
+    """Greedy choice of ``bits`` columns of ``bits_pm`` (rows' candidate bits as +/-1) maximising the
+    signal-to-noise ratio mean(M) / std(M) of the Hamming margin M = H(a, n) - H(a, p) over triplets:
+    anchor a, p one of its ``positives`` nearest rows (float cosine), n one ranked ``negatives``."""
+    n = len(bits_pm)
+    chosen_anchors = rng.choice(n, min(anchors, n), replace=False)
+    a = np.repeat(chosen_anchors, positives)
+    p = nearest[chosen_anchors, 1:positives + 1].reshape(-1)
+    neg = nearest[a, rng.integers(negatives[0] + 1, negatives[1] + 1, len(a))]
+    c = bits_pm[a] * (bits_pm[p] - bits_pm[neg]) / 2  # per bit: cut(a, n) - cut(a, p), in {-1, 0, 1}
+    c = np.ascontiguousarray(c, dtype=np.float32)
+    t = len(c)
+    mu = c.mean(axis=0)
+    var_b = (c * c).mean(axis=0) - mu * mu
+    margin = np.zeros(t, np.float32)
+    m, var = 0.0, 0.0
+    selected = np.zeros(c.shape[1], bool)
+    order = []
+    with _one_blas_thread():
+        for _ in range(bits):
+            cov = (margin @ c) / t - m * mu
+            new_mean = m + mu
+            new_var = var + var_b + 2 * cov
+            score = new_mean / np.sqrt(np.maximum(new_var, 1e-12))
+            score[selected] = -np.inf
+            best = int(np.argmax(score))
+            selected[best] = True
+            order.append(best)
+            margin += c[:, best]
+            m, var = float(new_mean[best]), float(new_var[best])
+    return np.array(order), m / np.sqrt(var)
+
+
+def pool(data, sign) -> None:
+    """Fifth round, idea C: an over-complete pool of candidate hyperplanes (several ITQ rotations,
+    or PCA + random rotations) and a greedy choice of 384 of them by the margin SNR of neighbour
+    triplets on the fit rows (no query involved)."""
+    for source, x in _sources(data):
+        center, _, vectors = pca(x)
+        centered = x - center
+        v = centered @ vectors
+        sub = x if len(x) <= 4000 else x[np.random.default_rng(1).choice(len(x), 4000, replace=False)]
+        sub_centered = sub - center
+        nearest = exact_topk(sub, sub, 51)
+        for kind, count in (("ITQ", 1), ("ITQ", 4), ("random", 4)):
+            values, snrs = [], []
+            for seed in range(int(os.environ.get("PILOT_SEEDS", 2))):
+                rotations = [itq_rotation(v, seed * 10 + r, 50 if kind == "ITQ" else 0) for r in range(count)]
+                directions = np.concatenate([vectors @ r for r in rotations], axis=1)
+                bits_pm = np.sign(sub_centered @ directions).astype(np.float32)
+                order, snr = select_bits(bits_pm, nearest, np.random.default_rng(seed))
+                snrs.append(snr)
+                values.append(recall(data, _codec(center, directions[:, np.sort(order)])))
+            show(sign, 384, f"fitted on {source}: 384 of {count} {kind} rotations x 384 bits (margin SNR "
+                 f"{np.mean(snrs):.3f})", values)
+
+
+def second(data, sign, seeds_=4) -> None:
+    """The met goals and the half-mean centring on another corpus (run with
+    ``BIE_EMBED_PACKAGES=second``, e.g. ``BIE_EMBED_CORPUS=4000``): recall@10 at 384 and 192 bits,
+    fitted on the fit sample and on the corpus, the default (half the mean) against the whole mean,
+    and the asymmetric search's top 40 re-ranked by float."""
+    from bie_cli.embed import search_asymmetric
+
+    fit_mod = sys.modules["bie_cli.embed.fit"]
+    print(f"corpus {len(data['corpus'])}, queries {len(data['queries'])}, fit {len(data['fit'])}; packages "
+          f"{os.environ.get('BIE_EMBED_PACKAGES', 'the bench list')}; centre fraction on fit "
+          f"{fit_mod.center_fraction(data['fit']):.3f}")
+    for bits in (384, 192):
+        for source in ("fit", "corpus"):
+            for fraction in (fit_mod.CENTER_FRACTION, 1.0):
+                saved = fit_mod.CENTER_FRACTION
+                fit_mod.CENTER_FRACTION = fraction
+                try:
+                    codecs = [fit(data[source], bits=bits, seed=seed) for seed in range(seeds_)]
+                finally:
+                    fit_mod.CENTER_FRACTION = saved
+                show(sign, bits, f"PCA + ITQ fitted on {source}, centre {fraction} x mean", [recall(data, c) for c in codecs])
+                if fraction != 1.0:
+                    rescored = []
+                    for codec in codecs:
+                        found = search_asymmetric(codec.encode(data["corpus"]), codec.query_weights(data["queries"]),
+                                                  K, rescore=data["corpus"], queries=data["queries"], candidates=40)[0]
+                        rescored.append(recall_at_k(found, data["truth"]))
+                    print("    asymmetric, top 40 re-ranked by float: " + " ".join(f"{v:.4f}" for v in rescored)
+                          + f" | mean {np.mean(rescored):.4f}", flush=True)
+    codec = fit(data["fit"], method="sign")
+    found = search(codec.encode(data["corpus"]), codec.encode(data["queries"]), K, rescore=data["corpus"],
+                   queries=data["queries"], candidates=40)[0]
+    print(f"sign at zero 384, Hamming top 40 re-ranked: {recall_at_k(found, data['truth']):.4f}")
+
+
+def fitspeed(data, sign, seeds_=4) -> None:
+    """The default fit's time and recall, and with other ITQ settings (BIE_FITSPEED="label=rounds,tolerance,pull;...")."""
+    fit_module = sys.modules["bie_cli.embed.fit"]
+    names = ("ITQ_ITERATIONS", "ITQ_TOLERANCE", "POLAR_PULL")
+    variants = dict(v.split("=") for v in os.environ.get("BIE_FITSPEED", "default=").split(";"))
+    saved = {name: getattr(fit_module, name) for name in names}
+    for source in ("fit", "corpus"):
+        for bits in (384, 192):
+            for label, values_ in variants.items():
+                for name, value in zip(names, values_.split(",") if values_ else (), strict=False):
+                    setattr(fit_module, name, type(saved[name])(value))
+                values, seconds = [], []
+                for seed in range(seeds_):
+                    started = time.perf_counter()
+                    codec = fit(data[source], bits=bits, seed=seed)
+                    seconds.append(time.perf_counter() - started)
+                    values.append(recall(data, codec))
+                for name in names:
+                    setattr(fit_module, name, saved[name])
+                show(sign, bits, f"fit on {source} ({len(data[source])}), {label} ({values_ or 'as set'}), "
+                     f"fit {np.median(seconds):.2f} s median", values)
+
+
 def main() -> None:
     pilots = {"alloc": alloc, "seeds": seeds, "rounds": rounds, "neighbours": neighbours, "rect": rect,
-              "spherical": spherical, "anisotropic": anisotropic}
+              "spherical": spherical, "anisotropic": anisotropic,
+              "partial": partial, "blocks": blocks, "union": union, "pool": pool,
+              "second": second, "fitspeed": fitspeed}
     chosen = sys.argv[1:] or list(pilots)
     unknown = [name for name in chosen if name not in pilots]
     if unknown:

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from bie_cli.embed import BinaryCodec, fit, search, search_asymmetric, search_reference
+from bie_cli.embed.codec import normalize
 from bie_cli.embed.evaluate import exact_topk, recall_at_k
-from bie_cli.embed.fit import itq_rotation
+from bie_cli.embed.fit import CENTER_FRACTION, MAX_OFFSET, center_fraction, itq_rotation
 from bie_cli.embed.search import rescore_reference, search_asymmetric_reference
 from bie_cli.embed.store import load_codes, save_codes
 from bie_cli.errors import BadInputError
@@ -56,10 +57,29 @@ def test_fit_shapes_and_balanced_bits(sample, options):
     assert codec.bits == expected_bits
     if codec.method == "adaptive":
         # centring + rotation make every bit informative: none is (nearly) constant on the sample
+        # (single bits are centred on only part of the mean, which leaves them less balanced)
         bits = np.unpackbits(codes, axis=1)[:, :codec.bits].mean(axis=0)
-        assert np.all(np.abs(bits[:codec.keep] - 0.5) < 0.2)
+        partial = codec.info.get("center_fraction", 1.0) < 1
+        assert np.all(np.abs(bits[:codec.keep] - 0.5) < (0.35 if partial else 0.2))
         if codec.merged:
             assert np.all(np.abs(bits[codec.keep:] - 0.5) < 0.15)
+
+
+def test_center_fraction_is_half_the_mean_unless_the_offset_dominates():
+    rng = np.random.default_rng(3)
+    spread = rng.standard_normal((400, 32)).astype(np.float32)
+    mean = np.zeros(32, np.float32)
+    mean[0] = 1.0
+    fractions = [center_fraction(spread * 0.1 + scale * mean) for scale in (0.05, 0.2, 1.0, 3.0)]
+    assert fractions[0] == fractions[1] == CENTER_FRACTION  # a small mean: half of it
+    assert CENTER_FRACTION < fractions[2] < fractions[3] < 1  # a dominant one: closer to all of it
+    x = spread * 0.1 + 3.0 * mean  # the offset left is MAX_OFFSET of the rows' rms distance to the mean
+    rms = np.sqrt(np.square(x - x.mean(axis=0)).sum(axis=1).mean())
+    assert (1 - fractions[3]) * np.linalg.norm(x.mean(axis=0)) == pytest.approx(MAX_OFFSET * rms, rel=1e-4)
+    codec = fit(spread * 0.1 + 0.2 * mean)
+    np.testing.assert_allclose(codec.center, CENTER_FRACTION * normalize(spread * 0.1 + 0.2 * mean).mean(axis=0),
+                               atol=1e-6)
+    assert fit(spread * 0.1 + 0.3 * mean, bits=24, merge=4).info["center_fraction"] == 1.0  # merged: the mean
 
 
 def test_itq_rotation_is_orthogonal_and_reduces_quantization_error(sample):
@@ -73,6 +93,21 @@ def test_itq_rotation_is_orthogonal_and_reduces_quantization_error(sample):
 
     random_rotation, _ = np.linalg.qr(np.random.default_rng(5).standard_normal((16, 16)))
     assert error(rotation) < error(random_rotation)
+
+
+def test_itq_rotation_matches_plain_itq_and_handles_a_null_direction():
+    """The sparse cross-product update and the eigh polar factor give plain ITQ's rotation (dense
+    products, SVD); a direction without variance (rank-deficient cross product) still gives a rotation."""
+    v = np.random.default_rng(3).standard_normal((500, 24)).astype(np.float32) * np.linspace(1, 3, 24, dtype=np.float32)
+    rotation, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((24, 24)))
+    rotation = rotation.astype(np.float32)
+    for _ in range(4):
+        u, _, wt = np.linalg.svd(v.T @ np.copysign(np.float32(1), v @ rotation))
+        rotation = u @ wt
+    np.testing.assert_allclose(itq_rotation(v, 0, 4), rotation, atol=1e-4)
+    v[:, 5] = 0.0
+    rotation = itq_rotation(v, 0, 6)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(24), atol=1e-4)
 
 
 def test_adaptive_beats_sign_at_zero_on_offset_data(sample):

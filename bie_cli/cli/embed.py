@@ -21,7 +21,7 @@ ModelOption = Annotated[
     Optional[str], typer.Option("--model", help="sentence-transformers model directory, to embed text files.")
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Overwrite the output file.")]
-MethodOption = Annotated[str, typer.Option("--method", help="adaptive (default: PCA + ITQ rotation + medians), sign, trained.")]
+MethodOption = Annotated[str, typer.Option("--method", help="adaptive (default: centre on half the mean, PCA + ITQ rotation), sign, trained.")]
 BitsOption = Annotated[Optional[int], typer.Option("--bits", help="Output bits per vector (default: one per used dimension).")]
 DimsOption = Annotated[Optional[int], typer.Option("--dims", help="Use only the first DIMS input dimensions.")]
 MergeOption = Annotated[
