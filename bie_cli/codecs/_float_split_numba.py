@@ -20,8 +20,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._float_planes_numba import join32, join_heads16, split_heads, split_heads16
-from ._rans_numba import decode, encode_stream, estimate_bounds, masked_histogram, read_table, slot_table
+from ._float_planes_numba import heads_tails32, heads_tails64, join32, join_heads16, split_heads, split_heads16
+from ._rans_numba import (
+    decode,
+    encode_stream,
+    estimate_bounds,
+    masked_histogram,
+    read_table,
+    scale_bits_for,
+    slot_table,
+)
 
 CODING_RANS = 2
 STATE_BYTES = 32  # rans._STATE_BYTES
@@ -30,18 +38,6 @@ DEFAULT_MAX_SCALE_BITS = 14  # rans.DEFAULT_MAX_SCALE_BITS
 #: table bytes rans' encode_stream may write besides the words: scale, two varints, the
 #: table (at most 10 bytes an entry), the states
 _HEAD_BOUND = 1 + 20 + 32
-
-
-@njit(inline="always")
-def _scale_bits(total, present):  # pragma: no cover - compiled
-    """``rans._scale_bits``."""
-    need = max(1, np.int64(np.ceil(np.log2(max(present, 1)))) + 1)
-    want = np.int64(1)
-    t = max(total, 1)
-    while t > 0:
-        want += 1
-        t >>= 1
-    return max(min(DEFAULT_MAX_SCALE_BITS, want), min(need, MAX_SCALE_BITS))
 
 
 @njit(inline="always")
@@ -59,7 +55,7 @@ def _rans_stream(symbols, counts, out, pos):  # pragma: no cover - compiled
     """``rans.encode_symbols(symbols, counts)`` written into ``out`` at ``pos``; returns the end
     position, or -1 when the model cannot code them (the caller then takes the stepwise path)."""
     total, present = _total_present(counts)
-    scale_bits = _scale_bits(total, present)
+    scale_bits = scale_bits_for(total, present, MAX_SCALE_BITS, DEFAULT_MAX_SCALE_BITS)
     if (np.int64(1) << scale_bits) < present:
         return -1
     head, words = encode_stream(symbols, counts, scale_bits)
@@ -147,28 +143,14 @@ def encode16(heads, candidates):  # pragma: no cover - compiled
 def encode32(words, candidates):  # pragma: no cover - compiled
     """F32 / C64 as uint32 words: heads and tail planes in one pass (``heads_tails32``), then
     :func:`encode_split`."""
-    n = words.shape[0]
-    heads = np.empty(n, dtype=np.uint16)
-    tails = np.empty((2, n), dtype=np.uint8)
-    for i in range(n):
-        v = words[i]
-        heads[i] = v >> 16
-        tails[0, i] = (v >> 8) & 0xFF
-        tails[1, i] = v & 0xFF
+    heads, tails = heads_tails32(words)
     return _encode_heads(heads, tails, candidates)
 
 
 @njit(nogil=True, cache=True)
 def encode64(words, candidates):  # pragma: no cover - compiled
     """F64 / C128 as uint64 words (``heads_tails64``), then :func:`encode_split`."""
-    n = words.shape[0]
-    heads = np.empty(n, dtype=np.uint16)
-    tails = np.empty((6, n), dtype=np.uint8)
-    for i in range(n):
-        v = words[i]
-        heads[i] = v >> 48
-        for t in range(6):
-            tails[t, i] = (v >> (8 * (5 - t))) & 0xFF
+    heads, tails = heads_tails64(words)
     return _encode_heads(heads, tails, candidates)
 
 

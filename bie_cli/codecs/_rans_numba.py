@@ -275,6 +275,18 @@ def read_table(raw, pos, values):  # pragma: no cover - compiled
     return pos
 
 
+@njit(inline="always")
+def scale_bits_for(total, present, max_scale_bits, default_max_scale_bits):  # pragma: no cover - compiled
+    """``rans._scale_bits``: the table's precision for ``total`` symbols of ``present`` kinds."""
+    need = max(1, np.int64(np.ceil(np.log2(max(present, 1)))) + 1)
+    want = np.int64(1)
+    t = max(total, 1)
+    while t > 0:
+        want += 1
+        t >>= 1
+    return max(min(default_max_scale_bits, want), min(need, max_scale_bits))
+
+
 @njit(nogil=True, cache=True)
 def estimate_bounds(counts, state_bytes, max_scale_bits, default_max_scale_bits):  # pragma: no cover - compiled
     """``rans.estimate_size`` computed here, as (low, high): the estimate with the Shannon
@@ -301,14 +313,7 @@ def estimate_bounds(counts, state_bytes, max_scale_bits, default_max_scale_bits)
         c = counts[s]
         if c > 0:
             bits -= c * np.log2(c / total)
-    need = max(1, np.int64(np.ceil(np.log2(max(present, 1)))) + 1)
-    want = np.int64(0)
-    t = max(total, 1)
-    while t > 0:
-        want += 1
-        t >>= 1
-    want += 1
-    scale_bits = max(min(default_max_scale_bits, want), min(need, max_scale_bits))
+    scale_bits = scale_bits_for(total, present, max_scale_bits, default_max_scale_bits)
     big = np.int64(0)
     for s in range(n):
         c = counts[s]
