@@ -200,18 +200,18 @@ STORED_RAW = "raw"
 
 
 def smaller_or_raw_parts(parts: list, elements) -> tuple[list, dict]:
-    """:func:`smaller_or_raw` for a payload given as parts (see :meth:`Strategy.encode_parts`)."""
+    """``(parts, {})``, or the element bytes themselves with meta ``{"stored": "raw"}`` when
+    coding did not make them smaller: no chunk is ever stored larger than raw. ``parts``: a
+    payload given as buffers (see :meth:`Strategy.encode_parts`)."""
     if sum(len(part) for part in parts) >= len(elements):
         return [bytes(elements)], {"stored": STORED_RAW}
     return parts, {}
 
 
 def smaller_or_raw(payload: bytes, elements) -> tuple[bytes, dict]:
-    """``(payload, {})``, or the element bytes themselves with meta ``{"stored": "raw"}`` when
-    coding did not make them smaller: no chunk is ever stored larger than raw."""
-    if len(payload) >= len(elements):
-        return bytes(elements), {"stored": STORED_RAW}
-    return payload, {}
+    """:func:`smaller_or_raw_parts` for a payload of one buffer."""
+    parts, meta = smaller_or_raw_parts([payload], elements)
+    return parts[0], meta
 
 
 def decode_if_raw(payload, meta: dict, shape: tuple[int, ...], dtype: str) -> np.ndarray | None:

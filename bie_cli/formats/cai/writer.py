@@ -30,6 +30,8 @@ class _State(enum.Enum):
 
 #: records from this size on go to the file descriptor directly (see ContainerWriter._write_record)
 _DIRECT_WRITE = 256 << 10
+#: parts handed to one os.writev (POSIX guarantees at least 16; Linux allows 1024)
+_IOV_MAX = 512
 
 
 def _plain_file_descriptor(out) -> int | None:
@@ -56,8 +58,6 @@ def _write_all(fd: int, parts: list) -> None:
         if written:
             views[0] = views[0][written:]
 
-
-_IOV_MAX = 512
 
 
 def _json_bytes(obj) -> bytes:
