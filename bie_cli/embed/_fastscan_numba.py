@@ -188,21 +188,30 @@ def transpose_codes(codes: np.ndarray) -> np.ndarray:
     return out
 
 
-#: popcount of each 4-bit value
-_NIBBLE_POPCOUNT = np.array([bin(value).count("1") for value in range(16)], dtype=np.uint8)
-
-
 #: row a: ``popcount(a XOR v)`` for v in 0..15 (the table of a query nibble a)
-_XOR_POPCOUNT = _NIBBLE_POPCOUNT[np.arange(16)[:, None] ^ np.arange(16)[None, :]]
+_XOR_POPCOUNT = np.array([[bin(a ^ v).count("1") for v in range(16)] for a in range(16)], dtype=np.uint8)
+
+
+@njit(nogil=True, cache=True)
+def _fill_tables(query_codes, xor_popcount, out):
+    count, width = query_codes.shape
+    for row in range(count):
+        for byte in range(width):
+            value = query_codes[row, byte]
+            base = (row * 2 * width + 2 * byte) * 16
+            high, low = value >> 4, value & 15
+            for v in range(16):
+                out[base + v] = xor_popcount[high, v]
+                out[base + 16 + v] = xor_popcount[low, v]
 
 
 def query_tables(query_codes: np.ndarray) -> np.ndarray:
-    """uint8 [q, b] -> flat uint8 [q * 2b * 16]: ``popcount(query nibble j XOR v)`` for v in 0..15."""
+    """uint8 [q, b] -> flat uint8 [q * 2b * 16]: ``popcount(query nibble j XOR v)`` for v in 0..15
+    (nibble j: the high nibble of byte j // 2 first)."""
     count, width = query_codes.shape
-    nibbles = np.empty((count, 2 * width), dtype=np.uint8)
-    nibbles[:, 0::2] = query_codes >> 4
-    nibbles[:, 1::2] = query_codes & 15
-    return _XOR_POPCOUNT[nibbles.reshape(-1)].reshape(-1)
+    out = np.empty(count * 2 * width * 16, dtype=np.uint8)
+    _fill_tables(np.ascontiguousarray(query_codes), _XOR_POPCOUNT, out)
+    return out
 
 
 @intrinsic

@@ -53,11 +53,19 @@ def fastscan_available() -> bool:
         return False
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    import llvmlite.binding as llvm
     from numba.core import config
 
-    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else llvm.get_host_cpu_features().flatten()
-    return "+avx2" in features.split(",")
+    if config.CPU_FEATURES is not None:
+        return "+avx2" in config.CPU_FEATURES.split(",")
+    if not _HOST_AVX2:  # asking LLVM takes ~0.3 ms
+        import llvmlite.binding as llvm
+
+        _HOST_AVX2.append("+avx2" in llvm.get_host_cpu_features().flatten().split(","))
+    return _HOST_AVX2[0]
+
+
+#: whether the host CPU has AVX2 (filled on first use)
+_HOST_AVX2: list[bool] = []
 
 
 class HammingIndex:
