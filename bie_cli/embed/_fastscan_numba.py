@@ -19,11 +19,14 @@ positions (a byte holds 63 x 4). Two queries share each loaded code vector
 128 codes are prefetched while the current ones run against every query.
 
 Top-k per query is the scheme of :mod:`._search_numba`: a vector compare of
-the 16-bit distances against the query's bound; only tiles with a code under
-it go to the scalar candidate buffer, codes visited in id order (ties: lower id).
+the 16-bit distances against the query's bound; only groups with a code under
+it go to the scalar candidate buffer, which visits just the flagged codes in
+id order (ties: lower id).
 
-This needs AVX2 (``llvm.x86.avx2.pshuf.b``): :func:`available` says whether
-numba's target has it; otherwise :mod:`.search` uses the portable kernels.
+This needs AVX2 (``llvm.x86.avx2.pshuf.b`` through a numba intrinsic, on a
+small ``<32 x i8>`` register type): :func:`.search.fastscan_available` says
+whether numba's target has it; otherwise :mod:`.search` uses the portable
+kernels. Measurements and the variants tried: docs/embed.md, seventh round.
 """
 
 from __future__ import annotations
@@ -391,7 +394,8 @@ def _scan(nib, n, positions, tables, first, last, k, ids_out, scores_out, ahead_
 def hamming_topk_fastscan(nib, n, positions, tables, k, block, ahead_groups=1):
     """Top-k of every query (tables from :func:`query_tables`) over the transposed codes ``nib``
     (:func:`transpose_codes`; ``n`` real codes): ids int64 [q, k], distances int32 [q, k].
-    One ``prange`` iteration per block of ``block`` queries."""
+    One ``prange`` iteration per block of ``block`` queries; ``ahead_groups``: how many groups of
+    128 codes ahead the prefetches run (1 measured best; 0 prefetches nothing useful)."""
     count = tables.shape[0] // (positions * 16)
     ids = np.empty((count, k), dtype=np.int64)
     scores = np.empty((count, k), dtype=np.int32)
