@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from bie_cli.embed import BinaryCodec, fit, search, search_asymmetric, search_reference
+from bie_cli.embed import BinaryCodec, HammingIndex, fit, search, search_asymmetric, search_reference
 from bie_cli.embed.codec import normalize
 from bie_cli.embed.evaluate import exact_topk, recall_at_k
 from bie_cli.embed.fit import CENTER_FRACTION, MAX_OFFSET, center_fraction, itq_rotation
-from bie_cli.embed.search import rescore_reference, search_asymmetric_reference
+from bie_cli.embed.search import fastscan_available, rescore_reference, search_asymmetric_reference
 from bie_cli.embed.store import load_codes, save_codes
 from bie_cli.errors import BadInputError
 
@@ -169,6 +169,7 @@ def _small_codec(index: int) -> BinaryCodec:
                 elements=st.floats(-4, 4, width=32, allow_subnormal=False)),
     index=st.integers(0, len(SMALL_CONFIGS) - 1),
 )
+@example(data=np.full((1, 19), 2.5566021e-23, dtype=np.float32), index=0)  # squares underflow float32
 def test_encode_pack_invariants(data, index):
     codec = _small_codec(index)
     codes = codec.encode(data)
@@ -199,24 +200,71 @@ def test_search_matches_numpy_reference(n, queries, width, bits_used, seed, data
     codes = rng.integers(0, 256, (n, width), dtype=np.uint8) & mask
     query_codes = rng.integers(0, 256, (queries, width), dtype=np.uint8) & mask
     k = data.draw(st.integers(1, n))
-    ids, distances = search(codes, query_codes, k)
     expected_ids, expected_distances = search_reference(codes, query_codes, k)
-    np.testing.assert_array_equal(ids, expected_ids)
-    np.testing.assert_array_equal(distances, expected_distances)
+    # plain codes (one query at a time, or the blocked popcount kernel) and a HammingIndex (the
+    # table-lookup kernel on AVX2: n not a multiple of its 128-code groups, odd query counts)
+    for index in (codes, HammingIndex(codes)):
+        ids, distances = search(index, query_codes, k)
+        np.testing.assert_array_equal(ids, expected_ids)
+        np.testing.assert_array_equal(distances, expected_distances)
 
 
 @pytest.mark.parametrize("k", [1, 7, 300, 2999, 3000])
 def test_search_with_many_buffer_compactions_matches_numpy_reference(k):
     """3,000 codes overflow the kernel's candidate buffer (2k + 256) many times for small k; 3 bits per
     code make thousands of ties at the cutoff, which must still go to the lowest ids. 19 queries: the
-    blocked kernel (one block of 16-19 and, on more threads, a partial one)."""
+    blocked kernel (one block of 16-19 and, on more threads, a partial one), and the table-lookup kernel
+    over a HammingIndex."""
     rng = np.random.default_rng(k)
     codes = rng.integers(0, 8, (3000, 1), dtype=np.uint8)
     query_codes = rng.integers(0, 8, (19, 1), dtype=np.uint8)
-    ids, distances = search(codes, query_codes, k)
     expected_ids, expected_distances = search_reference(codes, query_codes, k)
-    np.testing.assert_array_equal(ids, expected_ids)
-    np.testing.assert_array_equal(distances, expected_distances)
+    for index in (codes, HammingIndex(codes)):
+        ids, distances = search(index, query_codes, k)
+        np.testing.assert_array_equal(ids, expected_ids)
+        np.testing.assert_array_equal(distances, expected_distances)
+
+
+@pytest.mark.parametrize("width", [48])
+def test_table_lookup_search_of_wide_codes_matches_numpy_reference(width):
+    """More than 63 nibble positions: the kernel's byte sums are widened to 16 bits in two chunks.
+    130 queries also take the table-lookup path on plain codes (transposed per call). Two bits per byte
+    make many ties; distances reach every part of [0, 8 * width]."""
+    rng = np.random.default_rng(width)
+    codes = rng.integers(0, 256, (700, width), dtype=np.uint8) & np.uint8(0x81)
+    codes[:40] = 0  # distance = popcount of the query: a long run of equal distances
+    codes[40:60] = 0xFF
+    query_codes = rng.integers(0, 256, (130, width), dtype=np.uint8) & np.uint8(0x81)
+    query_codes[0] = 0xFF  # its nearest codes are 40..59, then the ones with most bits set
+    index = HammingIndex(codes)
+    assert (index.transposed is not None) == fastscan_available()
+    for k in (1, 25, 700):
+        expected_ids, expected_distances = search_reference(codes, query_codes, k)
+        for found in (search(index, query_codes, k), search(index, query_codes[:3], k),
+                      search(codes, query_codes, k)):
+            np.testing.assert_array_equal(found[0], expected_ids[:len(found[0])])
+            np.testing.assert_array_equal(found[1], expected_distances[:len(found[1])])
+
+
+def test_table_lookup_kernel_is_used_only_with_avx2(monkeypatch):
+    """No AVX2 in numba's target (NUMBA_CPU_NAME=generic sets no features) or BIE_EMBED_FASTSCAN=0:
+    the index keeps only the codes and the portable kernels give the same results."""
+    from numba.core import config
+
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (300, 6), dtype=np.uint8)
+    query_codes = rng.integers(0, 256, (20, 6), dtype=np.uint8)
+    expected = search_reference(codes, query_codes, 5)
+    monkeypatch.setattr(config, "CPU_FEATURES", "")
+    assert not fastscan_available()
+    monkeypatch.setattr(config, "CPU_FEATURES", None)
+    monkeypatch.setenv("BIE_EMBED_FASTSCAN", "0")
+    assert not fastscan_available()
+    index = HammingIndex(codes)
+    assert index.transposed is None and len(index) == 300 and index.shape == (300, 6)
+    for found in (search(index, query_codes, 5), index.search(query_codes[:1], 5)):
+        np.testing.assert_array_equal(found[0], expected[0][:len(found[0])])
+        np.testing.assert_array_equal(found[1], expected[1][:len(found[1])])
 
 
 @settings(max_examples=20, deadline=None)
@@ -237,6 +285,9 @@ def test_rescoring_matches_numpy_reference(n, seed, data):
     int8_ids, _ = search(codes, query_codes, k, rescore=vectors.astype(np.int8), queries=query_vectors,
                          candidates=candidates)
     np.testing.assert_array_equal(int8_ids, expected_ids)
+    index_ids, _ = search(HammingIndex(codes), query_codes, k, rescore=vectors, queries=query_vectors,
+                          candidates=candidates)
+    np.testing.assert_array_equal(index_ids, expected_ids)
 
 
 @settings(max_examples=25, deadline=None)
@@ -251,6 +302,10 @@ def test_asymmetric_search_matches_numpy_reference(n, bits, seed, data):
     expected_ids, expected_scores = search_asymmetric_reference(codes, weights, k)
     np.testing.assert_array_equal(ids, expected_ids)
     np.testing.assert_array_equal(scores, expected_scores)
+    # the shortlist comes from the same Hamming search whether the codes are plain or an index
+    for found, expected in zip(search_asymmetric(HammingIndex(codes), weights, k),
+                               search_asymmetric(codes, weights, k), strict=True):
+        np.testing.assert_array_equal(found, expected)
 
 
 @settings(max_examples=20, deadline=None)

@@ -144,6 +144,12 @@ class BinaryCodec:
 def normalize(x: np.ndarray) -> np.ndarray:
     """Unit rows (a copy, float32); an all-zero row stays zero."""
     x = np.array(x, dtype=np.float32, copy=True)
+    # rows so small or large that their squares underflow or overflow float32 are first divided by
+    # their largest entry (other rows are untouched, so their results do not change)
+    peak = np.max(np.abs(x), axis=1, keepdims=True)
+    extreme = (peak > 0) & ((peak < 2.0 ** -40) | (peak > 2.0 ** 40))
+    if extreme.any():
+        np.divide(x, peak, out=x, where=extreme)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.divide(x, norms, out=x, where=norms > 0)
     return x
