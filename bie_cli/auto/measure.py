@@ -38,7 +38,19 @@ CHUNK_FRAMING = spec.RECORD_HEADER.size + spec.CHUNK_PREFIX.size + spec.ALIGNMEN
 
 
 def meta_bytes(meta: dict) -> int:
-    return len(json.dumps(meta, sort_keys=True, separators=(",", ":")))
+    """The stored length of a chunk's meta (its compact, key-sorted JSON); remembered per
+    meta, since the curves size the same few metas thousands of times."""
+    try:
+        key = tuple(sorted(meta.items()))
+        return _meta_lengths[key]
+    except TypeError:  # a meta with a list or dict value
+        return len(json.dumps(meta, sort_keys=True, separators=(",", ":")))
+    except KeyError:
+        length = _meta_lengths[key] = len(json.dumps(meta, sort_keys=True, separators=(",", ":")))
+        return length
+
+
+_meta_lengths: dict = {}
 
 
 class PayloadSpool:
@@ -192,17 +204,18 @@ def _assemble(source, info: TensorInfo, choice: Choice, jobs, results, spool) ->
     sized_only = not lossless and not jobs[0][6] if jobs else False
     error = None if lossless or (sized_only and spool is None) else ErrorStats()
     chunks, stored, spooled = [], 0, []
-    digest = spec.new_digest()
+    digest = spec.new_digest() if spool is not None else None  # a plan's dry runs need no real digest
     for (_, _, _, start, stop, _, _), (length, meta, size, chunk_error, offset) in zip(jobs, results, strict=True):
-        update_digest(digest, source.read(info.name, start, stop))
+        if digest is not None:
+            update_digest(digest, source.read(info.name, start, stop))
         if error is not None:
             error.merge(chunk_error)
         if spool is not None:
             spooled.append((offset, chunk_error))
         chunks.append((start, stop, meta, length))
         stored += size
-    return Encoded(chunks, error, stored, digest.hexdigest(), spooled if spool is not None else None, spool,
-                   sized_only)
+    return Encoded(chunks, error, stored, digest.hexdigest() if digest is not None else "",
+                   spooled if spool is not None else None, spool, sized_only)
 
 
 def measure_point(sample: np.ndarray, info: TensorInfo, choice: Choice, text: str, chunks: int) -> Point:

@@ -22,6 +22,7 @@ output head) or its parameter count (``params``), see :data:`WEIGHTINGS`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -564,22 +565,36 @@ def _dry_run_writer(memo: dict):
     return DryRunWriter(None)
 
 
+@functools.lru_cache(maxsize=4096)
+def _widest_floats(name: str) -> tuple[float, ...]:
+    import random
+
+    rng = random.Random(name)
+    floats = []
+    while len(floats) < 5:
+        value = rng.uniform(1.0, 10.0) * 1e-150
+        if len(repr(value)) == 23:
+            floats.append(value)
+    return tuple(floats)
+
+
+@functools.lru_cache(maxsize=4096)
+def _stand_in_digest(name: str) -> str:
+    """The dry run's digest of every tensor: as long as a real one and as random (the index
+    is zstd-compressed), the same in every run, so the plan need not read the source again
+    to hash it (``compress`` does)."""
+    import hashlib
+
+    return hashlib.blake2b(name.encode(), digest_size=16).hexdigest()  # xxh3-128: 32 hex digits
+
+
 def _unmeasured_stats(info: TensorInfo) -> dict:
     """An end record's error figures before they are measured, for the dry run: as wide as
     any (23-character floats) and with digits as random as measured ones (the index that
     repeats them is zstd-compressed); the same for a tensor in every run."""
-    import random
-
-    rng = random.Random(info.name)
-
-    def widest() -> float:
-        while True:
-            value = rng.uniform(1.0, 10.0) * 1e-150
-            if len(repr(value)) == 23:
-                return value
-
-    return {"count": info.numel, "relative_mse": widest(), "max_abs_error": widest(), "snr_db": widest(),
-            "sum_squared_error": widest(), "sum_squared_reference": widest()}
+    relative_mse, max_abs_error, snr_db, sum_squared_error, sum_squared_reference = _widest_floats(info.name)
+    return {"count": info.numel, "relative_mse": relative_mse, "max_abs_error": max_abs_error, "snr_db": snr_db,
+            "sum_squared_error": sum_squared_error, "sum_squared_reference": sum_squared_reference}
 
 
 def predict_file_size(source: CheckpointSource, plans: list[TensorPlan] | None, chunk_size: int,
@@ -604,7 +619,7 @@ def predict_file_size(source: CheckpointSource, plans: list[TensorPlan] | None, 
         for start, stop, meta, length in encoded.chunks:
             writer.write_chunk(start, stop, meta, _Length(length))
         writer.end_tensor({
-            "digest": encoded.digest or "0" * 32, "original_bytes": dtypes.nbytes(info.dtype, info.shape),
+            "digest": _stand_in_digest(info.name), "original_bytes": dtypes.nbytes(info.dtype, info.shape),
             "stored_bytes": plan.stored_bytes, "lossless": plan.relative_mse is None,
             "stats": None if plan.relative_mse is None else _unmeasured_stats(info) if encoded.sized_only
             else encoded.error.to_dict() if encoded.error is not None else None,
