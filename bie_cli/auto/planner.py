@@ -498,8 +498,13 @@ def _record_stubs(curves, budget: Budget) -> list[TensorPlan]:
         error = None if point.lossless else ErrorStats(1, 1.0 / 3, 1.0 / 7, 1.0 / 11)
         choice = Choice(point.choice.strategy, point.choice.config, point.choice.config_dict, reason)
         stubs.append(TensorPlan(curve.info, choice, point.text, 0.0, 0.0, 0, point.relative_mse, not curve.pinned,
-                                measure.Encoded([], error, 0)))
+                                measure.Encoded([], error, 0, _STUB_DIGEST)))
     return stubs
+
+
+#: the digest of :func:`_record_stubs`' records (the allocation's room has always been sized
+#: with it; the plan's own dry runs use :func:`_stand_in_digest`)
+_STUB_DIGEST = "0" * 32
 
 
 def _tensor_plans(curves, chosen: list[int], budget: Budget) -> list[TensorPlan]:
@@ -619,7 +624,8 @@ def predict_file_size(source: CheckpointSource, plans: list[TensorPlan] | None, 
         for start, stop, meta, length in encoded.chunks:
             writer.write_chunk(start, stop, meta, _Length(length))
         writer.end_tensor({
-            "digest": _stand_in_digest(info.name), "original_bytes": dtypes.nbytes(info.dtype, info.shape),
+            "digest": encoded.digest if encoded.digest == _STUB_DIGEST else _stand_in_digest(info.name),
+            "original_bytes": dtypes.nbytes(info.dtype, info.shape),
             "stored_bytes": plan.stored_bytes, "lossless": plan.relative_mse is None,
             "stats": None if plan.relative_mse is None else _unmeasured_stats(info) if encoded.sized_only
             else encoded.error.to_dict() if encoded.error is not None else None,
