@@ -27,7 +27,7 @@ gguf rows quantize every 2-D weight with gguf-py's numpy quantizers (other
 tensors stay F32, as llama.cpp stores them); their bits/param are for the
 whole model the same way. Timing: `bie plan` + `bie compress --policy` (the
 same work as `compress --target-bits`, which reuses the plan's encodes) against a plain lossy compress,
-medians of interleaved rounds (run it under `flock /tmp/bie-bench.lock`).
+medians of interleaved rounds, in process and as `bie` processes (run it under `flock /tmp/bie-bench.lock`).
 Writes the "auto-minilm", "auto-timing" and "auto-smollm2" sections of
 BENCHMARKS.md (one alone with --minilm-only / --timing-only / --smollm-only).
 """
@@ -209,13 +209,31 @@ def timing(quick: bool) -> str:
                 compress(path, out, policy=policy)
                 times.setdefault(f"planned{trellis}", []).append(time.perf_counter() - started)
                 times.setdefault(f"direct{trellis}", []).append(compress(path, out, target_bits=4.5, trellis=trellis))
+            # whole processes, as users run them: start-up and numba's cache loads included
+            times.setdefault("cli_plain", []).append(run_cli("compress", path, "-o", out, "--strategy", UNIFORM[0]))
+            times.setdefault("cli_planned", []).append(
+                run_cli("plan", path, "--target-bits", "4.5", "-o", policy) + run_cli("compress", path, "-o", out, "--policy", policy))
     m = {k: float(np.median(v)) for k, v in times.items()}
-    p = m["plain"]
-    return (f"MiniLM, 2 threads, median of {rounds} interleaved rounds: plain `compress --strategy {UNIFORM[0]}` "
+    p, c = m["plain"], m["cli_plain"]
+    return (f"MiniLM, 2 threads, median of {rounds} interleaved rounds, in process: plain `compress --strategy {UNIFORM[0]}` "
             f"{p:.2f} s; `compress --target-bits 4.5` {m['directTrue']:.2f} s (**{m['directTrue'] / p:.2f}x**), "
             f"`--no-trellis` {m['directFalse']:.2f} s ({m['directFalse'] / p:.2f}x); `bie plan --target-bits 4.5` "
             f"+ `compress --policy` {m['plannedTrue']:.2f} s (**{m['plannedTrue'] / p:.2f}x**), `--no-trellis` "
-            f"{m['plannedFalse']:.2f} s ({m['plannedFalse'] / p:.2f}x); load average {load_average()}.")
+            f"{m['plannedFalse']:.2f} s ({m['plannedFalse'] / p:.2f}x). Whole processes (`bie` CLI, `-j 2`): plain "
+            f"`bie compress` {c:.2f} s, `bie plan` + `bie compress --policy` {m['cli_planned']:.2f} s "
+            f"(**{m['cli_planned'] / c:.2f}x**); load average {load_average()}.")
+
+
+def run_cli(*args) -> float:
+    """Seconds of one ``bie`` process (this checkout's, through ``python -m bie_cli``), 2 threads."""
+    import subprocess
+
+    root = str(HERE.parent)
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bie_cli", *map(str, args), "-j", "2", "-q", "-f"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
 
 
 # -- SmolLM2 --------------------------------------------------------------------------------

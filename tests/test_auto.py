@@ -184,18 +184,25 @@ def test_target_bits_meets_the_budget_and_the_plan_reproduces_it(bie, layered_mo
     assert bie("compress", str(layered_model), "-o", str(via_plan), "--policy", str(plan_file)).exit_code == 0
     assert direct.read_bytes() == via_plan.read_bytes()
     assert 3.2 <= _bits(direct, parameters) <= 3.5
-    # the dry run knows every record but the digits of each tensor's stored size
+    # the dry run knows every record but the digits of the error figures compress measures
     assert abs(direct.stat().st_size - report["predicted_bytes"]) <= 16
+    planned_tensors = {t["name"]: t for t in report["tensors"]}
     with ContainerReader(str(direct)) as reader:
         assert reader.header["options"]["auto"]["budget"] == "--target-bits 3.5"
         lossy = [e for e in reader.entries if not e.lossless]
         assert {e.name for e in lossy} == {"embed.weight", "layer.0.weight", "layer.1.weight", "head[0].weight*"}
+        for entry in reader.entries:
+            row = planned_tensors[entry.name]
+            assert row["lossless"] == entry.lossless and row["stored_bytes"] > 0
         for entry in lossy:
+            # the reason holds the prediction; the measured error is the stats compress stored
             assert entry.rule.startswith("auto (--target-bits 3.5): predicted")
-            # the measured figure in the reason is the one the container stores
-            assert f"rel MSE {entry.stats['relative_mse']:.3g}" in entry.rule.split("measured")[1]
+            predicted = planned_tensors[entry.name]["predicted_relative_mse"]
+            assert f"rel MSE {predicted:.3g}" in entry.rule
+            # (the plan measures a tensor's error itself only when it encoded every candidate whole)
+            assert planned_tensors[entry.name]["relative_mse"] in (None, entry.stats["relative_mse"])
     inspected = bie("inspect", str(direct))
-    assert "auto (--target-bits 3.5)" in inspected.stdout
+    assert "auto (--target-bits 3.5)" in inspected.stdout and "measured" not in inspected.stdout
     assert bie("verify", str(direct), "--against", str(layered_model), "--quiet").exit_code == 0
 
 
@@ -260,6 +267,10 @@ def test_minilm_target_bits(minilm_path):
     assert plan.file_bytes <= 4.0 * parameters / 8
     lossy = {t.info.name for t in plan.tensors if t.relative_mse is not None}
     assert "embeddings.word_embeddings.weight" in lossy and all(name.endswith(".weight") for name in lossy)
+    # sampled tensors are encoded whole for their sizes only: their error is compress's to measure
+    embeddings = next(t for t in plan.tensors if t.info.name == "embeddings.word_embeddings.weight")
+    assert not embeddings.measured and embeddings.to_dict()["relative_mse"] is None
+    assert embeddings.encoded.sized_only and embeddings.encoded.error is None
 
 
 def test_an_output_head_weighs_as_much_as_every_residual_branch():

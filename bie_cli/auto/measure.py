@@ -38,7 +38,19 @@ CHUNK_FRAMING = spec.RECORD_HEADER.size + spec.CHUNK_PREFIX.size + spec.ALIGNMEN
 
 
 def meta_bytes(meta: dict) -> int:
-    return len(json.dumps(meta, sort_keys=True, separators=(",", ":")))
+    """The stored length of a chunk's meta (its compact, key-sorted JSON); remembered per
+    meta, since the curves size the same few metas thousands of times."""
+    try:
+        key = tuple(sorted(meta.items()))
+        return _meta_lengths[key]
+    except TypeError:  # a meta with a list or dict value
+        return len(json.dumps(meta, sort_keys=True, separators=(",", ":")))
+    except KeyError:
+        length = _meta_lengths[key] = len(json.dumps(meta, sort_keys=True, separators=(",", ":")))
+        return length
+
+
+_meta_lengths: dict = {}
 
 
 class PayloadSpool:
@@ -82,6 +94,10 @@ class Encoded:
     #: per chunk, where its payload is in the spool and its error (when encoded with a spool)
     spooled: list[tuple[int, ErrorStats | None]] | None = None
     spool: PayloadSpool | None = None
+    #: a lossy encode confirmed for its size only (a size budget): its error is left to the
+    #: compress that writes it (kept here only when a spool hands the chunks on), and the
+    #: plan goes on with the sample's figure
+    sized_only: bool = False
 
     def stored_chunks(self):
         """``(row_start, row_stop, meta, payload, error)`` per chunk, read back from the spool."""
@@ -114,7 +130,8 @@ class Point:
     def confirm(self, encoded: Encoded) -> None:
         self.encoded = encoded
         self.stored_bytes = float(encoded.stored_bytes)
-        self.relative_mse = encoded.relative_mse
+        if not encoded.sized_only:
+            self.relative_mse = encoded.relative_mse
 
     @property
     def measured(self) -> bool:
@@ -160,19 +177,21 @@ def encode_whole(source: CheckpointSource, info: TensorInfo, choice: Choice, chu
     """Encode the whole tensor as ``compress`` will; with a ``spool``, keep the payloads there.
     With a ``pool``, its chunks are encoded in parallel (the figures are the same: the chunks'
     errors and the digest are combined in chunk order)."""
-    jobs = [(source, info, choice, start, stop, spool) for start, stop in chunk_ranges(info, chunk_size)]
+    jobs = [(source, info, choice, start, stop, spool, True) for start, stop in chunk_ranges(info, chunk_size)]
     results = list(pool.map(_encode_chunk, jobs)) if pool is not None and len(jobs) > 1 else map(_encode_chunk, jobs)
     return _assemble(source, info, choice, jobs, results, spool)
 
 
 def _encode_chunk(job) -> tuple[int, dict, int, ErrorStats | None, int]:
-    """(payload length, meta, stored bytes, error or None, spool offset) of one chunk."""
-    source, info, choice, start, stop, spool = job
+    """(payload length, meta, stored bytes, error or None, spool offset) of one chunk; the
+    error (a decode and its comparison) only when ``errors`` is set or a spool keeps the
+    chunk for the writer."""
+    source, info, choice, start, stop, spool, errors = job
     strategy = registry.get(choice.strategy)
     chunk = source.read(info.name, start, stop)
     payload, meta = strategy.encode(chunk, choice.config)
     chunk_error = None
-    if not strategy.is_lossless(choice.config):
+    if (errors or spool is not None) and not strategy.is_lossless(choice.config):
         chunk_error = ErrorStats()
         chunk_error.add(chunk, strategy.decode(payload, meta, chunk.shape, info.dtype))
     offset = spool.put(payload) if spool is not None else -1
@@ -181,18 +200,22 @@ def _encode_chunk(job) -> tuple[int, dict, int, ErrorStats | None, int]:
 
 def _assemble(source, info: TensorInfo, choice: Choice, jobs, results, spool) -> Encoded:
     strategy = registry.get(choice.strategy)
-    error = None if strategy.is_lossless(choice.config) else ErrorStats()
+    lossless = strategy.is_lossless(choice.config)
+    sized_only = not lossless and not jobs[0][6] if jobs else False
+    error = None if lossless or (sized_only and spool is None) else ErrorStats()
     chunks, stored, spooled = [], 0, []
-    digest = spec.new_digest()
-    for (_, _, _, start, stop, _), (length, meta, size, chunk_error, offset) in zip(jobs, results, strict=True):
-        update_digest(digest, source.read(info.name, start, stop))
+    digest = spec.new_digest() if spool is not None else None  # a plan's dry runs need no real digest
+    for (_, _, _, start, stop, _, _), (length, meta, size, chunk_error, offset) in zip(jobs, results, strict=True):
+        if digest is not None:
+            update_digest(digest, source.read(info.name, start, stop))
         if error is not None:
             error.merge(chunk_error)
         if spool is not None:
             spooled.append((offset, chunk_error))
         chunks.append((start, stop, meta, length))
         stored += size
-    return Encoded(chunks, error, stored, digest.hexdigest(), spooled if spool is not None else None, spool)
+    return Encoded(chunks, error, stored, digest.hexdigest() if digest is not None else "",
+                   spooled if spool is not None else None, spool, sized_only)
 
 
 def measure_point(sample: np.ndarray, info: TensorInfo, choice: Choice, text: str, chunks: int) -> Point:

@@ -22,6 +22,7 @@ output head) or its parameter count (``params``), see :data:`WEIGHTINGS`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -153,9 +154,12 @@ class TensorPlan:
     predicted_bytes: float
     predicted_mse: float
     stored_bytes: int  # whole tensor, as encoded (payload + meta + framing)
-    relative_mse: float | None  # whole tensor; None when lossless
+    #: None when lossless; the whole tensor's when ``measured``, else the sample's prediction
+    #: (size budgets leave the whole tensor's error to the compress that writes it)
+    relative_mse: float | None
     auto: bool  # chosen by the allocator (False: pinned)
     encoded: measure.Encoded  # the whole tensor, as compress will encode it
+    measured: bool = True
 
     def to_dict(self) -> dict:
         bits = 8 * self.stored_bytes / self.info.numel if self.info.numel else 0.0
@@ -163,8 +167,9 @@ class TensorPlan:
             "name": self.info.name, "dtype": self.info.dtype, "shape": list(self.info.shape),
             "strategy": self.text, "reason": self.choice.reason, "auto": self.auto,
             "predicted_bits": 8 * self.predicted_bytes / self.info.numel if self.info.numel else 0.0,
-            "predicted_relative_mse": self.predicted_mse, "bits": bits,
-            "relative_mse": self.relative_mse, "stored_bytes": self.stored_bytes,
+            "predicted_relative_mse": self.predicted_mse, "bits": bits, "stored_bytes": self.stored_bytes,
+            "lossless": self.relative_mse is None,
+            "relative_mse": self.relative_mse if self.measured else None,
         }
 
 
@@ -259,7 +264,9 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
         allocate.build_hulls(curves)
         parameters = sum(info.numel for info in source.tensors)
         tensor_bytes = total_work
-        confirm = _Confirmer(source, chunk_size, pool, spool)
+        # a size budget needs the chosen encodes' exact sizes, not their errors: those the
+        # compress that writes them measures (and stores); --max-error checks them here
+        confirm = _Confirmer(source, chunk_size, pool, spool, errors=budget.kind == "max_error")
         if budget.kind == "max_error":
             chosen = _within_error(confirm, curves, budget.value)
             budget_bytes = None
@@ -399,16 +406,18 @@ def _near_hull(points: list[measure.Point], candidate: measure.Point) -> bool | 
 
 
 class _Confirmer:
-    """Encodes chosen points on their whole tensors, several tensors at once on the pool."""
+    """Encodes chosen points on their whole tensors, several tensors at once on the pool;
+    without ``errors``, for their sizes only (no decode: :attr:`measure.Encoded.sized_only`)."""
 
-    def __init__(self, source, chunk_size: int, pool, spool) -> None:
+    def __init__(self, source, chunk_size: int, pool, spool, errors: bool = True) -> None:
         self.source, self.chunk_size, self.pool, self.spool = source, chunk_size, pool, spool
+        self.errors = errors
 
     def __call__(self, pairs: list[tuple[measure.TensorCurve, int]]) -> None:
         todo = [(curve, index) for curve, index in pairs if not curve.points[index].measured]
         # every chunk of every tensor is one job: a big tensor (an embedding table can be half
         # the model) does not leave the other threads idle while its chunks go one by one
-        jobs = [[(self.source, curve.info, curve.points[index].choice, start, stop, self.spool)
+        jobs = [[(self.source, curve.info, curve.points[index].choice, start, stop, self.spool, self.errors)
                  for start, stop in measure.chunk_ranges(curve.info, self.chunk_size)] for curve, index in todo]
         results = iter(list(self.pool.map(measure._encode_chunk, [job for tensor in jobs for job in tensor])))
         for (curve, index), tensor in zip(todo, jobs, strict=True):
@@ -483,13 +492,19 @@ def _record_stubs(curves, budget: Budget) -> list[TensorPlan]:
     for curve in curves:
         point = curve.points[0 if curve.pinned else curve.hull[0]]
         reason = point.choice.reason
-        if not curve.pinned:  # as long as a confirmed reason will be
+        if not curve.pinned:  # the reason, and ~45 bytes a tensor in reserve for the digits of
+            # the figures in its end record (the stats of an error not yet measured)
             reason = _reason(curve.info, point, budget, curve.sample_rows) + "; measured 0.000 bits/param, rel MSE 0.00000"
         error = None if point.lossless else ErrorStats(1, 1.0 / 3, 1.0 / 7, 1.0 / 11)
         choice = Choice(point.choice.strategy, point.choice.config, point.choice.config_dict, reason)
         stubs.append(TensorPlan(curve.info, choice, point.text, 0.0, 0.0, 0, point.relative_mse, not curve.pinned,
-                                measure.Encoded([], error, 0)))
+                                measure.Encoded([], error, 0, _STUB_DIGEST)))
     return stubs
+
+
+#: the digest of :func:`_record_stubs`' records (the allocation's room has always been sized
+#: with it; the plan's own dry runs use :func:`_stand_in_digest`)
+_STUB_DIGEST = "0" * 32
 
 
 def _tensor_plans(curves, chosen: list[int], budget: Budget) -> list[TensorPlan]:
@@ -503,19 +518,19 @@ def _tensor_plans(curves, chosen: list[int], budget: Budget) -> list[TensorPlan]
         else:
             reason = _reason(info, point, budget, curve.sample_rows)
         choice = Choice(point.choice.strategy, point.choice.config, point.choice.config_dict, reason)
+        measured = point.encoded is not None and not point.encoded.sized_only
         plans.append(TensorPlan(info, choice, point.text, point.predicted[0], point.predicted[1],
-                                int(point.stored_bytes), relative_mse, not curve.pinned, point.encoded))
+                                int(point.stored_bytes), relative_mse, not curve.pinned, point.encoded, measured))
     return plans
 
 
 def _reason(info: TensorInfo, point: measure.Point, budget: Budget, sample_rows: int) -> str:
+    """What the plan predicted; the measured bytes and error are the tensor's stats, which
+    the compress that writes it stores (``bie inspect`` shows both)."""
     numel = max(info.numel, 1)
     where = "whole tensor" if sample_rows >= info.rows else f"{sample_rows} of {info.rows} rows"
-    predicted = f"predicted {8 * point.predicted[0] / numel:.3f} bits/param, rel MSE {point.predicted[1]:.3g} ({where})"
-    if point.encoded is None:
-        return f"auto ({budget.describe()}): {predicted}"
-    measured = f"measured {8 * point.stored_bytes / numel:.3f} bits/param, rel MSE {point.relative_mse:.3g}"
-    return f"auto ({budget.describe()}): {predicted}; {measured}"
+    return (f"auto ({budget.describe()}): predicted {8 * point.predicted[0] / numel:.3f} bits/param, "
+            f"rel MSE {point.predicted[1]:.3g} ({where})")
 
 
 class _Length:
@@ -555,6 +570,38 @@ def _dry_run_writer(memo: dict):
     return DryRunWriter(None)
 
 
+@functools.lru_cache(maxsize=4096)
+def _widest_floats(name: str) -> tuple[float, ...]:
+    import random
+
+    rng = random.Random(name)
+    floats = []
+    while len(floats) < 5:
+        value = rng.uniform(1.0, 10.0) * 1e-150
+        if len(repr(value)) == 23:
+            floats.append(value)
+    return tuple(floats)
+
+
+@functools.lru_cache(maxsize=4096)
+def _stand_in_digest(name: str) -> str:
+    """The dry run's digest of every tensor: as long as a real one and as random (the index
+    is zstd-compressed), the same in every run, so the plan need not read the source again
+    to hash it (``compress`` does)."""
+    import hashlib
+
+    return hashlib.blake2b(name.encode(), digest_size=16).hexdigest()  # xxh3-128: 32 hex digits
+
+
+def _unmeasured_stats(info: TensorInfo) -> dict:
+    """An end record's error figures before they are measured, for the dry run: as wide as
+    any (23-character floats) and with digits as random as measured ones (the index that
+    repeats them is zstd-compressed); the same for a tensor in every run."""
+    relative_mse, max_abs_error, snr_db, sum_squared_error, sum_squared_reference = _widest_floats(info.name)
+    return {"count": info.numel, "relative_mse": relative_mse, "max_abs_error": max_abs_error, "snr_db": snr_db,
+            "sum_squared_error": sum_squared_error, "sum_squared_reference": sum_squared_reference}
+
+
 def predict_file_size(source: CheckpointSource, plans: list[TensorPlan] | None, chunk_size: int,
                       auto_summary: dict | None, memo: dict | None = None) -> int:
     """The container's size by a dry run of the writer over the planned chunks (payloads of
@@ -577,9 +624,11 @@ def predict_file_size(source: CheckpointSource, plans: list[TensorPlan] | None, 
         for start, stop, meta, length in encoded.chunks:
             writer.write_chunk(start, stop, meta, _Length(length))
         writer.end_tensor({
-            "digest": encoded.digest or "0" * 32, "original_bytes": dtypes.nbytes(info.dtype, info.shape),
+            "digest": encoded.digest if encoded.digest == _STUB_DIGEST else _stand_in_digest(info.name),
+            "original_bytes": dtypes.nbytes(info.dtype, info.shape),
             "stored_bytes": plan.stored_bytes, "lossless": plan.relative_mse is None,
-            "stats": encoded.error.to_dict() if encoded.error is not None else None,
+            "stats": None if plan.relative_mse is None else _unmeasured_stats(info) if encoded.sized_only
+            else encoded.error.to_dict() if encoded.error is not None else None,
         })
     writer.finish()
     return writer.bytes_written

@@ -24,7 +24,8 @@ def command(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or table on stderr/stdout.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Write the plan as JSON to stdout.")] = False,
 ) -> int:
-    """Print, per tensor, the strategy a budget chooses with predicted and measured bits and error."""
+    """Print, per tensor, the strategy a budget chooses with its predicted bits and error and its
+    exact bits (size budgets leave the whole tensor's error to compress, which stores it)."""
     from ..auto.budget import errors_in_cli_terms
     from ..auto.planner import plan_checkpoint
     from .compress import parse_size
@@ -52,7 +53,7 @@ def command(
         row = tensor.to_dict()
         table.add_row(
             row["name"], "x".join(map(str, row["shape"])) or "scalar", row["strategy"], f"{row['bits']:.3f}",
-            "lossless" if row["relative_mse"] is None else f"{row['relative_mse']:.3g}",
+            "lossless" if row["lossless"] else "-" if row["relative_mse"] is None else f"{row['relative_mse']:.3g}",
             "-" if not row["auto"] else f"{row['predicted_bits']:.3f} b, {row['predicted_relative_mse']:.3g}",
         )
     console.print(table)

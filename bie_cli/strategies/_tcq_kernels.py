@@ -155,16 +155,42 @@ def viterbi_codes(rows, mul):  # pragma: no cover - compiled
     return codes, beyond, counts, errors
 
 
+#: rows decoded together by :func:`trellis_values`: each row's walk is one chain of dependent
+#: table lookups, so independent rows side by side keep the core busy
+DECODE_ROWS = 8
+
+
 @njit(nogil=True, cache=True)
 def trellis_values(codes, step, table, out):  # pragma: no cover - compiled
-    """Decode: out[r, i] = k · step[r] along the trellis from state 0 in every row."""
+    """Decode: out[r, i] = k · step[r] along the trellis from state 0 in every row.
+    k = 2(code - 128) + p with p the parity of state s's points; k mod 4 = 2·(code & 1) + p
+    names the branch, so the next state is a lookup by (s, code & 1). The walk (one chain of
+    dependent lookups per row) runs first, :data:`DECODE_ROWS` rows side by side, leaving
+    each element's parity; the values then follow in one vectorised pass per row."""
     n_rows, length = codes.shape
-    for r in range(n_rows):
-        d = step[r]
-        s = 0
+    parity = np.empty(4, dtype=np.uint8)  # k's parity in each state
+    after = np.empty((4, 2), dtype=np.uint8)  # after[state, code & 1]: the next state
+    for s in range(4):
+        parity[s] = table[s, 0, 0] & 1
+        for b in range(2):
+            sub = table[s, b, 0]
+            after[s, (sub >> 1) & 1] = table[s, b, 1]
+    group = DECODE_ROWS
+    states = np.zeros(group, dtype=np.uint8)
+    odd = np.empty((group, length), dtype=np.uint8)
+    for base in range(0, n_rows, group):
+        used = min(group, n_rows - base)
+        for j in range(used):
+            states[j] = 0
         for i in range(length):
-            k = 2 * (np.int64(codes[r, i]) - 128) + (table[s, 0, 0] & 1)
-            sub = k & 3
-            b = 0 if table[s, 0, 0] == sub else 1
-            s = table[s, b, 1]
-            out[r, i] = k * d
+            for j in range(used):
+                s = states[j]
+                odd[j, i] = parity[s]
+                states[j] = after[s, codes[base + j, i] & 1]
+        for j in range(used):
+            d = step[base + j]
+            row = codes[base + j]
+            target = out[base + j]
+            flags = odd[j]
+            for i in range(length):
+                target[i] = (2 * (np.int64(row[i]) - 128) + np.int64(flags[i])) * d
