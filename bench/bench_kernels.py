@@ -793,9 +793,10 @@ def membw(write: bool) -> None:
                         rng.random((rows, cols // g), dtype=np.float32), quant.NO_OFFSET)
         matrices[f"quant 4-bit g{g} kernel"] = quant.kernel_form(m)
     weight_bytes = _weight_bytes(matrices["quant 4-bit g32 kernel"])
-    stream, _ = _stream_kernels()
+    stream, alu = _stream_kernels()
     numba_buffer = np.ones((64, weight_bytes // 512), np.uint64)
-    calls = {"numba read, g32's bytes": lambda: stream(numba_buffer)}
+    alu_label = "ALU only (numba, registers, no memory)"
+    calls = {"numba read, g32's bytes": lambda: stream(numba_buffer), alu_label: lambda: alu(ALU_STEPS)}
     calls.update({label: (lambda m=m: kernels.matvec(kernels.EncodedMatrix("w", "quant", "F32", (rows, cols),
                                                                            (rows, cols), [(0, m)]), x, out=y))
                   for label, m in matrices.items()})
@@ -814,7 +815,7 @@ def membw(write: bool) -> None:
                 numba.set_num_threads(threads)
                 for label, function in calls.items():
                     samples[label, threads].append(time_rounds({label: function}, budget=0.1, rounds=1, pause=SETTLE,
-                                                               cold=True)[label][0])
+                                                               cold=label != alu_label)[label][0])
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     table, scale, rate = [], {}, {}
 
@@ -833,6 +834,10 @@ def membw(write: bool) -> None:
             add(f"C read, {what}, {kind} ({huge_kib.get((size, pages), -1) >> 10} MiB huge)", size,
                 c_times[size, pages, 1], c_times[size, pages, 2])
     for label in calls:
+        if label == alu_label:
+            scale[label] = ratio(samples[label, 1], samples[label, 2])
+            table.append([label, "0", *(_ms(statistics.median(samples[label, t])) for t in (1, 2)), f"{scale[label]:.2f}×"])
+            continue
         add(label, weight_bytes if "read" in label else _weight_bytes(matrices[label]),
             samples[label, 1], samples[label, 2])
     c_label = next(label for label in scale if label.startswith("C read, g32's bytes, 2 MiB"))
@@ -847,7 +852,10 @@ def membw(write: bool) -> None:
         f"Ceiling for the kernel: two threads reading as fast as the C read ({rate[c_label][1]:.1f} GB/s) would make it "
         f"{headroom:.2f}× its one-thread rate ({rate[kernel][0]:.1f} GB/s)"
         + (", below the 1.7× goal: the memory path, not the kernel, bounds it." if headroom < 1.7 else
-           f"; the kernel reaches {rate[kernel][1] / rate[c_label][1]:.0%} of that two-thread read rate."))
+           f"; the kernel reaches {rate[kernel][1] / rate[c_label][1]:.0%} of that two-thread read rate.")
+        + (f" The ALU-only row scaled {scale[alu_label]:.2f}×: another process kept a core busy during this run, so "
+           "its 2-thread rows say nothing about the machine; rerun it quiet." if scale[alu_label] < 1.7 else
+           f" The ALU-only row scaled {scale[alu_label]:.2f}×: the two CPUs computed as two cores during the run."))
     text = "\n\n".join([
         "## Memory bandwidth without numba: 1 vs 2 threads (`bench/membw.c`)",
         f"`python -m bench.bench_kernels --membw` — {machine_line()}; load average before the run: {load}, "
@@ -860,7 +868,8 @@ def membw(write: bool) -> None:
         f"brackets), 4 KiB pages with `MADV_NOHUGEPAGE`. Each of {ROUNDS} rounds runs the C program once "
         f"(1 then 2 threads, the median of {MEMBW_REPEATS} calls each) and then, in this process, numba's read "
         "of the same bytes and the 4-bit kernels at 11008×4096 (the form `load_encoded` holds) with 1 and 2 "
-        "threads, cold caches as in the `--scaling` table; a time is the median over rounds, scaling the median "
+        "threads, cold caches as in the `--scaling` table, and the `--scaling` table's ALU-only loop (a busy "
+        "core shows there first); a time is the median over rounds, scaling the median "
         "over rounds of (1-thread time / 2-thread time).",
         markdown_table(["method", "MiB read", "1 thread, ms", "2 threads, ms", "2 threads / 1 thread"], table),
         verdict,

@@ -162,8 +162,8 @@ def grouped(m: RowSparseMatrix, max_filled_rows: float = _MAX_FILLED_ROWS) -> Gr
 
 def kernel_form(m: RowSparseMatrix) -> RowSparseMatrix | GroupedRows:
     """What the kernels hold: :class:`GroupedRows` when it takes fewer bytes (5 a weight against 6, or 8 with
-    int32 columns; fillers and padding add to it), else ``m``. On 4096×4096 at 90 and 95% sparsity its
-    matvec was 5-15% faster with cold caches (docs/kernels.md)."""
+    int32 columns; fillers and padding add to it), else ``m``. On 4096×4096 with cold caches its matvec
+    was 10-17% faster at 90% sparsity and as fast at 95% (docs/kernels.md)."""
     if not isinstance(m, RowSparseMatrix) or m.nnz == 0:
         return m
     form = grouped(m)
