@@ -35,6 +35,7 @@ AVX-512 machine, whose features numba otherwise keeps) gives the AVX2 code.
     python -m bench.bench_kernels --quick      # 2048x1024 only, prints only
     python -m bench.bench_kernels --minilm     # MiniLM end to end on CompressedLinear, section "kernels-minilm"
     python -m bench.bench_kernels --scaling    # 1 vs 2 threads against a pure read, section "kernels-threads"
+    python -m bench.bench_kernels --membw      # the same against bench/membw.c (C, no numba), section "kernels-membw"
 """
 
 from __future__ import annotations
@@ -718,6 +719,166 @@ def scaling(write: bool) -> None:
         update_section("kernels-threads", text)
 
 
+# -- memory bandwidth without numba: bench/membw.c ---------------------------------------------------
+MEMBW_SOURCE = Path(__file__).resolve().parent / "membw.c"
+#: the DRAM-sized buffer of the C read (16x the L3 of the machine this was written on)
+MEMBW_DRAM_BYTES = 512 << 20
+#: calls per thread count and round inside the C program (their median is its round's time)
+MEMBW_REPEATS = 5
+
+
+def build_membw(directory: Path) -> Path:
+    """Compile bench/membw.c into ``directory`` (gcc -O3 -march=native -fopenmp); only this bench calls it."""
+    binary = directory / "membw"
+    subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", "-o", str(binary), str(MEMBW_SOURCE)],
+                   check=True, capture_output=True, text=True)
+    return binary
+
+
+def run_membw(binary: Path, sizes: list[int], rounds: int = 1, repeats: int = MEMBW_REPEATS) -> dict:
+    """{(bytes, pages, threads): [median seconds of each round]} and {(bytes, pages): huge KiB the buffer got}."""
+    done = subprocess.run([str(binary), *map(str, sizes), str(rounds), str(repeats)],
+                          check=True, capture_output=True, text=True)
+    times, huge = {}, {}
+    for line in done.stdout.split("\n"):
+        if line.strip():
+            size, pages, _, threads, seconds, kib = line.split()
+            times.setdefault((int(size), pages, int(threads)), []).append(float(seconds))
+            huge[int(size), pages] = int(kib)
+    return {"times": times, "huge_kib": huge}
+
+
+def cpu_topology() -> str:
+    """What /sys says about the CPUs: core and package of each, SMT siblings, and which CPUs share each cache."""
+    base = Path("/sys/devices/system/cpu")
+
+    def read(path: Path) -> str:
+        try:
+            return path.read_text().strip()
+        except OSError:
+            return "?"
+
+    cpus = sorted((p for p in base.glob("cpu[0-9]*") if (p / "topology").is_dir()), key=lambda p: int(p.name[3:]))
+    parts = [f"{p.name}: core {read(p / 'topology/core_id')}, package {read(p / 'topology/physical_package_id')}, "
+             f"SMT siblings {read(p / 'topology/thread_siblings_list')}" for p in cpus]
+    if cpus:
+        caches = []
+        for index in sorted((cpus[0] / "cache").glob("index[0-9]*")):
+            caches.append(f"L{read(index / 'level')} {read(index / 'type').lower()} {read(index / 'size')} "
+                          f"shared by CPUs {read(index / 'shared_cpu_list')}")
+        parts.append("caches of cpu0: " + ", ".join(caches))
+    smt = read(base / "smt/active")
+    parts.append(f"SMT active: {smt}")
+    return "; ".join(parts)
+
+
+def membw(write: bool) -> None:
+    """1 vs 2 threads: a C read (bench/membw.c, OpenMP, no numba) of a buffer the size of the 4-bit g32
+    11008x4096 kernel form and of a DRAM-sized buffer, beside numba's read of the same bytes and the 4-bit
+    kernels, interleaved round by round in one run."""
+    import numba
+
+    from bie_cli import kernels
+    from bie_cli.kernels import quant
+
+    load = "{:.2f}, {:.2f}, {:.2f} (1, 5, 15 min)".format(*os.getloadavg())
+    kernels.warmup(["quant"])
+    rows, cols = 11008, 4096
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(cols).astype(np.float32)
+    y = np.empty(rows, np.float32)
+    matrices = {}
+    for g in (32, 64):
+        m = quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, g,
+                        rng.random((rows, cols // g), dtype=np.float32), quant.NO_OFFSET)
+        matrices[f"quant 4-bit g{g} kernel"] = quant.kernel_form(m)
+    weight_bytes = _weight_bytes(matrices["quant 4-bit g32 kernel"])
+    stream, alu = _stream_kernels()
+    numba_buffer = np.ones((64, weight_bytes // 512), np.uint64)
+    alu_label = "ALU only (numba, registers, no memory)"
+    calls = {"numba read, g32's bytes": lambda: stream(numba_buffer), alu_label: lambda: alu(ALU_STEPS)}
+    calls.update({label: (lambda m=m: kernels.matvec(kernels.EncodedMatrix("w", "quant", "F32", (rows, cols),
+                                                                           (rows, cols), [(0, m)]), x, out=y))
+                  for label, m in matrices.items()})
+    sizes = [weight_bytes, MEMBW_DRAM_BYTES]
+    samples = {(label, t): [] for label in calls for t in (1, 2)}
+    c_times: dict = {}
+    huge_kib: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = build_membw(Path(tmp))
+        for _ in range(ROUNDS):
+            got = run_membw(binary, sizes)
+            huge_kib.update(got["huge_kib"])
+            for key, values in got["times"].items():
+                c_times.setdefault(key, []).extend(values)
+            for threads in (1, 2):
+                numba.set_num_threads(threads)
+                for label, function in calls.items():
+                    samples[label, threads].append(time_rounds({label: function}, budget=0.1, rounds=1, pause=SETTLE,
+                                                               cold=label != alu_label)[label][0])
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    table, scale, rate = [], {}, {}
+
+    def add(label, nbytes, one, two):
+        scale[label] = ratio(one, two)
+        rate[label] = (nbytes / statistics.median(one) / 1e9, nbytes / statistics.median(two) / 1e9)
+        table.append([label, f"{nbytes / 2**20:.1f}",
+                      *(f"{_ms(statistics.median(s))} ({nbytes / statistics.median(s) / 1e9:.1f} GB/s)" for s in (one, two)),
+                      f"{scale[label]:.2f}×"])
+        print(" | ".join(table[-1]), flush=True)
+
+    for size in sizes:
+        for pages in ("huge", "4k"):
+            what = "g32's bytes" if size == weight_bytes else f"{size >> 20} MiB"
+            kind = "2 MiB pages" if pages == "huge" else "4 KiB pages"
+            add(f"C read, {what}, {kind} ({huge_kib.get((size, pages), -1) >> 10} MiB huge)", size,
+                c_times[size, pages, 1], c_times[size, pages, 2])
+    for label in calls:
+        if label == alu_label:
+            scale[label] = ratio(samples[label, 1], samples[label, 2])
+            table.append([label, "0", *(_ms(statistics.median(samples[label, t])) for t in (1, 2)), f"{scale[label]:.2f}×"])
+            continue
+        add(label, weight_bytes if "read" in label else _weight_bytes(matrices[label]),
+            samples[label, 1], samples[label, 2])
+    c_label = next(label for label in scale if label.startswith("C read, g32's bytes, 2 MiB"))
+    dram_label = next(label for label in scale if label.startswith(f"C read, {MEMBW_DRAM_BYTES >> 20} MiB, 2 MiB"))
+    kernel = "quant 4-bit g32 kernel"
+    headroom = rate[c_label][1] / rate[kernel][0]
+    verdict = (
+        f"In this run the C read of g32's bytes (2 MiB pages, like numpy's arrays) scaled {scale[c_label]:.2f}× "
+        f"({rate[c_label][0]:.1f} → {rate[c_label][1]:.1f} GB/s) and of {MEMBW_DRAM_BYTES >> 20} MiB "
+        f"{scale[dram_label]:.2f}×; numba's read of the same bytes {scale['numba read, g32' + chr(39) + 's bytes']:.2f}×; "
+        f"the g32 kernel {scale[kernel]:.2f}× and g64 {scale['quant 4-bit g64 kernel']:.2f}× (goal 1.7×). "
+        f"Ceiling for the kernel: two threads reading as fast as the C read ({rate[c_label][1]:.1f} GB/s) would make it "
+        f"{headroom:.2f}× its one-thread rate ({rate[kernel][0]:.1f} GB/s)"
+        + (", below the 1.7× goal: the memory path, not the kernel, bounds it." if headroom < 1.7 else
+           f"; the kernel reaches {rate[kernel][1] / rate[c_label][1]:.0%} of that two-thread read rate.")
+        + (f" The ALU-only row scaled {scale[alu_label]:.2f}×: another process kept a core busy during this run, so "
+           "its 2-thread rows say nothing about the machine; rerun it quiet." if scale[alu_label] < 1.7 else
+           f" The ALU-only row scaled {scale[alu_label]:.2f}×: the two CPUs computed as two cores during the run."))
+    text = "\n\n".join([
+        "## Memory bandwidth without numba: 1 vs 2 threads (`bench/membw.c`)",
+        f"`python -m bench.bench_kernels --membw` — {machine_line()}; load average before the run: {load}, "
+        f"after: {'{:.2f}, {:.2f}, {:.2f}'.format(*os.getloadavg())}. {numba_cpu_line()}.",
+        f"CPU topology (/sys/devices/system/cpu): {cpu_topology()}.",
+        "`C read`: bench/membw.c, built for this run with `gcc -O3 -march=native -fopenmp` into a temporary "
+        "directory: OpenMP threads each OR-reduce one contiguous half of a buffer with 256-bit loads, after 128 MiB "
+        "of other memory is read (untimed) so the buffer comes from DRAM; 2 MiB pages are asked for with "
+        "`madvise(MADV_HUGEPAGE)` (what numpy does for arrays of 4 MiB and more; the MiB that got them are in "
+        f"brackets), 4 KiB pages with `MADV_NOHUGEPAGE`. Each of {ROUNDS} rounds runs the C program once "
+        f"(1 then 2 threads, the median of {MEMBW_REPEATS} calls each) and then, in this process, numba's read "
+        "of the same bytes and the 4-bit kernels at 11008×4096 (the form `load_encoded` holds) with 1 and 2 "
+        "threads, cold caches as in the `--scaling` table, and the `--scaling` table's ALU-only loop (a busy "
+        "core shows there first); a time is the median over rounds, scaling the median "
+        "over rounds of (1-thread time / 2-thread time).",
+        markdown_table(["method", "MiB read", "1 thread, ms", "2 threads, ms", "2 threads / 1 thread"], table),
+        verdict,
+    ])
+    print(text)
+    if write:
+        update_section("kernels-membw", text)
+
+
 def _probe_rss(variant: str, cai: Path) -> tuple[int, int]:
     done = subprocess.run([sys.executable, "-m", "bench.bench_kernels", "--rss-probe", variant, str(cai)],
                           capture_output=True, text=True, cwd=ROOT, check=True)
@@ -733,6 +894,8 @@ def main(argv=None) -> None:
     parser.add_argument("--minilm", action="store_true", help="MiniLM end to end on CompressedLinear")
     parser.add_argument("--scaling", action="store_true",
                         help="1 vs 2 threads at 11008x4096 against a pure read of the same bytes")
+    parser.add_argument("--membw", action="store_true",
+                        help="1 vs 2 threads of a C read (bench/membw.c, built with gcc) beside the 4-bit kernels")
     parser.add_argument("--rss-probe", nargs=2, metavar=("VARIANT", "CAI"), help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the tables, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
@@ -744,6 +907,9 @@ def main(argv=None) -> None:
         return
     if args.scaling:
         scaling(write=not args.no_write)
+        return
+    if args.membw:
+        membw(write=not args.no_write)
         return
     import numba
     import torch

@@ -159,12 +159,15 @@ def test_kernels_equal_dense_decode(containers, spec, mode):
                 _check_int8(kernels.matmul(int8, X), _reference(int8, X), W_hat, X, relative)
 
 
+@pytest.mark.parametrize("form", ["rows", "grouped"])
 @pytest.mark.parametrize("cols", [300, 70_000], ids=["uint16-columns", "int32-columns"])
-def test_row_sparse_matvec_every_row_length(mode, cols):
+def test_row_sparse_matvec_every_row_length(mode, cols, form):
     """Rows of 0-80 weights reach every path of the numba row loop (short row, main loop,
     single vectors, the last partial vector) with each remainder, and (70,000 columns) a row
     longer than the prefetch distance of 512 weights; an Inf in x reaches exactly the rows that
-    hold its column."""
+    hold its column. ``grouped``: the same weights in groups of 4 with one-byte column offsets
+    (at 70,000 columns most groups span more than 255 columns, so zero-valued fillers abound;
+    padding and fillers must not let the Inf reach other rows, in the matvec or the matmul)."""
     from bie_cli.kernels import _rows
 
     rng = np.random.default_rng(5)
@@ -174,6 +177,10 @@ def test_row_sparse_matvec_every_row_length(mode, cols):
     values = rng.standard_normal(rows.size).astype(np.float32)
     part = _rows.from_coordinates(lengths.size, cols, rows, columns, values)
     assert part.col.dtype == _rows.index_dtype(cols)
+    if form == "grouped":
+        plain, part = part, _rows.grouped(part, max_filled_rows=1.0)
+        back = part.to_rows()
+        assert all(np.array_equal(getattr(back, a), getattr(plain, a)) for a in ("ptr", "col", "val"))
     encoded = kernels.EncodedMatrix("w", "sdr", "F32", (lengths.size, cols), (lengths.size, cols), [(0, part)])
     x = rng.standard_normal(cols).astype(np.float32)
     W_hat = np.zeros((lengths.size, cols))
@@ -184,6 +191,25 @@ def test_row_sparse_matvec_every_row_length(mode, cols):
         y = kernels.matvec(encoded, x)
         hit = W_hat[:, columns[-1]] != 0
         assert np.isinf(y[hit]).all() and np.isfinite(y[~hit]).all()
+        X = np.stack([rng.standard_normal(cols).astype(np.float32), x], axis=1)
+        Y = kernels.matmul(encoded, X)
+        assert np.isfinite(Y[:, 0]).all() and np.isinf(Y[hit, 1]).all() and np.isfinite(Y[~hit, 1]).all()
+
+
+def test_sparse_kernel_form_is_grouped_when_smaller():
+    """``kernel_form``: 90%-sparse rows of 4096 columns take the grouped form (5 bytes a weight, not 6);
+    rows of 70,000 columns at 99.9% sparsity, where most groups would need fillers, keep the plain form."""
+    from bie_cli.kernels import _rows, sdr
+
+    rng = np.random.default_rng(2)
+    for cols, density, expected in ((4096, 0.1, _rows.GroupedRows), (70_000, 0.001, _rows.RowSparseMatrix)):
+        W = np.where(rng.random((64, cols)) < density, rng.standard_normal((64, cols)), 0).astype(np.float32)
+        r, c = np.nonzero(W)
+        plain = _rows.from_coordinates(64, cols, r, c, W[r, c])
+        form = sdr.kernel_form(plain)
+        assert isinstance(form, expected) and form.nbytes <= plain.nbytes and form.nnz == plain.nnz
+        if expected is _rows.GroupedRows:
+            assert form.nbytes < 5.2 * plain.nnz + 8 * 65
 
 
 def test_chunks_are_merged_into_one_part_when_layouts_agree(containers):

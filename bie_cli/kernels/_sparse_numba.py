@@ -209,6 +209,104 @@ def row_dot(typingctx, val, col, x, lo, hi):
     return signature, codegen
 
 
+
+# -- group_dot: the same loop over the grouped kernel form (``_rows.GroupedRows``) ------------------------
+#: weights a group of the grouped form: one vector (its columns are one byte each, from the group's base)
+GROUP = LANES
+
+
+class _GroupDot(_RowDot):
+    """Emits Σ val·x[col] of one row of the grouped form: groups ``[glo, ghi)`` of GROUP weights, weight ``j`` of
+    a group at column ``base + offset[j]`` (one byte), ``base`` the previous group's last column (0 for a row's
+    first group). ``base`` is kept as a pointer into ``x``, so each ``x`` load is one addressing mode
+    (``base + offset·4``) and a group costs one more instruction than the plain form's vector (the ``lea`` of the
+    next base), for 5 bytes a weight instead of 6. Rows hold whole groups (padding: value 0), so there is no
+    short-row or last-vector code. ``masked``: products whose value is exactly 0 (padding and fillers) are set
+    to 0, so an Inf/NaN of ``x`` at their column cannot reach the row (the kernel takes this variant when ``x``
+    holds one)."""
+
+    def __init__(self, builder, val, offset, x, masked: bool):
+        super().__init__(builder, val, offset, x, False)
+        self.masked = masked
+
+    def group(self, k, base):
+        """(products of the group starting at weight ``k``, the next group's base pointer)."""
+        b = self.builder
+        values = b.load(b.bitcast(b.gep(self.val, [k]), _VECTOR.as_pointer()), align=4)
+        gathered = ir.Constant(_VECTOR, ir.Undefined)
+        offset = None
+        for lane in range(GROUP):
+            offset = b.zext(b.load(b.gep(self.col, [b.add(k, _i64(lane))])), _I64)
+            gathered = b.insert_element(gathered, b.load(b.gep(base, [offset])), ir.Constant(_I32, lane))
+        products = b.fmul(values, gathered, flags=_FLAGS)
+        if self.masked:
+            products = b.select(b.fcmp_unordered("!=", values, _ZERO), products, _ZERO)
+        return products, b.gep(base, [offset])
+
+    def prefetch(self, k):
+        """Values ``PREFETCH_BYTES`` ahead (two lines per main-loop iteration), offsets as many weights ahead."""
+        b = self.builder
+        prefetch = b.module.declare_intrinsic(
+            "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]))
+        ahead = PREFETCH_BYTES // 4
+        for array, offset in ((self.val, ahead), (self.val, ahead + 16), (self.col, ahead)):
+            address = b.bitcast(b.gep(array, [b.add(k, _i64(offset))]), _I8.as_pointer())
+            b.call(prefetch, [address, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+
+    def emit(self, glo, ghi):
+        b = self.builder
+        lo, hi = b.mul(glo, _i64(GROUP)), b.mul(ghi, _i64(GROUP))
+        step = GROUP * ACCUMULATORS
+        main_end = b.add(lo, b.and_(b.sub(hi, lo), _i64(-step)))
+        base = cgutils.alloca_once_value(b, self.x)
+        accumulators = [cgutils.alloca_once_value(b, _ZERO) for _ in range(ACCUMULATORS)]
+        with cgutils.for_range_slice(b, lo, main_end, _i64(step)) as (k, _):
+            self.prefetch(k)
+            current = b.load(base)
+            for number, accumulator in enumerate(accumulators):
+                products, current = self.group(b.add(k, _i64(number * GROUP)), current)
+                b.store(b.fadd(b.load(accumulator), products, flags=_FLAGS), accumulator)
+            b.store(current, base)
+        total = b.load(accumulators[0])
+        for accumulator in accumulators[1:]:
+            total = b.fadd(total, b.load(accumulator), flags=_FLAGS)
+        slot = cgutils.alloca_once_value(b, total)
+        with cgutils.for_range_slice(b, main_end, hi, _i64(GROUP)) as (k, _):
+            products, current = self.group(k, b.load(base))
+            b.store(current, base)
+            b.store(b.fadd(b.load(slot), products, flags=_FLAGS), slot)
+        return self.horizontal_sum(b.load(slot))
+
+
+def _group_dot(masked: bool):
+    @intrinsic
+    def group_dot(typingctx, val, offset, x, glo, ghi):
+        """Σ val·x[column] over the groups [glo, ghi) of one row of the grouped form (see ``_GroupDot``)."""
+        if not (_one_dimensional(val, types.float32) and _one_dimensional(x, types.float32)
+                and _one_dimensional(offset, types.uint8)
+                and isinstance(glo, types.Integer) and isinstance(ghi, types.Integer)):
+            return None
+        signature = types.float32(val, offset, x, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            val_type, offset_type, x_type = signature.args[:3]
+            emitter = _GroupDot(
+                builder,
+                context.make_array(val_type)(context, builder, args[0]).data,
+                context.make_array(offset_type)(context, builder, args[1]).data,
+                context.make_array(x_type)(context, builder, args[2]).data,
+                masked,
+            )
+            return emitter.emit(args[3], args[4])
+
+        return signature, codegen
+
+    return group_dot
+
+
+group_dot = _group_dot(masked=False)
+group_dot_masked = _group_dot(masked=True)
+
 # -- kernels ----------------------------------------------------------------------------------
 @njit(parallel=True, nogil=True, cache=True)
 def rows_matvec(ptr, col, val, x, y):  # pragma: no cover - compiled
@@ -269,3 +367,43 @@ def signed_matmul(ptr, split, col, scale, X, Y):  # pragma: no cover - compiled
         a = scale[i]
         for b in range(batch):
             y[b] *= a
+
+
+@njit(fastmath=FASTMATH, nogil=True, cache=True)
+def _all_finite(x):  # pragma: no cover - compiled
+    """True when no element of ``x`` is Inf or NaN (0·x is NaN exactly there; a vectorized sum, no branch)."""
+    total = np.float32(0.0)
+    for j in range(x.shape[0]):
+        total += x[j] * np.float32(0.0)
+    return total == 0.0
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def grouped_matvec(ptr, offset, val, x, y):  # pragma: no cover - compiled
+    """y_i = Σ val·x[column] over row i of the grouped form; the masked row loop when ``x`` holds Inf/NaN."""
+    if _all_finite(x):
+        for i in prange(y.shape[0]):
+            y[i] = group_dot(val, offset, x, ptr[i], ptr[i + 1])
+    else:
+        for i in prange(y.shape[0]):
+            y[i] = group_dot_masked(val, offset, x, ptr[i], ptr[i + 1])
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
+def grouped_matmul(ptr, offset, val, X, Y):  # pragma: no cover - compiled
+    """Y_i = Σ val·X[column] over row i of the grouped form, skipping its zero-valued padding and fillers."""
+    batch = X.shape[1]
+    for i in prange(Y.shape[0]):
+        y = Y[i]
+        for b in range(batch):
+            y[b] = 0.0
+        base = np.int64(0)
+        for g in range(ptr[i], ptr[i + 1]):
+            k = GROUP * g
+            for j in range(GROUP):
+                v = val[k + j]
+                if v != 0.0:
+                    xr = X[base + np.int64(offset[k + j])]
+                    for b in range(batch):
+                        y[b] += v * xr[b]
+            base += np.int64(offset[k + GROUP - 1])

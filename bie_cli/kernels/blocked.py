@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import _rows
-from ._rows import RowSparseMatrix, concat, numba_matmul, numba_matvec, reference_matmul, reference_matvec
+from ._rows import RowSparseMatrix, concat, kernel_form, numba_matmul, numba_matvec, reference_matmul, reference_matvec
 
 STRATEGY = "bie-blocked"
-__all__ = ["STRATEGY", "concat", "from_chunk", "numba_matmul", "numba_matvec", "reference_matmul",
+__all__ = ["STRATEGY", "concat", "from_chunk", "kernel_form", "numba_matmul", "numba_matvec", "reference_matmul",
            "reference_matvec", "warmup"]
 
 
