@@ -411,9 +411,9 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
     tensor, in manifest order.
 
     ``threads`` encoder threads read (a file read by position: safetensors) and
-    encode chunks; this thread reads the others (a stream, formats that parse
-    in memory), hashes every chunk in order and passes results on in order as
-    soon as they are ready, across tensor boundaries (a model of many one-chunk
+    encode chunks, each feeding its tensor's :class:`OrderedDigest` first; this
+    thread reads the others (a stream, formats that parse in memory) and passes
+    results on in order as soon as they are ready, across tensor boundaries (a model of many one-chunk
     tensors keeps every thread busy). At most ``2 x threads x chunk_size`` bytes
     of chunks are in flight (:class:`_InFlight`), whatever the tensor count, so
     memory is bounded by chunk size, not model size. Tensors in ``reuse``
