@@ -247,7 +247,7 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
         events = _encoded_in_order(source, plans, threads, total, progress, reuse, chunk_size)
     else:
         events = executors.encoded_in_order(executors.source_ref(source.path, source.format), plans, pool, total, progress)
-    write = _RecordThread(records, stats.tensors, 2 * max(chunk_size, 1))
+    write = _RecordThread(records, stats.tensors, max(chunk_size, 1))
     try:
         for kind, value in events:
             write.put(kind, value, _payload_size(value.payload) if kind == "chunk" else 0)
