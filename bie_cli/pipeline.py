@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -42,7 +43,7 @@ from .paths import (
     stdout_stream,
 )
 from .plan import Planner, StrategySpec, load_policy_file, parse_rule, parse_strategy
-from .tensorcodec import DigestCheck, StoredTensors, StreamDecoder, TensorPlan, TensorRecordWriter
+from .tensorcodec import DigestCheck, OrderedDigest, StoredTensors, StreamDecoder, TensorPlan, TensorRecordWriter
 
 DEFAULT_CHUNK_SIZE = 4 << 20
 #: chunks in flight per thread at most, however small: a model of many small tensors keeps
@@ -246,25 +247,104 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
         events = _encoded_in_order(source, plans, threads, total, progress, reuse, chunk_size)
     else:
         events = executors.encoded_in_order(executors.source_ref(source.path, source.format), plans, pool, total, progress)
-    started = 0.0
-    for kind, value in events:
-        if kind == "begin":
-            started = time.perf_counter()
-            records.begin(value)
-        elif kind == "chunk":
-            records.chunk(value)
-        else:
-            result = records.end(value)
-            info, plan = result.plan.info, result.plan
-            stats.tensors.append(TensorStats(
-                info.name, info.dtype, list(info.shape), plan.strategy, plan.reason,
-                dtypes.nbytes(info.dtype, info.shape), result.stored_bytes, result.lossless, result.error,
-                time.perf_counter() - started,
-            ))
+    write = _RecordThread(records, stats.tensors, max(chunk_size, 1))
+    try:
+        for kind, value in events:
+            write.put(kind, value, _payload_size(value.payload) if kind == "chunk" else 0)
+    except BaseException:
+        write.abort()
+        raise
+    write.close()
     writer.finish()
     out.flush()
     stats.stored_bytes = writer.bytes_written
     return stats
+
+
+def _payload_size(payload) -> int:
+    return sum(len(part) for part in payload) if isinstance(payload, tuple) else len(payload)
+
+
+class _RecordThread:
+    """Writes the tensors' records on a thread of its own (``bie-write``) in the order they
+    are handed over: each record's checksum (xxh3-64), its JSON body (zstd) and the write to
+    the file run beside the encoders, not on the thread that schedules them and hands
+    results on in order. At most ``max_bytes`` of chunk payloads (and one more chunk) wait,
+    so memory stays bounded by the chunk size. Appends each tensor's :class:`TensorStats`
+    to ``tensors`` as its end record is written. An error while writing is raised by the
+    next :meth:`put` or by :meth:`close`."""
+
+    def __init__(self, records: TensorRecordWriter, tensors: list[TensorStats], max_bytes: int) -> None:
+        self._records, self._tensors, self._max_bytes = records, tensors, max_bytes
+        self._items: deque = deque()  # (kind, value, nbytes, time handed over)
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="bie-write", daemon=True)
+        self._thread.start()
+
+    def put(self, kind: str, value, nbytes: int = 0) -> None:
+        """Hand over one ``("begin", plan)``, ``("chunk", EncodedChunk)`` or ``("end", digest)``."""
+        with self._cond:
+            while self._bytes > self._max_bytes and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            self._items.append((kind, value, nbytes, time.perf_counter()))
+            self._bytes += nbytes
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Wait until everything handed over is written; raise the error writing met, if any."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Drop what is still waiting and stop the thread (the run failed elsewhere)."""
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        records, started = self._records, 0.0
+        while True:
+            with self._cond:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                if not self._items:
+                    return
+                kind, value, nbytes, handed = self._items.popleft()
+            try:
+                if kind == "begin":
+                    started = handed
+                    records.begin(value)
+                elif kind == "chunk":
+                    records.chunk(value)
+                else:
+                    result = records.end(value)
+                    info, plan = result.plan.info, result.plan
+                    self._tensors.append(TensorStats(
+                        info.name, info.dtype, list(info.shape), plan.strategy, plan.reason,
+                        dtypes.nbytes(info.dtype, info.shape), result.stored_bytes, result.lossless, result.error,
+                        time.perf_counter() - started,
+                    ))
+            except BaseException as exc:  # handed to the scheduling thread
+                with self._cond:
+                    self._error = exc
+                    self._items.clear()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._bytes -= nbytes
+                if self._bytes <= self._max_bytes:
+                    self._cond.notify()
 
 
 class _InFlight:
@@ -311,14 +391,17 @@ def _reads_in_workers(source: CheckpointSource) -> bool:
     return source.format in _THREAD_SAFE_READS and source.path != STDIO
 
 
-def _read_and_encode(source: CheckpointSource, plan: TensorPlan, row_start: int, row_stop: int):
+def _read_and_encode(source: CheckpointSource, plan: TensorPlan, number: int, digest: OrderedDigest):
+    row_start, row_stop = plan.chunk_rows(number)
     chunk = source.read(plan.info.name, row_start, row_stop)
     tensorcodec.check_chunk(chunk, plan.info)
-    return chunk, tensorcodec.encode_chunk(plan, row_start, row_stop, chunk)
+    return _encode_read(chunk, plan, number, digest)
 
 
-def _encode_read(chunk: np.ndarray, plan: TensorPlan, row_start: int, row_stop: int):
-    return chunk, tensorcodec.encode_chunk(plan, row_start, row_stop, chunk)
+def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: OrderedDigest):
+    digest.add(number, chunk)  # before encoding: a strategy may modify its input in place
+    row_start, row_stop = plan.chunk_rows(number)
+    return tensorcodec.encode_chunk(plan, row_start, row_stop, chunk)
 
 
 def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], threads: int, total: int,
@@ -328,16 +411,16 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
     tensor, in manifest order.
 
     ``threads`` encoder threads read (a file read by position: safetensors) and
-    encode chunks; this thread reads the others (a stream, formats that parse
-    in memory), hashes every chunk in order and passes results on in order as
-    soon as they are ready, across tensor boundaries (a model of many one-chunk
+    encode chunks, each feeding its tensor's :class:`OrderedDigest` first; this
+    thread reads the others (a stream, formats that parse in memory) and passes
+    results on in order as soon as they are ready, across tensor boundaries (a model of many one-chunk
     tensors keeps every thread busy). At most ``2 x threads x chunk_size`` bytes
     of chunks are in flight (:class:`_InFlight`), whatever the tensor count, so
     memory is bounded by chunk size, not model size. Tensors in ``reuse``
     (``--target-bits``: encoded whole while planning) are read back from the
     planner's spool instead of being encoded again; their digest is the planner's."""
     in_workers = _reads_in_workers(source)
-    # ("begin", plan) | ("chunk", (future, digest, nbytes)) | ("end", digest), in file order
+    # ("begin", plan) | ("chunk", (future, nbytes)) | ("end", OrderedDigest | hex digest), in file order
     queue: deque = deque()
     in_flight = _InFlight(threads, chunk_size)
     done = 0
@@ -346,12 +429,10 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
         while queue:
             kind, value = queue[0]
             if kind == "chunk":
-                future, digest, nbytes = value
+                future, nbytes = value
                 if not drain and in_flight.room() and not future.done():
                     return
-                chunk, value = future.result()
-                if digest is not None:  # None: a reused encode, hashed while planning
-                    tensorcodec.update_digest(digest, chunk)
+                value = future.result()
                 in_flight.remove(nbytes)
             elif kind == "end" and not isinstance(value, str):
                 value = value.hexdigest()
@@ -366,8 +447,8 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
             if encoded is not None:
                 for start, stop, meta, payload, error in encoded.stored_chunks():
                     ready_chunk: Future = Future()
-                    ready_chunk.set_result((None, tensorcodec.EncodedChunk(start, stop, meta, payload, error)))
-                    queue.append(("chunk", (ready_chunk, None, len(payload))))  # held until written
+                    ready_chunk.set_result(tensorcodec.EncodedChunk(start, stop, meta, payload, error))
+                    queue.append(("chunk", (ready_chunk, len(payload))))  # held until written
                     in_flight.add(len(payload))
                     yield from ready()
                 done += dtypes.nbytes(info.dtype, info.shape)
@@ -376,18 +457,18 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
                 queue.append(("end", encoded.digest))
                 yield from ready()
                 continue
-            digest = spec.new_digest()
+            digest = OrderedDigest()  # hashed by the encoder threads, in chunk order
             row_bytes = dtypes.nbytes(info.dtype, info.shape[1:]) if info.shape else dtypes.nbytes(info.dtype, ())
             for number in range(plan.chunk_count):
                 row_start, row_stop = plan.chunk_rows(number)
                 if in_workers:
-                    future = pool.submit(_read_and_encode, source, plan, row_start, row_stop)
+                    future = pool.submit(_read_and_encode, source, plan, number, digest)
                 else:
                     chunk = source.read(info.name, row_start, row_stop)
                     tensorcodec.check_chunk(chunk, info)
-                    future = pool.submit(_encode_read, chunk, plan, row_start, row_stop)
+                    future = pool.submit(_encode_read, chunk, plan, number, digest)
                 nbytes = (row_stop - row_start) * row_bytes if info.shape else row_bytes
-                queue.append(("chunk", (future, digest, nbytes)))
+                queue.append(("chunk", (future, nbytes)))
                 in_flight.add(nbytes)
                 yield from ready()
                 done += nbytes
@@ -419,38 +500,56 @@ def _chunk_bytes(entry: TensorEntry, number: int) -> int:
     return dtypes.nbytes(entry.dtype, entry.chunk_shape(ref.row_start, ref.row_stop))
 
 
-def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: int | None, threads: int):
+def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: int | None, threads: int,
+                      check: DigestCheck | None = None):
     """``(entry, array)`` for every chunk in file order, decoded ``threads`` at a time
     (decoders release the GIL) with at most ``2 x threads`` full-size chunks' worth of
-    bytes held (:class:`_InFlight`), across tensor boundaries."""
+    bytes held (:class:`_InFlight`), across tensor boundaries. ``check`` (an ordered
+    :class:`DigestCheck`): each decoding thread hashes the chunk it decoded, and the
+    tensor is checked as its last chunk passes here."""
     jobs = ((entry, number) for entry in entries for number in range(len(entry.chunks)))
     if threads <= 1:
         for entry, number in jobs:
-            yield entry, stored.decode_chunk(entry, number, bits)
+            array = stored.decode_chunk(entry, number, bits)
+            if check is not None:
+                check.update(entry, array)
+            yield entry, array
         return
+
+    def decode(entry: TensorEntry, number: int) -> np.ndarray:
+        array = stored.decode_chunk(entry, number, bits)
+        if check is not None:
+            check.feed(entry, number, array)
+        return array
+
     chunk_size = max((_chunk_bytes(entry, 0) for entry in entries if entry.chunks), default=1)
     in_flight = _InFlight(threads, chunk_size)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-decode") as pool:
         pending: deque = deque()
+
+        def passed():
+            done_entry, nbytes, future = pending.popleft()
+            in_flight.remove(nbytes)
+            array = future.result()
+            if check is not None:
+                check.passed(done_entry)
+            return done_entry, array
+
         for entry, number in jobs:
             nbytes = _chunk_bytes(entry, number)
-            pending.append((entry, nbytes, pool.submit(stored.decode_chunk, entry, number, bits)))
+            pending.append((entry, nbytes, pool.submit(decode, entry, number)))
             in_flight.add(nbytes)
             while pending and (not in_flight.room() or pending[0][2].done()):
-                done_entry, nbytes, future = pending.popleft()
-                in_flight.remove(nbytes)
-                yield done_entry, future.result()
+                yield passed()
         while pending:
-            done_entry, _, future = pending.popleft()
-            yield done_entry, future.result()
+            yield passed()
 
 
 def _checked_chunks(stored: StoredTensors, entries: list[TensorEntry], bits: int | None = None,
                     threads: int = 1) -> Iterator[tuple[str, np.ndarray]]:
     """Decoded chunks in order; each lossless tensor's bytes are checked against its digest."""
-    check = DigestCheck(entries)
-    for entry, array in _decoded_in_order(stored, [e for e in entries if e.chunks], bits, threads):
-        check.update(entry, array)
+    check = DigestCheck(entries, ordered=threads > 1)
+    for entry, array in _decoded_in_order(stored, [e for e in entries if e.chunks], bits, threads, check):
         yield entry.name, array
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -151,6 +152,48 @@ def encode_chunk(plan: TensorPlan, row_start: int, row_stop: int, chunk: np.ndar
 
 def update_digest(digest, array: np.ndarray) -> None:
     digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+
+
+class OrderedDigest:
+    """One tensor's digest (a stream over its chunks in order) fed by whichever thread holds
+    the next chunk: :meth:`add` files chunk ``number``; the first thread to find the stream's
+    next chunk waiting hashes it and every later one already filed, while other threads go
+    on. No thread waits for another, and the hashing runs on the threads that read or decoded
+    the chunks (xxhash releases the GIL), not on the one that writes.
+
+    :attr:`digest` is complete once every chunk's :meth:`add` has returned."""
+
+    __slots__ = ("_busy", "_lock", "_next", "_waiting", "digest")
+
+    def __init__(self) -> None:
+        self.digest = spec.new_digest()
+        self._lock = threading.Lock()
+        self._waiting: dict[int, np.ndarray] = {}
+        self._next = 0
+        self._busy = False
+
+    def add(self, number: int, array: np.ndarray) -> None:
+        with self._lock:
+            self._waiting[number] = array
+            if self._busy:
+                return  # the thread hashing this stream will take it
+            self._busy = True
+        while True:
+            with self._lock:
+                array = self._waiting.pop(self._next, None)
+                if array is None:
+                    self._busy = False
+                    return
+            try:
+                update_digest(self.digest, array)
+            except BaseException:
+                with self._lock:
+                    self._busy = False
+                raise
+            self._next += 1  # only the hashing thread moves it
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -333,16 +376,20 @@ def decode_chunk(entry: TensorEntry, chunk: Chunk, bits: int | None = None) -> n
 
 class DigestCheck:
     """Checks lossless tensors' decoded bytes against their stored digests, fed chunk by chunk
-    in order; :meth:`update` raises :class:`CorruptContainerError` when a tensor completes wrong."""
+    in order; :meth:`update` raises :class:`CorruptContainerError` when a tensor completes wrong.
 
-    def __init__(self, entries: Iterable[TensorEntry]) -> None:
+    ``ordered=True``: the decoding threads hash (:meth:`feed`, any order: an
+    :class:`OrderedDigest` per tensor) and the thread that takes the chunks in order calls
+    :meth:`passed` for each, which checks a tensor when its last chunk passes."""
+
+    def __init__(self, entries: Iterable[TensorEntry], ordered: bool = False) -> None:
         self._digests: dict[int, Any] = {}
         self._remaining: dict[int, int] = {}
         for entry in entries:
             if not is_lossless(entry):
                 continue
             if entry.chunks or entry.chunk_count:
-                self._digests[entry.id] = spec.new_digest()
+                self._digests[entry.id] = OrderedDigest() if ordered else spec.new_digest()
                 self._remaining[entry.id] = entry.chunk_count
             else:  # no chunks: complete already
                 self._finish(entry, spec.new_digest())
@@ -352,6 +399,18 @@ class DigestCheck:
         if digest is None:
             return
         update_digest(digest, array)
+        self.passed(entry)
+
+    def feed(self, entry: TensorEntry, number: int, array: np.ndarray) -> None:
+        """(``ordered``) Hash chunk ``number`` of ``entry``; safe from any thread."""
+        digest = self._digests.get(entry.id)
+        if digest is not None:
+            digest.add(number, array)
+
+    def passed(self, entry: TensorEntry) -> None:
+        """One more chunk of ``entry`` passed in order (its bytes hashed already)."""
+        if entry.id not in self._digests:
+            return
         self._remaining[entry.id] -= 1
         if self._remaining[entry.id] == 0:
             self._finish(entry, self._digests.pop(entry.id))

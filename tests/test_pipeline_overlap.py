@@ -125,3 +125,66 @@ def test_in_flight_window_holds_bytes_not_a_chunk_count(tmp_path, monkeypatch):
     pipeline.compress_model(path, tmp_path / "m.cai", threads=1, chunk_size=chunk_size)
     assert peaks["count"] > 2
     assert peaks["bytes"] < 2 * chunk_size
+
+
+def test_ordered_digest_from_threads_in_any_order_is_the_stream_digest():
+    """Chunks filed by several threads in shuffled order hash as one stream in chunk order."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bie_cli.formats.cai import spec
+
+    rng = np.random.default_rng(3)
+    chunks = [rng.integers(0, 255, int(n), dtype=np.uint8) for n in rng.integers(0, 50_000, 40)]
+    expected = spec.new_digest()
+    for chunk in chunks:
+        expected.update(chunk)
+    for seed in range(5):
+        order = list(range(len(chunks)))
+        random.Random(seed).shuffle(order)
+        digest = tensorcodec.OrderedDigest()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda n, d=digest: d.add(n, chunks[n]), order))
+        assert digest.hexdigest() == expected.hexdigest()
+
+
+def test_a_failed_write_fails_compress_and_leaves_no_output(many_small, tmp_path, monkeypatch):
+    """Records are written on their own thread: an error there reaches the caller, nothing is left."""
+    from bie_cli.formats.cai.writer import ContainerWriter
+
+    path, _ = many_small
+    calls = 0
+    original = ContainerWriter.write_chunk
+
+    def failing(self, *args):
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise OSError(28, "No space left on device")
+        return original(self, *args)
+
+    monkeypatch.setattr(ContainerWriter, "write_chunk", failing)
+    target = tmp_path / "out.cai"
+    with pytest.raises(OSError, match="No space left"):
+        bie_cli.compress_model(path, target, threads=2, chunk_size=1 << 16)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_decompress_checks_digests_at_any_threads(many_small, tmp_path, monkeypatch, threads):
+    """The decoding threads hash what they decode (in chunk order): a wrong byte is caught."""
+    from bie_cli.errors import CorruptContainerError
+
+    path, _ = many_small
+    container = tmp_path / "m.cai"
+    bie_cli.compress_model(path, container, chunk_size=1 << 16)
+    original = tensorcodec.update_digest
+
+    def off_by_one(digest, array):
+        original(digest, array)
+        digest.update(b"x")
+
+    monkeypatch.setattr(tensorcodec, "update_digest", off_by_one)
+    with pytest.raises(CorruptContainerError, match="do not match the stored digest"):
+        bie_cli.decompress_model(container, tmp_path / "out.safetensors", threads=threads)
+    assert not (tmp_path / "out.safetensors").exists()
