@@ -12,6 +12,7 @@ plan are the ones the container will hold.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import threading
@@ -284,18 +285,23 @@ def ladder_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks
         return None
     work = units.dtype
     rms = np.sqrt(squares / units.shape[1])
-    scales, muls, metas = [], [], []
-    for config in configs:
-        scale = (rms * config.step).astype(work)
-        scale_dtype = common.choose_scale_dtype("auto", "tensor", scale)
-        scale = common.round_scales(scale, scale_dtype, work)
-        scales.append(scale[0])
-        muls.append(np.divide(1.0, scale, out=np.zeros_like(scale), where=scale != 0)[0])
-        metas.append((scale_dtype, np.dtype(common.SCALE_DTYPES[scale_dtype]).itemsize))
+    # every step's scale at once (elementwise: the same float64 products and roundings as one
+    # config at a time); the scale dtype per config only when some scale is not a normal f32
+    raw = (rms[0] * np.array([config.step for config in configs], dtype=rms.dtype)).astype(work)
+    if _normal_f32(raw):
+        scale_dtypes = ["f32"] * len(configs)
+    else:
+        scale_dtypes = [common.choose_scale_dtype("auto", "tensor", raw[k:k + 1]) for k in range(len(configs))]
+    scales = np.empty_like(raw)
+    for name in set(scale_dtypes):
+        mask = np.array([d == name for d in scale_dtypes])
+        scales[mask] = common.round_scales(raw[mask], name, work)
+    muls = np.divide(1.0, scales, out=np.zeros_like(scales), where=scales != 0)
+    metas = [(d, np.dtype(common.SCALE_DTYPES[d]).itemsize) for d in scale_dtypes]
     levels = 256
     counts, exact, sse = _ladder().ladder_stats(
-        units.reshape(-1), np.array(muls, dtype=work), np.full(len(configs), levels >> 1, dtype=work),
-        np.array(scales, dtype=work), levels - 1, work == np.float32)
+        units.reshape(-1), muls, np.full(len(configs), levels >> 1, dtype=work), scales, levels - 1,
+        work == np.float32)
     reference = float(np.square(units.reshape(-1).astype(np.float64)).sum())
     packed = sample.size  # 8 bits a code
     n_rows = sample.shape[0] if sample.ndim else 1
@@ -333,8 +339,7 @@ def tcq_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks: i
     if info.dtype not in ("F32", "F64") or sample.size == 0:
         return None
     choices = [candidates.resolve(t) for t in texts]
-    defaults = registry.get("tcq").default_config()
-    if any(c.config != type(defaults)(step=c.config.step) for c in choices):
+    if not all(_plain_tcq(t) for t in texts):
         return None
     rows = common.as_rows(sample)
     squares = quant_kernels.unit_squares(rows.reshape(1, -1))
@@ -344,20 +349,22 @@ def tcq_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks: i
     reference = float(np.square(rows.astype(np.float64)).sum())
     rms = np.sqrt(squares / rows.size)
     n_rows = sample.shape[0] if sample.ndim else 1
+    # every step's grid at once (elementwise: the same products and roundings as one at a time)
+    steps = common.round_scales(
+        (rms[0] * np.array([c.config.step for c in choices], dtype=rms.dtype)).astype(work), "f32", work)
+    muls = np.divide(1.0, steps, out=np.zeros_like(steps), where=steps != 0).astype(np.float64)
     points = []
-    for choice, text in zip(choices, texts, strict=True):
-        step = common.round_scales((rms * choice.config.step).astype(work), "f32", work)
-        mul = np.divide(1.0, step, out=np.zeros_like(step), where=step != 0).astype(np.float64)
-        _, beyond, counts, errors = tcq.viterbi_codes(rows, np.full(rows.shape[0], mul[0]))
+    for k, (choice, text) in enumerate(zip(choices, texts, strict=True)):
+        _, beyond, counts, errors = tcq.viterbi_codes(rows, np.full(rows.shape[0], muls[k]))
         stream = rans.fast_estimate_size(counts)
         kind, code_bytes = ("rans", stream) if stream < rows.size else ("packed", rows.size)
-        n_exact = int(beyond.sum())
+        n_exact = int(np.count_nonzero(beyond))
         payload = 4 + common.exact_section_size(n_exact, info.dtype) + code_bytes
         meta = {"granularity": "tensor", "group_size": rows.size, "trellis": TRELLIS_STATES,
                 "scale_dtype": "f32", "codes": kind}
         if n_exact:
             meta["exact"] = n_exact
-        sse = float(errors.sum()) * float(step[0]) ** 2
+        sse = float(errors.sum()) * float(steps[k]) ** 2
         relative_mse = sse / reference if reference else (0.0 if sse == 0 else float("inf"))
         predicted = payload * info.rows / n_rows + chunks * (meta_bytes(meta) + CHUNK_FRAMING)
         points.append(Point(choice, text, predicted, relative_mse, False))
@@ -380,19 +387,23 @@ def group_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks:
     choices = [candidates.resolve(t) for t in texts]
     rows = common.as_rows(sample)
     points = []
+    grouped: dict = {}  # group size -> (layout, units, low, high, squares): the grids of one size share them
     for choice, text in zip(choices, texts, strict=True):
         config = choice.config
         if (choice.strategy != "quant" or not config.symmetric or config.granularity != "group"
                 or config.step is not None or config.clip != "none" or config.scale_dtype != "auto"
                 or config.entropy != "auto"):
             return None
-        layout = common.layout_for(rows.shape[0], rows.shape[1], "group", config.group_size)
-        if layout.padded:
-            return None
-        units = common.to_units(rows, layout)
-        low, high, squares = quant_kernels.unit_stats(units)
-        if not np.isfinite(squares.sum()):
-            return None
+        if config.group_size not in grouped:
+            layout = common.layout_for(rows.shape[0], rows.shape[1], "group", config.group_size)
+            if layout.padded:
+                return None
+            units = common.to_units(rows, layout)
+            low, high, squares = quant_kernels.unit_stats(units)
+            if not np.isfinite(squares.sum()):
+                return None
+            grouped[config.group_size] = layout, units, low, high, squares
+        layout, units, low, high, squares = grouped[config.group_size]
         work = units.dtype
         half = 1 << (config.bits - 1)
         extreme = np.where(-low > high, low, high)
@@ -414,6 +425,25 @@ def group_points(sample: np.ndarray, info: TensorInfo, texts: list[str], chunks:
         predicted = payload * info.rows / n_rows + chunks * (meta_bytes(meta) + CHUNK_FRAMING)
         points.append(Point(choice, text, predicted, relative_mse, False))
     return points
+
+
+@functools.cache
+def _plain_tcq(text: str) -> bool:
+    """Whether the candidate ``text`` is ``tcq`` with default options but ``step`` (cached: a
+    typed config's construction and comparison, per candidate and tensor otherwise)."""
+    from . import candidates
+
+    config = candidates.resolve(text).config
+    return config == type(registry.get("tcq").default_config())(step=config.step)
+
+
+def _normal_f32(values: np.ndarray) -> bool:
+    """Whether every nonzero value's magnitude is a normal float32 (then ``choose_scale_dtype``
+    picks ``f32`` for a per-tensor scale)."""
+    from ..strategies import _quant_common as common
+
+    magnitudes = np.abs(values[values != 0])
+    return magnitudes.size == 0 or bool(magnitudes.max() <= common._F32_MAX and magnitudes.min() >= common._F32_MIN_NORMAL)
 
 
 def _ladder():

@@ -365,8 +365,9 @@ def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool, trel
     results = list(pool.map(lambda job: on(*job), [(sample, t) for t in first] + [(quarter, t) for t in screened]))
     points = batch + results[: len(first)]
     keep, below = [], []
+    figures = _hull_figures(points)  # the same others for every screened candidate
     for text, point in zip(screened, results[len(first):], strict=True):
-        near = _near_hull(points, point)
+        near = _near_hull(points, point, figures)
         if near == "below":  # cheaper than the whole curve: its quarter-sample figure will do
             below.append(point)
         elif near:
@@ -385,13 +386,18 @@ SCREEN_STRIDE = 4
 SCREEN_MARGIN = 1.3
 
 
-def _near_hull(points: list[measure.Point], candidate: measure.Point) -> bool | str:
-    """Whether ``candidate`` may lie on (or below) the lower hull of ``points``: beyond the
-    hull's rate range it may (``"below"`` when cheaper than all of it); inside, when its
-    error is within SCREEN_MARGIN of the hull's."""
+def _hull_figures(points: list[measure.Point]) -> tuple[list[float], list[float], list[int]]:
     rates = [p.stored_bytes for p in points]
     distortions = [p.relative_mse for p in points]
-    hull = allocate.lower_hull(rates, distortions)
+    return rates, distortions, allocate.lower_hull(rates, distortions)
+
+
+def _near_hull(points: list[measure.Point], candidate: measure.Point, figures=None) -> bool | str:
+    """Whether ``candidate`` may lie on (or below) the lower hull of ``points``: beyond the
+    hull's rate range it may (``"below"`` when cheaper than all of it); inside, when its
+    error is within SCREEN_MARGIN of the hull's. ``figures``: :func:`_hull_figures` of
+    ``points``, when already computed."""
+    rates, distortions, hull = figures if figures is not None else _hull_figures(points)
     x = candidate.stored_bytes
     if hull and x < rates[hull[0]]:
         return "below"
