@@ -798,9 +798,10 @@ def _widen_pairs(rows: _RowPair, halves):
 TILE_PREFETCH = 8
 
 
-def _tile_kernel(columns: int, prefetch: int = TILE_PREFETCH):
+def _tile_kernel(columns: int, prefetch: int = TILE_PREFETCH, locality: int = 3):
     """The intrinsic for one row tile (8 rows) × ``columns`` columns of int8 activations, with a
-    software prefetch of the codes ``prefetch`` blocks ahead (none when 0)."""
+    software prefetch of the codes ``prefetch`` blocks ahead (none when 0; ``locality``: LLVM's
+    hint, 3 ``prefetcht0``, 0 ``prefetchnta``; bench/trial_threads.py compares them)."""
 
     @intrinsic
     def int8_row_tile(typingctx, codes, scales, tile, xq, xd, xz, first, zero, group_shift, blocks, out):
@@ -852,7 +853,7 @@ def _tile_kernel(columns: int, prefetch: int = TILE_PREFETCH):
                     ahead = b.add(b.mul(block, _i64(4 * BLOCK)), _i64(prefetch * 4 * BLOCK))
                     for line in (0, 64):
                         b.call(fetch, [b.gep(code_bytes, [b.add(ahead, _i64(line))]),
-                                       ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+                                       ir.Constant(_I32, 0), ir.Constant(_I32, locality), ir.Constant(_I32, 1)])
                 scale = _load(b, scale_row, b.mul(group, _i64(TILE)), _vector(_F32, 8), 4)
                 indices = [b.add(start, block) for start in column_starts]
                 bases = [b.mul(index, _i64(BLOCK)) for index in indices]
