@@ -96,6 +96,13 @@ class HammingIndex:
         return search(self, query_codes, k, **options)
 
 
+def _unwrap(codes, check: bool = False) -> tuple[HammingIndex | None, np.ndarray]:
+    """(the :class:`HammingIndex` given, or None; its packed codes), plain codes checked when ``check``."""
+    if isinstance(codes, HammingIndex):
+        return codes, codes.codes
+    return None, _check_codes(codes, "codes") if check else codes
+
+
 def _transpose(codes: np.ndarray) -> np.ndarray:
     from . import _fastscan_numba as _fastscan
 
@@ -114,8 +121,7 @@ def hamming_topk(codes, query_codes: np.ndarray, k: int) -> tuple[np.ndarray, np
     on AVX2, see :mod:`._fastscan_numba`)."""
     from . import _search_numba
 
-    index = codes if isinstance(codes, HammingIndex) else None
-    codes = index.codes if index is not None else codes
+    index, codes = _unwrap(codes)
     count = query_codes.shape[0]
     transposed = index.transposed if index is not None else None
     if transposed is None and count >= FASTSCAN_MIN_RAW and codes.shape[1] <= FASTSCAN_MAX_BYTES \
@@ -161,8 +167,7 @@ def _as_words(codes: np.ndarray) -> np.ndarray:
 
 def check_search(codes, query_codes, k: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Checked (codes or the :class:`HammingIndex` as given, query codes, k)."""
-    index = codes if isinstance(codes, HammingIndex) else None
-    codes = index.codes if index is not None else _check_codes(codes, "codes")
+    index, codes = _unwrap(codes, check=True)
     query_codes = _check_codes(query_codes, "query codes")
     if query_codes.shape[1] != codes.shape[1]:
         raise BadInputError(
@@ -228,8 +233,7 @@ def search_asymmetric(
     ``rescore``/``queries``/``candidates`` as in :func:`search`: the
     asymmetric top ``candidates`` are re-ranked by float dot product.
     """
-    index = codes if isinstance(codes, HammingIndex) else None
-    codes = index.codes if index is not None else _check_codes(codes, "codes")
+    index, codes = _unwrap(codes, check=True)
     weights = np.asarray(query_weights, dtype=np.float32)
     if weights.ndim != 2 or weights.shape[0] == 0 or -(-weights.shape[1] // 8) != codes.shape[1]:
         raise BadInputError(
@@ -307,7 +311,7 @@ def search_asymmetric_reference(codes, query_weights, k):
 def search_reference(codes: np.ndarray, query_codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The definition, in numpy: unpack, count differing bits, stable sort by (distance, id)."""
     codes, query_codes, k = check_search(codes, query_codes, k)
-    codes = codes.codes if isinstance(codes, HammingIndex) else codes
+    codes = _unwrap(codes)[1]
     unpacked = np.unpackbits(codes, axis=1).astype(np.int32)
     queries = np.unpackbits(query_codes, axis=1).astype(np.int32)
     # |a xor b| = |a| + |b| - 2 a.b
