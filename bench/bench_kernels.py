@@ -99,13 +99,13 @@ def reexec_without_openblas_pins(argv: list[str]) -> None:
 
 
 def time_rounds(calls: dict, budget: float = 0.25, rounds: int = ROUNDS, max_repeats: int = 200,
-                pause: float = 0.0, cold: bool = False) -> dict:
+                pause: float = 0.0, cold: bool = False, evict=evict_caches) -> dict:
     """Per method, its median seconds in each of ``rounds`` round-robin rounds.
 
     Each method gets one untimed call, then every round runs each method its
     share of the budget (at least 2 calls), one method after the other, with
     ``pause`` seconds of idle time after each method's calls (see ``SETTLE``).
-    ``cold``: caches are evicted (untimed) before every timed call (see ``EVICT_BYTES``).
+    ``cold``: caches are evicted (untimed) before every timed call by ``evict`` (see ``EVICT_BYTES``).
     """
     repeats = {}
     for name, function in calls.items():
@@ -120,7 +120,7 @@ def time_rounds(calls: dict, budget: float = 0.25, rounds: int = ROUNDS, max_rep
             samples = []
             for _ in range(repeats[name]):
                 if cold:
-                    evict_caches()
+                    evict()
                 start = time.perf_counter()
                 function()
                 samples.append(time.perf_counter() - start)
@@ -650,6 +650,15 @@ def scaling(write: bool) -> None:
         kernels.EncodedMatrix("hot", "quant", "F32", (512, cols), (512, cols), [(0, hot)]), x, out=hot_y)
     alu_label = "ALU only: 512 integer recurrences, no memory"
     calls[alu_label] = lambda: alu(ALU_STEPS)
+    # the same reads and kernels with the caches evicted by as many threads as the timed call uses
+    # (numba's read of the 128 MiB): the second core has just worked, as in a model whose previous
+    # layer ran on both threads; after numpy's one-thread evict its OpenMP worker is asleep and each
+    # 2-thread call first wakes it (docs/kernels.md, "Threads: session 7")
+    evict_caches()
+    scratch = _SCRATCH[0].view(np.uint64).reshape(64, -1)
+    both = " (evicted by both threads)"
+    parallel = {label + both: calls[label] for label in ("read 4-bit g32's bytes", "quant 4-bit g32", "quant 4-bit g64")}
+    calls.update(parallel)
     samples = {(label, t): [] for label in calls for t in (1, 2)}
     for _ in range(ROUNDS):
         for threads in (1, 2):
@@ -659,7 +668,8 @@ def scaling(write: bool) -> None:
                     if label.startswith("quant 4-bit g32, own") and threads == 1:
                         continue
                     got = time_rounds({label: function}, budget=0.1, rounds=1, pause=SETTLE,
-                                      cold=label not in (hot_label, alu_label))
+                                      cold=label not in (hot_label, alu_label),
+                                      evict=(lambda: stream(scratch)) if label in parallel else evict_caches)
                     samples[label, threads].append(got[label][0])
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     pool.shutdown()
@@ -668,7 +678,8 @@ def scaling(write: bool) -> None:
     for label in calls:
         two = samples[label, 2]
         single = one.get(label, one["quant 4-bit g32"])
-        nbytes = streams[label].nbytes if label in streams else (W.nbytes if label == "dense FP32" else None)
+        base = label.removesuffix(both)
+        nbytes = streams[base].nbytes if base in streams else (W.nbytes if label == "dense FP32" else None)
         if label == alu_label:
             cells = [label, "0", *(_ms(statistics.median(series)) for series in (single, two)),
                      f"{ratio(single, two):.2f}×"]
@@ -676,7 +687,7 @@ def scaling(write: bool) -> None:
             print(" | ".join(cells), flush=True)
             continue
         if nbytes is None:
-            m = hot if label == hot_label else matrices["quant 4-bit g32" if "own" in label else label]
+            m = hot if label == hot_label else matrices["quant 4-bit g32" if "own" in label else base]
             nbytes = _weight_bytes(m)
         cells = [label, f"{nbytes / 2**20:.1f}"]
         for series in (single, two):
@@ -686,13 +697,17 @@ def scaling(write: bool) -> None:
         print(" | ".join(cells), flush=True)
     scale = {label: ratio(one.get(label, one["quant 4-bit g32"]), samples[label, 2]) for label in calls}
     read32, read_fp32 = scale["read 4-bit g32's bytes"], scale["read FP32's bytes"]
+    read_both = scale["read 4-bit g32's bytes" + both]
     verdict = (
         f"In this run: quant 4-bit g32 scaled {scale['quant 4-bit g32']:.2f}× and g64 "
         f"{scale['quant 4-bit g64']:.2f}× (goal 1.7×; g32 in the block layout "
         f"{scale['quant 4-bit g32, block layout']:.2f}×), dense FP32 {scale['dense FP32']:.2f}×; a pure read of "
         f"g32's bytes {read32:.2f}× and of FP32's {read_fp32:.2f}×; "
-        f"the two cores on registers alone {scale[alu_label]:.2f}×. A kernel that streams its bytes cannot "
-        "scale past the read of the same bytes; one that computes cannot scale past the ALU row.")
+        f"the two cores on registers alone {scale[alu_label]:.2f}×. With the caches evicted by as many threads "
+        f"as the timed call uses: g32 {scale['quant 4-bit g32' + both]:.2f}×, g64 {scale['quant 4-bit g64' + both]:.2f}×, "
+        f"the read of g32's bytes {read_both:.2f}×. "
+        "A kernel that streams its bytes cannot scale past the read of the same bytes; one that computes "
+        "cannot scale past the ALU row.")
     text = "\n\n".join([
         "## Thread scaling at 11008×4096 (batch 1, cold caches)",
         f"`python -m bench.bench_kernels --scaling` — {machine_line()}; load average before the run: {load}, "
@@ -710,7 +725,11 @@ def scaling(write: bool) -> None:
         "when nothing is shared but the cores (its calls are short, 0.1-0.2 ms, so the parallel launch "
         "counts). `ALU only`: 64 chunks of 8 independent integer recurrences (a multiply and an add a step, "
         f"registers only, {ALU_STEPS:,} steps), split over the threads: throughput-bound, so it scales ~2× "
-        "only if the two vCPUs are two cores, not SMT siblings of one. Scaling: median over rounds of (1-thread time / 2-thread time).",
+        "only if the two vCPUs are two cores, not SMT siblings of one. `(evicted by both threads)`: the same "
+        "call with the caches evicted by numba's read of the 128 MiB on as many threads as the timed call "
+        "(the other rows: numpy's one-thread read, after which OpenMP's second thread has gone to sleep and "
+        "every 2-thread call first wakes it, ~0.1-0.2 ms on this KVM guest; docs/kernels.md, \"Threads: "
+        "session 7\"). Scaling: median over rounds of (1-thread time / 2-thread time).",
         markdown_table(["method", "MiB read", "1 thread, ms", "2 threads, ms", "2 threads / 1 thread"], table),
         verdict,
     ])

@@ -1,0 +1,162 @@
+"""Trial (docs/kernels.md, "Threads: session 7"): why bench/membw.c's C read scales 1.7-1.8x from 1 to
+2 threads when numba's read of the same bytes scales ~1.5x. One process, one buffer (the size of the
+4-bit g32 11008x4096 kernel form), interleaved, 1 and 2 threads of:
+
+- ``C read``: bench/membw.c's loop (OpenMP static halves, ``total |= a[i]``: gcc -O3 makes one
+  ``vpor`` of 32 bytes an iteration), built as a shared library and called through ctypes;
+- ``C read x4``: the same with four accumulators (four ``vpor`` an iteration, as LLVM unrolls
+  numba's read);
+- ``numba read``: bench_kernels' ``stream`` (the ``--scaling`` read row);
+- ``g32`` / ``g64``: the production 4-bit kernels (``kernels.matvec``), 11008x4096, batch 1;
+
+each after evicting the caches two ways: ``np1`` (numpy's one-thread sum of 128 MiB, what
+bench_kernels does: the other core's worker thread falls asleep) and ``c2`` (the C read of 128 MiB on
+2 threads, what membw.c does: both cores just ran, OpenMP's worker still spinning). A round counts
+only if an ALU-only loop scaled >= 1.75x just before and after it. Needs gcc. Run under the lock:
+
+    R=6 T=200 flock /tmp/bie-bench.lock python bench/trial_read.py
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SOURCE = r"""
+#include <stdint.h>
+#include <stddef.h>
+uint64_t read1(const uint64_t *restrict a, size_t words, int threads) {
+    uint64_t total = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(| : total)
+    for (size_t i = 0; i < words; i++) total |= a[i];
+    return total;
+}
+typedef uint64_t v4 __attribute__((vector_size(32)));
+uint64_t read4(const uint64_t *restrict a, size_t words, int threads) {
+    uint64_t total = 0;
+#pragma omp parallel num_threads(threads) reduction(| : total)
+    {
+        int n = omp_get_num_threads(), t = omp_get_thread_num();
+        size_t quads = words / 16, lo = quads * t / n, hi = quads * (t + 1) / n;
+        const v4 *p = (const v4 *)a;
+        v4 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        for (size_t q = lo; q < hi; q++) {
+            s0 |= p[4 * q]; s1 |= p[4 * q + 1]; s2 |= p[4 * q + 2]; s3 |= p[4 * q + 3];
+        }
+        v4 s = s0 | s1 | s2 | s3;
+        total |= s[0] | s[1] | s[2] | s[3];
+    }
+    return total;
+}
+"""
+
+
+def build(directory: str) -> ctypes.CDLL:
+    source, library = Path(directory) / "read.c", Path(directory) / "libread.so"
+    source.write_text("#include <omp.h>\n" + SOURCE)
+    subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", str(source), "-o", str(library)],
+                   check=True)
+    lib = ctypes.CDLL(str(library))
+    for name in ("read1", "read4"):
+        getattr(lib, name).restype = ctypes.c_uint64
+        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return lib
+
+
+def main() -> None:
+    import numba
+
+    from bench.bench_kernels import ALU_STEPS, _stream_kernels, evict_caches
+    from bie_cli import kernels
+    from bie_cli.kernels import quant
+
+    kernels.warmup(["quant"])
+    rows, cols = 11008, 4096
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(cols).astype(np.float32)
+    encoded, nbytes = {}, {}
+    for g in (32, 64):
+        m = quant.kernel_form(quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, g,
+                                          rng.random((rows, cols // g), dtype=np.float32), quant.NO_OFFSET))
+        encoded[g] = kernels.EncodedMatrix("w", "quant", "F32", (rows, cols), (rows, cols), [(0, m)])
+        nbytes[f"g{g}"] = m.codes.nbytes + m.scale_tiles.nbytes
+    y = np.empty(rows, np.float32)
+    stream, alu = _stream_kernels()
+    buffer = np.ones((64, nbytes["g32"] // 512), np.uint64)
+    scratch = np.ones((64, (128 << 20) // 512), np.uint64)
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = build(tmp)
+        calls = {
+            "C read": lambda t: lib.read1(buffer.ctypes.data, buffer.size, t),
+            "C read x4": lambda t: lib.read4(buffer.ctypes.data, buffer.size, t),
+            "numba read": lambda t: stream(buffer),
+            "g32": lambda t: kernels.matvec(encoded[32], x, out=y),
+            "g64": lambda t: kernels.matvec(encoded[64], x, out=y),
+        }
+        evicts = {"np1": evict_caches, "c2": lambda: lib.read1(scratch.ctypes.data, scratch.size, 2)}
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            for call in calls.values():
+                call(threads)
+
+        def alu_scaling() -> float:
+            seconds = []
+            for threads in (1, 2):
+                numba.set_num_threads(threads)
+                start = time.perf_counter()
+                alu(ALU_STEPS)
+                seconds.append(time.perf_counter() - start)
+            return seconds[0] / seconds[1]
+
+        keys = [(e, c, t) for e in evicts for c in calls for t in (1, 2)]
+        samples = {key: [] for key in keys}
+        wanted, deadline = int(os.environ.get("R", 6)), time.time() + float(os.environ.get("T", 200))
+        good = tried = 0
+        print("load before", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
+        while good < wanted and time.time() < deadline:
+            tried += 1
+            if alu_scaling() < 1.75:
+                time.sleep(0.2)
+                continue
+            current = {}
+            for evict_name, evict in evicts.items():
+                for name, call in calls.items():
+                    for threads in (1, 2):
+                        seconds = []
+                        for _ in range(5):
+                            evict()
+                            numba.set_num_threads(threads)
+                            start = time.perf_counter()
+                            call(threads)
+                            seconds.append(time.perf_counter() - start)
+                        current[evict_name, name, threads] = statistics.median(seconds)
+            if alu_scaling() < 1.75:
+                continue
+            good += 1
+            for key, value in current.items():
+                samples[key].append(value)
+        print(f"good rounds {good} of {tried}; load after", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        if not good:
+            return
+        for evict_name in evicts:
+            for name in calls:
+                one, two = samples[evict_name, name, 1], samples[evict_name, name, 2]
+                size = nbytes["g64" if name == "g64" else "g32"]
+                t1, t2 = statistics.median(one), statistics.median(two)
+                scale = statistics.median(a / b for a, b in zip(one, two, strict=True))
+                print(f"evict {evict_name:3s} {name:10s} 1 thread {t1 * 1e3:6.3f} ms ({size / t1 / 1e9:5.1f} GB/s)  "
+                      f"2 threads {t2 * 1e3:6.3f} ms ({size / t2 / 1e9:5.1f} GB/s)  {scale:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
