@@ -504,21 +504,16 @@ def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: i
                       check: DigestCheck | None = None):
     """``(entry, array)`` for every chunk in file order, decoded ``threads`` at a time
     (decoders release the GIL) with at most ``2 x threads`` full-size chunks' worth of
-    bytes held (:class:`_InFlight`), across tensor boundaries. ``check`` (an ordered
-    :class:`DigestCheck`): each decoding thread hashes the chunk it decoded, and the
-    tensor is checked as its last chunk passes here."""
+    bytes held (:class:`_InFlight`), across tensor boundaries. ``check``: with
+    ``threads`` > 1 (an ordered :class:`DigestCheck`) each decoding thread hashes the
+    chunk it decoded, and the tensor is checked as its last chunk passes here; with
+    one decoding thread, this thread hashes (and writes) while the next chunk decodes."""
     jobs = ((entry, number) for entry in entries for number in range(len(entry.chunks)))
-    if threads <= 1:
-        for entry, number in jobs:
-            array = stored.decode_chunk(entry, number, bits)
-            if check is not None:
-                check.update(entry, array)
-            yield entry, array
-        return
+    hash_here = threads == 1
 
     def decode(entry: TensorEntry, number: int) -> np.ndarray:
         array = stored.decode_chunk(entry, number, bits)
-        if check is not None:
+        if check is not None and not hash_here:
             check.feed(entry, number, array)
         return array
 
@@ -532,7 +527,10 @@ def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: i
             in_flight.remove(nbytes)
             array = future.result()
             if check is not None:
-                check.passed(done_entry)
+                if hash_here:
+                    check.update(done_entry, array)
+                else:
+                    check.passed(done_entry)
             return done_entry, array
 
         for entry, number in jobs:

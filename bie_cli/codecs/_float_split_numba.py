@@ -250,18 +250,68 @@ def _plane_into(payload, coding, start, length, zdata, zstart, dest):  # pragma:
     return rans_decode(payload[start : start + length], size, 256, dest)
 
 
+@njit(inline="always")
+def _plane_view(payload, coding, start, length, zdata, zstart, size):  # pragma: no cover - compiled
+    """A raw or zstd-coded byte plane of ``size`` bytes where it already is (a view of the
+    payload or of ``zdata``, no copy); status 4 (raw of the wrong length) or -1 (rANS-coded,
+    the caller decodes it) with an empty view otherwise."""
+    if coding == CODING_RAW:
+        if length != size:
+            return 4, payload[start : start]
+        return 0, payload[start : start + size]
+    if coding == CODING_ZSTD:  # decompressed by the caller, its size checked there
+        return 0, zdata[zstart : zstart + size]
+    return -1, payload[start : start]
+
+
 @njit(nogil=True, cache=True)
 def decode_split(payload, codings, starts, lengths, zdata, zstarts, count, itemsize, low_bits, out):  # pragma: no cover
     """A chunk of 16-bit-head floats into ``out`` (uint8, ``count * itemsize``): every stream
     decoded and the elements joined in one call. Streams (symbols, residual, tail planes) are
-    given by coding, start and length in ``payload``; zstd-coded planes already decompressed
-    into ``zdata`` at ``zstarts``. Returns 0, or non-zero wherever the stepwise decoder raises."""
+    given by coding, start and length in ``payload`` (read-only); zstd-coded planes already
+    decompressed into ``zdata`` (read-only) at ``zstarts``. Raw and zstd planes are read where
+    they are, not copied (residuals of ``low_bits`` 3 and 7, which the joins read without
+    padding; F32's two tail planes). Returns 0, or non-zero wherever the stepwise decoder raises."""
     n_tails = itemsize - 2
     residual_bytes = (count * (low_bits + 1) + 7) // 8
-    padded = np.zeros(residual_bytes + 8, dtype=np.uint8)  # join_heads16 reads past the end
-    status = _plane_into(payload, codings[1], starts[1], lengths[1], zdata, zstarts[1], padded[:residual_bytes])
-    if status:
+    whole = low_bits == 3 or low_bits == 7  # the joins read no byte past the residual
+    status, residual = _plane_view(payload, codings[1], starts[1], lengths[1], zdata, zstarts[1], residual_bytes)
+    if status > 0:
         return status
+    if status < 0 or not whole:
+        padded = np.zeros(residual_bytes + 8, dtype=np.uint8)  # join_heads16 reads past the end
+        status = _plane_into(payload, codings[1], starts[1], lengths[1], zdata, zstarts[1], padded[:residual_bytes])
+        if status:
+            return status
+        residual = padded
+    if itemsize == 4 and whole:
+        status, high = _plane_view(payload, codings[2], starts[2], lengths[2], zdata, zstarts[2], count)
+        if status > 0:
+            return status
+        if status < 0:
+            plane = np.empty(count, dtype=np.uint8)
+            status = _plane_into(payload, codings[2], starts[2], lengths[2], zdata, zstarts[2], plane)
+            if status:
+                return status
+            high = plane
+        status, low = _plane_view(payload, codings[3], starts[3], lengths[3], zdata, zstarts[3], count)
+        if status > 0:
+            return status
+        if status < 0:
+            plane = np.empty(count, dtype=np.uint8)
+            status = _plane_into(payload, codings[3], starts[3], lengths[3], zdata, zstarts[3], plane)
+            if status:
+                return status
+            low = plane
+        if codings[0] != CODING_RANS:
+            return 5
+        symbols = np.empty(count, dtype=np.uint16)
+        status = rans_decode(payload[starts[0] : starts[0] + lengths[0]], count, np.int64(1) << (15 - low_bits),
+                             symbols)
+        if status:
+            return status
+        join32(symbols, residual, high, low, low_bits, out.view(np.uint32))
+        return 0
     tails = np.empty((n_tails, count), dtype=np.uint8)
     for t in range(n_tails):
         status = _plane_into(payload, codings[2 + t], starts[2 + t], lengths[2 + t], zdata, zstarts[2 + t], tails[t])
@@ -273,8 +323,5 @@ def decode_split(payload, codings, starts, lengths, zdata, zstarts, count, items
     status = rans_decode(payload[starts[0] : starts[0] + lengths[0]], count, np.int64(1) << (15 - low_bits), symbols)
     if status:
         return status
-    if itemsize == 4 and (low_bits == 3 or low_bits == 7):
-        join32(symbols, padded, tails[0], tails[1], low_bits, out.view(np.uint32))
-    else:
-        join_heads16(symbols, padded, tails, itemsize, low_bits, out, out.view(np.uint16))
+    join_heads16(symbols, residual, tails, itemsize, low_bits, out, out.view(np.uint16))
     return 0
