@@ -9,7 +9,8 @@ the step-by-step path (``float_split._encode_stepwise``), which the strategy
 takes whenever this kernel reports a status: a size estimate too close to a
 rounding edge to match numpy's (see ``_rans_numba.estimate_bounds``).
 
-These kernels call those of ``_rans_numba`` and ``_float_planes_numba``.
+These kernels call those of ``_rans_numba`` and ``_float_planes_numba`` (last touched for
+``_rans_numba.encode_into``, session 7).
 numba's cache of a function is invalidated only by changes to its own file:
 after editing one of those kernels, change this file too (a comment will do)
 or clear ``__pycache__``. ``tests/test_float_split.py`` compares both paths.

@@ -66,7 +66,7 @@ def encode_step(x, s, info, words, pos):  # pragma: no cover - compiled
     """Push symbol ``s`` onto state ``x``; returns (state, pos). Branchless renormalisation:
     the word is always written at ``pos - 1`` and kept only if ``pos`` moves."""
     r = np.int64(x >= info[s, 0])
-    words[pos - 1] = x & 0xFFFF
+    words[np.uint64(pos - 1)] = x & 0xFFFF  # unsigned: no negative-index check (numba's wraparound)
     pos -= r
     x >>= r << 4
     q = ((x * info[s, 1]) >> 32) >> info[s, 2]
@@ -115,21 +115,26 @@ def encode_into(values, mask, shift, freq, start, scale_bits, words, end):  # pr
     pos = end
     states = np.full(LANES, RANS_L, dtype=np.int64)
     whole = n - (n & (LANES - 1))
+    # unsigned indices, mask and shift: numba checks a signed index for wraparound, and those
+    # checks (and the registers they hold) cost a third of the loop
+    m = np.uint64(mask)
+    sh = np.uint64(shift)
     # the last n % 8 symbols first (the decoder reads them last)
     for i in range(n - 1, whole - 1, -1):
         lane = i & (LANES - 1)
-        states[lane], pos = encode_step(states[lane], (np.int64(values[i]) & mask) >> shift, info, words, pos)
+        states[lane], pos = encode_step(states[lane], (np.uint64(values[i]) & m) >> sh, info, words, pos)
     x0, x1, x2, x3 = states[0], states[1], states[2], states[3]
     x4, x5, x6, x7 = states[4], states[5], states[6], states[7]
-    for i in range(whole - LANES, -1, -LANES):
-        x7, pos = encode_step(x7, (np.int64(values[i + 7]) & mask) >> shift, info, words, pos)
-        x6, pos = encode_step(x6, (np.int64(values[i + 6]) & mask) >> shift, info, words, pos)
-        x5, pos = encode_step(x5, (np.int64(values[i + 5]) & mask) >> shift, info, words, pos)
-        x4, pos = encode_step(x4, (np.int64(values[i + 4]) & mask) >> shift, info, words, pos)
-        x3, pos = encode_step(x3, (np.int64(values[i + 3]) & mask) >> shift, info, words, pos)
-        x2, pos = encode_step(x2, (np.int64(values[i + 2]) & mask) >> shift, info, words, pos)
-        x1, pos = encode_step(x1, (np.int64(values[i + 1]) & mask) >> shift, info, words, pos)
-        x0, pos = encode_step(x0, (np.int64(values[i]) & mask) >> shift, info, words, pos)
+    for k in range(whole // LANES - 1, -1, -1):
+        i = np.uint64(k) * np.uint64(LANES)
+        x7, pos = encode_step(x7, (np.uint64(values[i + np.uint64(7)]) & m) >> sh, info, words, pos)
+        x6, pos = encode_step(x6, (np.uint64(values[i + np.uint64(6)]) & m) >> sh, info, words, pos)
+        x5, pos = encode_step(x5, (np.uint64(values[i + np.uint64(5)]) & m) >> sh, info, words, pos)
+        x4, pos = encode_step(x4, (np.uint64(values[i + np.uint64(4)]) & m) >> sh, info, words, pos)
+        x3, pos = encode_step(x3, (np.uint64(values[i + np.uint64(3)]) & m) >> sh, info, words, pos)
+        x2, pos = encode_step(x2, (np.uint64(values[i + np.uint64(2)]) & m) >> sh, info, words, pos)
+        x1, pos = encode_step(x1, (np.uint64(values[i + np.uint64(1)]) & m) >> sh, info, words, pos)
+        x0, pos = encode_step(x0, (np.uint64(values[i]) & m) >> sh, info, words, pos)
     states = np.array([x0, x1, x2, x3, x4, x5, x6, x7], dtype=np.int64)
     return states, pos
 
