@@ -9,7 +9,8 @@ the step-by-step path (``float_split._encode_stepwise``), which the strategy
 takes whenever this kernel reports a status: a size estimate too close to a
 rounding edge to match numpy's (see ``_rans_numba.estimate_bounds``).
 
-These kernels call those of ``_rans_numba`` and ``_float_planes_numba``.
+These kernels call those of ``_rans_numba`` and ``_float_planes_numba`` (last touched for
+``_rans_numba.encode_into``, session 7).
 numba's cache of a function is invalidated only by changes to its own file:
 after editing one of those kernels, change this file too (a comment will do)
 or clear ``__pycache__``. ``tests/test_float_split.py`` compares both paths.
@@ -20,15 +21,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._float_planes_numba import heads_tails32, heads_tails64, join32, join_heads16, split_heads, split_heads16
+from ._float_planes_numba import heads_tails32, heads_tails64, join32, join_heads16, split_heads
 from ._rans_numba import (
     decode,
-    encode_stream,
+    encode_into,
     estimate_bounds,
     masked_histogram,
+    normalise,
     read_table,
     scale_bits_for,
     slot_table,
+    stream_head,
 )
 
 CODING_RANS = 2
@@ -50,25 +53,59 @@ def _total_present(counts):  # pragma: no cover - compiled
     return total, present
 
 
+@njit(inline="always")
+def _region(n, n_sym):  # pragma: no cover - compiled
+    """uint16 slots a stream of ``n`` symbols of an ``n_sym`` alphabet may need, with its
+    5-byte stream header: the words (at most one per symbol, plus one scratch slot) and the
+    head (:data:`_HEAD_BOUND` plus 10 bytes a table entry)."""
+    return n + 1 + (5 + _HEAD_BOUND + 10 * n_sym + 1) // 2 + 1
+
+
 @njit(nogil=True, cache=True)
-def _rans_stream(symbols, counts, out, pos):  # pragma: no cover - compiled
-    """``rans.encode_symbols(symbols, counts)`` written into ``out`` at ``pos``; returns the end
-    position, or -1 when the model cannot code them (the caller then takes the stepwise path)."""
+def _rans_into(values, mask, shift, counts, buf, end):  # pragma: no cover - compiled
+    """``rans.encode_symbols`` of the symbols ``(values & mask) >> shift`` (each below
+    ``counts.shape[0]``, which the callers guarantee) with ``counts`` as the model, written
+    into the uint16 buffer ``buf`` so that it ends at slot ``end`` (the words where the
+    encoder leaves them: no copy); ``_region(n, n_sym)`` slots before ``end`` must be free.
+    Returns the byte offset of the stream in ``buf.view(np.uint8)``, or -1 when the model
+    cannot code them (the caller then takes the stepwise path)."""
     total, present = _total_present(counts)
     scale_bits = scale_bits_for(total, present, MAX_SCALE_BITS, DEFAULT_MAX_SCALE_BITS)
     if (np.int64(1) << scale_bits) < present:
         return -1
-    head, words = encode_stream(symbols, counts, scale_bits)
-    if head.shape[0] == 0:
-        return -1
+    freq = normalise(counts, scale_bits)
+    start = np.zeros(freq.shape[0], dtype=np.int64)
+    for s in range(1, freq.shape[0]):
+        start[s] = start[s - 1] + freq[s - 1]
+    states, pos = encode_into(values, mask, shift, freq, start, scale_bits, buf, end)
+    head = stream_head(freq, scale_bits, states)
+    at = 2 * pos - head.shape[0]
+    out = buf.view(np.uint8)
     for k in range(head.shape[0]):
-        out[pos + k] = head[k]
-    pos += head.shape[0]
-    for k in range(words.shape[0]):
-        w = words[k]
-        out[pos + 2 * k] = w & 0xFF
-        out[pos + 2 * k + 1] = w >> 8
-    return pos + 2 * words.shape[0]
+        out[at + k] = head[k]
+    return at
+
+
+@njit(nogil=True, cache=True)
+def _residual16(heads, low_bits):  # pragma: no cover - compiled
+    """The residual plane of ``split_heads16`` (sign and ``low_bits`` 3 or 7 low bits), without
+    the symbols: the encoder takes those from the heads as it codes them."""
+    n = heads.shape[0]
+    if low_bits == 7:
+        residual = np.empty(n, dtype=np.uint8)
+        for i in range(n):
+            h = heads[i]
+            residual[i] = ((h >> 8) & 0x80) | (h & 0x7F)
+    else:  # low_bits == 3: element 2j in the low nibble of byte j, 2j + 1 in the high one
+        residual = np.empty((n + 1) // 2, dtype=np.uint8)
+        for j in range(n // 2):
+            a = heads[2 * j]
+            b = heads[2 * j + 1]
+            residual[j] = ((a >> 12) & 0x8) | (a & 0x7) | ((b >> 8) & 0x80) | ((b & 0x7) << 4)
+        if n & 1:
+            a = heads[n - 1]
+            residual[n // 2] = ((a >> 12) & 0x8) | (a & 0x7)
+    return residual
 
 
 @njit(nogil=True, cache=True)
@@ -96,26 +133,33 @@ def _encode_heads(heads, tails, candidates):  # pragma: no cover - compiled
             if best_size < 0 or size < best_size:
                 best_size, low_bits, counts = size, c, coarse
     if low_bits == 3 or low_bits == 7:
-        symbols, residual = split_heads16(heads, low_bits)
+        residual = _residual16(heads, low_bits)
     else:
-        symbols, residual = split_heads(heads, 16, low_bits)
-    # the symbol stream with its stream header (coding, u32 length)
-    sym = np.empty(5 + _HEAD_BOUND + 10 * counts.shape[0] + 2 * (n + 1), dtype=np.uint8)
-    end = _rans_stream(symbols, counts, sym, 5)
-    if end < 0:
-        return 2, low_bits, sym[:0], residual, tails, np.zeros(0, np.int64), sym[:0], np.zeros(0, np.int64)
-    length = end - 5
-    sym[0] = CODING_RANS
+        residual = split_heads(heads, 16, low_bits)[1]
+    # the symbol stream, (heads & 0x7FFF) >> low_bits coded straight from the heads, after
+    # its stream header (coding, u32 length)
+    sym = np.empty(_region(n, counts.shape[0]), dtype=np.uint16)
+    sym_at = _rans_into(heads, np.int64(0x7FFF), np.int64(low_bits), counts, sym, sym.shape[0])
+    if sym_at < 0:
+        empty = sym.view(np.uint8)[:0]
+        return 2, low_bits, empty, residual, tails, np.zeros(0, np.int64), empty, np.zeros(0, np.int64)
+    sym8 = sym.view(np.uint8)
+    length = 2 * sym.shape[0] - sym_at
+    sym8[sym_at - 5] = CODING_RANS
     for k in range(4):
-        sym[1 + k] = (length >> (8 * k)) & 0xFF
+        sym8[sym_at - 4 + k] = (length >> (8 * k)) & 0xFF
     # each plane: its 256-bin histogram, the size estimate, and its rANS stream when the estimate
-    # says rANS may beat raw (the caller compares it with zstd as _smallest_byte_coding did)
+    # says rANS may beat raw (the caller compares it with zstd as _smallest_byte_coding did);
+    # plane p's stream is coded[spans[2p]:spans[2p + 1]], empty when not coded
     n_planes = 1 + tails.shape[0]
     estimates = np.zeros(n_planes, dtype=np.int64)
-    offsets = np.zeros(n_planes + 1, dtype=np.int64)
-    capacity = n_planes * (_HEAD_BOUND + 10 * 256) + 2 * (residual.shape[0] + 1) + 2 * tails.shape[0] * (n + 1)
-    coded = np.empty(capacity, dtype=np.uint8)
-    pos = np.int64(0)
+    spans = np.zeros(2 * n_planes, dtype=np.int64)
+    ends = np.zeros(n_planes, dtype=np.int64)
+    end = np.int64(0)
+    for p in range(n_planes):
+        end += _region(residual.shape[0] if p == 0 else n, 256)
+        ends[p] = end
+    coded = np.empty(end, dtype=np.uint16)
     for p in range(n_planes):
         plane = residual if p == 0 else tails[p - 1]
         plane_counts = masked_histogram(plane, 0xFF, 0, 256)
@@ -124,13 +168,13 @@ def _encode_heads(heads, tails, candidates):  # pragma: no cover - compiled
             status = 1
         estimates[p] = low
         if plane.shape[0] and low < 0.98 * plane.shape[0]:
-            at = _rans_stream(plane, plane_counts, coded, pos)
+            at = _rans_into(plane, np.int64(0xFF), np.int64(0), plane_counts, coded, ends[p])
             if at < 0:
                 status = 2
             else:
-                pos = at
-        offsets[p + 1] = pos
-    return status, low_bits, sym[:end], residual, tails, estimates, coded[:pos], offsets
+                spans[2 * p] = at
+                spans[2 * p + 1] = 2 * ends[p]
+    return status, low_bits, sym8[sym_at - 5 :], residual, tails, estimates, coded.view(np.uint8), spans
 
 
 @njit(nogil=True, cache=True)

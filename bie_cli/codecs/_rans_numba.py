@@ -66,7 +66,7 @@ def encode_step(x, s, info, words, pos):  # pragma: no cover - compiled
     """Push symbol ``s`` onto state ``x``; returns (state, pos). Branchless renormalisation:
     the word is always written at ``pos - 1`` and kept only if ``pos`` moves."""
     r = np.int64(x >= info[s, 0])
-    words[pos - 1] = x & 0xFFFF
+    words[np.uint64(pos - 1)] = x & 0xFFFF  # unsigned: no negative-index check (numba's wraparound)
     pos -= r
     x >>= r << 4
     q = ((x * info[s, 1]) >> 32) >> info[s, 2]
@@ -76,6 +76,20 @@ def encode_step(x, s, info, words, pos):  # pragma: no cover - compiled
 @njit(nogil=True, cache=True)
 def encode(symbols, freq, start, scale_bits):  # pragma: no cover - compiled
     """Returns (states[LANES], words): words are read front to back by the decoder."""
+    # at most one 16-bit word per symbol (scale_bits <= 15), plus one slot so
+    # the branchless write at pos - 1 never leaves the buffer
+    words = np.empty(symbols.shape[0] + 1, dtype=np.uint16)
+    states, pos = encode_into(symbols, np.int64(-1), np.int64(0), freq, start, scale_bits, words, words.shape[0])
+    return states, words[pos:]  # a view: the caller copies it once, into its payload
+
+
+@njit(nogil=True, cache=True)
+def encode_into(values, mask, shift, freq, start, scale_bits, words, end):  # pragma: no cover - compiled
+    """:func:`encode` of the symbols ``(values[i] & mask) >> shift`` (so a caller can code
+    part of each value without a symbols array), writing the words backwards so that they end
+    at ``words[end]``: returns (states[LANES], pos) with the words in ``words[pos:end]``.
+    ``words[end - n - 1:end]`` must be free (n = ``values.shape[0]``; the slot before the
+    first word is scratch)."""
     n_sym = freq.shape[0]
     # per symbol: x_max, reciprocal, reciprocal shift, bias, 2**scale - freq (one cache line)
     info = np.zeros((n_sym, 5), dtype=np.int64)
@@ -91,36 +105,38 @@ def encode(symbols, freq, start, scale_bits):  # pragma: no cover - compiled
             info[s, 2] = 0
             info[s, 3] = start[s] + total - 1
         else:
-            shift = 0
-            while f > (np.int64(1) << shift):
-                shift += 1
-            info[s, 1] = ((np.int64(1) << (shift + 31)) + f - 1) // f
-            info[s, 2] = shift - 1
+            shift_f = 0
+            while f > (np.int64(1) << shift_f):
+                shift_f += 1
+            info[s, 1] = ((np.int64(1) << (shift_f + 31)) + f - 1) // f
+            info[s, 2] = shift_f - 1
             info[s, 3] = start[s]
-    n = symbols.shape[0]
-    # at most one 16-bit word per symbol (scale_bits <= 15), plus one slot so
-    # the branchless write at pos - 1 never leaves the buffer
-    words = np.empty(n + 1, dtype=np.uint16)
-    pos = words.shape[0]
+    n = values.shape[0]
+    pos = end
     states = np.full(LANES, RANS_L, dtype=np.int64)
     whole = n - (n & (LANES - 1))
+    # unsigned indices, mask and shift: numba checks a signed index for wraparound, and those
+    # checks (and the registers they hold) cost a third of the loop
+    m = np.uint64(mask)
+    sh = np.uint64(shift)
     # the last n % 8 symbols first (the decoder reads them last)
     for i in range(n - 1, whole - 1, -1):
         lane = i & (LANES - 1)
-        states[lane], pos = encode_step(states[lane], symbols[i], info, words, pos)
+        states[lane], pos = encode_step(states[lane], (np.uint64(values[i]) & m) >> sh, info, words, pos)
     x0, x1, x2, x3 = states[0], states[1], states[2], states[3]
     x4, x5, x6, x7 = states[4], states[5], states[6], states[7]
-    for i in range(whole - LANES, -1, -LANES):
-        x7, pos = encode_step(x7, symbols[i + 7], info, words, pos)
-        x6, pos = encode_step(x6, symbols[i + 6], info, words, pos)
-        x5, pos = encode_step(x5, symbols[i + 5], info, words, pos)
-        x4, pos = encode_step(x4, symbols[i + 4], info, words, pos)
-        x3, pos = encode_step(x3, symbols[i + 3], info, words, pos)
-        x2, pos = encode_step(x2, symbols[i + 2], info, words, pos)
-        x1, pos = encode_step(x1, symbols[i + 1], info, words, pos)
-        x0, pos = encode_step(x0, symbols[i], info, words, pos)
+    for k in range(whole // LANES - 1, -1, -1):
+        i = np.uint64(k) * np.uint64(LANES)
+        x7, pos = encode_step(x7, (np.uint64(values[i + np.uint64(7)]) & m) >> sh, info, words, pos)
+        x6, pos = encode_step(x6, (np.uint64(values[i + np.uint64(6)]) & m) >> sh, info, words, pos)
+        x5, pos = encode_step(x5, (np.uint64(values[i + np.uint64(5)]) & m) >> sh, info, words, pos)
+        x4, pos = encode_step(x4, (np.uint64(values[i + np.uint64(4)]) & m) >> sh, info, words, pos)
+        x3, pos = encode_step(x3, (np.uint64(values[i + np.uint64(3)]) & m) >> sh, info, words, pos)
+        x2, pos = encode_step(x2, (np.uint64(values[i + np.uint64(2)]) & m) >> sh, info, words, pos)
+        x1, pos = encode_step(x1, (np.uint64(values[i + np.uint64(1)]) & m) >> sh, info, words, pos)
+        x0, pos = encode_step(x0, (np.uint64(values[i]) & m) >> sh, info, words, pos)
     states = np.array([x0, x1, x2, x3, x4, x5, x6, x7], dtype=np.int64)
-    return states, words[pos:]  # a view: the caller copies it once, into its payload
+    return states, pos
 
 
 @njit(nogil=True, cache=True)
@@ -377,6 +393,14 @@ def encode_stream(symbols, counts, scale_bits):  # pragma: no cover - compiled
     for s in range(1, n_sym):
         start[s] = start[s - 1] + freq[s - 1]
     states, words = encode(symbols, freq, start, scale_bits)
+    return stream_head(freq, scale_bits, states), words
+
+
+@njit(nogil=True, cache=True)
+def stream_head(freq, scale_bits, states):  # pragma: no cover - compiled
+    """The bytes of a stream before its words: scale_bits, the table (first symbol and entry
+    count as varints, then :func:`write_table`) and the final states."""
+    n_sym = freq.shape[0]
     first = -1
     last = -1
     for s in range(n_sym):
@@ -402,4 +426,4 @@ def encode_stream(symbols, counts, scale_bits):  # pragma: no cover - compiled
         for k in range(4):
             head[pos] = (x >> (8 * k)) & 0xFF
             pos += 1
-    return head[:pos], words
+    return head[:pos]

@@ -55,10 +55,24 @@ class CheckpointSource:
     metadata: dict = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
     close_callbacks: list[Callable[[], None]] = field(default_factory=list)
+    #: (tensors list, its length, {name: first index}): ``info`` is called for every chunk read,
+    #: and a scan of a 1,000-tensor list per chunk held the GIL against the encoder threads
+    _by_name: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def info(self, name: str) -> TensorInfo:
-        for tensor in self.tensors:
+        tensors = self.tensors
+        index = self._by_name
+        if index is None or index[0] is not tensors or index[1] != len(tensors):
+            by_name: dict[str, int] = {}
+            for k, tensor in enumerate(tensors):
+                by_name.setdefault(tensor.name, k)
+            index = self._by_name = (tensors, len(tensors), by_name)
+        k = index[2].get(name)
+        if k is not None and tensors[k].name == name:
+            return tensors[k]
+        for tensor in tensors:  # the list was changed in place: scan it, as before
             if tensor.name == name:
+                self._by_name = None
                 return tensor
         raise KeyError(name)
 

@@ -206,13 +206,13 @@ def _encode_compiled(data: np.ndarray, itemsize: int, candidates: tuple[int, ...
     if array is None:
         array = _CANDIDATE_ARRAYS[candidates] = np.array(candidates, dtype=np.int64)
     kernel = getattr(_jit.kernels("_float_split_numba"), _ENCODE_KERNEL[itemsize])
-    status, low_bits, symbol_stream, residual, tails, estimates, coded, offsets = kernel(words, array)
+    status, low_bits, symbol_stream, residual, tails, estimates, coded, spans = kernel(words, array)
     if status:
         return None
     parts = [bytes((FORMAT_VERSION, low_bits, 2 + tails.shape[0])), symbol_stream]
     compressor = _compressor(config.zstd_level)
     for p, plane in enumerate([residual, *tails]):
-        parts += _smallest_byte_coding(plane, compressor, (int(estimates[p]), coded[offsets[p]:offsets[p + 1]]))
+        parts += _smallest_byte_coding(plane, compressor, (int(estimates[p]), coded[spans[2 * p]:spans[2 * p + 1]]))
     return parts
 
 
