@@ -431,3 +431,49 @@ def test_trellis_candidates_lower_the_error_and_the_plan_reproduces_it(bie, laye
         assert "tcq" not in {e.strategy for e in reader.entries}
     refused = bie("compress", str(layered_model), "-o", str(tmp_path / "x.cai"), "--trellis")
     assert refused.exit_code == 2 and "trellis needs a budget" in refused.stderr
+
+
+def test_bie_plan_hands_its_encodes_to_compress_policy_and_never_stale_ones(bie, layered_model, tmp_path, monkeypatch):
+    from bie_cli import tensorcodec
+    from bie_cli.auto import handoff
+
+    plan_file = tmp_path / "plan.toml"
+    assert bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file), "-q").exit_code == 0
+    sidecar = Path(handoff.path_for(plan_file))
+    assert sidecar.stat().st_size > 0
+    calls = []
+    real = tensorcodec.encode_chunk
+    monkeypatch.setattr(tensorcodec, "encode_chunk", lambda *a: calls.append(a[0].info.name) or real(*a))
+
+    def policy_compress(source, name):
+        bie_cli.compress_model(source, tmp_path / name, policy=plan_file, chunk_size=CHUNK)
+        return (tmp_path / name).read_bytes()
+
+    handed = policy_compress(layered_model, "handed.cai")
+    assert calls == []  # every chunk, lossy and lossless, written from the plan's file
+    bie_cli.compress_model(layered_model, tmp_path / "direct.cai", target_bits=3.5, chunk_size=CHUNK)
+    assert handed == (tmp_path / "direct.cai").read_bytes()
+    # a changed source: the changed tensor is encoded again, the others still handed on
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(layered_model))
+    tensors["layer.0.weight"][5, 7] += 0.25
+    changed = write_safetensors(tmp_path / "changed.safetensors", tensors)
+    calls.clear()
+    from_changed = policy_compress(changed, "changed.cai")
+    assert calls == ["layer.0.weight"]
+    sidecar.rename(tmp_path / "aside")
+    assert from_changed == policy_compress(changed, "fresh.cai")  # what a fresh encode writes
+    # another bie version (or encoder code), another chunk size, a damaged file: not used at all
+    (tmp_path / "aside").rename(sidecar)
+    assert handoff.Handoff.open(plan_file, CHUNK // 2) is None
+    monkeypatch.setattr(handoff, "__version__", "0.0.0-other")
+    calls.clear()
+    assert policy_compress(layered_model, "other.cai") == handed and len(calls) == 6
+    monkeypatch.undo()
+    sidecar.write_bytes(sidecar.read_bytes()[:-5])
+    assert handoff.Handoff.open(plan_file, CHUNK) is None
+    assert policy_compress(layered_model, "damaged.cai") == handed
+    assert bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(tmp_path / "p2.toml"), "-q",
+               "--no-encodes").exit_code == 0
+    assert not Path(handoff.path_for(tmp_path / "p2.toml")).exists()

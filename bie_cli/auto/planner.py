@@ -644,8 +644,11 @@ def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str |
                     max_error: float | None = None, rules=(), policy=None, weighting: str = DEFAULT_WEIGHTING,
                     threads: int = 1, chunk_size: int, output: str | None = None, force: bool = False,
                     progress: Progress | None = None, source_format: str | None = None,
-                    trellis: bool = True) -> ModelPlan:
-    """``bie plan``: the plan for a checkpoint, written as a TOML policy to ``output`` when given."""
+                    trellis: bool = True, handoff: bool = True) -> ModelPlan:
+    """``bie plan``: the plan for a checkpoint, written as a TOML policy to ``output`` when given;
+    with ``handoff``, the chunks it encoded too, beside it (``OUTPUT.encoded``, see
+    :mod:`bie_cli.auto.handoff`), for ``compress --policy OUTPUT`` to write instead of encoding
+    them again."""
     from .. import formats
     from ..paths import atomic_output, check_output_path
     from ..plan import load_policy_file, parse_rule
@@ -664,10 +667,20 @@ def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str |
         pins += load_policy_file(os.fspath(policy)).rules
     if output is not None:
         check_output_path(output, [src], force)
-    with formats.open_checkpoint(src, source_format) as source:
-        plan = plan_model(source, budget, pins=Planner(None, pins), chunk_size=chunk_size, threads=threads,
-                          weighting=weighting, progress=progress, trellis=trellis)
-    if output is not None:
-        with atomic_output(output) as temporary, open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(plan.to_toml())
+    # the chunks are kept without their errors: the compress that writes them measures those
+    spool = measure.PayloadSpool(errors=False) if output is not None and handoff else None
+    try:
+        with formats.open_checkpoint(src, source_format) as source:
+            plan = plan_model(source, budget, pins=Planner(None, pins), chunk_size=chunk_size, threads=threads,
+                              weighting=weighting, progress=progress, trellis=trellis, spool=spool)
+        if spool is not None:
+            from . import handoff as handoff_file
+
+            handoff_file.write(handoff_file.path_for(output), plan, chunk_size)
+        if output is not None:
+            with atomic_output(output) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(plan.to_toml())
+    finally:
+        if spool is not None:
+            spool.close()
     return plan

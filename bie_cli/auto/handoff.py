@@ -1,0 +1,140 @@
+"""The chunks ``bie plan -o plan.toml`` encoded, handed on to ``bie compress --policy plan.toml``.
+
+A size budget makes the plan encode every chosen configuration on its whole tensor, chunked as
+``compress`` will chunk it, for its exact bytes; ``compress --policy`` would encode the same
+chunks again. ``bie plan -o plan.toml`` writes them to ``plan.toml.encoded`` (about the size of
+the compressed model) and ``compress --policy plan.toml`` writes them from there instead.
+
+Nothing stale is written: the file is used only when it was made by the same bie version and
+the same strategy and codec code (a digest of their sources), for the same chunk size; a tensor
+only when its dtype, shape, strategy, options and chunk rows are those ``compress`` plans; and a
+chunk only when the digest of its original bytes, read from the source as ``compress`` reads
+it, is the one the plan encoded. Every other chunk is encoded as usual. The chunk's error is
+measured by ``compress`` on the decoded payload, as for a chunk it encodes, so the container is
+byte for byte the one ``compress --target-bits`` writes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import struct
+from pathlib import Path
+
+from .. import __version__
+
+#: the file beside a policy that holds its plan's encodes
+SUFFIX = ".encoded"
+_MAGIC = b"BIE-PLAN-ENCODED-1\n"
+_TRAILER = struct.Struct("<QQ8s")  # index offset, index length, end magic
+_END = b"BIEPLANE"
+
+
+def path_for(policy: str | os.PathLike) -> str:
+    return os.fspath(policy) + SUFFIX
+
+
+@functools.cache
+def code_digest() -> str:
+    """A digest of the code that makes a chunk's bytes (strategies, codecs, chunking): a
+    development checkout whose encoders changed without a version bump does not reuse bytes."""
+    from ..formats.cai import spec
+
+    root = Path(__file__).resolve().parent.parent
+    digest = spec.new_digest()
+    files = [root / "tensorcodec.py", *sorted((root / "strategies").rglob("*.py")), *sorted((root / "codecs").rglob("*.py"))]
+    for file in files:
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _identity(chunk_size: int) -> dict:
+    return {"tool_version": __version__, "code": code_digest(), "chunk_size": chunk_size}
+
+
+def write(path: str, plan, chunk_size: int) -> None:
+    """Write the chunks of every tensor of ``plan`` (a ``ModelPlan`` made with a spool) that
+    its whole-tensor encodes kept, atomically."""
+    from ..paths import atomic_output
+
+    tensors = {}
+    with atomic_output(path) as temporary, open(temporary, "wb") as out:
+        out.write(_MAGIC)
+        offset = len(_MAGIC)
+        for tensor in plan.tensors:
+            encoded = tensor.encoded
+            if encoded is None or encoded.spooled is None:
+                continue
+            chunks = []
+            for (start, stop, meta, length), (spooled_at, _, chunk_digest) in zip(encoded.chunks, encoded.spooled,
+                                                                                 strict=True):
+                out.write(encoded.spool.get(spooled_at, length))
+                chunks.append([start, stop, meta, offset, length, chunk_digest])
+                offset += length
+            info, choice = tensor.info, tensor.choice
+            tensors[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "strategy": choice.strategy,
+                                  "config": choice.config_dict, "chunks": chunks}
+        index = json.dumps({**_identity(chunk_size), "tensors": tensors}, sort_keys=True).encode()
+        out.write(index)
+        out.write(_TRAILER.pack(offset, len(index), _END))
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+class Handoff:
+    """An opened ``plan.toml.encoded``: :meth:`lookup` a tensor plan's chunks, :meth:`read` a
+    payload (positional reads: safe from several threads)."""
+
+    def __init__(self, path: str, handle, index: dict) -> None:
+        self.path, self._handle, self._tensors = path, handle, index["tensors"]
+
+    @classmethod
+    def open(cls, policy: str | os.PathLike, chunk_size: int) -> Handoff | None:
+        """The handoff beside ``policy``, or None when there is none or it cannot be used
+        (another bie version or code, another chunk size, unreadable)."""
+        path = path_for(policy)
+        try:
+            handle = open(path, "rb")  # closed by close()
+        except OSError:
+            return None
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            if size < len(_MAGIC) + _TRAILER.size or os.pread(handle.fileno(), len(_MAGIC), 0) != _MAGIC:
+                raise ValueError
+            at, length, end = _TRAILER.unpack(os.pread(handle.fileno(), _TRAILER.size, size - _TRAILER.size))
+            if end != _END or at + length + _TRAILER.size != size:
+                raise ValueError
+            index = json.loads(os.pread(handle.fileno(), length, at))
+            if {k: index.get(k) for k in ("tool_version", "code", "chunk_size")} != _identity(chunk_size):
+                raise ValueError
+            if not isinstance(index.get("tensors"), dict):
+                raise ValueError
+        except (ValueError, OSError, struct.error):
+            handle.close()
+            return None
+        return cls(path, handle, index)
+
+    def lookup(self, plan) -> list | None:
+        """``[row_start, row_stop, meta, offset, length, chunk digest]`` per chunk of the tensor
+        ``plan`` (a ``TensorPlan`` of compress) when this file holds exactly that encode."""
+        entry = self._tensors.get(plan.info.name)
+        if (entry is None or entry.get("dtype") != plan.info.dtype or entry.get("shape") != list(plan.info.shape)
+                or entry.get("strategy") != plan.strategy or entry.get("config") != _as_json(plan.config_dict)):
+            return None
+        chunks = entry.get("chunks")
+        if not isinstance(chunks, list) or [tuple(c[:2]) for c in chunks] != [plan.chunk_rows(n) for n in range(plan.chunk_count)]:
+            return None
+        return chunks
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._handle.fileno(), length, offset)
+        if len(data) != length:
+            raise OSError(f"{self.path}: truncated")
+        return data
+
+    def close(self) -> None:
+        self._handle.close()
