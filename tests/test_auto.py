@@ -477,3 +477,29 @@ def test_bie_plan_hands_its_encodes_to_compress_policy_and_never_stale_ones(bie,
     assert bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(tmp_path / "p2.toml"), "-q",
                "--no-encodes").exit_code == 0
     assert not Path(handoff.path_for(tmp_path / "p2.toml")).exists()
+
+
+def test_a_size_budget_measures_the_tcq_steps_near_its_choices_and_chooses_as_with_all(tmp_path, monkeypatch):
+    from bie_cli.auto import candidates, measure, planner
+
+    rng = np.random.default_rng(5)
+    model = write_safetensors(tmp_path / "sampled.safetensors", {  # both measured on row samples
+        "a.weight": (rng.standard_t(5, (1200, 64)) * 0.05).astype(np.float32),
+        "b.weight": (rng.standard_normal((700, 96)) * 0.02).astype(np.float32)})
+
+    measured = []
+    real = measure.tcq_points
+    monkeypatch.setattr(measure, "tcq_points", lambda s, i, texts, c: measured.extend(texts) or real(s, i, texts, c))
+
+    def plans():
+        with formats.open_checkpoint(str(model)) as source:
+            return [[t.text for t in plan_model(source, make_budget(target_bits=b), chunk_size=CHUNK).tensors]
+                    for b in (2.5, 4.5)]
+
+    refined, refined_steps = plans(), len(measured)
+    assert all(text.startswith("tcq:") for texts in refined for text in texts)
+    assert 4 * len(candidates.TCQ_FIRST) < refined_steps < 4 * len(candidates.TCQ_LADDER)
+    monkeypatch.setattr(candidates, "TCQ_FIRST", frozenset(candidates.TCQ_LADDER))
+    monkeypatch.setattr(planner, "LADDER_SCREEN_MARGIN", math.inf)
+    measured.clear()
+    assert plans() == refined and len(measured) == 4 * len(candidates.TCQ_LADDER)

@@ -151,6 +151,9 @@ class TensorCurve:
     pinned: bool = False  # one fixed choice (a user rule, or a tensor kept lossless)
     weight: float = 1.0
     hull: list[int] = field(default_factory=list)  # indices into points, rate ascending
+    #: ``tcq`` ladder steps left for :func:`planner._refine` to measure where the allocation
+    #: comes near them (a size budget measures every second step first)
+    unmeasured: list[str] = field(default_factory=list)
 
 
 def chunk_ranges(info: TensorInfo, chunk_size: int) -> list[tuple[int, int]]:
