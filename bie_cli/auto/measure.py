@@ -152,7 +152,7 @@ class TensorCurve:
     weight: float = 1.0
     hull: list[int] = field(default_factory=list)  # indices into points, rate ascending
     #: ``tcq`` ladder steps left for :func:`planner._refine` to measure where the allocation
-    #: comes near them (a size budget measures every second step first)
+    #: comes near them (a size budget measures every third step first)
     unmeasured: list[str] = field(default_factory=list)
 
 

@@ -336,7 +336,7 @@ def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool, trel
                     size_budget: bool = False) -> measure.TensorCurve:
     """The tensor's rate-distortion points. For a ``size_budget``, which only each curve's lower
     hull concerns (``--max-error`` may take any point), where the ``tcq`` ladder is measured:
-    only every second step of it and the coarsest (:data:`candidates.TCQ_FIRST`), the others
+    only every third step of it and the coarsest (:data:`candidates.TCQ_FIRST`), the others
     left in :attr:`~measure.TensorCurve.unmeasured` for :func:`_refine`; and the step ladder
     and the group grids screened like the fixed grids, against the hull of the ``tcq`` ladder
     and the lossless coders, within :data:`LADDER_SCREEN_MARGIN`."""
