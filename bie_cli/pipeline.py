@@ -415,9 +415,10 @@ def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: Order
     if handed is not None:
         from .auto.measure import chunk_digest_of
 
-        (_, _, meta, offset, length, chunk_digest), handoff = handed
-        if chunk_digest_of(chunk) == chunk_digest:
-            return tensorcodec.handed_chunk(plan, row_start, row_stop, chunk, handoff.read(offset, length), meta)
+        entry, handoff = handed
+        payload = handoff.payload(entry) if chunk_digest_of(chunk) == entry[5] else None
+        if payload is not None:
+            return tensorcodec.handed_chunk(plan, row_start, row_stop, chunk, payload, entry[2])
     return tensorcodec.encode_chunk(plan, row_start, row_stop, chunk)
 
 

@@ -471,9 +471,12 @@ def test_bie_plan_hands_its_encodes_to_compress_policy_and_never_stale_ones(bie,
     calls.clear()
     assert policy_compress(layered_model, "other.cai") == handed and len(calls) == 6
     monkeypatch.undo()
-    sidecar.write_bytes(sidecar.read_bytes()[:-5])
+    intact = sidecar.read_bytes()
+    sidecar.write_bytes(intact[:-5])
     assert handoff.Handoff.open(plan_file, CHUNK) is None
     assert policy_compress(layered_model, "damaged.cai") == handed
+    sidecar.write_bytes(intact[:100] + bytes([intact[100] ^ 1]) + intact[101:])  # a payload byte
+    assert policy_compress(layered_model, "flipped.cai") == handed
     assert bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(tmp_path / "p2.toml"), "-q",
                "--no-encodes").exit_code == 0
     assert not Path(handoff.path_for(tmp_path / "p2.toml")).exists()

@@ -9,7 +9,8 @@ Nothing stale is written: the file is used only when it was made by the same bie
 the same strategy and codec code (a digest of their sources), for the same chunk size; a tensor
 only when its dtype, shape, strategy, options and chunk rows are those ``compress`` plans; and a
 chunk only when the digest of its original bytes, read from the source as ``compress`` reads
-it, is the one the plan encoded. Every other chunk is encoded as usual. The chunk's error is
+it, is the one the plan encoded, and its payload is intact (a digest of it). Every other chunk
+is encoded as usual. The chunk's error is
 measured by ``compress`` on the decoded payload, as for a chunk it encodes, so the container is
 byte for byte the one ``compress --target-bits`` writes.
 """
@@ -70,8 +71,9 @@ def write(path: str, plan, chunk_size: int) -> None:
             chunks = []
             for (start, stop, meta, length), (spooled_at, _, chunk_digest) in zip(encoded.chunks, encoded.spooled,
                                                                                  strict=True):
-                out.write(encoded.spool.get(spooled_at, length))
-                chunks.append([start, stop, meta, offset, length, chunk_digest])
+                payload = encoded.spool.get(spooled_at, length)
+                out.write(payload)
+                chunks.append([start, stop, meta, offset, length, chunk_digest, _payload_digest(payload)])
                 offset += length
             info, choice = tensor.info, tensor.choice
             tensors[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "strategy": choice.strategy,
@@ -81,13 +83,27 @@ def write(path: str, plan, chunk_size: int) -> None:
         out.write(_TRAILER.pack(offset, len(index), _END))
 
 
+def _payload_digest(payload: bytes) -> str:
+    from ..formats.cai import spec
+
+    digest = spec.new_digest()
+    digest.update(payload)
+    return digest.hexdigest()
+
+
+def _chunk_entry(entry) -> bool:
+    return (isinstance(entry, list) and len(entry) == 7 and isinstance(entry[2], dict)
+            and all(type(v) is int and v >= 0 for v in (entry[0], entry[1], entry[3], entry[4]))
+            and isinstance(entry[5], str) and isinstance(entry[6], str))
+
+
 def _as_json(value):
     return json.loads(json.dumps(value, sort_keys=True))
 
 
 class Handoff:
-    """An opened ``plan.toml.encoded``: :meth:`lookup` a tensor plan's chunks, :meth:`read` a
-    payload (positional reads: safe from several threads)."""
+    """An opened ``plan.toml.encoded``: :meth:`lookup` a tensor plan's chunks, :meth:`payload`
+    one chunk's (positional reads: safe from several threads)."""
 
     def __init__(self, path: str, handle, index: dict) -> None:
         self.path, self._handle, self._tensors = path, handle, index["tensors"]
@@ -119,22 +135,28 @@ class Handoff:
         return cls(path, handle, index)
 
     def lookup(self, plan) -> list | None:
-        """``[row_start, row_stop, meta, offset, length, chunk digest]`` per chunk of the tensor
-        ``plan`` (a ``TensorPlan`` of compress) when this file holds exactly that encode."""
+        """``[row_start, row_stop, meta, offset, length, chunk digest, payload digest]`` per chunk
+        of the tensor ``plan`` (a ``TensorPlan`` of compress) when this file holds exactly that
+        encode."""
         entry = self._tensors.get(plan.info.name)
         if (entry is None or entry.get("dtype") != plan.info.dtype or entry.get("shape") != list(plan.info.shape)
                 or entry.get("strategy") != plan.strategy or entry.get("config") != _as_json(plan.config_dict)):
             return None
         chunks = entry.get("chunks")
-        if not isinstance(chunks, list) or [tuple(c[:2]) for c in chunks] != [plan.chunk_rows(n) for n in range(plan.chunk_count)]:
+        if (not isinstance(chunks, list) or not all(map(_chunk_entry, chunks))
+                or [tuple(c[:2]) for c in chunks] != [plan.chunk_rows(n) for n in range(plan.chunk_count)]):
             return None
         return chunks
 
-    def read(self, offset: int, length: int) -> bytes:
-        data = os.pread(self._handle.fileno(), length, offset)
-        if len(data) != length:
-            raise OSError(f"{self.path}: truncated")
-        return data
+    def payload(self, entry: list) -> bytes | None:
+        """The payload of one chunk ``entry`` (from :meth:`lookup`), or None when the file does
+        not hold it intact."""
+        _, _, _, offset, length, _, digest = entry
+        try:
+            data = os.pread(self._handle.fileno(), length, offset)
+        except OSError:
+            return None
+        return data if len(data) == length and _payload_digest(data) == digest else None
 
     def close(self) -> None:
         self._handle.close()
