@@ -82,6 +82,9 @@ class CompressStats:
     seconds: float
     threads: int
     tensors: list[TensorStats] = field(default_factory=list)
+    #: with ``--policy`` and its plan's handoff file: {"file", "chunks", "reused"} (chunks
+    #: written from the file instead of encoded)
+    handoff: dict | None = None
 
     @property
     def ratio(self) -> float:
@@ -201,6 +204,8 @@ def compress_model(
             with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
                 stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner, pool,
                                      auto_summary, reuse, handoff)
+        if handoff is not None:
+            stats.handoff = {"file": handoff.path, "chunks": handoff.chunks, "reused": handoff.reused}
     stats.output = dst
     stats.seconds = time.perf_counter() - started
     return stats

@@ -440,19 +440,23 @@ def test_bie_plan_hands_its_encodes_to_compress_policy_and_never_stale_ones(bie,
     from bie_cli.auto import handoff
 
     plan_file = tmp_path / "plan.toml"
-    assert bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file), "-q").exit_code == 0
+    result = bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file))
+    assert result.exit_code == 0 and "warning" not in result.stderr
     sidecar = Path(handoff.path_for(plan_file))
-    assert sidecar.stat().st_size > 0
+    assert sidecar.stat().st_size > 0 and f"{sidecar}, " in result.stdout and "--no-encodes skips it" in result.stdout
     calls = []
     real = tensorcodec.encode_chunk
     monkeypatch.setattr(tensorcodec, "encode_chunk", lambda *a: calls.append(a[0].info.name) or real(*a))
 
+    stats = []
+
     def policy_compress(source, name):
-        bie_cli.compress_model(source, tmp_path / name, policy=plan_file, chunk_size=CHUNK)
+        stats.append(bie_cli.compress_model(source, tmp_path / name, policy=plan_file, chunk_size=CHUNK))
         return (tmp_path / name).read_bytes()
 
     handed = policy_compress(layered_model, "handed.cai")
     assert calls == []  # every chunk, lossy and lossless, written from the plan's file
+    assert stats[-1].handoff == {"file": str(sidecar), "chunks": 6, "reused": 6}
     # (byte for byte what --target-bits writes: test_target_bits_meets_the_budget_and_the_plan_reproduces_it)
     # a changed source: the changed tensor is encoded again, the others still handed on
     from safetensors.numpy import load_file
@@ -462,7 +466,7 @@ def test_bie_plan_hands_its_encodes_to_compress_policy_and_never_stale_ones(bie,
     changed = write_safetensors(tmp_path / "changed.safetensors", tensors)
     calls.clear()
     from_changed = policy_compress(changed, "changed.cai")
-    assert calls == ["layer.0.weight"]
+    assert calls == ["layer.0.weight"] and stats[-1].handoff["reused"] == 5
     sidecar.rename(tmp_path / "aside")
     assert from_changed == policy_compress(changed, "fresh.cai")  # what a fresh encode writes
     # another bie version (or encoder code), another chunk size, a damaged file: not used at all
@@ -478,6 +482,31 @@ def test_bie_plan_hands_its_encodes_to_compress_policy_and_never_stale_ones(bie,
     assert policy_compress(layered_model, "damaged.cai") == handed
     sidecar.write_bytes(intact[:100] + bytes([intact[100] ^ 1]) + intact[101:])  # a payload byte
     assert policy_compress(layered_model, "flipped.cai") == handed
+
+
+def test_a_full_disk_or_a_directory_in_the_way_leaves_the_plan_without_its_encodes(bie, layered_model, tmp_path,
+                                                                                 monkeypatch):
+    import builtins
+
+    from bie_cli.auto import handoff
+
+    out = tmp_path / "out"
+    out.mkdir()
+    plan_file = out / "plan.toml"
+    sidecar = Path(handoff.path_for(plan_file))
+    sidecar.write_bytes(b"an older plan's encodes")
+    # the file's writes go to /dev/full: ENOSPC from the kernel, as on a full disk
+    monkeypatch.setattr(handoff, "open", lambda path, mode="r": builtins.open("/dev/full", mode), raising=False)
+    result = bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file))
+    assert result.exit_code == 0, result.stderr
+    assert "warning:" in result.stderr and "not written (No space left on device)" in result.stderr
+    assert "--no-encodes" not in result.stdout
+    assert plan_file.exists() and sorted(p.name for p in out.iterdir()) == ["plan.toml"]  # no partial file
+    monkeypatch.undo()
+    sidecar.mkdir()  # a directory in the way: the rename fails
+    result = bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file), "-f", "--json")
+    assert result.exit_code == 0 and "not written" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["plan.toml", "plan.toml.encoded"] and sidecar.is_dir()
 
 
 def test_a_size_budget_measures_the_tcq_steps_near_its_choices_and_chooses_as_with_all(tmp_path, monkeypatch):

@@ -17,10 +17,12 @@ byte for byte the one ``compress --target-bits`` writes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import struct
+import threading
 from pathlib import Path
 
 from .. import __version__
@@ -55,9 +57,25 @@ def _identity(chunk_size: int) -> dict:
     return {"tool_version": __version__, "code": code_digest(), "chunk_size": chunk_size}
 
 
-def write(path: str, plan, chunk_size: int) -> None:
+def write_or_warn(path: str, plan, chunk_size: int) -> tuple[int | None, str | None]:
+    """:func:`write`, or when the disk refuses it (full, read-only, not permitted, a directory
+    in the way) no file at all: ``(size, None)`` or ``(None, a one-line warning)``. The plan
+    does not need the file (``compress --policy`` then encodes every chunk), so this never
+    fails; an older file of that name is removed rather than left beside a new policy."""
+    try:
+        return write(path, plan, chunk_size), None
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            if not os.path.isdir(path):
+                os.unlink(path)
+        reason = error.strerror or str(error) or type(error).__name__
+        return None, (f"{path} not written ({reason}); the plan is complete, `bie compress --policy` "
+                      f"will encode every chunk itself")
+
+
+def write(path: str, plan, chunk_size: int) -> int:
     """Write the chunks of every tensor of ``plan`` (a ``ModelPlan`` made with a spool) that
-    its whole-tensor encodes kept, atomically."""
+    its whole-tensor encodes kept, atomically (nothing is left on an error); its size."""
     from ..paths import atomic_output
 
     tensors = {}
@@ -81,6 +99,7 @@ def write(path: str, plan, chunk_size: int) -> None:
         index = json.dumps({**_identity(chunk_size), "tensors": tensors}, sort_keys=True).encode()
         out.write(index)
         out.write(_TRAILER.pack(offset, len(index), _END))
+    return offset + len(index) + _TRAILER.size
 
 
 def _payload_digest(payload: bytes) -> str:
@@ -107,6 +126,9 @@ class Handoff:
 
     def __init__(self, path: str, handle, index: dict) -> None:
         self.path, self._handle, self._tensors = path, handle, index["tensors"]
+        #: chunks compress looked up here, and those it wrote from here
+        self.chunks = self.reused = 0
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, policy: str | os.PathLike, chunk_size: int) -> Handoff | None:
@@ -138,6 +160,8 @@ class Handoff:
         """``[row_start, row_stop, meta, offset, length, chunk digest, payload digest]`` per chunk
         of the tensor ``plan`` (a ``TensorPlan`` of compress) when this file holds exactly that
         encode."""
+        with self._lock:
+            self.chunks += plan.chunk_count
         entry = self._tensors.get(plan.info.name)
         if (entry is None or entry.get("dtype") != plan.info.dtype or entry.get("shape") != list(plan.info.shape)
                 or entry.get("strategy") != plan.strategy or entry.get("config") != _as_json(plan.config_dict)):
@@ -156,7 +180,11 @@ class Handoff:
             data = os.pread(self._handle.fileno(), length, offset)
         except OSError:
             return None
-        return data if len(data) == length and _payload_digest(data) == digest else None
+        if len(data) != length or _payload_digest(data) != digest:
+            return None
+        with self._lock:
+            self.reused += 1
+        return data
 
     def close(self) -> None:
         self._handle.close()

@@ -184,6 +184,11 @@ class ModelPlan:
     parameters: int
     budget_bytes: int | None
     trellis: bool = False  # the tcq ladder was among the candidates
+    #: ``bie plan -o``'s handoff file (:mod:`bie_cli.auto.handoff`): its path, its size when
+    #: written, else why not
+    handoff_path: str | None = None
+    handoff_bytes: int | None = None
+    handoff_warning: str | None = None
 
     @property
     def bits_per_parameter(self) -> float:
@@ -747,7 +752,8 @@ def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str |
         if spool is not None:
             from . import handoff as handoff_file
 
-            handoff_file.write(handoff_file.path_for(output), plan, chunk_size)
+            plan.handoff_path = handoff_file.path_for(output)
+            plan.handoff_bytes, plan.handoff_warning = handoff_file.write_or_warn(plan.handoff_path, plan, chunk_size)
         if output is not None:
             with atomic_output(output) as temporary, open(temporary, "w", encoding="utf-8") as handle:
                 handle.write(plan.to_toml())

@@ -30,7 +30,7 @@ def command(
     from ..auto.budget import errors_in_cli_terms
     from ..auto.planner import plan_checkpoint
     from .compress import parse_size
-    from .output import human_bytes, print_json, progress_bar, stdout_console
+    from .output import human_bytes, print_json, progress_bar, stderr_line, stdout_console
 
     with progress_bar("plan", quiet or json_output) as progress, errors_in_cli_terms():
         plan = plan_checkpoint(
@@ -38,6 +38,8 @@ def command(
             policy=policy, weighting=weighting, threads=threads, chunk_size=parse_size(chunk_size),
             output=output, force=force, progress=progress, trellis=trellis, handoff=encodes,
         )
+    if plan.handoff_warning:
+        stderr_line(f"warning: {plan.handoff_warning}")
     if json_output:
         print_json(plan.to_dict())
         return 0
@@ -61,5 +63,7 @@ def command(
     console.print(
         f"{plan.budget.describe()}: {len(plan.tensors)} tensors, predicted {human_bytes(plan.file_bytes)} "
         f"({plan.bits_per_parameter:.4f} bits/param)" + (f" -> {output}" if output else "")
+        + (f" (and {plan.handoff_path}, {human_bytes(plan.handoff_bytes)} of encodes for `bie compress --policy`; "
+           "--no-encodes skips it)" if plan.handoff_bytes is not None else "")
     )
     return 0
