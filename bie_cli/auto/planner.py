@@ -262,7 +262,9 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
         return curve
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-plan") as pool:
-        for info, curve in zip(source.tensors, _bounded_map(pool, curve_of, source.tensors, 2 * threads), strict=True):
+        # a window of 8 tensors a thread (a waiting curve is small): with 2 a thread, a big weight
+        # followed by its small biases left the other thread idle until the weight was done
+        for info, curve in zip(source.tensors, _bounded_map(pool, curve_of, source.tensors, 8 * threads), strict=True):
             curves.append(curve)
             done += dtypes.nbytes(info.dtype, info.shape)
             if progress:
