@@ -82,6 +82,9 @@ class CompressStats:
     seconds: float
     threads: int
     tensors: list[TensorStats] = field(default_factory=list)
+    #: with ``--policy`` and its plan's handoff file: {"file", "chunks", "reused"} (chunks
+    #: written from the file instead of encoded)
+    handoff: dict | None = None
 
     @property
     def ratio(self) -> float:
@@ -185,14 +188,24 @@ def compress_model(
             planner, auto_summary = Planner(None, model_plan.rules()), model_plan.summary()
             if spool is not None:
                 reuse = {t.info.name: t for t in model_plan.tensors if t.encoded.spooled is not None}
+        handoff = None
+        if policy is not None and budget is None and pool is None:
+            from .auto.handoff import Handoff
+
+            # the chunks `bie plan -o POLICY` encoded, where they are still what compress would write
+            handoff = Handoff.open(policy, chunk_size)
+            if handoff is not None:
+                stack.callback(handoff.close)
         choices = [planner.choose(info) for info in source.tensors]
         if dst == STDIO:
             stats = _compress_to(source, stdout_stream(), choices, threads, chunk_size, progress, planner, pool,
-                                 auto_summary, reuse)
+                                 auto_summary, reuse, handoff)
         else:
             with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
                 stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner, pool,
-                                     auto_summary, reuse)
+                                     auto_summary, reuse, handoff)
+        if handoff is not None:
+            stats.handoff = {"file": handoff.path, "chunks": handoff.chunks, "reused": handoff.reused}
     stats.output = dst
     stats.seconds = time.perf_counter() - started
     return stats
@@ -233,7 +246,8 @@ def container_header(source: CheckpointSource, planner: Planner, chunk_size: int
 
 
 def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, progress, planner,
-                 pool=None, auto_summary: dict | None = None, reuse: dict | None = None) -> CompressStats:
+                 pool=None, auto_summary: dict | None = None, reuse: dict | None = None,
+                 handoff=None) -> CompressStats:
     writer = ContainerWriter(out)
     total = sum(dtypes.nbytes(i.dtype, i.shape) for i in source.tensors)
     writer.write_header(container_header(source, planner, chunk_size, auto_summary))
@@ -244,7 +258,7 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     plans = (tensorcodec.plan_tensor(source, info, choice, chunk_size)
              for info, choice in zip(source.tensors, choices, strict=True))
     if pool is None:
-        events = _encoded_in_order(source, plans, threads, total, progress, reuse, chunk_size)
+        events = _encoded_in_order(source, plans, threads, total, progress, reuse, chunk_size, handoff)
     else:
         events = executors.encoded_in_order(executors.source_ref(source.path, source.format), plans, pool, total, progress)
     write = _RecordThread(records, stats.tensors, max(chunk_size, 1))
@@ -398,15 +412,31 @@ def _read_and_encode(source: CheckpointSource, plan: TensorPlan, number: int, di
     return _encode_read(chunk, plan, number, digest)
 
 
-def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: OrderedDigest):
+def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: OrderedDigest, handed=None):
+    """Encode chunk ``number``, or with ``handed`` (its entry in a plan's handoff file, and the
+    file), write the plan's payload when the chunk's bytes are those the plan encoded."""
     digest.add(number, chunk)  # before encoding: a strategy may modify its input in place
     row_start, row_stop = plan.chunk_rows(number)
+    if handed is not None:
+        from .auto.measure import chunk_digest_of
+
+        entry, handoff = handed
+        payload = handoff.payload(entry) if chunk_digest_of(chunk) == entry[5] else None
+        if payload is not None:
+            return tensorcodec.handed_chunk(plan, row_start, row_stop, chunk, payload, entry[2])
     return tensorcodec.encode_chunk(plan, row_start, row_stop, chunk)
+
+
+def _read_and_encode_handed(source: CheckpointSource, plan: TensorPlan, number: int, digest: OrderedDigest, handed):
+    row_start, row_stop = plan.chunk_rows(number)
+    chunk = source.read(plan.info.name, row_start, row_stop)
+    tensorcodec.check_chunk(chunk, plan.info)
+    return _encode_read(chunk, plan, number, digest, handed)
 
 
 def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], threads: int, total: int,
                       progress: Progress | None, reuse: dict | None = None,
-                      chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple[str, object]]:
+                      chunk_size: int = DEFAULT_CHUNK_SIZE, handoff=None) -> Iterator[tuple[str, object]]:
     """``("begin", plan)``, ``("chunk", EncodedChunk)``..., ``("end", digest)`` for every
     tensor, in manifest order.
 
@@ -418,7 +448,9 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
     of chunks are in flight (:class:`_InFlight`), whatever the tensor count, so
     memory is bounded by chunk size, not model size. Tensors in ``reuse``
     (``--target-bits``: encoded whole while planning) are read back from the
-    planner's spool instead of being encoded again; their digest is the planner's."""
+    planner's spool instead of being encoded again; their digest is the planner's. Chunks a
+    ``handoff`` (``bie plan -o``'s ``.encoded`` file) holds for exactly this plan and these
+    bytes are decoded from there for their error instead of being encoded."""
     in_workers = _reads_in_workers(source)
     # ("begin", plan) | ("chunk", (future, nbytes)) | ("end", OrderedDigest | hex digest), in file order
     queue: deque = deque()
@@ -458,15 +490,20 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
                 yield from ready()
                 continue
             digest = OrderedDigest()  # hashed by the encoder threads, in chunk order
+            handed = handoff.lookup(plan) if handoff is not None else None
             row_bytes = dtypes.nbytes(info.dtype, info.shape[1:]) if info.shape else dtypes.nbytes(info.dtype, ())
             for number in range(plan.chunk_count):
                 row_start, row_stop = plan.chunk_rows(number)
-                if in_workers:
+                if handed is not None and in_workers:
+                    future = pool.submit(_read_and_encode_handed, source, plan, number, digest,
+                                         (handed[number], handoff))
+                elif in_workers:
                     future = pool.submit(_read_and_encode, source, plan, number, digest)
                 else:
                     chunk = source.read(info.name, row_start, row_stop)
                     tensorcodec.check_chunk(chunk, info)
-                    future = pool.submit(_encode_read, chunk, plan, number, digest)
+                    future = pool.submit(_encode_read, chunk, plan, number, digest,
+                                         None if handed is None else (handed[number], handoff))
                 nbytes = (row_stop - row_start) * row_bytes if info.shape else row_bytes
                 queue.append(("chunk", (future, nbytes)))
                 in_flight.add(nbytes)

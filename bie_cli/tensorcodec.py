@@ -150,6 +150,19 @@ def encode_chunk(plan: TensorPlan, row_start: int, row_stop: int, chunk: np.ndar
     return EncodedChunk(row_start, row_stop, meta, payload, error)
 
 
+def handed_chunk(plan: TensorPlan, row_start: int, row_stop: int, chunk: np.ndarray, payload: bytes,
+                 meta: dict) -> EncodedChunk:
+    """A chunk encoded earlier (``bie plan``'s handoff) from exactly ``chunk``'s bytes: what
+    :func:`encode_chunk` returns, its error measured on the decode of ``payload``."""
+    strategy = registry.get(plan.strategy)
+    if strategy.is_lossless(plan.config):
+        return EncodedChunk(row_start, row_stop, meta, payload)
+    decoded = strategy.decode(memoryview(payload), meta, chunk.shape, plan.info.dtype)
+    error = ErrorStats()
+    error.add(chunk, decoded)
+    return EncodedChunk(row_start, row_stop, meta, payload, error)
+
+
 def update_digest(digest, array: np.ndarray) -> None:
     digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
 

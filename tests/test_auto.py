@@ -418,8 +418,10 @@ def test_trellis_candidates_lower_the_error_and_the_plan_reproduces_it(bie, laye
 
     assert weighted(trellis) < weighted(plain)
     plan_file, direct, via_plan = tmp_path / "plan.toml", tmp_path / "direct.cai", tmp_path / "via.cai"
-    # the trellis is a default candidate; --no-trellis leaves it out
-    assert bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file)).exit_code == 0
+    # the trellis is a default candidate; --no-trellis leaves it out (and here the plan's encodes
+    # are not handed on: compress --policy encodes every chunk itself, to the same bytes)
+    assert bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file), "--no-encodes").exit_code == 0
+    assert not Path(f"{plan_file}.encoded").exists()
     assert bie("compress", str(layered_model), "-o", str(direct), "--target-bits", "3.5").exit_code == 0
     assert bie("compress", str(layered_model), "-o", str(via_plan), "--policy", str(plan_file)).exit_code == 0
     assert direct.read_bytes() == via_plan.read_bytes()
@@ -431,3 +433,102 @@ def test_trellis_candidates_lower_the_error_and_the_plan_reproduces_it(bie, laye
         assert "tcq" not in {e.strategy for e in reader.entries}
     refused = bie("compress", str(layered_model), "-o", str(tmp_path / "x.cai"), "--trellis")
     assert refused.exit_code == 2 and "trellis needs a budget" in refused.stderr
+
+
+def test_bie_plan_hands_its_encodes_to_compress_policy_and_never_stale_ones(bie, layered_model, tmp_path, monkeypatch):
+    from bie_cli import tensorcodec
+    from bie_cli.auto import handoff
+
+    plan_file = tmp_path / "plan.toml"
+    result = bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file))
+    assert result.exit_code == 0 and "warning" not in result.stderr
+    sidecar = Path(handoff.path_for(plan_file))
+    assert sidecar.stat().st_size > 0 and f"{sidecar}, " in result.stdout and "--no-encodes skips it" in result.stdout
+    calls = []
+    real = tensorcodec.encode_chunk
+    monkeypatch.setattr(tensorcodec, "encode_chunk", lambda *a: calls.append(a[0].info.name) or real(*a))
+
+    stats = []
+
+    def policy_compress(source, name):
+        stats.append(bie_cli.compress_model(source, tmp_path / name, policy=plan_file, chunk_size=CHUNK))
+        return (tmp_path / name).read_bytes()
+
+    handed = policy_compress(layered_model, "handed.cai")
+    assert calls == []  # every chunk, lossy and lossless, written from the plan's file
+    assert stats[-1].handoff == {"file": str(sidecar), "chunks": 6, "reused": 6}
+    # (byte for byte what --target-bits writes: test_target_bits_meets_the_budget_and_the_plan_reproduces_it)
+    # a changed source: the changed tensor is encoded again, the others still handed on
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(layered_model))
+    tensors["layer.0.weight"][5, 7] += 0.25
+    changed = write_safetensors(tmp_path / "changed.safetensors", tensors)
+    calls.clear()
+    from_changed = policy_compress(changed, "changed.cai")
+    assert calls == ["layer.0.weight"] and stats[-1].handoff["reused"] == 5
+    sidecar.rename(tmp_path / "aside")
+    assert from_changed == policy_compress(changed, "fresh.cai")  # what a fresh encode writes
+    # another bie version (or encoder code), another chunk size, a damaged file: not used at all
+    (tmp_path / "aside").rename(sidecar)
+    assert handoff.Handoff.open(plan_file, CHUNK // 2) is None
+    monkeypatch.setattr(handoff, "__version__", "0.0.0-other")
+    calls.clear()
+    assert policy_compress(layered_model, "other.cai") == handed and len(calls) == 6
+    monkeypatch.undo()
+    intact = sidecar.read_bytes()
+    sidecar.write_bytes(intact[:-5])
+    assert handoff.Handoff.open(plan_file, CHUNK) is None
+    assert policy_compress(layered_model, "damaged.cai") == handed
+    sidecar.write_bytes(intact[:100] + bytes([intact[100] ^ 1]) + intact[101:])  # a payload byte
+    assert policy_compress(layered_model, "flipped.cai") == handed
+
+
+def test_a_full_disk_or_a_directory_in_the_way_leaves_the_plan_without_its_encodes(bie, layered_model, tmp_path,
+                                                                                 monkeypatch):
+    import builtins
+
+    from bie_cli.auto import handoff
+
+    out = tmp_path / "out"
+    out.mkdir()
+    plan_file = out / "plan.toml"
+    sidecar = Path(handoff.path_for(plan_file))
+    sidecar.write_bytes(b"an older plan's encodes")
+    # the file's writes go to /dev/full: ENOSPC from the kernel, as on a full disk
+    monkeypatch.setattr(handoff, "open", lambda path, mode="r": builtins.open("/dev/full", mode), raising=False)
+    result = bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file), "-q")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith("warning:") and "not written (No space left on device)" in result.stderr
+    assert plan_file.exists() and sorted(p.name for p in out.iterdir()) == ["plan.toml"]  # no partial file
+    monkeypatch.undo()
+    sidecar.mkdir()  # a directory in the way: the rename fails
+    result = bie("plan", str(layered_model), "--target-bits", "3.5", "-o", str(plan_file), "-f", "--json")
+    assert result.exit_code == 0 and "not written" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["plan.toml", "plan.toml.encoded"] and sidecar.is_dir()
+
+
+def test_a_size_budget_measures_the_tcq_steps_near_its_choices_and_chooses_as_with_all(tmp_path, monkeypatch):
+    from bie_cli.auto import candidates, measure, planner
+
+    rng = np.random.default_rng(5)
+    model = write_safetensors(tmp_path / "sampled.safetensors", {  # both measured on row samples
+        "a.weight": (rng.standard_t(5, (1200, 64)) * 0.05).astype(np.float32),
+        "b.weight": (rng.standard_normal((700, 96)) * 0.02).astype(np.float32)})
+
+    measured = []
+    real = measure.tcq_points
+    monkeypatch.setattr(measure, "tcq_points", lambda s, i, texts, c: measured.extend(texts) or real(s, i, texts, c))
+
+    def plans():
+        with formats.open_checkpoint(str(model)) as source:
+            return [[t.text for t in plan_model(source, make_budget(target_bits=b), chunk_size=CHUNK).tensors]
+                    for b in (2.5, 4.5)]
+
+    refined, refined_steps = plans(), len(measured)
+    assert all(text.startswith("tcq:") for texts in refined for text in texts)
+    assert 4 * len(candidates.TCQ_FIRST) < refined_steps < 4 * len(candidates.TCQ_LADDER)
+    monkeypatch.setattr(candidates, "TCQ_FIRST", frozenset(candidates.TCQ_LADDER))
+    monkeypatch.setattr(planner, "LADDER_SCREEN_MARGIN", math.inf)
+    measured.clear()
+    assert plans() == refined and len(measured) == 4 * len(candidates.TCQ_LADDER)

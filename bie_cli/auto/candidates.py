@@ -82,6 +82,9 @@ LADDER = tuple(f"quant:bits=8,granularity=tensor,step={step:g}" for step in STEP
 #: each (``measure.tcq_points``)
 TCQ_STEPS = tuple(round(2 ** (k / 3) / 80, 6) for k in range(18))
 TCQ_LADDER = tuple(f"tcq:step={step:g}" for step in TCQ_STEPS)
+#: measured first for a size budget (every third step and the coarsest); the others where
+#: the allocation comes near them (``planner._refine``)
+TCQ_FIRST = frozenset(TCQ_LADDER[::3] + TCQ_LADDER[-1:])
 
 
 @cache

@@ -59,7 +59,10 @@ class PayloadSpool:
     a model's compressed bytes can be large) so ``compress --target-bits`` writes the chosen
     configurations' chunks without encoding them again. Thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, errors: bool = True) -> None:
+        #: whether the chunks kept here are decoded for their errors while planning (compress
+        #: --target-bits writes those errors); without, the compress that takes them decodes them
+        self.errors = errors
         self._file = tempfile.TemporaryFile(prefix="bie-plan-")
         self._lock = threading.Lock()
         self._end = 0
@@ -92,8 +95,9 @@ class Encoded:
     error: ErrorStats | None  # None when lossless
     stored_bytes: int  # payloads + metas + framing
     digest: str = ""  # of the original bytes, as compress stores it (the index holds it)
-    #: per chunk, where its payload is in the spool and its error (when encoded with a spool)
-    spooled: list[tuple[int, ErrorStats | None]] | None = None
+    #: per chunk, where its payload is in the spool, its error (when the spool keeps errors) and
+    #: the digest of the chunk's original bytes (when encoded with a spool)
+    spooled: list[tuple[int, ErrorStats | None, str]] | None = None
     spool: PayloadSpool | None = None
     #: a lossy encode confirmed for its size only (a size budget): its error is left to the
     #: compress that writes it (kept here only when a spool hands the chunks on), and the
@@ -102,7 +106,7 @@ class Encoded:
 
     def stored_chunks(self):
         """``(row_start, row_stop, meta, payload, error)`` per chunk, read back from the spool."""
-        for (start, stop, meta, length), (offset, error) in zip(self.chunks, self.spooled or (), strict=True):
+        for (start, stop, meta, length), (offset, error, _) in zip(self.chunks, self.spooled or (), strict=True):
             yield start, stop, meta, self.spool.get(offset, length), error
 
     @property
@@ -147,6 +151,9 @@ class TensorCurve:
     pinned: bool = False  # one fixed choice (a user rule, or a tensor kept lossless)
     weight: float = 1.0
     hull: list[int] = field(default_factory=list)  # indices into points, rate ascending
+    #: ``tcq`` ladder steps left for :func:`planner._refine` to measure where the allocation
+    #: comes near them (a size budget measures every third step first)
+    unmeasured: list[str] = field(default_factory=list)
 
 
 def chunk_ranges(info: TensorInfo, chunk_size: int) -> list[tuple[int, int]]:
@@ -183,36 +190,47 @@ def encode_whole(source: CheckpointSource, info: TensorInfo, choice: Choice, chu
     return _assemble(source, info, choice, jobs, results, spool)
 
 
-def _encode_chunk(job) -> tuple[int, dict, int, ErrorStats | None, int]:
-    """(payload length, meta, stored bytes, error or None, spool offset) of one chunk; the
-    error (a decode and its comparison) only when ``errors`` is set or a spool keeps the
-    chunk for the writer."""
+def _encode_chunk(job) -> tuple[int, dict, int, ErrorStats | None, int, str]:
+    """(payload length, meta, stored bytes, error or None, spool offset, chunk digest) of one
+    chunk; the error (a decode and its comparison) only when ``errors`` is set or a spool keeps
+    the chunk for the writer with its error; the digest of the chunk's bytes with a spool."""
     source, info, choice, start, stop, spool, errors = job
     strategy = registry.get(choice.strategy)
     chunk = source.read(info.name, start, stop)
+    chunk_digest = chunk_digest_of(chunk) if spool is not None else ""  # before: encode may modify it
     payload, meta = strategy.encode(chunk, choice.config)
     chunk_error = None
-    if (errors or spool is not None) and not strategy.is_lossless(choice.config):
+    if (errors or (spool is not None and spool.errors)) and not strategy.is_lossless(choice.config):
         chunk_error = ErrorStats()
         chunk_error.add(chunk, strategy.decode(payload, meta, chunk.shape, info.dtype))
     offset = spool.put(payload) if spool is not None else -1
-    return len(payload), meta, len(payload) + meta_bytes(meta) + CHUNK_FRAMING, chunk_error, offset
+    return len(payload), meta, len(payload) + meta_bytes(meta) + CHUNK_FRAMING, chunk_error, offset, chunk_digest
+
+
+def chunk_digest_of(chunk: np.ndarray) -> str:
+    """The digest of one chunk's original bytes (the tensor digest's algorithm): what a plan's
+    handed-on chunk is checked against before ``compress --policy`` writes it."""
+    digest = spec.new_digest()
+    update_digest(digest, chunk)
+    return digest.hexdigest()
 
 
 def _assemble(source, info: TensorInfo, choice: Choice, jobs, results, spool) -> Encoded:
     strategy = registry.get(choice.strategy)
     lossless = strategy.is_lossless(choice.config)
     sized_only = not lossless and not jobs[0][6] if jobs else False
-    error = None if lossless or (sized_only and spool is None) else ErrorStats()
+    error = None if lossless or (sized_only and (spool is None or not spool.errors)) else ErrorStats()
     chunks, stored, spooled = [], 0, []
-    digest = spec.new_digest() if spool is not None else None  # a plan's dry runs need no real digest
-    for (_, _, _, start, stop, _, _), (length, meta, size, chunk_error, offset) in zip(jobs, results, strict=True):
+    # a plan's dry runs need no real digest; compress --target-bits takes the planner's
+    digest = spec.new_digest() if spool is not None and spool.errors else None
+    for (_, _, _, start, stop, _, _), (length, meta, size, chunk_error, offset, chunk_digest) in zip(jobs, results,
+                                                                                                   strict=True):
         if digest is not None:
             update_digest(digest, source.read(info.name, start, stop))
         if error is not None:
             error.merge(chunk_error)
         if spool is not None:
-            spooled.append((offset, chunk_error))
+            spooled.append((offset, chunk_error, chunk_digest))
         chunks.append((start, stop, meta, length))
         stored += size
     return Encoded(chunks, error, stored, digest.hexdigest() if digest is not None else "",

@@ -184,6 +184,11 @@ class ModelPlan:
     parameters: int
     budget_bytes: int | None
     trellis: bool = False  # the tcq ladder was among the candidates
+    #: ``bie plan -o``'s handoff file (:mod:`bie_cli.auto.handoff`): its path, its size when
+    #: written, else why not
+    handoff_path: str | None = None
+    handoff_bytes: int | None = None
+    handoff_warning: str | None = None
 
     @property
     def bits_per_parameter(self) -> float:
@@ -251,12 +256,15 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
         # slowest candidate, and at most ``threads`` samples are held at once
         curve = _pinned_curve(source, info, pins, chunk_size, spool)
         if curve is None:
-            curve = _measured_curve(source, info, chunk_size, serial, spool, trellis)
+            curve = _measured_curve(source, info, chunk_size, serial, spool, trellis,
+                                    size_budget=budget.kind != "max_error")
             curve.weight = weights[info.name]
         return curve
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-plan") as pool:
-        for info, curve in zip(source.tensors, _bounded_map(pool, curve_of, source.tensors, 2 * threads), strict=True):
+        # a window of 8 tensors a thread (a waiting curve is small): with 2 a thread, a big weight
+        # followed by its small biases left the other thread idle until the weight was done
+        for info, curve in zip(source.tensors, _bounded_map(pool, curve_of, source.tensors, 8 * threads), strict=True):
             curves.append(curve)
             done += dtypes.nbytes(info.dtype, info.shape)
             if progress:
@@ -276,7 +284,8 @@ def plan_model(source: CheckpointSource, budget: Budget, *, pins: Planner | None
             template = ModelPlan(source.path, budget, weighting, chunk_size, [], budget_bytes, parameters, budget_bytes,
                                  trellis)
             chosen = _within_size(source, confirm, curves, budget, budget_bytes, parameters, chunk_size,
-                                  template.summary(), memo)
+                                  template.summary(), memo,
+                                  lambda free, picks: _refine(source, free, picks, chunk_size, pool, trellis))
     plans = _tensor_plans(curves, chosen, budget)
     plan = ModelPlan(source.path, budget, weighting, chunk_size, plans, 0, parameters, budget_bytes, trellis)
     plan.file_bytes = predict_file_size(source, plans, chunk_size, plan.summary(), memo)
@@ -330,7 +339,14 @@ def _pinned_curve(source, info: TensorInfo, pins: Planner | None, chunk_size: in
     return measure.TensorCurve(info, [point], info.rows, pinned=True)
 
 
-def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool, trellis: bool = False) -> measure.TensorCurve:
+def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool, trellis: bool = False,
+                    size_budget: bool = False) -> measure.TensorCurve:
+    """The tensor's rate-distortion points. For a ``size_budget``, which only each curve's lower
+    hull concerns (``--max-error`` may take any point), where the ``tcq`` ladder is measured:
+    only every third step of it and the coarsest (:data:`candidates.TCQ_FIRST`), the others
+    left in :attr:`~measure.TensorCurve.unmeasured` for :func:`_refine`; and the step ladder
+    and the group grids screened like the fixed grids, against the hull of the ``tcq`` ladder
+    and the lossless coders, within :data:`LADDER_SCREEN_MARGIN`."""
     ranges = measure.sample_ranges(info, chunk_size)
     texts = candidates.candidates_for(info.dtype, trellis)
     if ranges is None:  # small: every candidate on the whole tensor, chunked as compress will
@@ -345,25 +361,45 @@ def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool, trel
         return measure.TensorCurve(info, points, info.rows)
     sample = measure.read_sample(source, info, ranges)
     chunks = len(measure.chunk_ranges(info, chunk_size))
+    quarter = sample[::SCREEN_STRIDE]
 
     def on(rows, text: str) -> measure.Point:
         return measure.measure_point(rows, info, candidates.resolve(text), text, chunks)
 
-    # the step ladder and the lossless coders on the sample; the fixed grids first on a quarter
-    # of it, and on the whole sample only when they come near the others' hull
-    batch, batched = [], set()
-    for group, shortcut in ((candidates.LADDER, measure.ladder_points), (candidates.TCQ_LADDER, measure.tcq_points),
-                            (candidates.GROUP_GRIDS, measure.group_points)):
+    # the ladders and the group grids from one compiled pass each (where that applies), the
+    # lossless coders on the sample; the fixed grids first on a quarter of it, and on the whole
+    # sample only when they come near the others' hull
+    batch, batched, deferred, unmeasured = [], set(), [], []
+    tcq_texts = [t for t in texts if t in candidates.TCQ_LADDER]
+    if size_budget:
+        unmeasured = [t for t in tcq_texts if t not in candidates.TCQ_FIRST]
+        tcq_texts = [t for t in tcq_texts if t in candidates.TCQ_FIRST]
+    points = measure.tcq_points(sample, info, tcq_texts, chunks) if tcq_texts else None
+    if points is not None:
+        batch += points
+        batched.update(tcq_texts + unmeasured)
+    else:  # (dtype) every step encoded like the other candidates
+        unmeasured = []
+    screen_ladders = size_budget and points is not None
+    for group, shortcut in ((candidates.LADDER, measure.ladder_points), (candidates.GROUP_GRIDS, measure.group_points)):
         chosen = [t for t in texts if t in group]
-        points = shortcut(sample, info, chosen, chunks) if chosen else None
+        points = shortcut(quarter if screen_ladders else sample, info, chosen, chunks) if chosen else None
         if points is not None:  # else (dtype, layout) they are encoded like the others
-            batch += points
+            if screen_ladders:
+                deferred.append((shortcut, points))
+            else:
+                batch += points
             batched.update(chosen)
     screened = [t for t in texts if t in candidates.SCREENED and t not in batched]
     first = [t for t in texts if t not in candidates.SCREENED and t not in batched]
-    quarter = sample[::SCREEN_STRIDE]
     results = list(pool.map(lambda job: on(*job), [(sample, t) for t in first] + [(quarter, t) for t in screened]))
     points = batch + results[: len(first)]
+    if deferred:  # the ladders' quarter-sample points near the hull (or below it): on the sample
+        figures = _hull_figures(points)
+        for shortcut, quartered in deferred:
+            keep = [p.text for p in quartered if _near_hull(points, p, figures, LADDER_SCREEN_MARGIN)]
+            if keep:
+                points += shortcut(sample, info, keep, chunks) or list(pool.map(lambda t: on(sample, t), keep))
     keep, below = [], []
     figures = _hull_figures(points)  # the same others for every screened candidate
     for text, point in zip(screened, results[len(first):], strict=True):
@@ -375,7 +411,42 @@ def _measured_curve(source, info: TensorInfo, chunk_size: int, pool, spool, trel
     points += below + list(pool.map(lambda t: on(sample, t), keep))
     order = {text: k for k, text in enumerate(texts)}
     points.sort(key=lambda point: order[point.text])
-    return measure.TensorCurve(info, points, sample.shape[0])
+    return measure.TensorCurve(info, points, sample.shape[0], unmeasured=unmeasured)
+
+
+def _refine(source, curves: list[measure.TensorCurve], chosen: list[int], chunk_size: int, pool,
+            trellis: bool) -> bool:
+    """Measure the ``tcq`` steps left out next to each curve's chosen point (or, for another
+    family's point, next to the ``tcq`` step nearest it in bytes); rebuild those hulls.
+    False when there was nothing to measure: the allocation stands."""
+    jobs = []
+    for curve, index in zip(curves, chosen, strict=True):
+        if not curve.unmeasured:
+            continue
+        point = curve.points[index]
+        ladder = candidates.TCQ_LADDER
+        if point.text in ladder:
+            k = ladder.index(point.text)
+        else:
+            measured = [p for p in curve.points if p.text in ladder]
+            k = ladder.index(min(measured, key=lambda p: abs(p.stored_bytes - point.stored_bytes)).text)
+        wanted = [ladder[j] for j in (k - 1, k + 1) if 0 <= j < len(ladder) and ladder[j] in curve.unmeasured]
+        if wanted:
+            jobs.append((curve, wanted))
+    if not jobs:
+        return False
+
+    def more(job) -> list[measure.Point]:
+        curve, wanted = job
+        sample = measure.read_sample(source, curve.info, measure.sample_ranges(curve.info, chunk_size))
+        return measure.tcq_points(sample, curve.info, wanted, len(measure.chunk_ranges(curve.info, chunk_size)))
+
+    for (curve, wanted), points in zip(jobs, pool.map(more, jobs), strict=True):
+        curve.unmeasured = [t for t in curve.unmeasured if t not in wanted]
+        order = {text: k for k, text in enumerate(candidates.candidates_for(curve.info.dtype, trellis))}
+        curve.points = sorted(curve.points + points, key=lambda point: order[point.text])
+    allocate.build_hulls([curve for curve, _ in jobs])
+    return True
 
 
 #: screening sample: every SCREEN_STRIDE-th row of the sample
@@ -384,6 +455,10 @@ SCREEN_STRIDE = 4
 #: this factor above the hull of the others at its rate (MiniLM's fixed 3-6-bit grids are 2-3x
 #: above it; the quarter sample's figures are within a few per cent of the sample's)
 SCREEN_MARGIN = 1.3
+#: the same for the step ladder and the group grids against the ``tcq`` ladder (a size budget):
+#: on MiniLM the step grid is ~1 dB (1.26x) above it, and the ladder and group points that are
+#: on a hull are within 1.08x of the ``tcq`` ladder and lossless coders' hull on the quarter
+LADDER_SCREEN_MARGIN = 1.15
 
 
 def _hull_figures(points: list[measure.Point]) -> tuple[list[float], list[float], list[int]]:
@@ -392,7 +467,8 @@ def _hull_figures(points: list[measure.Point]) -> tuple[list[float], list[float]
     return rates, distortions, allocate.lower_hull(rates, distortions)
 
 
-def _near_hull(points: list[measure.Point], candidate: measure.Point, figures=None) -> bool | str:
+def _near_hull(points: list[measure.Point], candidate: measure.Point, figures=None,
+               margin: float = SCREEN_MARGIN) -> bool | str:
     """Whether ``candidate`` may lie on (or below) the lower hull of ``points``: beyond the
     hull's rate range it may (``"below"`` when cheaper than all of it); inside, when its
     error is within SCREEN_MARGIN of the hull's. ``figures``: :func:`_hull_figures` of
@@ -407,7 +483,7 @@ def _near_hull(points: list[measure.Point], candidate: measure.Point, figures=No
         if rates[a] <= x <= rates[b]:
             t = (x - rates[a]) / (rates[b] - rates[a]) if rates[b] > rates[a] else 0.0
             at = distortions[a] + t * (distortions[b] - distortions[a])
-            return candidate.relative_mse <= SCREEN_MARGIN * at
+            return candidate.relative_mse <= margin * at
     return True
 
 
@@ -456,7 +532,7 @@ def _within_error(confirm: _Confirmer, curves, bound: float) -> list[int]:
 
 
 def _within_size(source, confirm: _Confirmer, curves, budget: Budget, budget_bytes: int, parameters: int,
-                 chunk_size: int, summary: dict, memo: dict) -> list[int]:
+                 chunk_size: int, summary: dict, memo: dict, refine=None) -> list[int]:
     # everything but the chunks (points count their chunks' framing): header, index, and the
     # tensors' own records, sized with the cheapest choices and a typical reason and error record
     overhead = predict_file_size(source, _record_stubs(curves, budget), chunk_size, summary, memo) + SAFETY_BYTES
@@ -478,6 +554,8 @@ def _within_size(source, confirm: _Confirmer, curves, budget: Budget, budget_byt
             f"(about {bits(lossless)}); compress without a budget to keep every tensor exact")
     room = budget_bytes - overhead - fixed
     picks = allocate.allocate(free, room)
+    while refine is not None and refine(free, picks):  # the tcq steps next to the choices, then again
+        picks = allocate.allocate(free, room)
     chosen_free = dict(zip(map(id, free), picks, strict=True))
     chosen = [chosen_free.get(id(c), 0) for c in curves]
     while True:
@@ -644,8 +722,11 @@ def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str |
                     max_error: float | None = None, rules=(), policy=None, weighting: str = DEFAULT_WEIGHTING,
                     threads: int = 1, chunk_size: int, output: str | None = None, force: bool = False,
                     progress: Progress | None = None, source_format: str | None = None,
-                    trellis: bool = True) -> ModelPlan:
-    """``bie plan``: the plan for a checkpoint, written as a TOML policy to ``output`` when given."""
+                    trellis: bool = True, handoff: bool = True) -> ModelPlan:
+    """``bie plan``: the plan for a checkpoint, written as a TOML policy to ``output`` when given;
+    with ``handoff``, the chunks it encoded too, beside it (``OUTPUT.encoded``, see
+    :mod:`bie_cli.auto.handoff`), for ``compress --policy OUTPUT`` to write instead of encoding
+    them again."""
     from .. import formats
     from ..paths import atomic_output, check_output_path
     from ..plan import load_policy_file, parse_rule
@@ -664,10 +745,21 @@ def plan_checkpoint(src, *, target_bits: float | None = None, target_size: str |
         pins += load_policy_file(os.fspath(policy)).rules
     if output is not None:
         check_output_path(output, [src], force)
-    with formats.open_checkpoint(src, source_format) as source:
-        plan = plan_model(source, budget, pins=Planner(None, pins), chunk_size=chunk_size, threads=threads,
-                          weighting=weighting, progress=progress, trellis=trellis)
-    if output is not None:
-        with atomic_output(output) as temporary, open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(plan.to_toml())
+    # the chunks are kept without their errors: the compress that writes them measures those
+    spool = measure.PayloadSpool(errors=False) if output is not None and handoff else None
+    try:
+        with formats.open_checkpoint(src, source_format) as source:
+            plan = plan_model(source, budget, pins=Planner(None, pins), chunk_size=chunk_size, threads=threads,
+                              weighting=weighting, progress=progress, trellis=trellis, spool=spool)
+        if spool is not None:
+            from . import handoff as handoff_file
+
+            plan.handoff_path = handoff_file.path_for(output)
+            plan.handoff_bytes, plan.handoff_warning = handoff_file.write_or_warn(plan.handoff_path, plan, chunk_size)
+        if output is not None:
+            with atomic_output(output) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(plan.to_toml())
+    finally:
+        if spool is not None:
+            spool.close()
     return plan

@@ -53,6 +53,8 @@ def command(
             f"{stats.source} -> {stats.output}: {len(stats.tensors)} tensors, "
             f"{human_bytes(stats.original_bytes)} -> {human_bytes(stats.stored_bytes)} "
             f"({stats.ratio:.3f}x) in {stats.seconds:.2f} s ({rate:.0f} MB/s)"
+            + (f"; {stats.handoff['reused']} of {stats.handoff['chunks']} chunks from {stats.handoff['file']}"
+               if stats.handoff else "")
         )
     return 0
 

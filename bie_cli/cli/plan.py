@@ -18,6 +18,7 @@ def command(
     weighting: Annotated[str, typer.Option("--weighting", help="How tensors' errors are weighed: auto (default: roles where Llama-style names are recognised, else tensor), tensor (an output head counts 2 x blocks), params, roles (tensor plus llama.cpp's k-quant prior: v/down projections of some layers x16), or a JSON file of per-tensor weights (docs/auto.md).")] = "auto",
     trellis: Annotated[bool, typer.Option("--trellis/--no-trellis", help="Measure trellis-coded candidates too (tcq: ~1 dB less error at equal rate; default on; no matmul kernels, so bie_cli.nn leaves those layers alone).")] = True,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the plan as a TOML policy for `bie compress --policy`.")] = None,
+    encodes: Annotated[bool, typer.Option("--encodes/--no-encodes", help="With -o, also write the chunks the plan encoded to OUTPUT.encoded (about the compressed model's size), which `bie compress --policy OUTPUT` writes instead of encoding them again (checked against the source; default on).")] = True,
     threads: Annotated[int, typer.Option("-j", "--threads", help="Measure on N threads.", min=1)] = 1,
     chunk_size: Annotated[str, typer.Option("--chunk-size", help="Chunk size compress will use (bytes; K/M/G suffixes).")] = "4M",
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite OUTPUT if it exists.")] = False,
@@ -29,14 +30,16 @@ def command(
     from ..auto.budget import errors_in_cli_terms
     from ..auto.planner import plan_checkpoint
     from .compress import parse_size
-    from .output import human_bytes, print_json, progress_bar, stdout_console
+    from .output import human_bytes, print_json, progress_bar, stderr_line, stdout_console
 
     with progress_bar("plan", quiet or json_output) as progress, errors_in_cli_terms():
         plan = plan_checkpoint(
             src, target_bits=target_bits, target_size=target_size, max_error=max_error, rules=rule or (),
             policy=policy, weighting=weighting, threads=threads, chunk_size=parse_size(chunk_size),
-            output=output, force=force, progress=progress, trellis=trellis,
+            output=output, force=force, progress=progress, trellis=trellis, handoff=encodes,
         )
+    if plan.handoff_warning:
+        stderr_line(f"warning: {plan.handoff_warning}")
     if json_output:
         print_json(plan.to_dict())
         return 0
@@ -60,5 +63,7 @@ def command(
     console.print(
         f"{plan.budget.describe()}: {len(plan.tensors)} tensors, predicted {human_bytes(plan.file_bytes)} "
         f"({plan.bits_per_parameter:.4f} bits/param)" + (f" -> {output}" if output else "")
+        + (f" (and {plan.handoff_path}, {human_bytes(plan.handoff_bytes)} of encodes for `bie compress --policy`; "
+           "--no-encodes skips it)" if plan.handoff_bytes is not None else "")
     )
     return 0
