@@ -98,7 +98,8 @@ def join(symbols, residual, tails, itemsize, head_bytes, low_bits, out):  # prag
 def join_heads16(symbols, residual, tails, itemsize, low_bits, out8, out16):  # pragma: no cover - compiled
     """``join`` for 16-bit heads, with straight loops for whole-byte and
     whole-nibble residuals (``low_bits`` 7 and 3, what the encoder picks).
-    ``residual`` carries 8 zero bytes of padding; ``out16`` is ``out8`` as uint16."""
+    ``residual`` carries 8 zero bytes of padding; ``out16`` is ``out8`` as uint16. For
+    2-byte elements ``symbols`` may be ``out16`` itself (element i reads only symbol i)."""
     n = symbols.shape[0]
     half = itemsize // 2
     width = low_bits + 1
