@@ -185,7 +185,9 @@ def decode(words, states_in, count, table, scale_bits, out):  # pragma: no cover
 
     ``words`` carries LANES zero words of padding after the real ones, so the
     renormalisation reads without a branch; ``pos`` is checked once per group
-    of eight (at most eight reads), so it never runs past the padding.
+    of eight (at most eight reads), so it never runs past the padding. The states must lie
+    in [L, L * 2**16) (``rans.parse_stream`` and ``_float_split_numba.rans_decode`` check
+    them): every later state then does too, which is what the unsigned slot index relies on.
     """
     n_words = words.shape[0] - LANES
     mask = (np.int64(1) << scale_bits) - 1
