@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._float_planes_numba import heads_tails32, heads_tails64, join32, join_heads16, split_heads
+from ._float_planes_numba import heads_tails32, heads_tails64, join16_in_place, join32, join_heads16, split_heads
 from ._rans_numba import (
     decode,
     encode_into,
@@ -366,12 +366,17 @@ def decode_split(payload, codings, starts, lengths, zdata, zstarts, count, items
             return status
     if codings[0] != CODING_RANS:
         return 5
-    out16 = out.view(np.uint16)
-    # 2-byte elements: the symbols decode straight into the output, which the join then
-    # completes in place (element i from symbol i only); wider ones need their own array
-    symbols = out16 if itemsize == 2 else np.empty(count, dtype=np.uint16)
-    status = rans_decode(payload[starts[0] : starts[0] + lengths[0]], count, np.int64(1) << (15 - low_bits), symbols)
+    alphabet = np.int64(1) << (15 - low_bits)
+    if itemsize == 2:  # the symbols decode straight into the output, completed there
+        out16 = out.view(np.uint16)
+        status = rans_decode(payload[starts[0] : starts[0] + lengths[0]], count, alphabet, out16)
+        if status:
+            return status
+        join16_in_place(residual, low_bits, out16)
+        return 0
+    symbols = np.empty(count, dtype=np.uint16)
+    status = rans_decode(payload[starts[0] : starts[0] + lengths[0]], count, alphabet, symbols)
     if status:
         return status
-    join_heads16(symbols, residual, tails, itemsize, low_bits, out, out16)
+    join_heads16(symbols, residual, tails, itemsize, low_bits, out, out.view(np.uint16))
     return 0
