@@ -135,6 +135,39 @@ def join_heads16(symbols, residual, tails, itemsize, low_bits, out8, out16):  # 
 
 
 @njit(nogil=True, cache=True)
+def join16_in_place(residual, low_bits, out):  # pragma: no cover - compiled
+    """``join_heads16`` for 2-byte elements whose symbols are already in ``out`` (uint16[n]):
+    each element completed where it is, so the decoder needs no symbols array. One array read
+    and written at the same index: LLVM vectorises it (with the symbols in an array of their
+    own that might overlap ``out``, its run-time alias check would fall back to scalar code).
+    ``residual``: no padding needed at ``low_bits`` 3 and 7, 8 bytes of it otherwise."""
+    n = out.shape[0]
+    if low_bits == 7:
+        for i in range(n):
+            r = np.int64(residual[i])
+            out[i] = ((r >> 7) << 15) | (np.int64(out[i]) << 7) | (r & 0x7F)
+    elif low_bits == 3:  # a byte holds two elements' residuals: one byte a step, no variable shift
+        for j in range(n >> 1):
+            r = np.int64(residual[j])
+            a = r & 0xF
+            b = r >> 4
+            out[2 * j] = ((a >> 3) << 15) | (np.int64(out[2 * j]) << 3) | (a & 0x7)
+            out[2 * j + 1] = ((b >> 3) << 15) | (np.int64(out[2 * j + 1]) << 3) | (b & 0x7)
+        if n & 1:
+            a = np.int64(residual[n >> 1]) & 0xF
+            out[n - 1] = ((a >> 3) << 15) | (np.int64(out[n - 1]) << 3) | (a & 0x7)
+    else:
+        width = low_bits + 1
+        rmask = (1 << width) - 1
+        lmask = (1 << low_bits) - 1
+        for i in range(n):
+            bit = i * width
+            b = bit >> 3
+            r = ((np.int64(residual[b]) | (np.int64(residual[b + 1]) << 8)) >> (bit & 7)) & rmask
+            out[i] = ((r >> low_bits) << 15) | (np.int64(out[i]) << low_bits) | (r & lmask)
+
+
+@njit(nogil=True, cache=True)
 def heads_tails32(words):  # pragma: no cover - compiled
     """4-byte elements as uint32: (heads = top 16 bits, tail planes [byte 1, byte 0]) in one pass."""
     n = words.shape[0]
@@ -198,8 +231,17 @@ def join32(symbols, residual, high, low, low_bits, out):  # pragma: no cover - c
             r = np.uint32(residual[i])
             head = ((r & 0x80) << 8) | (np.uint32(symbols[i]) << 7) | (r & 0x7F)
             out[i] = (head << 16) | (np.uint32(high[i]) << 8) | np.uint32(low[i])
-    else:
-        for i in range(n):
-            r = (np.uint32(residual[i >> 1]) >> ((i & 1) << 2)) & 0xF
-            head = ((r & 0x8) << 12) | (np.uint32(symbols[i]) << 3) | (r & 0x7)
+    else:  # a residual byte a step, two elements (a variable shift per element kept LLVM scalar)
+        for j in range(n >> 1):
+            r = np.uint32(residual[j])
+            a = r & 0xF
+            b = r >> 4
+            i = 2 * j
+            head = ((a & 0x8) << 12) | (np.uint32(symbols[i]) << 3) | (a & 0x7)
             out[i] = (head << 16) | (np.uint32(high[i]) << 8) | np.uint32(low[i])
+            head = ((b & 0x8) << 12) | (np.uint32(symbols[i + 1]) << 3) | (b & 0x7)
+            out[i + 1] = (head << 16) | (np.uint32(high[i + 1]) << 8) | np.uint32(low[i + 1])
+        if n & 1:
+            r = np.uint32(residual[n >> 1]) & 0xF
+            head = ((r & 0x8) << 12) | (np.uint32(symbols[n - 1]) << 3) | (r & 0x7)
+            out[n - 1] = (head << 16) | (np.uint32(high[n - 1]) << 8) | np.uint32(low[n - 1])

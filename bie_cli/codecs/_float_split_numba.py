@@ -10,10 +10,10 @@ takes whenever this kernel reports a status: a size estimate too close to a
 rounding edge to match numpy's (see ``_rans_numba.estimate_bounds``).
 
 These kernels call those of ``_rans_numba`` and ``_float_planes_numba`` (last touched for
-``_rans_numba.encode_into``, session 7).
-numba's cache of a function is invalidated only by changes to its own file:
-after editing one of those kernels, change this file too (a comment will do)
-or clear ``__pycache__``. ``tests/test_float_split.py`` compares both paths.
+``_rans_numba.encode_into``, the decoder's unsigned indices and the ``low_bits`` 3 joins,
+session 7). numba's cache of a function is invalidated only by changes to its own file (a
+hash of its content: ``touch`` does not do it): after editing one of those kernels, change
+this file too (a comment will do) or clear ``__pycache__``. ``tests/test_float_split.py`` compares both paths.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._float_planes_numba import heads_tails32, heads_tails64, join32, join_heads16, split_heads
+from ._float_planes_numba import heads_tails32, heads_tails64, join16_in_place, join32, join_heads16, split_heads
 from ._rans_numba import (
     decode,
     encode_into,
@@ -268,8 +268,11 @@ def rans_decode(raw, count, alphabet, out):  # pragma: no cover - compiled
         if states[lane] < RANS_L or states[lane] >= RANS_L << 16:
             return 3
     words = np.zeros(n_words + 8, dtype=np.uint16)
+    # unsigned indices (body >= 0, checked above): no wraparound checks, so LLVM vectorises it
+    ubody = np.uint64(body)
     for k in range(n_words):
-        words[k] = np.uint16(raw[body + 2 * k]) | (np.uint16(raw[body + 2 * k + 1]) << 8)
+        at = ubody + np.uint64(2) * np.uint64(k)
+        words[np.uint64(k)] = np.uint16(raw[at]) | (np.uint16(raw[at + np.uint64(1)]) << 8)
     table = slot_table(freq, scale_bits)
     return decode(words, states, count, table, scale_bits, out)
 
@@ -363,8 +366,16 @@ def decode_split(payload, codings, starts, lengths, zdata, zstarts, count, items
             return status
     if codings[0] != CODING_RANS:
         return 5
+    alphabet = np.int64(1) << (15 - low_bits)
+    if itemsize == 2:  # the symbols decode straight into the output, completed there
+        out16 = out.view(np.uint16)
+        status = rans_decode(payload[starts[0] : starts[0] + lengths[0]], count, alphabet, out16)
+        if status:
+            return status
+        join16_in_place(residual, low_bits, out16)
+        return 0
     symbols = np.empty(count, dtype=np.uint16)
-    status = rans_decode(payload[starts[0] : starts[0] + lengths[0]], count, np.int64(1) << (15 - low_bits), symbols)
+    status = rans_decode(payload[starts[0] : starts[0] + lengths[0]], count, alphabet, symbols)
     if status:
         return status
     join_heads16(symbols, residual, tails, itemsize, low_bits, out, out.view(np.uint16))

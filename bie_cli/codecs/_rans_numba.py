@@ -23,16 +23,19 @@ LANES = 8
 
 @njit(inline="always")
 def decode_step(x, table, mask, scale_bits):  # pragma: no cover - compiled
-    """One symbol from state ``x``: returns (new state before renormalisation, symbol)."""
-    e = table[x & mask]
+    """One symbol from state ``x``: returns (new state before renormalisation, symbol).
+    ``x`` is a valid state (>= 0: the callers check the initial states and every later one
+    is freq * (x >> scale) + bias), so the slot is indexed unsigned (no wraparound check)."""
+    e = table[np.uint64(x & mask)]
     return ((e >> 16) & 0xFFFF) * (x >> scale_bits) + (e >> 32), e & 0xFFFF
 
 
 @njit(inline="always")
 def renormalise(x, words, pos):  # pragma: no cover - compiled
-    """Branchless: shift in ``words[pos]`` only when ``x`` fell below L."""
+    """Branchless: shift in ``words[pos]`` only when ``x`` fell below L. ``pos`` only grows
+    from 0, so it is indexed unsigned; the callers bound it from above."""
     r = np.int64(x < RANS_L)
-    return (x << (r << 4)) | (np.int64(words[pos]) & -r), pos + r
+    return (x << (r << 4)) | (np.int64(words[np.uint64(pos)]) & -r), pos + r
 
 
 @njit(nogil=True, cache=True)
@@ -145,8 +148,8 @@ def slot_table(freq, scale_bits):  # pragma: no cover - compiled
     table = np.empty(np.int64(1) << scale_bits, dtype=np.int64)
     slot = 0
     for s in range(freq.shape[0]):
-        for k in range(freq[s]):
-            table[slot] = s | (freq[s] << 16) | (np.int64(k) << 32)
+        for k in range(freq[s]):  # slot only grows from 0: unsigned (the callers check the sum)
+            table[np.uint64(slot)] = s | (freq[s] << 16) | (np.int64(k) << 32)
             slot += 1
     return table
 
@@ -158,14 +161,14 @@ def decode_tail(words, pos, n_words, states, first, count, table, scale_bits, ou
     Returns 0 ok, 1 truncated, 2 trailing words or bad final state.
     """
     mask = (np.int64(1) << scale_bits) - 1
-    for i in range(first, count):
-        lane = i & (LANES - 1)
+    for i in range(first, count):  # first >= 0 and pos >= 0 (decode's): unsigned indices
+        lane = np.uint64(i) & np.uint64(LANES - 1)
         x, s = decode_step(states[lane], table, mask, scale_bits)
-        out[i] = s
+        out[np.uint64(i)] = s
         if x < RANS_L:
             if pos >= n_words:
                 return 1
-            x = (x << 16) | np.int64(words[pos])
+            x = (x << 16) | np.int64(words[np.uint64(pos)])
             pos += 1
         states[lane] = x
     if pos != n_words:
@@ -182,7 +185,9 @@ def decode(words, states_in, count, table, scale_bits, out):  # pragma: no cover
 
     ``words`` carries LANES zero words of padding after the real ones, so the
     renormalisation reads without a branch; ``pos`` is checked once per group
-    of eight (at most eight reads), so it never runs past the padding.
+    of eight (at most eight reads), so it never runs past the padding. The states must lie
+    in [L, L * 2**16) (``rans.parse_stream`` and ``_float_split_numba.rans_decode`` check
+    them): every later state then does too, which is what the unsigned slot index relies on.
     """
     n_words = words.shape[0] - LANES
     mask = (np.int64(1) << scale_bits) - 1
@@ -190,17 +195,20 @@ def decode(words, states_in, count, table, scale_bits, out):  # pragma: no cover
     x4, x5, x6, x7 = states_in[4], states_in[5], states_in[6], states_in[7]
     pos = 0
     whole = count - (count & (LANES - 1))
-    for i in range(0, whole, LANES):
+    # unsigned indices (out, the table slots, pos): numba checks a signed index for
+    # wraparound, and those checks (and the registers they hold) cost spills in this loop
+    for k in range(whole // LANES):
         if pos > n_words:
             return 1
+        i = np.uint64(k) * np.uint64(LANES)
         x0, out[i] = decode_step(x0, table, mask, scale_bits)
-        x1, out[i + 1] = decode_step(x1, table, mask, scale_bits)
-        x2, out[i + 2] = decode_step(x2, table, mask, scale_bits)
-        x3, out[i + 3] = decode_step(x3, table, mask, scale_bits)
-        x4, out[i + 4] = decode_step(x4, table, mask, scale_bits)
-        x5, out[i + 5] = decode_step(x5, table, mask, scale_bits)
-        x6, out[i + 6] = decode_step(x6, table, mask, scale_bits)
-        x7, out[i + 7] = decode_step(x7, table, mask, scale_bits)
+        x1, out[i + np.uint64(1)] = decode_step(x1, table, mask, scale_bits)
+        x2, out[i + np.uint64(2)] = decode_step(x2, table, mask, scale_bits)
+        x3, out[i + np.uint64(3)] = decode_step(x3, table, mask, scale_bits)
+        x4, out[i + np.uint64(4)] = decode_step(x4, table, mask, scale_bits)
+        x5, out[i + np.uint64(5)] = decode_step(x5, table, mask, scale_bits)
+        x6, out[i + np.uint64(6)] = decode_step(x6, table, mask, scale_bits)
+        x7, out[i + np.uint64(7)] = decode_step(x7, table, mask, scale_bits)
         x0, pos = renormalise(x0, words, pos)
         x1, pos = renormalise(x1, words, pos)
         x2, pos = renormalise(x2, words, pos)
