@@ -405,11 +405,12 @@ def _reads_in_workers(source: CheckpointSource) -> bool:
     return source.format in _THREAD_SAFE_READS and source.path != STDIO
 
 
-def _read_and_encode(source: CheckpointSource, plan: TensorPlan, number: int, digest: OrderedDigest):
+def _read_and_encode(source: CheckpointSource, plan: TensorPlan, number: int, digest: OrderedDigest,
+                     handed=None):
     row_start, row_stop = plan.chunk_rows(number)
     chunk = source.read(plan.info.name, row_start, row_stop)
     tensorcodec.check_chunk(chunk, plan.info)
-    return _encode_read(chunk, plan, number, digest)
+    return _encode_read(chunk, plan, number, digest, handed)
 
 
 def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: OrderedDigest, handed=None):
@@ -425,13 +426,6 @@ def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: Order
         if payload is not None:
             return tensorcodec.handed_chunk(plan, row_start, row_stop, chunk, payload, entry[2])
     return tensorcodec.encode_chunk(plan, row_start, row_stop, chunk)
-
-
-def _read_and_encode_handed(source: CheckpointSource, plan: TensorPlan, number: int, digest: OrderedDigest, handed):
-    row_start, row_stop = plan.chunk_rows(number)
-    chunk = source.read(plan.info.name, row_start, row_stop)
-    tensorcodec.check_chunk(chunk, plan.info)
-    return _encode_read(chunk, plan, number, digest, handed)
 
 
 def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], threads: int, total: int,
@@ -494,16 +488,13 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
             row_bytes = dtypes.nbytes(info.dtype, info.shape[1:]) if info.shape else dtypes.nbytes(info.dtype, ())
             for number in range(plan.chunk_count):
                 row_start, row_stop = plan.chunk_rows(number)
-                if handed is not None and in_workers:
-                    future = pool.submit(_read_and_encode_handed, source, plan, number, digest,
-                                         (handed[number], handoff))
-                elif in_workers:
-                    future = pool.submit(_read_and_encode, source, plan, number, digest)
+                from_plan = None if handed is None else (handed[number], handoff)
+                if in_workers:
+                    future = pool.submit(_read_and_encode, source, plan, number, digest, from_plan)
                 else:
                     chunk = source.read(info.name, row_start, row_stop)
                     tensorcodec.check_chunk(chunk, info)
-                    future = pool.submit(_encode_read, chunk, plan, number, digest,
-                                         None if handed is None else (handed[number], handoff))
+                    future = pool.submit(_encode_read, chunk, plan, number, digest, from_plan)
                 nbytes = (row_stop - row_start) * row_bytes if info.shape else row_bytes
                 queue.append(("chunk", (future, nbytes)))
                 in_flight.add(nbytes)
