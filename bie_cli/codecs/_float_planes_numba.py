@@ -203,6 +203,14 @@ def split_heads16(heads, low_bits):  # pragma: no cover - compiled
     symbols = np.empty(n, dtype=np.uint16)
     for i in range(n):
         symbols[i] = (heads[i] & 0x7FFF) >> low_bits
+    return symbols, residual16(heads, low_bits)
+
+
+@njit(nogil=True, cache=True)
+def residual16(heads, low_bits):  # pragma: no cover - compiled
+    """The residual plane of :func:`split_heads16` (sign and ``low_bits`` 3 or 7 low bits), without
+    the symbols: the encoder takes those from the heads as it codes them."""
+    n = heads.shape[0]
     if low_bits == 7:
         residual = np.empty(n, dtype=np.uint8)
         for i in range(n):
@@ -217,7 +225,7 @@ def split_heads16(heads, low_bits):  # pragma: no cover - compiled
         if n & 1:
             a = heads[n - 1]
             residual[n // 2] = ((a >> 12) & 0x8) | (a & 0x7)
-    return symbols, residual
+    return residual
 
 
 @njit(nogil=True, cache=True)

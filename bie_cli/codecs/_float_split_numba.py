@@ -21,7 +21,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._float_planes_numba import heads_tails32, heads_tails64, join16_in_place, join32, join_heads16, split_heads
+from ._float_planes_numba import (
+    heads_tails32,
+    heads_tails64,
+    join16_in_place,
+    join32,
+    join_heads16,
+    residual16,
+    split_heads,
+)
 from ._rans_numba import (
     decode,
     encode_into,
@@ -87,28 +95,6 @@ def _rans_into(values, mask, shift, counts, buf, end):  # pragma: no cover - com
 
 
 @njit(nogil=True, cache=True)
-def _residual16(heads, low_bits):  # pragma: no cover - compiled
-    """The residual plane of ``split_heads16`` (sign and ``low_bits`` 3 or 7 low bits), without
-    the symbols: the encoder takes those from the heads as it codes them."""
-    n = heads.shape[0]
-    if low_bits == 7:
-        residual = np.empty(n, dtype=np.uint8)
-        for i in range(n):
-            h = heads[i]
-            residual[i] = ((h >> 8) & 0x80) | (h & 0x7F)
-    else:  # low_bits == 3: element 2j in the low nibble of byte j, 2j + 1 in the high one
-        residual = np.empty((n + 1) // 2, dtype=np.uint8)
-        for j in range(n // 2):
-            a = heads[2 * j]
-            b = heads[2 * j + 1]
-            residual[j] = ((a >> 12) & 0x8) | (a & 0x7) | ((b >> 8) & 0x80) | ((b & 0x7) << 4)
-        if n & 1:
-            a = heads[n - 1]
-            residual[n // 2] = ((a >> 12) & 0x8) | (a & 0x7)
-    return residual
-
-
-@njit(nogil=True, cache=True)
 def _encode_heads(heads, tails, candidates):  # pragma: no cover - compiled
     n = heads.shape[0]
     status = 0
@@ -133,7 +119,7 @@ def _encode_heads(heads, tails, candidates):  # pragma: no cover - compiled
             if best_size < 0 or size < best_size:
                 best_size, low_bits, counts = size, c, coarse
     if low_bits == 3 or low_bits == 7:
-        residual = _residual16(heads, low_bits)
+        residual = residual16(heads, low_bits)
     else:
         residual = split_heads(heads, 16, low_bits)[1]
     # the symbol stream, (heads & 0x7FFF) >> low_bits coded straight from the heads, after
@@ -311,6 +297,18 @@ def _plane_view(payload, coding, start, length, zdata, zstart, size):  # pragma:
     return -1, payload[start : start]
 
 
+@njit(inline="always")
+def _plane(payload, coding, start, length, zdata, zstart, size):  # pragma: no cover - compiled
+    """A byte plane of ``size`` bytes: where it is (``_plane_view``), or rANS-decoded into a
+    new array; with the status."""
+    status, plane = _plane_view(payload, coding, start, length, zdata, zstart, size)
+    if status < 0:
+        decoded = np.empty(size, dtype=np.uint8)
+        status = _plane_into(payload, coding, start, length, zdata, zstart, decoded)
+        plane = decoded
+    return status, plane
+
+
 @njit(nogil=True, cache=True)
 def decode_split(payload, codings, starts, lengths, zdata, zstarts, count, itemsize, low_bits, out):  # pragma: no cover
     """A chunk of 16-bit-head floats into ``out`` (uint8, ``count * itemsize``): every stream
@@ -332,24 +330,12 @@ def decode_split(payload, codings, starts, lengths, zdata, zstarts, count, items
             return status
         residual = padded
     if itemsize == 4 and whole:
-        status, high = _plane_view(payload, codings[2], starts[2], lengths[2], zdata, zstarts[2], count)
-        if status > 0:
+        status, high = _plane(payload, codings[2], starts[2], lengths[2], zdata, zstarts[2], count)
+        if status:
             return status
-        if status < 0:
-            plane = np.empty(count, dtype=np.uint8)
-            status = _plane_into(payload, codings[2], starts[2], lengths[2], zdata, zstarts[2], plane)
-            if status:
-                return status
-            high = plane
-        status, low = _plane_view(payload, codings[3], starts[3], lengths[3], zdata, zstarts[3], count)
-        if status > 0:
+        status, low = _plane(payload, codings[3], starts[3], lengths[3], zdata, zstarts[3], count)
+        if status:
             return status
-        if status < 0:
-            plane = np.empty(count, dtype=np.uint8)
-            status = _plane_into(payload, codings[3], starts[3], lengths[3], zdata, zstarts[3], plane)
-            if status:
-                return status
-            low = plane
         if codings[0] != CODING_RANS:
             return 5
         symbols = np.empty(count, dtype=np.uint16)
