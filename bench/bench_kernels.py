@@ -586,6 +586,20 @@ def _weight_bytes(m) -> int:
 ALU_STEPS = 4_000
 
 
+def alu_scaling(alu) -> float:
+    """How the ALU-only kernel (``_stream_kernels()[1]``) scales from 1 to 2 threads right now:
+    the trial scripts keep a round only when it is ~2x, i.e. the two vCPUs ran as two cores."""
+    import numba
+
+    seconds = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        start = time.perf_counter()
+        alu(ALU_STEPS)
+        seconds.append(time.perf_counter() - start)
+    return seconds[0] / seconds[1]
+
+
 def scaling(write: bool) -> None:
     """1 vs 2 threads at 11008x4096, batch 1, cold caches: a pure read of the same bytes (the
     ceiling), dense FP32 (BLAS), and the 4-bit kernels with numba's threads and with a pool of

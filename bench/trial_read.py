@@ -76,7 +76,7 @@ def build(directory: str) -> ctypes.CDLL:
 def main() -> None:
     import numba
 
-    from bench.bench_kernels import ALU_STEPS, _stream_kernels, evict_caches
+    from bench.bench_kernels import _stream_kernels, alu_scaling, evict_caches
     from bie_cli import kernels
     from bie_cli.kernels import quant
 
@@ -109,15 +109,6 @@ def main() -> None:
             for call in calls.values():
                 call(threads)
 
-        def alu_scaling() -> float:
-            seconds = []
-            for threads in (1, 2):
-                numba.set_num_threads(threads)
-                start = time.perf_counter()
-                alu(ALU_STEPS)
-                seconds.append(time.perf_counter() - start)
-            return seconds[0] / seconds[1]
-
         keys = [(e, c, t) for e in evicts for c in calls for t in (1, 2)]
         samples = {key: [] for key in keys}
         wanted, deadline = int(os.environ.get("R", 6)), time.time() + float(os.environ.get("T", 200))
@@ -125,7 +116,7 @@ def main() -> None:
         print("load before", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
         while good < wanted and time.time() < deadline:
             tried += 1
-            if alu_scaling() < 1.75:
+            if alu_scaling(alu) < 1.75:
                 time.sleep(0.2)
                 continue
             current = {}
@@ -140,7 +131,7 @@ def main() -> None:
                             call(threads)
                             seconds.append(time.perf_counter() - start)
                         current[evict_name, name, threads] = statistics.median(seconds)
-            if alu_scaling() < 1.75:
+            if alu_scaling(alu) < 1.75:
                 continue
             good += 1
             for key, value in current.items():

@@ -60,7 +60,7 @@ def _variants(prefetch: int, locality: int = 3):
 def main() -> None:
     import numba
 
-    from bench.bench_kernels import ALU_STEPS, _stream_kernels, evict_caches
+    from bench.bench_kernels import ALU_STEPS, _stream_kernels, alu_scaling, evict_caches
     from bie_cli.kernels import _quant_numba as q
     from bie_cli.kernels import quant
 
@@ -103,21 +103,12 @@ def main() -> None:
             if name not in ("numba read", "ALU") and not np.array_equal(y, ref):
                 raise SystemExit(f"{name}, {threads} threads: output differs from the 1-thread kernel")
 
-    def alu_scaling() -> float:
-        seconds = []
-        for threads in (1, 2):
-            numba.set_num_threads(threads)
-            start = time.perf_counter()
-            alu(ALU_STEPS)
-            seconds.append(time.perf_counter() - start)
-        return seconds[0] / seconds[1]
-
     samples = {(name, t): [] for name in calls for t in (1, 2)}
     wanted, deadline, good, tried = int(os.environ.get("R", 6)), time.time() + float(os.environ.get("T", 150)), 0, 0
     print("load before", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     while good < wanted and time.time() < deadline:
         tried += 1
-        if alu_scaling() < 1.75:
+        if alu_scaling(alu) < 1.75:
             time.sleep(0.2)
             continue
         current = {key: [] for key in samples}
@@ -132,7 +123,7 @@ def main() -> None:
                     function()
                     seconds.append(time.perf_counter() - start)
                 current[name, threads].append(statistics.median(seconds))
-        if alu_scaling() < 1.75:
+        if alu_scaling(alu) < 1.75:
             continue
         good += 1
         for key, value in current.items():
