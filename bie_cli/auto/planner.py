@@ -471,7 +471,7 @@ def _near_hull(points: list[measure.Point], candidate: measure.Point, figures=No
                margin: float = SCREEN_MARGIN) -> bool | str:
     """Whether ``candidate`` may lie on (or below) the lower hull of ``points``: beyond the
     hull's rate range it may (``"below"`` when cheaper than all of it); inside, when its
-    error is within SCREEN_MARGIN of the hull's. ``figures``: :func:`_hull_figures` of
+    error is within ``margin`` (SCREEN_MARGIN unless given) of the hull's. ``figures``: :func:`_hull_figures` of
     ``points``, when already computed."""
     rates, distortions, hull = figures if figures is not None else _hull_figures(points)
     x = candidate.stored_bytes
