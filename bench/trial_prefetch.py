@@ -15,6 +15,7 @@ Outputs are checked bit-identical to the 1-thread production kernel first. A rou
 the ALU loop scaled >= 1.75x just before and after it; rounds run until ``R`` good ones or ``T`` s:
 
     R=8 T=200 VARIANTS=8,16,32,16t2,8t1 python bench/trial_prefetch.py
+    R=10 T=200 VARIANTS= STRIDE=0 CHAIN=4,8,16 python bench/trial_prefetch.py   # is a chain of 4 cold?
 
 (it compiles its variants first, then takes the shared bench lock, /tmp/bie-bench.lock, for the timing).
 """
@@ -32,7 +33,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-CHAIN = int(os.environ.get("CHAIN", 4))
+#: chain lengths to time (each variant at each length): "4,8" checks that 4 copies are cold enough
+CHAINS = [int(v) for v in os.environ.get("CHAIN", "4").split(",")]
+CHAIN = max(CHAINS)
 
 
 def _stride(prefetch: int):
@@ -77,35 +80,40 @@ def main() -> None:
     numba.set_num_threads(1)
     q.tiled_matmul(*chain[0], no_bias, ref)
 
-    def run_chain(kernel, parts=False):  # parts: the trial kernels take y and the number of parts
+    def run_chain(kernel, parts=False, length=CHAIN):  # parts: the trial kernels take y and the number of parts
         def run(threads):
-            for args in chain:
+            for args in chain[:length]:
                 if parts:
                     kernel(*args, y, threads)
                 else:
                     kernel(*args, no_bias, y)
         return run
 
-    calls = {"prod": run_chain(q.tiled_matmul)}
-    for spec in os.environ.get("VARIANTS", "8,16,32,16t2,8t1").split(","):
+    calls, lengths = {}, {}
+
+    def add(name, kernel, parts=False):
+        for k in CHAINS:
+            label = name if len(CHAINS) == 1 else f"{name} x{k}"
+            calls[label], lengths[label] = run_chain(kernel, parts, k), k
+
+    add("prod", q.tiled_matmul)
+    for spec in filter(None, os.environ.get("VARIANTS", "8,16,32,16t2,8t1").split(",")):
         pf, _, locality = spec.partition("t")
-        halves = _variants(int(pf), int(locality or 3))[0]
-        calls[f"halves pf{spec}"] = run_chain(halves, True)
-    calls["stride pf8"] = run_chain(_stride(8), True)
+        add(f"halves pf{spec}", _variants(int(pf), int(locality or 3))[0], True)
+    if os.environ.get("STRIDE", "1") == "1":
+        add("stride pf8", _stride(8), True)
     stream, alu = _stream_kernels()
     reads = [np.ones((64, (m.codes.nbytes + m.scale_tiles.nbytes) // 512), np.uint64) for _ in range(CHAIN)]
 
-    def read(threads):
-        for buffer in reads:
-            stream(buffer)
-
-    calls["numba read"] = read
+    for k in CHAINS:
+        label = "numba read" if len(CHAINS) == 1 else f"numba read x{k}"
+        calls[label], lengths[label] = (lambda threads, k=k: [stream(buffer) for buffer in reads[:k]]), k
     for name, run in calls.items():  # warm up; every variant's output equals the 1-thread kernel's
         for threads in (1, 2):
             numba.set_num_threads(threads)
             y[:] = np.nan
             run(threads)
-            if name != "numba read" and not np.array_equal(y, ref):
+            if not name.startswith("numba read") and not np.array_equal(y, ref):
                 raise SystemExit(f"{name}, {threads} threads: output differs from the 1-thread kernel")
 
     lock = open(os.environ.get("LOCK", "/tmp/bie-bench.lock"), "a")  # held until the process exits
@@ -127,7 +135,7 @@ def main() -> None:
                 for _ in range(5):
                     start = time.perf_counter()
                     run(threads)
-                    seconds.append((time.perf_counter() - start) / CHAIN)
+                    seconds.append((time.perf_counter() - start) / lengths[name])
                 current[name, threads] = statistics.median(seconds)
         if alu_scaling(alu) < 1.75:
             continue
@@ -142,7 +150,7 @@ def main() -> None:
         one, two = samples[name, 1], samples[name, 2]
         scale = statistics.median(a / b for a, b in zip(one, two, strict=True))
         t1, t2 = statistics.median(one), statistics.median(two)
-        print(f"{name:16s} 1 thread {t1 * 1e3:6.3f} ms ({nbytes / t1 / 1e9:5.1f} GB/s)  "
+        print(f"{name:20s} 1 thread {t1 * 1e3:6.3f} ms ({nbytes / t1 / 1e9:5.1f} GB/s)  "
               f"2 threads {t2 * 1e3:6.3f} ms ({nbytes / t2 / 1e9:5.1f} GB/s)  {scale:.2f}x")
 
 
