@@ -25,6 +25,10 @@ busy-wait after every call and would take a core from the next method). Threads:
 ``numba.set_num_threads`` for the kernels, ``threadpoolctl`` for BLAS,
 ``torch.set_num_threads`` for PyTorch; CSR is single-threaded.
 
+The 2-thread goal (11008x4096, batch 1) is timed apart from the rows, 1 and 2 threads interleaved
+in ALU-gated rounds: 4-bit matrices multiplied back to back as a forward pass runs its layers (the
+goal's protocol), with two evict protocols beside it (docs/kernels.md, "Session 8").
+
 Numba compile time is kept out of every timing (``kernels.warmup()`` first,
 one untimed call of every method) and measured separately in a subprocess
 with an empty cache. The CPU name and features numba compiled for are
@@ -359,6 +363,10 @@ def goals(rows: list[dict]) -> list[list]:
 THREAD_PROTOCOLS = ("layers back to back", "evicted by both threads", "numpy evict, worker asleep")
 GOAL_PROTOCOL = THREAD_PROTOCOLS[0]
 CHAIN = 4
+#: a 2-thread goal round counts only if the ALU-only loop scaled at least this much before and after it
+GATE = 1.75
+#: seconds the 2-thread goal keeps running rounds to get ROUNDS good ones
+GOAL_SECONDS = 90.0
 
 
 def chain_copies(encoded, count: int = CHAIN) -> list:
@@ -372,10 +380,13 @@ def chain_copies(encoded, count: int = CHAIN) -> list:
                         for _ in range(count - 1)]
 
 
-def thread_goal_rounds(encoded: dict, x: np.ndarray, rounds: int = ROUNDS, repeats: int = 5) -> dict:
+def thread_goal_rounds(encoded: dict, x: np.ndarray, rounds: int = ROUNDS, repeats: int = 5,
+                       deadline: float = GOAL_SECONDS) -> dict:
     """``{(label, protocol, threads): [round medians, s a call]}`` for the 2-thread goal, 1 and 2
-    threads interleaved in every round under each of ``THREAD_PROTOCOLS``; ``"alu"``: how the ALU-only
-    loop scaled before each round (~2x when the other core was free)."""
+    threads interleaved in every round under each of ``THREAD_PROTOCOLS``. A round counts only if
+    the ALU-only loop scaled ≥ ``GATE`` just before and after it (the other core was free); rounds
+    run until ``rounds`` good ones or ``deadline`` seconds, and if none was good every round is kept.
+    ``"gate"``: (good rounds, rounds run, whether the kept rounds are the good ones)."""
     import numba
 
     from bie_cli import kernels
@@ -385,9 +396,14 @@ def thread_goal_rounds(encoded: dict, x: np.ndarray, rounds: int = ROUNDS, repea
     scratch = _SCRATCH[0].view(np.uint64).reshape(64, -1)
     chains = {label: chain_copies(m) for label, m in encoded.items()}
     y = np.empty(next(iter(encoded.values())).shape[0], np.float32)
-    samples: dict = {"alu": []}
-    for _ in range(rounds):
-        samples["alu"].append(alu_scaling(alu))
+    good: dict = {}
+    every: dict = {}
+    count = tried = 0
+    stop = time.time() + deadline
+    while count < rounds and (time.time() < stop or not tried):
+        tried += 1
+        before = alu_scaling(alu)
+        current = {}
         for label, chain in chains.items():
             for threads in (1, 2):
                 numba.set_num_threads(threads)
@@ -407,8 +423,16 @@ def thread_goal_rounds(encoded: dict, x: np.ndarray, rounds: int = ROUNDS, repea
                         start = time.perf_counter()
                         kernels.matvec(chain[0], x, out=y)
                         times.append(time.perf_counter() - start)
-                    samples.setdefault((label, protocol, threads), []).append(statistics.median(times))
+                    current[label, protocol, threads] = statistics.median(times)
+        clean = min(before, alu_scaling(alu)) >= GATE
+        count += clean
+        for key, value in current.items():
+            every.setdefault(key, []).append(value)
+            if clean:
+                good.setdefault(key, []).append(value)
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    samples = good if count else every
+    samples["gate"] = (count, tried, bool(count))
     return samples
 
 
@@ -438,7 +462,7 @@ def markdown(rows: list[dict], info: dict, command: str, load: str) -> str:
     ]
     threaded = [row for row in rows if row.get("thread_rounds")]
     if threaded:
-        alu = threaded[0]["thread_rounds"]["alu"]
+        good, tried, gated = threaded[0]["thread_rounds"]["gate"]
         parts.append(
             "The 2-thread goal is timed on its own, 1 and 2 threads interleaved in each of "
             f"{ROUNDS} rounds (median over rounds of 1-thread / 2-thread time), three ways. "
@@ -450,9 +474,10 @@ def markdown(rows: list[dict], info: dict, command: str, load: str) -> str:
             "uses. *numpy evict, worker asleep*: each call after numpy's one-thread read of 128 MiB (~10 ms, "
             "so the worker has gone to sleep and the call first wakes it, ~0.1-0.2 ms on this KVM guest): "
             "the protocol of the 2-thread rows below, a layer called alone after idle time "
-            "(docs/kernels.md, \"Session 8\"). An ALU-only loop timed before each round scaled "
-            f"{statistics.median(alu):.2f}× (median; lowest {min(alu):.2f}×; ~2× when the other core was free)."
-            + (" Some rounds ran with the other core busy: rerun quiet." if min(alu) < 1.75 else ""))
+            "(docs/kernels.md, \"Session 8\"). A round counts only if an ALU-only loop (the `--scaling` "
+            f"table's) scaled ≥ {GATE}× just before and after it, i.e. the other core was free: "
+            f"{good} good rounds of {tried}"
+            + ("." if gated else "; none was good, so every round is used: the other core was busy, rerun quiet."))
     if dense_rows:
         labels = list(dense_rows[0]["rounds"])
         table = [[f"{r['shape'][0]}×{r['shape'][1]}", r["batch"], r["threads"],
