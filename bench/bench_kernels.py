@@ -40,6 +40,7 @@ AVX-512 machine, whose features numba otherwise keeps) gives the AVX2 code.
     python -m bench.bench_kernels --minilm     # MiniLM end to end on CompressedLinear, section "kernels-minilm"
     python -m bench.bench_kernels --scaling    # 1 vs 2 threads against a pure read, section "kernels-threads"
     python -m bench.bench_kernels --membw      # the same against bench/membw.c (C, no numba), section "kernels-membw"
+    python -m bench.bench_kernels --thread-goal  # only the 2-thread goal's gated rounds (prints)
 """
 
 from __future__ import annotations
@@ -876,6 +877,32 @@ def scaling(write: bool) -> None:
         update_section("kernels-threads", text)
 
 
+def thread_goal() -> None:
+    """The full run's 2-thread goal rows alone (random 4-bit g32/g64 kernel forms of 11008x4096)."""
+    from bie_cli import kernels
+    from bie_cli.kernels import quant
+
+    load = "{:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
+    kernels.warmup(["quant"])
+    rows, cols = 11008, 4096
+    rng = np.random.default_rng(0)
+    encoded = {}
+    for g in (32, 64):
+        m = quant.kernel_form(quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, g,
+                                          rng.random((rows, cols // g), dtype=np.float32), quant.NO_OFFSET))
+        encoded[f"quant 4-bit g{g}"] = kernels.EncodedMatrix("w", "quant", "F32", (rows, cols), (rows, cols), [(0, m)])
+    samples = thread_goal_rounds(encoded, rng.standard_normal(cols).astype(np.float32))
+    row = {"shape": (rows, cols), "sparsity": 0.0, "batch": 1, "threads": 2, "rounds": {}, "thread_rounds": samples}
+    good, tried, _ = samples["gate"]
+    print(f"{numba_cpu_line()}; load before {load}, after", "{:.2f}, {:.2f}, {:.2f};".format(*os.getloadavg()),
+          f"{good} good rounds of {tried}")
+    for label in encoded:
+        for protocol in THREAD_PROTOCOLS:
+            one, two = (statistics.median(samples[label, protocol, t]) for t in (1, 2))
+            print(f"{label} {protocol:27s} 1 thread {_ms(one)} ms, 2 threads {_ms(two)} ms")
+    print(markdown_table(["goal", "shape", "sparsity", "batch", "threads", "measured", "result"], goals([row])))
+
+
 # -- memory bandwidth without numba: bench/membw.c ---------------------------------------------------
 MEMBW_SOURCE = Path(__file__).resolve().parent / "membw.c"
 #: the DRAM-sized buffer of the C read (16x the L3 of the machine this was written on)
@@ -1053,6 +1080,8 @@ def main(argv=None) -> None:
                         help="1 vs 2 threads at 11008x4096 against a pure read of the same bytes")
     parser.add_argument("--membw", action="store_true",
                         help="1 vs 2 threads of a C read (bench/membw.c, built with gcc) beside the 4-bit kernels")
+    parser.add_argument("--thread-goal", action="store_true",
+                        help="only the 2-thread goal's gated rounds at 11008x4096 (print, do not write)")
     parser.add_argument("--rss-probe", nargs=2, metavar=("VARIANT", "CAI"), help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the tables, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
@@ -1067,6 +1096,9 @@ def main(argv=None) -> None:
         return
     if args.membw:
         membw(write=not args.no_write)
+        return
+    if args.thread_goal:
+        thread_goal()
         return
     import numba
     import torch
