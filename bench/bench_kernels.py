@@ -357,7 +357,7 @@ def goals(rows: list[dict]) -> list[list]:
 #: - layers back to back: ``CHAIN`` copies of the matrix (distinct memory, 4 x 26.9 MiB for g32, over 3x
 #:   the 32 MiB L3) multiplied one after the other with nothing in between, as the layers of a forward
 #:   pass: each call streams its matrix from DRAM because the others evicted it, and OpenMP's worker,
-#:   which spins ~4-5 ms after a parallel call before it sleeps, is awake when the next call starts;
+#:   which spins 3-5 ms after a parallel call before it sleeps, is awake when the next call starts;
 #: - evicted by both threads: numba's read of 128 MiB on as many threads as the call uses before it;
 #: - numpy evict, worker asleep: numpy's one-thread read of 128 MiB (~10 ms) before it, so the worker
 #:   has gone to sleep and the call first wakes it (what the 2-thread rows of the tables do).
@@ -465,12 +465,12 @@ def markdown(rows: list[dict], info: dict, command: str, load: str) -> str:
     if threaded:
         good, tried, gated = threaded[0]["thread_rounds"]["gate"]
         parts.append(
-            "The 2-thread goal is timed on its own, 1 and 2 threads interleaved in each of "
-            f"{ROUNDS} rounds (median over rounds of 1-thread / 2-thread time), three ways. "
+            "The 2-thread goal is timed on its own, 1 and 2 threads interleaved in every round, up to "
+            f"{ROUNDS} good rounds (median over rounds of 1-thread / 2-thread time), three ways. "
             f"*{GOAL_PROTOCOL}* (the goal's row): {CHAIN} copies of the matrix in distinct memory "
             f"({CHAIN}× the matrix, over 3× the L3) multiplied one after the other with nothing in between, "
             "as a forward pass runs its layers: each call streams its matrix from DRAM and OpenMP's second "
-            "thread, which spins ~4-5 ms after a parallel call before it sleeps, is awake when it starts. "
+            "thread, which spins 3-5 ms after a parallel call before it sleeps, is awake when it starts. "
             "*evicted by both threads*: each call after numba's read of 128 MiB on as many threads as the call "
             "uses. *numpy evict, worker asleep*: each call after numpy's one-thread read of 128 MiB (~10 ms, "
             "so the worker has gone to sleep and the call first wakes it, ~0.1-0.2 ms on this KVM guest): "
