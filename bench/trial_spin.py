@@ -2,7 +2,8 @@
 parallel call before it sleeps, and what waking it costs the next call. For each idle gap (the
 calling thread sleeps that long after a 2-thread call), the latency of an empty 2-thread ``prange``
 call, median and 90th percentile of ``N`` trials, and the CPU time the process burned during the
-gap (the spinning worker's). ``GOMP_SPINCOUNT`` (read once, when libgomp starts) changes the
+gap (the spinning worker's; the kernel charges another CPU's running thread at its ticks, so this
+column means something only for gaps of 1 ms and more, to ~4 ms). ``GOMP_SPINCOUNT`` (read once, when libgomp starts) changes the
 window; run it with and without:
 
     flock /tmp/bie-bench.lock python bench/trial_spin.py
