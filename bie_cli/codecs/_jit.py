@@ -42,7 +42,7 @@ def import_numba() -> None:
     """Import numba without the imports it makes only to probe for optional packages.
 
     * SciPy: ``numba/__init__`` imports it to check its version, and
-      ``numba.np.arraymath`` (loaded with the first kernel) imports
+      ``numba.np.arraymath`` (imported here: the cached kernels' environments need it) imports
       ``scipy.linalg`` only to learn whether a 1-D ``np.dot`` may call BLAS: a
       third of a second or more of every process's start-up that no bie kernel
       needs. With those imports failing during numba's own import, a 1-D
@@ -50,7 +50,10 @@ def import_numba() -> None:
       needs BLAS imports SciPy when it is compiled (the block is lifted once
       numba is in).
     * PyYAML (~30 ms): numba's config imports it to read a ``.numba_config.yaml``
-      in the working directory; blocked only when there is no such file."""
+      in the working directory; blocked only when there is no such file.
+
+    Then bie's cached kernels are set to load without numba's registries
+    (:func:`_load_cached_kernels_lightly`)."""
     if _NUMBA_READY:
         return
     with _IMPORT_LOCK:  # one thread imports; the others wait for the whole of numba, not a part
@@ -133,4 +136,5 @@ def import_without(blocked: str | list[str], *modules: str) -> None:
         for name in block:
             if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
+
 
