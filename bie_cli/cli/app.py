@@ -172,10 +172,16 @@ def main_entry() -> None:
     collections they triggered cost ~0.1 s of CPU of a ~1 s start-up (measured). bie's
     large buffers are numpy arrays freed by reference counting, so memory stays bounded
     by the chunks in flight. The library (``main()`` in process) leaves the collector alone.
+    ``compress``, ``decompress`` and ``verify`` set ``OPENBLAS_NUM_THREADS=1`` unless it is set.
     """
     import gc
+    import os
 
     gc.set_threshold(200_000, 30, 30)
+    if sys.argv[1:2] and sys.argv[1] in ("compress", "decompress", "verify"):
+        # no BLAS call in these: one OpenBLAS thread instead of one per core, whose start-up
+        # spin cost ~0.1 s of CPU in numpy's import (measured; docs/scale.md, session 8)
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     exit_without_teardown(main())
 
 
