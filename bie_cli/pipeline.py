@@ -415,8 +415,10 @@ def _read_and_encode(source: CheckpointSource, plan: TensorPlan, number: int, di
 
 def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: OrderedDigest, handed=None):
     """Encode chunk ``number``, or with ``handed`` (its entry in a plan's handoff file, and the
-    file), write the plan's payload when the chunk's bytes are those the plan encoded."""
-    digest.add(number, chunk)  # before encoding: a strategy may modify its input in place
+    file), write the plan's payload when the chunk's bytes are those the plan encoded. ``digest``
+    None: the caller hashed the chunk already."""
+    if digest is not None:
+        digest.add(number, chunk)  # before encoding: a strategy may modify its input in place
     row_start, row_stop = plan.chunk_rows(number)
     if handed is not None:
         from .auto.measure import chunk_digest_of
@@ -445,7 +447,9 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
     planner's spool instead of being encoded again; their digest is the planner's. Chunks a
     ``handoff`` (``bie plan -o``'s ``.encoded`` file) holds for exactly this plan and these
     bytes are decoded from there for their error instead of being encoded."""
-    in_workers = _reads_in_workers(source)
+    # one encoder: this thread (otherwise waiting on it) reads and hashes the next chunks while it
+    # encodes, so only the encode is on the critical path; more: the encoders read in parallel
+    in_workers = _reads_in_workers(source) and threads > 1
     # ("begin", plan) | ("chunk", (future, nbytes)) | ("end", OrderedDigest | hex digest), in file order
     queue: deque = deque()
     in_flight = _InFlight(threads, chunk_size)
@@ -494,7 +498,8 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
                 else:
                     chunk = source.read(info.name, row_start, row_stop)
                     tensorcodec.check_chunk(chunk, info)
-                    future = pool.submit(_encode_read, chunk, plan, number, digest, from_plan)
+                    digest.add(number, chunk)  # in order, before the encoder may modify it in place
+                    future = pool.submit(_encode_read, chunk, plan, number, None, from_plan)
                 nbytes = (row_stop - row_start) * row_bytes if info.shape else row_bytes
                 queue.append(("chunk", (future, nbytes)))
                 in_flight.add(nbytes)
