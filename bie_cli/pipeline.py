@@ -593,9 +593,10 @@ def _checked_chunks(stored: StoredTensors, entries: list[TensorEntry], bits: int
     are checked against its digest. With ``place`` (see :func:`_decoded_in_order`) the
     arrays passed on are None."""
     check = DigestCheck(entries, ordered=threads > 1)
-    for entry, array, nbytes in _decoded_in_order(stored, [e for e in entries if e.chunks], bits, threads, check,
-                                                  place):
-        yield entry.name, array, nbytes
+    decoded = _decoded_in_order(stored, [e for e in entries if e.chunks], bits, threads, check, place)
+    with contextlib.closing(decoded):  # closing this closes that (its pool joins its threads) at once
+        for entry, array, nbytes in decoded:
+            yield entry.name, array, nbytes
 
 
 def _placeable(entries: list[TensorEntry]) -> bool:
