@@ -534,20 +534,29 @@ def _chunk_bytes(entry: TensorEntry, number: int) -> int:
 
 
 def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: int | None, threads: int,
-                      check: DigestCheck | None = None):
-    """``(entry, array)`` for every chunk in file order, decoded ``threads`` at a time
+                      check: DigestCheck | None = None, place: Callable | None = None):
+    """``(entry, array, nbytes)`` for every chunk in file order, decoded ``threads`` at a time
     (decoders release the GIL) with at most ``2 x threads`` full-size chunks' worth of
     bytes held (:class:`_InFlight`), across tensor boundaries. ``check``: with
     ``threads`` > 1 (an ordered :class:`DigestCheck`) each decoding thread hashes the
     chunk it decoded, and the tensor is checked as its last chunk passes here; with
-    one decoding thread, this thread hashes (and writes) while the next chunk decodes."""
+    one decoding thread, this thread hashes (and writes) while the next chunk decodes.
+
+    ``place(entry, number, array)``: writes a chunk where it belongs in the output,
+    called by the thread that hashes the chunk (the decoders when ``threads`` > 1, so
+    the output's writes, the costliest part after decoding, run on every core instead
+    of this one); the arrays passed on are then None."""
     jobs = ((entry, number) for entry in entries for number in range(len(entry.chunks)))
     hash_here = threads == 1
 
-    def decode(entry: TensorEntry, number: int) -> np.ndarray:
+    def decode(entry: TensorEntry, number: int) -> np.ndarray | None:
         array = stored.decode_chunk(entry, number, bits)
-        if check is not None and not hash_here:
-            check.feed(entry, number, array)
+        if not hash_here:
+            if check is not None:
+                check.feed(entry, number, array)
+            if place is not None:
+                place(entry, number, array)
+                return None
         return array
 
     chunk_size = max((_chunk_bytes(entry, 0) for entry in entries if entry.chunks), default=1)
@@ -556,32 +565,66 @@ def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: i
         pending: deque = deque()
 
         def passed():
-            done_entry, nbytes, future = pending.popleft()
+            done_entry, number, nbytes, future = pending.popleft()
             in_flight.remove(nbytes)
             array = future.result()
-            if check is not None:
-                if hash_here:
+            if hash_here:
+                if check is not None:
                     check.update(done_entry, array)
-                else:
-                    check.passed(done_entry)
-            return done_entry, array
+                if place is not None:
+                    place(done_entry, number, array)
+                    array = None
+            elif check is not None:
+                check.passed(done_entry)
+            return done_entry, array, nbytes
 
-        for entry, number in jobs:
-            nbytes = _chunk_bytes(entry, number)
-            pending.append((entry, nbytes, pool.submit(decode, entry, number)))
-            in_flight.add(nbytes)
-            while pending and (not in_flight.room() or pending[0][2].done()):
+        try:
+            for entry, number in jobs:
+                nbytes = _chunk_bytes(entry, number)
+                pending.append((entry, number, nbytes, pool.submit(decode, entry, number)))
+                in_flight.add(nbytes)
+                while pending and (not in_flight.room() or pending[0][3].done()):
+                    yield passed()
+            while pending:
                 yield passed()
-        while pending:
-            yield passed()
+        finally:
+            for *_, future in pending:  # on an error, start no more decodes (nor their writes)
+                future.cancel()
 
 
 def _checked_chunks(stored: StoredTensors, entries: list[TensorEntry], bits: int | None = None,
-                    threads: int = 1) -> Iterator[tuple[str, np.ndarray]]:
-    """Decoded chunks in order; each lossless tensor's bytes are checked against its digest."""
+                    threads: int = 1, place: Callable | None = None) -> Iterator[tuple[str, np.ndarray | None, int]]:
+    """``(name, array, nbytes)`` of the decoded chunks in order; each lossless tensor's bytes
+    are checked against its digest. With ``place`` (see :func:`_decoded_in_order`) the
+    arrays passed on are None."""
     check = DigestCheck(entries, ordered=threads > 1)
-    for entry, array in _decoded_in_order(stored, [e for e in entries if e.chunks], bits, threads, check):
-        yield entry.name, array
+    decoded = _decoded_in_order(stored, [e for e in entries if e.chunks], bits, threads, check, place)
+    with contextlib.closing(decoded):  # closing this closes that (its pool joins its threads) at once
+        for entry, array, nbytes in decoded:
+            yield entry.name, array, nbytes
+
+
+def _placeable(entries: list[TensorEntry]) -> bool:
+    """Whether every tensor's chunks tile its rows (the index checks each chunk's rows; this
+    checks none is missing), so that writing each chunk at its offset fills every byte."""
+    for entry in entries:
+        if not entry.chunks:
+            if dtypes.nbytes(entry.dtype, entry.shape):
+                return False
+        elif entry.chunks[0].row_start != 0 or entry.chunks[-1].row_stop != entry.rows:
+            return False
+    return True
+
+
+def _placer(output) -> Callable:
+    """``place`` for :func:`_decoded_in_order`: a chunk's bytes at its offset in ``output``
+    (a :class:`~bie_cli.formats.safetensors.PlacedOutput`)."""
+
+    def place(entry: TensorEntry, number: int, array: np.ndarray) -> None:
+        row_bytes = dtypes.nbytes(entry.dtype, entry.shape[1:]) if entry.shape else 0
+        output.write(entry.name, entry.chunks[number].row_start * row_bytes, array)
+
+    return place
 
 
 def decompress_model(
@@ -639,7 +682,7 @@ def decompress_model(
             stored.close()
             raise
         entries = [reader.entry(info.name) for info in selected]
-        chunks = _checked_chunks(stored, entries, bits, threads)
+        chunks = ((name, array) for name, array, _ in _checked_chunks(stored, entries, bits, threads))
         header = reader.header
         blobs = {name: reader.blob(name) for name in reader.blob_names}
         drain = None
@@ -659,6 +702,26 @@ def decompress_model(
         writer_module.write(target, selected, counted(), metadata, blobs, **format_options)
         _drain(drain)
 
+    def placed(files: list[tuple[str, bytes, list[TensorInfo]]]) -> None:
+        """Decode with every chunk written at its offset by the thread that hashed it."""
+        nonlocal done
+        from .formats.safetensors import PlacedOutput
+
+        output = PlacedOutput()
+        try:
+            for path, file_header, infos in files:
+                output.add_file(path, file_header, infos)
+            with contextlib.closing(_checked_chunks(stored, entries, bits, threads, _placer(output))) as passed:
+                for name, _, nbytes in passed:
+                    done += nbytes
+                    if progress:
+                        progress(done, total, name)
+        finally:
+            output.close()  # after the decoders stopped (the generator's pool is shut down)
+
+    # a seekable container to safetensors: the layout is known, so chunks go straight to their offsets
+    place = src != STDIO and dst != STDIO and output_format == "safetensors" and not format_options \
+        and _placeable(entries)
     try:
         if to_directory:
             from .formats import safetensors_sharded
@@ -667,9 +730,20 @@ def decompress_model(
                 raise BadInputError(f"{src} was not made from a sharded safetensors checkpoint; "
                                     "give an output file name instead of a directory")
             with atomic_directory(dst, force) as temporary:
-                safetensors_sharded.write_directory(temporary, tensors=selected, chunks=counted(),
-                                                    metadata=metadata, blobs=blobs)
+                if place:
+                    shards = safetensors_sharded.shard_files(selected, metadata, blobs)
+                    placed([(os.path.join(temporary, name), file_header, infos) for name, file_header, infos in shards])
+                    safetensors_sharded.write_index(temporary, selected, metadata, shards, blobs)
+                else:
+                    safetensors_sharded.write_directory(temporary, tensors=selected, chunks=counted(),
+                                                        metadata=metadata, blobs=blobs)
                 _drain(drain)
+        elif place:
+            from .formats import safetensors
+
+            file_header = safetensors.file_header(selected, metadata)
+            with atomic_output(dst) as temporary:
+                placed([(temporary, file_header, selected)])
         elif dst == STDIO:
             # one pass to stdout; formats that need to seek or write several files refuse a stream
             write_and_drain(stdout_stream())

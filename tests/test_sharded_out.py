@@ -88,7 +88,7 @@ def test_directory_output_needs_a_sharded_container(tmp_path, small_model, bie):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     shapes=st.lists(st.tuples(st.integers(0, 7), st.integers(1, 5)), min_size=1, max_size=7),
     shard_of=st.lists(st.integers(0, 2), min_size=7, max_size=7),
@@ -114,6 +114,35 @@ def test_sharded_round_trip_property(tmp_path_factory, shapes, shard_of, dtype, 
     bie_cli.compress_model(source, base / "m.cai", chunk_size=chunk_size)
     bie_cli.decompress_model(base / "m.cai", str(base / "out") + "/")
     assert _files(base / "out") == _files(source)
+    # two decoders writing their chunks at their offsets: the same bytes
+    bie_cli.decompress_model(base / "m.cai", str(base / "out2") + "/", threads=2)
+    assert _files(base / "out2") == _files(source)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_wrong_digest_leaves_no_directory(tmp_path, monkeypatch, threads):
+    """Chunks are written where they belong as they decode; a tensor that fails its digest
+    still leaves neither the directory nor a temporary one."""
+    from bie_cli import tensorcodec
+    from bie_cli.errors import CorruptContainerError
+
+    source = tmp_path / "ckpt"
+    source.mkdir()
+    rng = np.random.default_rng(5)
+    for number in range(3):
+        write_safetensors(source / f"part-{number}.safetensors",
+                          {f"t{number}.{k}": rng.standard_normal((40, 8)).astype(np.float32) for k in range(3)}, {})
+    bie_cli.compress_model(source, tmp_path / "m.cai", chunk_size=256)
+    original = tensorcodec.update_digest
+
+    def off_by_one(digest, array):
+        original(digest, array)
+        digest.update(b"x")
+
+    monkeypatch.setattr(tensorcodec, "update_digest", off_by_one)
+    with pytest.raises(CorruptContainerError, match="do not match the stored digest"):
+        bie_cli.decompress_model(tmp_path / "m.cai", str(tmp_path / "out") + "/", threads=threads)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "m.cai"]
 
 
 def test_hostile_shard_name_is_refused(tmp_path):

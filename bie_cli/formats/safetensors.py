@@ -418,6 +418,11 @@ def write(
     blobs: dict[str, bytes] | None = None,
 ) -> None:
     """Stream tensors into one safetensors file; chunks arrive in ``tensors`` order."""
+    write_data(path, file_header(tensors, metadata), tensors, chunks)
+
+
+def file_header(tensors: list[TensorInfo], metadata: dict) -> bytes:
+    """The header :func:`write` gives a file of ``tensors`` (refusing dtypes safetensors cannot hold)."""
     for info in tensors:
         if info.dtype in ("C64", "C128"):
             raise UnsupportedDtypeError(
@@ -426,7 +431,53 @@ def write(
     st_metadata = (metadata.get("safetensors") or {}).get("__metadata__")
     if st_metadata is None and "pytorch" in metadata:
         st_metadata = {"format": "pt"}
-    write_data(path, build_header(tensors, st_metadata), tensors, chunks)
+    return build_header(tensors, st_metadata)
+
+
+class PlacedOutput:
+    """Safetensors files whose layout is known up front (a header, then the tensors back to
+    back), written chunk by chunk at their offsets by whichever thread decoded the chunk.
+
+    :meth:`add_file` creates a file, writes its header and sizes it (``ftruncate``);
+    :meth:`write` (safe from any thread: ``os.pwrite`` at an offset) puts a chunk's bytes
+    at ``byte_offset`` within its tensor. The bytes are those :func:`write_data` writes
+    when every tensor's chunks are all written; :meth:`close` before the files are renamed
+    or removed (after every thread that writes has stopped)."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+        self._where: dict[str, tuple[int, int, int]] = {}  # tensor name -> (fd, offset, nbytes)
+
+    def add_file(self, path: str, header: bytes, tensors: list[TensorInfo]) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+        self._fds.append(fd)
+        pwrite_all(fd, header, 0)
+        offset = len(header)
+        for info in tensors:
+            nbytes = dtypes.nbytes(info.dtype, info.shape)
+            self._where[info.name] = (fd, offset, nbytes)
+            offset += nbytes
+        os.ftruncate(fd, offset)  # every byte after the header is a tensor's: chunks fill it all
+
+    def write(self, tensor_name: str, byte_offset: int, array: np.ndarray) -> None:
+        fd, offset, nbytes = self._where[tensor_name]
+        data = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+        if byte_offset + len(data) > nbytes:
+            raise RuntimeError(f"chunk of tensor {tensor_name!r} ends past the tensor")
+        pwrite_all(fd, data, offset + byte_offset)
+
+    def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())
+
+
+def pwrite_all(fd: int, data, offset: int) -> None:
+    """``os.pwrite`` until every byte is written (the GIL is released meanwhile)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
 
 
 def write_data(path: str, header: bytes, tensors: list[TensorInfo], chunks: Iterable[tuple[str, np.ndarray]]) -> None:

@@ -66,13 +66,28 @@ def write_directory(
 ) -> list[str]:
     """Write the shards (and index) into the existing empty ``directory``; chunks arrive
     in ``tensors`` order. Returns the file names written."""
+    shards = shard_files(tensors, metadata, blobs)
+    stream = iter(chunks)
+    pending: list[tuple[str, np.ndarray]] = []  # a chunk read past the end of a shard's tensors
+    written = []
+    for file_name, header, infos in shards:
+        names = {info.name for info in infos}
+        shard_chunks = _take_while(stream, pending, names)
+        safetensors.write_data(os.path.join(directory, file_name), header, infos, shard_chunks)
+        written.append(file_name)
+    return written + write_index(directory, tensors, metadata, shards, blobs)
+
+
+def shard_files(tensors: list[TensorInfo], metadata: dict,
+                blobs: dict[str, bytes]) -> list[tuple[str, bytes, list[TensorInfo]]]:
+    """``(file name, header bytes, tensors in file order)`` of every shard that holds
+    ``tensors``, in ``tensors`` order (checked against the stored layout and headers)."""
     layout = shard_layout(metadata)
     if layout is None:
         raise BadInputError("this container was not made from a sharded safetensors checkpoint; "
                             "give an output file name instead of a directory")
     wanted = {info.name: info for info in tensors}
-    all_names = [name for names in layout.values() for name in names]
-    complete = len(wanted) == len(all_names) and set(wanted) == set(all_names)
+    complete = _complete(tensors, layout)
     # shards in the order their tensors come (the stored layout is a JSON object: key order is not kept)
     owner = {name: _safe_file_name(file_name) for file_name, names in layout.items() for name in names}
     by_shard: list[tuple[str, list[TensorInfo]]] = []
@@ -85,32 +100,44 @@ def write_directory(
                 raise CorruptContainerError("corrupt container: a shard's tensors are not stored together")
             by_shard.append((file_name, []))
         by_shard[-1][1].append(info)
+    shards = []
     for file_name, infos in by_shard:
         order = [n for n in layout[file_name] if n in wanted]
         if order != [info.name for info in infos]:
             raise CorruptContainerError(f"corrupt container: tensors of shard {file_name} are out of order")
-    stream = iter(chunks)
-    pending: list[tuple[str, np.ndarray]] = []  # a chunk read past the end of a shard's tensors
-    written = []
-    for file_name, infos in by_shard:
         header = blobs.get(SHARD_BLOB + file_name)
         if header is None or not complete:
             header = safetensors.build_header(infos, _shard_metadata(header, metadata))
         else:
             _check_header(header, file_name, infos)
-        names = {info.name for info in infos}
-        shard_chunks = _take_while(stream, pending, names)
-        safetensors.write_data(os.path.join(directory, file_name), header, infos, shard_chunks)
-        written.append(file_name)
-    index = [(name[len(INDEX_BLOB):], data) for name, data in blobs.items() if name.startswith(INDEX_BLOB)]
-    for index_name, data in index:
-        index_name = _safe_file_name(index_name)
+        shards.append((file_name, header, infos))
+    return shards
+
+
+def write_index(directory: str, tensors: list[TensorInfo], metadata: dict,
+                shards: list[tuple[str, bytes, list[TensorInfo]]], blobs: dict[str, bytes]) -> list[str]:
+    """Write the stored index file(s) into ``directory`` (for a subset of tensors, naming
+    only them; ``shards`` from :func:`shard_files`); returns their names."""
+    complete = _complete(tensors, shard_layout(metadata) or {})
+    wanted = {info.name: info for info in tensors}
+    written = []
+    for name, data in blobs.items():
+        if not name.startswith(INDEX_BLOB):
+            continue
+        index_name = _safe_file_name(name[len(INDEX_BLOB):])
         if not complete:
-            data = _subset_index(data, wanted, by_shard)
+            data = _subset_index(data, wanted, [(file_name, infos) for file_name, _, infos in shards])
         with builtins.open(os.path.join(directory, index_name), "wb") as handle:
             handle.write(data)
         written.append(index_name)
     return written
+
+
+def _complete(tensors: list[TensorInfo], layout: dict[str, list[str]]) -> bool:
+    """Whether ``tensors`` are all the layout's tensors (not a ``--tensor`` subset)."""
+    all_names = [name for names in layout.values() for name in names]
+    names = {info.name for info in tensors}
+    return len(names) == len(all_names) and names == set(all_names)
 
 
 def _take_while(stream, pending: list, names: set[str]):
