@@ -714,6 +714,37 @@ def alu_scaling(alu) -> float:
     return seconds[0] / seconds[1]
 
 
+def gated_rounds(alu, one_round, wanted: int, budget: float, gate: float = GATE) -> tuple[dict, int]:
+    """Samples of ``one_round()`` (``{key: seconds}``) from the rounds in which the ALU-only loop
+    scaled ≥ ``gate`` from 1 to 2 threads just before and just after (the two vCPUs ran as two
+    cores): until ``wanted`` such rounds or ``budget`` seconds. Returns ``({key: [seconds per good
+    round]}, good rounds)`` and prints the load and how many rounds were good (the trial scripts)."""
+    samples: dict = {}
+    deadline, good, tried = time.time() + budget, 0, 0
+    print("load before", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
+    while good < wanted and time.time() < deadline:
+        tried += 1
+        if alu_scaling(alu) < gate:
+            time.sleep(0.2)
+            continue
+        current = one_round()
+        if alu_scaling(alu) < gate:
+            continue
+        good += 1
+        for key, value in current.items():
+            samples.setdefault(key, []).append(value)
+    print(f"good rounds {good} of {tried}; load after", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    return samples, good
+
+
+def random_quant_form(rows: int, cols: int, group: int, rng):
+    """A 4-bit ``quant`` matrix of random codes and scales in the kernels' row-tile form."""
+    from bie_cli.kernels import quant
+
+    return quant.kernel_form(quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, group,
+                                         rng.random((rows, cols // group), dtype=np.float32), quant.NO_OFFSET))
+
+
 def scaling(write: bool) -> None:
     """1 vs 2 threads at 11008x4096, batch 1, cold caches: a pure read of the same bytes (the
     ceiling), dense FP32 (BLAS), and the 4-bit kernels with numba's threads and with a pool of
@@ -880,7 +911,6 @@ def scaling(write: bool) -> None:
 def thread_goal() -> None:
     """The full run's 2-thread goal rows alone (random 4-bit g32/g64 kernel forms of 11008x4096)."""
     from bie_cli import kernels
-    from bie_cli.kernels import quant
 
     load = "{:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
     kernels.warmup(["quant"])
@@ -888,8 +918,7 @@ def thread_goal() -> None:
     rng = np.random.default_rng(0)
     encoded = {}
     for g in (32, 64):
-        m = quant.kernel_form(quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, g,
-                                          rng.random((rows, cols // g), dtype=np.float32), quant.NO_OFFSET))
+        m = random_quant_form(rows, cols, g, rng)
         encoded[f"quant 4-bit g{g}"] = kernels.EncodedMatrix("w", "quant", "F32", (rows, cols), (rows, cols), [(0, m)])
     samples = thread_goal_rounds(encoded, rng.standard_normal(cols).astype(np.float32))
     row = {"shape": (rows, cols), "sparsity": 0.0, "batch": 1, "threads": 2, "rounds": {}, "thread_rounds": samples}

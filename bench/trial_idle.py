@@ -7,12 +7,11 @@ measures? The 4-bit g32 kernel at 11008x4096, batch 1, as layers back to back (b
   to its first call);
 - ``idle, 10 calls``: 0.25 s of sleep, two untimed chains, then 10 timed (``--scaling``'s chain rows).
 
-Rounds count only if the ALU loop scaled >= 1.75x before and after (10 good rounds or 80 tries):
+Rounds count only if the ALU loop scaled >= 1.75x before and after (10 good rounds or 600 s):
 
     flock /tmp/bie-bench.lock python bench/trial_idle.py
 """
 
-import os
 import statistics
 import sys
 import time
@@ -24,13 +23,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import bench_kernels as b
 from bie_cli import kernels
-from bie_cli.kernels import quant
 
 kernels.warmup(["quant"])
 rows, cols = 11008, 4096
 rng = np.random.default_rng(0)
-m = quant.kernel_form(quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, 32,
-                                  rng.random((rows, cols // 32), dtype=np.float32), quant.NO_OFFSET))
+m = b.random_quant_form(rows, cols, 32, rng)
 chain = b.chain_copies(kernels.EncodedMatrix("w", "quant", "F32", (rows, cols), (rows, cols), [(0, m)]))
 x = rng.standard_normal(cols).astype(np.float32)
 y = np.empty(rows, np.float32)
@@ -44,14 +41,7 @@ def run():
     return (time.perf_counter() - t) / len(chain)
 
 
-samples = {}
-good = tried = 0
-print("load", os.getloadavg())
-while good < 10 and tried < 80:
-    tried += 1
-    if b.alu_scaling(alu) < 1.75:
-        time.sleep(0.2)
-        continue
+def one_round():
     cur = {}
     for threads in (1, 2):
         numba.set_num_threads(threads)
@@ -70,12 +60,10 @@ while good < 10 and tried < 80:
                 run()
                 ts = [run() for _ in range(10)]
             cur[mode, threads] = statistics.median(ts)
-    if b.alu_scaling(alu) < 1.75:
-        continue
-    good += 1
-    for k, v in cur.items():
-        samples.setdefault(k, []).append(v)
-print("good", good, "of", tried, "load", os.getloadavg())
+    return cur
+
+
+samples, good = b.gated_rounds(alu, one_round, 10, 600.0)
 for mode in ("busy", "idle 0.25 s", "idle, 10 calls"):
     one, two = samples[mode, 1], samples[mode, 2]
     print(f"{mode:15s} 1 thread {statistics.median(one)*1e3:.3f} ms  2 threads {statistics.median(two)*1e3:.3f} ms  "

@@ -72,9 +72,8 @@ def huge_kib(array: np.ndarray) -> tuple[int, int]:
 def main() -> None:
     import numba
 
-    from bench.bench_kernels import _SCRATCH, _stream_kernels, alu_scaling, evict_caches
+    from bench.bench_kernels import _SCRATCH, _stream_kernels, evict_caches, gated_rounds, random_quant_form
     from bie_cli import kernels
-    from bie_cli.kernels import quant
 
     kernels.warmup(["quant"])
     rows, cols = 11008, 4096
@@ -82,9 +81,7 @@ def main() -> None:
     x = rng.standard_normal(cols).astype(np.float32)
     base, nbytes = {}, {}
     for g in (32, 64):
-        base[g] = [quant.kernel_form(quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, g,
-                                                 rng.random((rows, cols // g), dtype=np.float32), quant.NO_OFFSET))
-                   for _ in range(CHAIN)]
+        base[g] = [random_quant_form(rows, cols, g, rng) for _ in range(CHAIN)]
         nbytes[g] = base[g][0].codes.nbytes + base[g][0].scale_tiles.nbytes
     forms = {}
     for g in (32, 64):
@@ -122,15 +119,8 @@ def main() -> None:
         return run
 
     keys = list(forms)
-    samples: dict = {}
-    wanted, deadline = int(os.environ.get("R", 8)), time.time() + float(os.environ.get("T", 240))
-    good = tried = 0
-    print("load before", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
-    while good < wanted and time.time() < deadline:
-        tried += 1
-        if alu_scaling(alu) < 1.75:
-            time.sleep(0.2)
-            continue
+
+    def one_round():
         current = {}
         for key in keys:
             for threads in (1, 2):
@@ -151,12 +141,9 @@ def main() -> None:
                     run()
                     seconds.append((time.perf_counter() - start) / CHAIN)
                 current[key, "chain", threads] = statistics.median(seconds)
-        if alu_scaling(alu) < 1.75:
-            continue
-        good += 1
-        for k, v in current.items():
-            samples.setdefault(k, []).append(v)
-    print(f"good rounds {good} of {tried}; load after", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        return current
+
+    samples, good = gated_rounds(alu, one_round, int(os.environ.get("R", 8)), float(os.environ.get("T", 240)))
     if not good:
         return
     for evict_name in ("np1", "both", "chain"):

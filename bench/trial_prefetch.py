@@ -63,15 +63,13 @@ def _stride(prefetch: int):
 def main() -> None:
     import numba
 
-    from bench.bench_kernels import _stream_kernels, alu_scaling
+    from bench.bench_kernels import _stream_kernels, gated_rounds, random_quant_form
     from bench.trial_threads import _variants
     from bie_cli.kernels import _quant_numba as q
-    from bie_cli.kernels import quant
 
     rows, cols, group = 11008, 4096, 32
     rng = np.random.default_rng(0)
-    m = quant.kernel_form(quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, group,
-                                      rng.random((rows, cols // group), dtype=np.float32), quant.NO_OFFSET))
+    m = random_quant_form(rows, cols, group, rng)
     x = rng.standard_normal(cols).astype(np.float32)
     act = q.quantize_columns(x[None, :], m.blocks, m.group_size, m.groups, False)[:5]
     copies = [(m.codes, m.scale_tiles)] + [(m.codes.copy(), m.scale_tiles.copy()) for _ in range(CHAIN - 1)]
@@ -120,14 +118,7 @@ def main() -> None:
 
     lock = open(os.environ.get("LOCK", "/tmp/bie-bench.lock"), "a")  # held until the process exits
     fcntl.flock(lock, fcntl.LOCK_EX)
-    samples = {(name, t): [] for name in calls for t in (1, 2)}
-    wanted, deadline, good, tried = int(os.environ.get("R", 8)), time.time() + float(os.environ.get("T", 200)), 0, 0
-    print("load before", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
-    while good < wanted and time.time() < deadline:
-        tried += 1
-        if alu_scaling(alu) < GATE:
-            time.sleep(0.2)
-            continue
+    def one_round():
         current = {}
         for name, run in calls.items():
             for threads in (1, 2):
@@ -139,12 +130,9 @@ def main() -> None:
                     run(threads)
                     seconds.append((time.perf_counter() - start) / lengths[name])
                 current[name, threads] = statistics.median(seconds)
-        if alu_scaling(alu) < GATE:
-            continue
-        good += 1
-        for key, value in current.items():
-            samples[key].append(value)
-    print(f"good rounds {good} of {tried}; load after", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        return current
+
+    samples, good = gated_rounds(alu, one_round, int(os.environ.get("R", 8)), float(os.environ.get("T", 200)), GATE)
     if not good:
         return
     nbytes = reads[0].nbytes

@@ -76,9 +76,8 @@ def build(directory: str) -> ctypes.CDLL:
 def main() -> None:
     import numba
 
-    from bench.bench_kernels import _stream_kernels, alu_scaling, evict_caches
+    from bench.bench_kernels import _stream_kernels, evict_caches, gated_rounds, random_quant_form
     from bie_cli import kernels
-    from bie_cli.kernels import quant
 
     kernels.warmup(["quant"])
     rows, cols = 11008, 4096
@@ -86,8 +85,7 @@ def main() -> None:
     x = rng.standard_normal(cols).astype(np.float32)
     encoded, nbytes = {}, {}
     for g in (32, 64):
-        m = quant.kernel_form(quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, g,
-                                          rng.random((rows, cols // g), dtype=np.float32), quant.NO_OFFSET))
+        m = random_quant_form(rows, cols, g, rng)
         encoded[g] = kernels.EncodedMatrix("w", "quant", "F32", (rows, cols), (rows, cols), [(0, m)])
         nbytes[f"g{g}"] = m.codes.nbytes + m.scale_tiles.nbytes
     y = np.empty(rows, np.float32)
@@ -109,16 +107,7 @@ def main() -> None:
             for call in calls.values():
                 call(threads)
 
-        keys = [(e, c, t) for e in evicts for c in calls for t in (1, 2)]
-        samples = {key: [] for key in keys}
-        wanted, deadline = int(os.environ.get("R", 6)), time.time() + float(os.environ.get("T", 200))
-        good = tried = 0
-        print("load before", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
-        while good < wanted and time.time() < deadline:
-            tried += 1
-            if alu_scaling(alu) < 1.75:
-                time.sleep(0.2)
-                continue
+        def one_round():
             current = {}
             for evict_name, evict in evicts.items():
                 for name, call in calls.items():
@@ -131,12 +120,9 @@ def main() -> None:
                             call(threads)
                             seconds.append(time.perf_counter() - start)
                         current[evict_name, name, threads] = statistics.median(seconds)
-            if alu_scaling(alu) < 1.75:
-                continue
-            good += 1
-            for key, value in current.items():
-                samples[key].append(value)
-        print(f"good rounds {good} of {tried}; load after", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+            return current
+
+        samples, good = gated_rounds(alu, one_round, int(os.environ.get("R", 6)), float(os.environ.get("T", 200)))
         if not good:
             return
         for evict_name in evicts:

@@ -60,14 +60,12 @@ def _variants(prefetch: int, locality: int = 3):
 def main() -> None:
     import numba
 
-    from bench.bench_kernels import ALU_STEPS, _stream_kernels, alu_scaling, evict_caches
+    from bench.bench_kernels import ALU_STEPS, _stream_kernels, evict_caches, gated_rounds, random_quant_form
     from bie_cli.kernels import _quant_numba as q
-    from bie_cli.kernels import quant
 
     rows, cols, group = 11008, 4096, 32
     rng = np.random.default_rng(0)
-    m = quant.kernel_form(quant.build(rng.integers(0, 16, (rows, cols), dtype=np.uint8), 4, group,
-                                      rng.random((rows, cols // group), dtype=np.float32), quant.NO_OFFSET))
+    m = random_quant_form(rows, cols, group, rng)
     x = rng.standard_normal(cols).astype(np.float32)
     act = q.quantize_columns(x[None, :], m.blocks, m.group_size, m.groups, False)[:5]
     args = (m.codes, m.zero, m.scale_tiles, m.offset, m.group_shift, *act, m.fix_ptr, m.fix_col, m.fix_delta)
@@ -103,15 +101,8 @@ def main() -> None:
             if name not in ("numba read", "ALU") and not np.array_equal(y, ref):
                 raise SystemExit(f"{name}, {threads} threads: output differs from the 1-thread kernel")
 
-    samples = {(name, t): [] for name in calls for t in (1, 2)}
-    wanted, deadline, good, tried = int(os.environ.get("R", 6)), time.time() + float(os.environ.get("T", 150)), 0, 0
-    print("load before", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
-    while good < wanted and time.time() < deadline:
-        tried += 1
-        if alu_scaling(alu) < 1.75:
-            time.sleep(0.2)
-            continue
-        current = {key: [] for key in samples}
+    def one_round():
+        current = {}
         for name, pair_of_calls in calls.items():
             for threads, function in zip((1, 2), pair_of_calls, strict=True):
                 numba.set_num_threads(threads)
@@ -122,14 +113,11 @@ def main() -> None:
                     start = time.perf_counter()
                     function()
                     seconds.append(time.perf_counter() - start)
-                current[name, threads].append(statistics.median(seconds))
-        if alu_scaling(alu) < 1.75:
-            continue
-        good += 1
-        for key, value in current.items():
-            samples[key] += value
+                current[name, threads] = statistics.median(seconds)
+        return current
+
+    samples, good = gated_rounds(alu, one_round, int(os.environ.get("R", 6)), float(os.environ.get("T", 150)))
     pool.shutdown()
-    print(f"good rounds {good} of {tried}; load after", "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if not good:
         return
     nbytes = read.nbytes

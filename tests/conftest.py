@@ -61,6 +61,20 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
 
 
 @pytest.fixture
+def wrong_digests(monkeypatch):
+    """Every tensor digest computed from here on comes out wrong (one extra byte is hashed)."""
+    from bie_cli import tensorcodec
+
+    original = tensorcodec.update_digest
+
+    def off_by_one(digest, array):
+        original(digest, array)
+        digest.update(b"x")
+
+    monkeypatch.setattr(tensorcodec, "update_digest", off_by_one)
+
+
+@pytest.fixture
 def small_model(tmp_path: Path) -> Path:
     """A small safetensors checkpoint with mixed dtypes and shapes (made here, deterministic)."""
     import ml_dtypes
