@@ -737,6 +737,25 @@ def gated_rounds(alu, one_round, wanted: int, budget: float, gate: float = GATE)
     return samples, good
 
 
+def tiled_args(m, x: np.ndarray, codes=None, scale_tiles=None) -> tuple:
+    """``_quant_numba.tiled_matmul``'s arguments before bias and output, for the kernel form ``m``
+    times the vector ``x`` (``codes``/``scale_tiles``: a copy of ``m``'s in other memory)."""
+    from bie_cli.kernels import _quant_numba
+
+    act = _quant_numba.quantize_columns(x[None, :], m.blocks, m.group_size, m.groups, False)[:5]
+    return (m.codes if codes is None else codes, m.zero, m.scale_tiles if scale_tiles is None else scale_tiles,
+            m.offset, m.group_shift, *act, m.fix_ptr, m.fix_col, m.fix_delta)
+
+
+def scaling_line(label: str, one: list[float], two: list[float], nbytes: int) -> str:
+    """A trial's row: median seconds on 1 and 2 threads over the good rounds, the GB/s of
+    ``nbytes`` each, and the median over rounds of the 1-thread / 2-thread ratio."""
+    t1, t2 = statistics.median(one), statistics.median(two)
+    scale = statistics.median(a / b for a, b in zip(one, two, strict=True))
+    return (f"{label} 1 thread {t1 * 1e3:6.3f} ms ({nbytes / t1 / 1e9:5.1f} GB/s)  "
+            f"2 threads {t2 * 1e3:6.3f} ms ({nbytes / t2 / 1e9:5.1f} GB/s)  {scale:.2f}x")
+
+
 def random_quant_form(rows: int, cols: int, group: int, rng):
     """A 4-bit ``quant`` matrix of random codes and scales in the kernels' row-tile form."""
     from bie_cli.kernels import quant

@@ -72,7 +72,14 @@ def huge_kib(array: np.ndarray) -> tuple[int, int]:
 def main() -> None:
     import numba
 
-    from bench.bench_kernels import _SCRATCH, _stream_kernels, evict_caches, gated_rounds, random_quant_form
+    from bench.bench_kernels import (
+        _SCRATCH,
+        _stream_kernels,
+        evict_caches,
+        gated_rounds,
+        random_quant_form,
+        scaling_line,
+    )
     from bie_cli import kernels
 
     kernels.warmup(["quant"])
@@ -148,12 +155,8 @@ def main() -> None:
         return
     for evict_name in ("np1", "both", "chain"):
         for key in keys:
-            one, two = samples[key, evict_name, 1], samples[key, evict_name, 2]
-            t1, t2 = statistics.median(one), statistics.median(two)
-            scale = statistics.median(a / b for a, b in zip(one, two, strict=True))
-            size = nbytes[key[0]]
-            print(f"{evict_name:5s} g{key[0]} {key[1]:5s} 1 thread {t1 * 1e3:6.3f} ms ({size / t1 / 1e9:5.1f} GB/s)  "
-                  f"2 threads {t2 * 1e3:6.3f} ms ({size / t2 / 1e9:5.1f} GB/s)  {scale:.2f}x")
+            print(scaling_line(f"{evict_name:5s} g{key[0]} {key[1]:5s}", samples[key, evict_name, 1],
+                               samples[key, evict_name, 2], nbytes[key[0]]))
 
 
 if __name__ == "__main__":

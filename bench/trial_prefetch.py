@@ -63,7 +63,7 @@ def _stride(prefetch: int):
 def main() -> None:
     import numba
 
-    from bench.bench_kernels import _stream_kernels, gated_rounds, random_quant_form
+    from bench.bench_kernels import _stream_kernels, gated_rounds, random_quant_form, scaling_line, tiled_args
     from bench.trial_threads import _variants
     from bie_cli.kernels import _quant_numba as q
 
@@ -71,10 +71,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     m = random_quant_form(rows, cols, group, rng)
     x = rng.standard_normal(cols).astype(np.float32)
-    act = q.quantize_columns(x[None, :], m.blocks, m.group_size, m.groups, False)[:5]
     copies = [(m.codes, m.scale_tiles)] + [(m.codes.copy(), m.scale_tiles.copy()) for _ in range(CHAIN - 1)]
-    chain = [(codes, m.zero, scales, m.offset, m.group_shift, *act, m.fix_ptr, m.fix_col, m.fix_delta)
-             for codes, scales in copies]
+    chain = [tiled_args(m, x, codes, scales) for codes, scales in copies]
     no_bias = np.zeros(0, np.float32)
     y, ref = np.empty((rows, 1), np.float32), np.empty((rows, 1), np.float32)
     numba.set_num_threads(1)
@@ -137,11 +135,7 @@ def main() -> None:
         return
     nbytes = reads[0].nbytes
     for name in calls:
-        one, two = samples[name, 1], samples[name, 2]
-        scale = statistics.median(a / b for a, b in zip(one, two, strict=True))
-        t1, t2 = statistics.median(one), statistics.median(two)
-        print(f"{name:20s} 1 thread {t1 * 1e3:6.3f} ms ({nbytes / t1 / 1e9:5.1f} GB/s)  "
-              f"2 threads {t2 * 1e3:6.3f} ms ({nbytes / t2 / 1e9:5.1f} GB/s)  {scale:.2f}x")
+        print(scaling_line(f"{name:20s}", samples[name, 1], samples[name, 2], nbytes))
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def build(directory: str) -> ctypes.CDLL:
 def main() -> None:
     import numba
 
-    from bench.bench_kernels import _stream_kernels, evict_caches, gated_rounds, random_quant_form
+    from bench.bench_kernels import _stream_kernels, evict_caches, gated_rounds, random_quant_form, scaling_line
     from bie_cli import kernels
 
     kernels.warmup(["quant"])
@@ -127,12 +127,8 @@ def main() -> None:
             return
         for evict_name in evicts:
             for name in calls:
-                one, two = samples[evict_name, name, 1], samples[evict_name, name, 2]
-                size = nbytes["g64" if name == "g64" else "g32"]
-                t1, t2 = statistics.median(one), statistics.median(two)
-                scale = statistics.median(a / b for a, b in zip(one, two, strict=True))
-                print(f"evict {evict_name:3s} {name:10s} 1 thread {t1 * 1e3:6.3f} ms ({size / t1 / 1e9:5.1f} GB/s)  "
-                      f"2 threads {t2 * 1e3:6.3f} ms ({size / t2 / 1e9:5.1f} GB/s)  {scale:.2f}x")
+                print(scaling_line(f"evict {evict_name:3s} {name:10s}", samples[evict_name, name, 1],
+                                   samples[evict_name, name, 2], nbytes["g64" if name == "g64" else "g32"]))
 
 
 if __name__ == "__main__":

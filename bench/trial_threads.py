@@ -60,15 +60,22 @@ def _variants(prefetch: int, locality: int = 3):
 def main() -> None:
     import numba
 
-    from bench.bench_kernels import ALU_STEPS, _stream_kernels, evict_caches, gated_rounds, random_quant_form
+    from bench.bench_kernels import (
+        ALU_STEPS,
+        _stream_kernels,
+        evict_caches,
+        gated_rounds,
+        random_quant_form,
+        scaling_line,
+        tiled_args,
+    )
     from bie_cli.kernels import _quant_numba as q
 
     rows, cols, group = 11008, 4096, 32
     rng = np.random.default_rng(0)
     m = random_quant_form(rows, cols, group, rng)
     x = rng.standard_normal(cols).astype(np.float32)
-    act = q.quantize_columns(x[None, :], m.blocks, m.group_size, m.groups, False)[:5]
-    args = (m.codes, m.zero, m.scale_tiles, m.offset, m.group_shift, *act, m.fix_ptr, m.fix_col, m.fix_delta)
+    args = tiled_args(m, x)
     tiles, no_bias = m.codes.shape[0], np.zeros(0, np.float32)
     y, ref, out = np.empty((rows, 1), np.float32), np.empty((rows, 1), np.float32), np.empty((1, tiles * 8), np.float32)
     numba.set_num_threads(1)
@@ -122,11 +129,7 @@ def main() -> None:
         return
     nbytes = read.nbytes
     for name in calls:
-        one, two = samples[name, 1], samples[name, 2]
-        scale = statistics.median(a / b for a, b in zip(one, two, strict=True))
-        t1, t2 = statistics.median(one), statistics.median(two)
-        print(f"{name:20s} 1 thread {t1 * 1e3:6.3f} ms ({nbytes / t1 / 1e9:5.1f} GB/s)  "
-              f"2 threads {t2 * 1e3:6.3f} ms ({nbytes / t2 / 1e9:5.1f} GB/s)  {scale:.2f}x")
+        print(scaling_line(f"{name:20s}", samples[name, 1], samples[name, 2], nbytes))
 
 
 if __name__ == "__main__":
