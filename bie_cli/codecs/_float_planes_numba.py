@@ -232,24 +232,33 @@ def residual16(heads, low_bits):  # pragma: no cover - compiled
 def join32(symbols, residual, high, low, low_bits, out):  # pragma: no cover - compiled
     """Inverse of ``heads_tails32`` + ``split_heads16`` for 4-byte elements and ``low_bits``
     3 or 7, into ``out`` (uint32[n]); ``high``/``low`` are the tail planes (bytes 1 and 0).
-    Lengths are checked by the caller."""
+    Lengths are checked by the caller; ``symbols`` and ``out`` are C-contiguous (native arrays:
+    little-endian, as everywhere in this package)."""
     n = symbols.shape[0]
     if low_bits == 7:
         for i in range(n):
             r = np.uint32(residual[i])
             head = ((r & 0x80) << 8) | (np.uint32(symbols[i]) << 7) | (r & 0x7F)
             out[i] = (head << 16) | (np.uint32(high[i]) << 8) | np.uint32(low[i])
-    else:  # a residual byte a step, two elements (a variable shift per element kept LLVM scalar)
-        for j in range(n >> 1):
-            r = np.uint32(residual[j])
-            a = r & 0xF
-            b = r >> 4
-            i = 2 * j
-            head = ((a & 0x8) << 12) | (np.uint32(symbols[i]) << 3) | (a & 0x7)
-            out[i] = (head << 16) | (np.uint32(high[i]) << 8) | np.uint32(low[i])
-            head = ((b & 0x8) << 12) | (np.uint32(symbols[i + 1]) << 3) | (b & 0x7)
-            out[i + 1] = (head << 16) | (np.uint32(high[i + 1]) << 8) | np.uint32(low[i + 1])
-        if n & 1:
-            r = np.uint32(residual[n >> 1]) & 0xF
-            head = ((r & 0x8) << 12) | (np.uint32(symbols[n - 1]) << 3) | (r & 0x7)
-            out[n - 1] = (head << 16) | (np.uint32(high[n - 1]) << 8) | np.uint32(low[n - 1])
+        return
+    # low_bits 3: a residual byte holds two elements' nibbles. Two elements a step as one
+    # uint64 of two uint32 lanes (symbol pairs read as uint32, written as uint64): no variable
+    # shift and no interleaved stores, so LLVM vectorises it (0.33 -> 0.22-0.25 ns an element)
+    m = n >> 1
+    pairs = symbols[: 2 * m].view(np.uint32)
+    out2 = out[: 2 * m].view(np.uint64)
+    lane = np.uint64(32)
+    half = np.uint64(0xFFFF)
+    for j in range(m):
+        r = np.uint64(residual[j])
+        s = np.uint64(pairs[j])
+        nib = (r & np.uint64(0xF)) | ((r >> np.uint64(4)) << lane)  # residual a in lane 0, b in lane 1
+        sym = (s & half) | ((s >> np.uint64(16)) << lane)
+        hi = np.uint64(high[2 * j]) | (np.uint64(high[2 * j + 1]) << lane)
+        lo = np.uint64(low[2 * j]) | (np.uint64(low[2 * j + 1]) << lane)
+        out2[j] = (((nib & np.uint64(0x800000008)) << np.uint64(28)) | (sym << np.uint64(19))
+                   | ((nib & np.uint64(0x700000007)) << np.uint64(16)) | (hi << np.uint64(8)) | lo)
+    if n & 1:
+        r = np.uint32(residual[n >> 1]) & 0xF
+        head = ((r & 0x8) << 12) | (np.uint32(symbols[n - 1]) << 3) | (r & 0x7)
+        out[n - 1] = (head << 16) | (np.uint32(high[n - 1]) << 8) | np.uint32(low[n - 1])
