@@ -169,6 +169,11 @@ def main(argv=None) -> None:
         "decoded every tensor and compared it bit for bit. One process per command, file to file; MB/s = "
         "original bytes / seconds.\n\n"
         + markdown_table(["command", "seconds", "MB/s", "peak RSS MiB"], rows)
+        + "\n\nThe Dask row shares the same two cores between the client and both workers, and every encoded "
+        "byte crosses a TCP socket to the client, so it cannot beat the local pool here; on a real cluster "
+        "the workers bring their own cores and disks (docs/scale.md, \"Paper plan\"). Peak RSS is the "
+        "kernel's `ru_maxrss` and includes ~90 MiB of mapped libraries; what grows with the checkpoint is "
+        "glibc's heap, not live data (docs/scale.md, \"Peak RSS on 20 GB (session 9)\").\n"
     )
     print()
     print(markdown)
