@@ -361,12 +361,19 @@ def _info(freq, start, scale_bits):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True)
 def encode_into(values, mask, shift, freq, start, scale_bits, words, end):  # pragma: no cover - compiled
-    """``_rans_numba.encode_into`` (same arguments, same words and states), eight lanes a step.
-    ``words[end - n - 1:end]`` must be free (n = ``values.shape[0]``)."""
+    """``_rans_numba.encode_into`` (same arguments, same words and states), eight lanes a step
+    where the target has AVX2, else the scalar loop itself. ``words[end - n - 1:end]`` must be
+    free (n = ``values.shape[0]``)."""
+    if _vector_ok() and values.shape[0] >= LANES:
+        return vector_encode_into(values, mask, shift, freq, start, scale_bits, words, end)
+    return _scalar_encode_into(values, mask, shift, freq, start, scale_bits, words, end)
+
+
+@njit(nogil=True, cache=True)
+def vector_encode_into(values, mask, shift, freq, start, scale_bits, words, end):  # pragma: no cover - compiled
+    """:func:`encode_into` on any target (the tests run it without AVX2 too)."""
     n = values.shape[0]
     whole = n - (n & (LANES - 1))
-    if not _vector_ok() or whole == 0:
-        return _scalar_encode_into(values, mask, shift, freq, start, scale_bits, words, end)
     info = _info(freq, start, scale_bits)
     pos = end
     states = np.full(LANES, RANS_L, dtype=np.int64)
@@ -384,4 +391,3 @@ def encode_into(values, mask, shift, freq, start, scale_bits, words, end):  # pr
     for lane in range(LANES):
         states[lane] = x[lane]
     return states, pos
-
