@@ -54,6 +54,12 @@ def lane_constant(element, values):
     return ir.Constant(vec(element, len(values)), [ir.Constant(element, v) for v in values])
 
 
+def splat_value(builder, value, count=LANES):
+    """A vector of ``count`` copies of the run-time scalar ``value``."""
+    one = builder.insert_element(ir.Constant(vec(value.type, count), ir.Undefined), value, ir.Constant(I32, 0))
+    return builder.shuffle_vector(one, one, ir.Constant(vec(I32, count), [ir.Constant(I32, 0)] * count))
+
+
 def shuffle(builder, a, b, lanes, name=""):
     """``shufflevector a, b, <lanes>`` (lanes index the concatenation a ++ b)."""
     return builder.shuffle_vector(a, b, lane_constant(I32, lanes), name=name)
@@ -226,19 +232,23 @@ def _emit_groups(module, element_width):
         at = b.gep(values, [b.mul(k, ir.Constant(I64, LANES))], source_etype=ir.IntType(element_width))
         group = b.load(at, typ=velem)
         group.align = element_width // 8
+        # symbols as one vector, then each lane's record (8 loads) transposed into field vectors
+        wide_group = b.zext(group, vec(work)) if element_width < work.width else group
+        symbols = b.lshr(b.and_(wide_group, splat_value(b, mask_w)), splat_value(b, shift_w))
+        if work is I64:
+            symbols = b.trunc(symbols, v32)
+        offsets = b.shl(symbols, splat(I32, 4))  # bytes: x86 addressing scales by 8 at most
         records_l = []
         for lane in range(LANES):
-            value = b.extract_element(group, ir.Constant(I32, lane))
-            value = b.zext(value, work) if element_width < work.width else value
-            symbol = b.lshr(b.and_(value, mask_w), shift_w)
-            symbol = b.zext(symbol, I64) if work is I32 else symbol
-            record = b.load(b.gep(records, [symbol], source_etype=vec(I32, 4)), typ=vec(I32, 4))
+            offset = b.zext(b.extract_element(offsets, ir.Constant(I32, lane)), I64)
+            record = b.load(b.gep(records, [offset], source_etype=I8), typ=vec(I32, 4))
             record.align = 4
             records_l.append(record)
         a, rcp, c, _ = transpose_records(b, records_l)
-        x_max = b.and_(a, splat(I32, 0xFFFF0000))
+        # a = (x_max - 16) | rcp_shift: x >= x_max is x > (a | 15) (signed: both below 2**31)
+        x_max_1 = b.or_(a, splat(I32, 0xF))
         # renormalise: lanes at or above x_max give their low 16 bits
-        out = b.icmp_unsigned(">=", x, x_max)
+        out = b.icmp_signed(">", x, x_max_1)
         emitted = b.trunc(x, v16)
         x = b.select(out, b.lshr(x, splat(I32, 16)), x)
         q = b.lshr(mul_high_u32(b, x, rcp), b.and_(a, splat(I32, 0xF)))
@@ -306,7 +316,8 @@ def _vector_ok(typingctx):
 
 @njit(nogil=True, cache=True)
 def records_for(freq, start, scale_bits):  # pragma: no cover - compiled
-    """Per symbol, 4 uint32: x_max | reciprocal shift (x_max's low 16 bits are 0), reciprocal,
+    """Per symbol, 4 uint32: (x_max - 16) | reciprocal shift (x_max's low 16 bits are 0, and
+    x_max >= 2**16), reciprocal,
     bias | (2**scale - freq) << 16, 0 (the fields of ``_rans_numba.encode_into``'s info)."""
     n_sym = freq.shape[0]
     rec = np.zeros(4 * n_sym, dtype=np.uint32)
@@ -327,7 +338,7 @@ def records_for(freq, start, scale_bits):  # pragma: no cover - compiled
             rcp = ((np.int64(1) << (shift_f + 31)) + f - 1) // f
             rcp_shift = shift_f - 1
             bias = start[s]
-        rec[4 * s] = x_max | rcp_shift
+        rec[4 * s] = (x_max - 16) | rcp_shift
         rec[4 * s + 1] = rcp
         rec[4 * s + 2] = bias | ((total - f) << 16)
     return rec
