@@ -5,16 +5,17 @@ the last, lanes 7, 6, ..., 0 within a group, each renormalisation writing one 16
 backwards: ~25 scalar instructions a symbol (session 8: ~2.4 ns). numba's LLVM does not
 vectorise it, so :func:`encode_into` here spells the group loop out in LLVM IR
 (:func:`_groups`, a numba ``@intrinsic``): the eight 31-bit states are one ``<8 x i32>``,
-each symbol's fields (x_max | reciprocal shift, reciprocal, bias | 2**scale - freq) one
-16-byte record, loaded per symbol and transposed into three field vectors, the reciprocal
+each symbol's fields ((x_max - 16) | reciprocal shift, reciprocal, bias | 2**scale - freq)
+one 16-byte record, loaded per symbol and transposed into three field vectors, the reciprocal
 product's high half by a 32x32->64-bit multiply, and the words of the lanes that
 renormalise moved to the top of one 8-word vector by a permutation that a 256-entry table
 (indexed by the lanes' mask) gives, so that one unaligned 16-byte store ending at the
 write position puts them where the scalar loop puts them (lane 0's word lowest) and the
 position moves down by their count. The bytes are the scalar encoder's
 (tests/test_rans_vector_encode.py). The IR is generic (no target intrinsic): LLVM turns
-the variable permutation into ``vpermw``/``pshufb`` and the products into ``vpmuludq``;
-on a CPU without AVX2 (``_vector_ok``) the scalar loop is the faster one and is taken.
+the variable permutation into ``vpshufb`` and the products into ``vpmuludq``; on a CPU
+without AVX2 (``_vector_ok``) LLVM scalarises it, the scalar loop is as fast, and is taken.
+docs/scale.md "BF16 compress: a vector rANS encoder (session 9)" has the measurements.
 
 Everything the intrinsic emits goes into the calling kernel's module, so numba's cache
 (and ``_jit``'s light loading) treats these kernels like any other.
@@ -105,10 +106,10 @@ def variable_permute(builder, vector, indices):
 def transpose_records(builder, records):
     """Eight ``<4 x i32>`` records (one per lane) as four ``<8 x i32>`` field vectors:
     ``fields[f][lane] = records[lane][f]``."""
-    # pairs of lanes (l, l + 4) side by side, then 32- and 64-bit interleaves: the classic
+    # pairs of lanes (j, j + 4) side by side, then 32- and 64-bit interleaves: the classic
     # 8x4 transpose, three shuffle levels LLVM maps onto vinserti128/vpunpck*
-    joined = [shuffle(builder, records[l], records[l + 4], list(range(8))) for l in range(4)]
-    # joined[l] = r_l[0..3] | r_{l+4}[0..3]
+    joined = [shuffle(builder, records[j], records[j + 4], list(range(8))) for j in range(4)]
+    # joined[j] = r_j[0..3] | r_{j+4}[0..3]
     lo01 = shuffle(builder, joined[0], joined[1], [0, 8, 1, 9, 4, 12, 5, 13])  # r0f0 r1f0 r0f1 r1f1 | r4..r5
     hi01 = shuffle(builder, joined[0], joined[1], [2, 10, 3, 11, 6, 14, 7, 15])
     lo23 = shuffle(builder, joined[2], joined[3], [0, 8, 1, 9, 4, 12, 5, 13])
@@ -140,17 +141,17 @@ def counted_loop(builder, count, carried, body, name="loop"):
     k = builder.phi(I64, name="k")
     phis = [builder.phi(v.type) for v in carried]
     k.add_incoming(last, entry)
-    for phi, value in zip(phis, carried):
+    for phi, value in zip(phis, carried, strict=True):
         phi.add_incoming(value, entry)
     new = body(builder, k, phis)
     end = builder.block
     k.add_incoming(builder.sub(k, ir.Constant(I64, 1)), end)
-    for phi, value in zip(phis, new):
+    for phi, value in zip(phis, new, strict=True):
         phi.add_incoming(value, end)
     builder.cbranch(builder.icmp_signed(">", k, ir.Constant(I64, 0)), loop, done)
     builder.position_at_end(done)
     outs = []
-    for value, value_new in zip(carried, new):
+    for value, value_new in zip(carried, new, strict=True):
         phi = builder.phi(value.type)
         phi.add_incoming(value, entry)
         phi.add_incoming(value_new, end)
@@ -167,13 +168,14 @@ def target_features(context):
 
 
 # CPUs whose default features include AVX2 (for a feature string that does not say)
+# fmt: off
 _AVX2_CPUS = (
-    "haswell", "broadwell", "skylake", "skx", "cascadelake", "cooperlake", "cannonlake",
-    "icelake", "tigerlake", "rocketlake", "alderlake", "raptorlake", "meteorlake", "arrowlake",
-    "lunarlake", "gracemont", "sapphirerapids", "emeraldrapids", "graniterapids", "diamondrapids",
-    "sierraforest", "grandridge", "clearwaterforest", "pantherlake", "znver", "x86-64-v3",
-    "x86-64-v4", "bdver4",
+    "haswell", "broadwell", "skylake", "skx", "cascadelake", "cooperlake", "cannonlake", "icelake", "tigerlake",
+    "rocketlake", "alderlake", "raptorlake", "meteorlake", "arrowlake", "lunarlake", "gracemont", "sapphirerapids",
+    "emeraldrapids", "graniterapids", "diamondrapids", "sierraforest", "grandridge", "clearwaterforest",
+    "pantherlake", "znver", "x86-64-v3", "x86-64-v4", "bdver4",
 )
+# fmt: on
 
 
 def has_avx2(context):
@@ -185,6 +187,7 @@ def has_avx2(context):
 
 
 # --- the encoder ------------------------------------------------------------------------------
+
 
 #: per mask of renormalising lanes (bit j: lane j), the byte shuffle that moves their words
 #: (lane j's at bytes 2j, 2j + 1) to the top of an 8-word vector, in ascending lane order; the
@@ -218,7 +221,7 @@ def _emit_groups(module, element_width):
     for arg in (values, records, perm, words, states):
         arg.add_attribute("noalias")
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
-    v32, v16, v64 = vec(I32), vec(I16), vec(I64)
+    v32, v16 = vec(I32), vec(I16)
     velem = vec(ir.IntType(element_width))
     work = I64 if element_width > 32 else I32
     mask_w = builder.trunc(mask, work) if work is I32 else mask
