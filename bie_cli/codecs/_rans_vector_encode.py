@@ -28,7 +28,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ._rans_numba import LANES, RANS_L, encode_step
+from ._rans_numba import LANES, RANS_L
 from ._rans_numba import encode_into as _scalar_encode_into
 
 # --- vector IR helpers -----------------------------------------------------------------------
@@ -347,30 +347,19 @@ def records_for(freq, start, scale_bits):  # pragma: no cover - compiled
     return rec
 
 
-@njit(nogil=True, cache=True)
-def _info(freq, start, scale_bits):  # pragma: no cover - compiled
-    """``_rans_numba.encode_into``'s per-symbol table, for the tail's scalar steps."""
-    n_sym = freq.shape[0]
-    info = np.zeros((n_sym, 5), dtype=np.int64)
-    total = np.int64(1) << scale_bits
-    for s in range(n_sym):
-        f = freq[s]
-        if f == 0:
-            continue
-        info[s, 0] = ((RANS_L >> scale_bits) << 16) * f
-        info[s, 4] = total - f
-        if f < 2:
-            info[s, 1] = (np.int64(1) << 32) - 1
-            info[s, 2] = 0
-            info[s, 3] = start[s] + total - 1
-        else:
-            shift_f = 0
-            while f > (np.int64(1) << shift_f):
-                shift_f += 1
-            info[s, 1] = ((np.int64(1) << (shift_f + 31)) + f - 1) // f
-            info[s, 2] = shift_f - 1
-            info[s, 3] = start[s]
-    return info
+@njit(inline="always")
+def _step(x, s, records, words, pos):  # pragma: no cover - compiled
+    """``_rans_numba.encode_step`` from a symbol's record (the tail's symbols)."""
+    at = s * np.uint64(4)  # s is a uint64: unsigned arithmetic only (numba makes uint64 * int64 a float)
+    a = np.int64(records[at])
+    rcp = np.int64(records[at + np.uint64(1)])
+    c = np.int64(records[at + np.uint64(2)])
+    if x > (a | 15):  # x >= x_max
+        words[np.uint64(pos - 1)] = x & 0xFFFF
+        pos -= 1
+        x >>= 16
+    q = ((x * rcp) >> 32) >> (a & 15)
+    return x + (c & 0xFFFF) + q * (c >> 16), pos
 
 
 @njit(nogil=True, cache=True)
@@ -388,7 +377,7 @@ def vector_encode_into(values, mask, shift, freq, start, scale_bits, words, end)
     """:func:`encode_into` on any target (the tests run it without AVX2 too)."""
     n = values.shape[0]
     whole = n - (n & (LANES - 1))
-    info = _info(freq, start, scale_bits)
+    records = records_for(freq, start, scale_bits)
     pos = end
     states = np.full(LANES, RANS_L, dtype=np.int64)
     m = np.uint64(mask)
@@ -396,11 +385,10 @@ def vector_encode_into(values, mask, shift, freq, start, scale_bits, words, end)
     # the last n % 8 symbols first (the decoder reads them last), as the scalar loop does
     for i in range(n - 1, whole - 1, -1):
         lane = i & (LANES - 1)
-        states[lane], pos = encode_step(states[lane], (np.uint64(values[i]) & m) >> sh, info, words, pos)
+        states[lane], pos = _step(states[lane], (np.uint64(values[i]) & m) >> sh, records, words, pos)
     x = np.empty(LANES, dtype=np.uint32)
     for lane in range(LANES):
         x[lane] = states[lane]
-    records = records_for(freq, start, scale_bits)
     pos = _groups(values, m, sh, records, PERMUTATIONS, words, pos, x, whole // LANES)
     for lane in range(LANES):
         states[lane] = x[lane]
