@@ -93,7 +93,8 @@ def encode_into(values, mask, shift, freq, start, scale_bits, words, end):  # pr
     part of each value without a symbols array), writing the words backwards so that they end
     at ``words[end]``: returns (states[LANES], pos) with the words in ``words[pos:end]``.
     ``words[end - n - 1:end]`` must be free (n = ``values.shape[0]``; the slot before the
-    first word is scratch)."""
+    first word is scratch). The reference of ``_rans_vector_encode.encode_into`` (the same
+    bytes, eight lanes a step), which the encoders call."""
     n_sym = freq.shape[0]
     # per symbol: x_max, reciprocal, reciprocal shift, bias, 2**scale - freq (one cache line)
     info = np.zeros((n_sym, 5), dtype=np.int64)
