@@ -78,11 +78,12 @@ def encode_step(x, s, info, words, pos):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True)
 def encode(symbols, freq, start, scale_bits):  # pragma: no cover - compiled
-    """Returns (states[LANES], words): words are read front to back by the decoder."""
+    """Returns (states[LANES], words): words are read front to back by the decoder.
+    (The vector form of :func:`encode_into`: the same words, eight lanes a step.)"""
     # at most one 16-bit word per symbol (scale_bits <= 15), plus one slot so
     # the branchless write at pos - 1 never leaves the buffer
     words = np.empty(symbols.shape[0] + 1, dtype=np.uint16)
-    states, pos = encode_into(symbols, np.int64(-1), np.int64(0), freq, start, scale_bits, words, words.shape[0])
+    states, pos = _vector.encode_into(symbols, np.int64(-1), np.int64(0), freq, start, scale_bits, words, words.shape[0])
     return states, words[pos:]  # a view: the caller copies it once, into its payload
 
 
@@ -92,7 +93,8 @@ def encode_into(values, mask, shift, freq, start, scale_bits, words, end):  # pr
     part of each value without a symbols array), writing the words backwards so that they end
     at ``words[end]``: returns (states[LANES], pos) with the words in ``words[pos:end]``.
     ``words[end - n - 1:end]`` must be free (n = ``values.shape[0]``; the slot before the
-    first word is scratch)."""
+    first word is scratch). The reference of ``_rans_vector_encode.encode_into`` (the same
+    bytes, eight lanes a step), which the encoders call."""
     n_sym = freq.shape[0]
     # per symbol: x_max, reciprocal, reciprocal shift, bias, 2**scale - freq (one cache line)
     info = np.zeros((n_sym, 5), dtype=np.int64)
@@ -435,3 +437,7 @@ def stream_head(freq, scale_bits, states):  # pragma: no cover - compiled
             head[pos] = (x >> (8 * k)) & 0xFF
             pos += 1
     return head[:pos]
+
+
+# the vector encoder builds on this module's names; bound last so either module may be imported first
+from . import _rans_vector_encode as _vector  # noqa: E402
