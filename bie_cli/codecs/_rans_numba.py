@@ -32,10 +32,13 @@ def decode_step(x, table, mask, scale_bits):  # pragma: no cover - compiled
 
 @njit(inline="always")
 def renormalise(x, words, pos):  # pragma: no cover - compiled
-    """Branchless: shift in ``words[pos]`` only when ``x`` fell below L. ``pos`` only grows
-    from 0, so it is indexed unsigned; the callers bound it from above."""
-    r = np.int64(x < RANS_L)
-    return (x << (r << 4)) | (np.int64(words[np.uint64(pos)]) & -r), pos + r
+    """Shift in ``words[pos]`` only when ``x`` fell below L, as a select on an unsigned compare:
+    a conditional move and an add-with-carry per lane, fewer instructions than shifting by
+    ``r << 4`` and masking the word (168 against 176 per 8 symbols, session 9). The word is read
+    either way; ``pos`` only grows from 0, so it is indexed unsigned; the callers bound it from above."""
+    y = (x << 16) | np.int64(words[np.uint64(pos)])
+    r = np.uint64(x) < np.uint64(RANS_L)
+    return (y if r else x), pos + np.int64(r)
 
 
 @njit(nogil=True, cache=True)
