@@ -25,6 +25,7 @@ import mmap
 import os
 import stat
 import threading
+from collections import deque
 
 import numpy as np
 
@@ -39,7 +40,6 @@ MIN_DIRECT = 256 << 10
 APPEND_BUFFER = 8 << 20
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
-_staging = threading.local()
 
 
 def enabled() -> bool:
@@ -67,13 +67,91 @@ def open_direct(fd: int, path: str) -> int | None:
     return direct
 
 
-def _stage() -> np.ndarray:
-    """This thread's page-aligned staging buffer (anonymous ``mmap``, kept for reuse)."""
-    buffer = getattr(_staging, "buffer", None)
-    if buffer is None:
-        buffer = np.frombuffer(mmap.mmap(-1, STAGE_BYTES), dtype=np.uint8)
-        _staging.buffer = buffer
-    return buffer
+class Writer:
+    """One thread (``bie-direct``) that makes the direct writes handed to it, so the thread
+    that hands one over (a decoder) goes on while the device reads it. Its page-aligned
+    staging buffers (``count`` x :data:`STAGE_BYTES`, anonymous ``mmap``) are taken with
+    :meth:`take`, filled and handed over with :meth:`submit`; :meth:`take` waits while all
+    are in flight. :meth:`finish` waits until every write is made and raises the first
+    error one met; :meth:`close` stops the thread (without raising)."""
+
+    def __init__(self, count: int = 4, size: int | None = None) -> None:
+        self._size = STAGE_BYTES if size is None else size
+        self._free: list[np.ndarray] = []
+        self._made = 0
+        self._count = count
+        self._jobs: deque = deque()
+        self._busy = 0
+        self._cond = threading.Condition()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def take(self) -> np.ndarray:
+        with self._cond:
+            while not self._free and self._made >= self._count and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            if self._free:
+                return self._free.pop()
+            self._made += 1
+        return np.frombuffer(mmap.mmap(-1, self._size), dtype=np.uint8)
+
+    def give_back(self, buffer: np.ndarray) -> None:
+        with self._cond:
+            self._free.append(buffer)
+            self._cond.notify_all()
+
+    def submit(self, file: PositionalFile, buffer: np.ndarray, length: int, offset: int) -> None:
+        with self._cond:
+            if self._error is not None:
+                self._free.append(buffer)
+                raise self._error
+            if self._closed:
+                raise RuntimeError("direct writer is closed")
+            self._jobs.append((file, buffer, length, offset))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="bie-direct", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closed:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                file, buffer, length, offset = self._jobs.popleft()
+                self._busy += 1
+            try:
+                if self._error is None:
+                    file._write_staged(memoryview(buffer[:length]), offset)
+            except BaseException as exc:  # raised to the threads that hand writes over
+                with self._cond:
+                    if self._error is None:
+                        self._error = exc
+            with self._cond:
+                self._busy -= 1
+                self._free.append(buffer)
+                self._cond.notify_all()
+
+    def finish(self) -> None:
+        with self._cond:
+            while (self._jobs or self._busy) and self._thread is not None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._jobs.clear()
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        self._free.clear()
 
 
 def pwrite_all(fd: int, data, offset: int) -> None:
@@ -116,21 +194,24 @@ def _write_direct(direct: int, fd: int, view: memoryview, offset: int) -> bool:
 
 class PositionalFile:
     """Writes at offsets into one regular file, from any thread: the aligned interior of a
-    write goes ``O_DIRECT`` (through this thread's staging buffer), the rest through
-    ``fd``. Does not own ``fd``; :meth:`close` closes the direct descriptor (after every
-    thread that writes has stopped)."""
+    write is copied into a staging buffer of ``writer`` (a :class:`Writer`, shared by the
+    files of one output), whose thread writes it ``O_DIRECT``; the rest goes through
+    ``fd`` at once. Does not own ``fd``; :meth:`close` closes the direct descriptor, after
+    the writer's :meth:`~Writer.finish` or :meth:`~Writer.close`."""
 
-    def __init__(self, fd: int, path: str) -> None:
+    def __init__(self, fd: int, path: str, writer: Writer | None = None) -> None:
         self.fd = fd
-        self._direct = open_direct(fd, path)
+        self._direct = open_direct(fd, path) if writer is not None else None
         self._use_direct = self._direct is not None
+        self._writer = writer
 
     @property
     def direct(self) -> bool:
         return self._use_direct
 
     def pwrite(self, data, offset: int) -> None:
-        """Write all of ``data`` (a buffer) at ``offset``."""
+        """Write all of ``data`` (a buffer) at ``offset`` (the aligned part when the writer
+        gets to it: see :meth:`Writer.finish`)."""
         view = memoryview(data).cast("B")
         start = -offset % ALIGN
         stop = max(start, (len(view) - start) // ALIGN * ALIGN + start)
@@ -142,17 +223,27 @@ class PositionalFile:
         if stop < len(view):
             pwrite_all(self.fd, view[stop:], offset + stop)
         source = np.frombuffer(view, dtype=np.uint8)
-        stage = _stage()
         position = start
         while position < stop:
             if not self._use_direct:
                 pwrite_all(self.fd, view[position:stop], offset + position)
                 return
-            n = min(stop - position, STAGE_BYTES)
-            np.copyto(stage[:n], source[position:position + n])  # numpy copies without the GIL
-            if not _write_direct(self._direct, self.fd, memoryview(stage[:n]), offset + position):
-                self._use_direct = False
+            stage = self._writer.take()
+            n = min(stop - position, len(stage))
+            try:
+                np.copyto(stage[:n], source[position:position + n])  # numpy copies without the GIL
+            except BaseException:
+                self._writer.give_back(stage)
+                raise
+            self._writer.submit(self, stage, n, offset + position)
             position += n
+
+    def _write_staged(self, view: memoryview, offset: int) -> None:
+        """On the writer's thread: the aligned ``view`` at ``offset``."""
+        if not self._use_direct:
+            pwrite_all(self.fd, view, offset)
+        elif not _write_direct(self._direct, self.fd, view, offset):
+            self._use_direct = False
 
     def close(self) -> None:
         direct, self._direct = self._direct, None
@@ -161,29 +252,37 @@ class PositionalFile:
             os.close(direct)
 
 
-class AppendFile:
-    """A write-only binary file for one thread that appends (a container): bytes collect
-    in a page-aligned buffer of ``buffer_bytes``, which goes out ``O_DIRECT`` each time it
-    is full; what is left at :meth:`close` (less than the buffer) goes plainly. Without
-    ``O_DIRECT`` every flush is a plain write. Regular files only (pipes and stdout get
-    a plain file object). Leaving a ``with`` block on an error skips the last write: the
-    caller removes the file."""
+def append_file(path: str, buffer_bytes: int | None = None):
+    """A binary file object that creates (or empties) ``path`` for appending: an
+    :class:`AppendFile` when the file takes ``O_DIRECT``, else a plain buffered file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        direct = open_direct(fd, path)
+        if direct is None:
+            return os.fdopen(fd, "wb", buffering=1 << 20)
+        return AppendFile(fd, direct, path, buffer_bytes)
+    except BaseException:
+        os.close(fd)
+        raise
 
-    def __init__(self, path: str, buffer_bytes: int | None = None) -> None:
+
+class AppendFile:
+    """A write-only binary file for one thread that appends (a container). Bytes collect in
+    a page-aligned buffer of ``buffer_bytes``; each full buffer is handed to a
+    :class:`Writer` thread that writes it ``O_DIRECT`` while the next one fills (at most
+    3 buffers). At :meth:`close` the writes are waited for and the rest (less than a
+    buffer) goes plainly. Owns both descriptors (made by :func:`append_file`). Leaving a
+    ``with`` block on an error skips the last writes: the caller removes the file."""
+
+    def __init__(self, fd: int, direct: int, path: str, buffer_bytes: int | None = None) -> None:
         buffer_bytes = APPEND_BUFFER if buffer_bytes is None else buffer_bytes
         if buffer_bytes % ALIGN or buffer_bytes <= 0:
             raise ValueError("buffer_bytes must be a positive multiple of ALIGN")
         self.name = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
-        try:
-            self._direct = open_direct(self._fd, path)
-            self._map = mmap.mmap(-1, buffer_bytes)
-        except BaseException:
-            if getattr(self, "_direct", None) is not None:
-                os.close(self._direct)
-            os.close(self._fd)
-            raise
-        self._buffer = np.frombuffer(self._map, dtype=np.uint8)
+        self.fd, self._direct = fd, direct
+        self._use_direct = True
+        self._writer = Writer(3, buffer_bytes)
+        self._buffer = self._writer.take()
         self._size = buffer_bytes
         self._filled = 0
         self._position = 0  # file offset of the buffer's first byte (a multiple of ALIGN)
@@ -191,13 +290,13 @@ class AppendFile:
 
     @property
     def direct(self) -> bool:
-        return self._direct is not None
+        return self._use_direct
 
     def writable(self) -> bool:
         return True
 
     def fileno(self) -> int:
-        return self._fd
+        return self.fd
 
     def tell(self) -> int:
         return self._position + self._filled
@@ -216,45 +315,46 @@ class AppendFile:
                     source = np.frombuffer(view, dtype=np.uint8)
                 np.copyto(self._buffer[self._filled:self._filled + n], source[done:done + n])
             else:
-                self._map[self._filled:self._filled + n] = view[done:done + n]
+                self._buffer.data[self._filled:self._filled + n] = view[done:done + n]
             self._filled += n
             done += n
             if self._filled == self._size:
-                self._flush_buffer()
+                self._writer.submit(self, self._buffer, self._filled, self._position)
+                self._position += self._filled
+                self._filled = 0
+                self._buffer = self._writer.take()
         return total
 
-    def _flush_buffer(self) -> None:
-        """Write the full buffer at its (aligned) offset and empty it."""
-        view = memoryview(self._buffer[:self._filled])
-        if self._direct is None:
-            pwrite_all(self._fd, view, self._position)
-        elif not _write_direct(self._direct, self._fd, view, self._position):
-            os.close(self._direct)
-            self._direct = None
-        self._position += self._filled
-        self._filled = 0
+    def _write_staged(self, view: memoryview, offset: int) -> None:
+        """On the writer's thread: a full buffer at its (aligned) offset."""
+        if not self._use_direct:
+            pwrite_all(self.fd, view, offset)
+        elif not _write_direct(self._direct, self.fd, view, offset):
+            self._use_direct = False
 
     def flush(self) -> None:
         """Nothing: the buffer goes out when full or at :meth:`close` (until then a reader
         of the file misses the buffered bytes)."""
 
     def close(self, *, discard: bool = False) -> None:
-        """Write what is buffered (unless ``discard``) and close the file."""
+        """Wait for the writes, write what is buffered (unless ``discard``) and close."""
         if self.closed:
             return
         self.closed = True
         try:
-            if self._filled and not discard:
-                pwrite_all(self._fd, memoryview(self._buffer[:self._filled]), self._position)
-                self._position += self._filled
+            if not discard:
+                self._writer.finish()
+                if self._filled:
+                    pwrite_all(self.fd, memoryview(self._buffer[:self._filled]), self._position)
+                    self._position += self._filled
             self._filled = 0
         finally:
+            self._writer.close()
+            self._buffer = None
             if self._direct is not None:
                 os.close(self._direct)
                 self._direct = None
-            os.close(self._fd)
-            del self._buffer
-            self._map.close()
+            os.close(self.fd)
 
     def __enter__(self) -> AppendFile:
         return self

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .. import dtypes
-from .._directio import PositionalFile
+from .._directio import PositionalFile, Writer
 from ..errors import BadInputError, UnsupportedDtypeError
 from ..paths import binary_output
 from .base import CheckpointSource, TensorInfo
@@ -442,18 +442,21 @@ class PlacedOutput:
     :meth:`add_file` creates a file, writes its header and sizes it (``ftruncate``);
     :meth:`write` (safe from any thread: ``pwrite`` at an offset) puts a chunk's bytes
     at ``byte_offset`` within its tensor, its aligned interior ``O_DIRECT`` where the file
-    system takes it (:class:`~bie_cli._directio.PositionalFile`). The bytes are those
-    :func:`write_data` writes when every tensor's chunks are all written; :meth:`close`
-    before the files are renamed or removed (after every thread that writes has stopped)."""
+    system takes it (:class:`~bie_cli._directio.PositionalFile`: by a writer thread, while
+    the caller goes on). The bytes are those :func:`write_data` writes when every tensor's
+    chunks are all written and :meth:`finish` returned (it raises the writer's error);
+    :meth:`close` before the files are renamed or removed (after every thread that writes
+    has stopped)."""
 
     def __init__(self) -> None:
+        self._writer = Writer()
         self._files: list = []
         self._where: dict[str, tuple[object, int, int]] = {}  # tensor name -> (file, offset, nbytes)
 
     def add_file(self, path: str, header: bytes, tensors: list[TensorInfo]) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
-            file = PositionalFile(fd, path)
+            file = PositionalFile(fd, path, self._writer)
         except BaseException:
             os.close(fd)
             raise
@@ -473,7 +476,12 @@ class PlacedOutput:
             raise RuntimeError(f"chunk of tensor {tensor_name!r} ends past the tensor")
         file.pwrite(data, offset + byte_offset)
 
+    def finish(self) -> None:
+        """Wait until every write is made; raise the first error the writer met."""
+        self._writer.finish()
+
     def close(self) -> None:
+        self._writer.close()  # drops writes not yet made: after finish(), none
         while self._files:
             file = self._files.pop()
             try:
