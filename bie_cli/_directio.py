@@ -68,14 +68,16 @@ def open_direct(fd: int, path: str) -> int | None:
 
 
 class Writer:
-    """One thread (``bie-direct``) that makes the direct writes handed to it, so the thread
-    that hands one over (a decoder) goes on while the device reads it. Its page-aligned
+    """Up to ``threads`` threads (``bie-direct``) that make the direct writes handed to them,
+    so the thread that hands one over (a decoder) goes on while the device reads it (two
+    keep the decoders from waiting on a busy 2-core machine, where each write also waits
+    for its thread to be scheduled again). Its page-aligned
     staging buffers (``count`` x :data:`STAGE_BYTES`, anonymous ``mmap``) are taken with
     :meth:`take`, filled and handed over with :meth:`submit`; :meth:`take` waits while all
     are in flight. :meth:`finish` waits until every write is made and raises the first
-    error one met; :meth:`close` stops the thread (without raising)."""
+    error one met; :meth:`close` stops the threads (without raising)."""
 
-    def __init__(self, count: int = 4, size: int | None = None) -> None:
+    def __init__(self, count: int = 4, size: int | None = None, threads: int = 1) -> None:
         self._size = STAGE_BYTES if size is None else size
         self._free: list[np.ndarray] = []
         self._made = 0
@@ -85,7 +87,8 @@ class Writer:
         self._cond = threading.Condition()
         self._error: BaseException | None = None
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._thread_count = threads
 
     def take(self) -> np.ndarray:
         with self._cond:
@@ -111,9 +114,10 @@ class Writer:
             if self._closed:
                 raise RuntimeError("direct writer is closed")
             self._jobs.append((file, buffer, length, offset))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="bie-direct", daemon=True)
-                self._thread.start()
+            if len(self._threads) < min(self._thread_count, len(self._jobs) + self._busy):
+                thread = threading.Thread(target=self._run, name="bie-direct", daemon=True)
+                thread.start()
+                self._threads.append(thread)
             self._cond.notify_all()
 
     def _run(self) -> None:
@@ -139,7 +143,7 @@ class Writer:
 
     def finish(self) -> None:
         with self._cond:
-            while (self._jobs or self._busy) and self._thread is not None:
+            while (self._jobs or self._busy) and self._threads:
                 self._cond.wait()
             if self._error is not None:
                 raise self._error
@@ -149,8 +153,8 @@ class Writer:
             self._closed = True
             self._jobs.clear()
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
         self._free.clear()
 
 

@@ -93,7 +93,7 @@ def _writes(rng, size, count):
 
 def _positional(path, data, pieces, threads=3):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    writer = _directio.Writer()
+    writer = _directio.Writer(3, threads=2)
     file = _directio.PositionalFile(fd, str(path), writer)
     try:
         os.ftruncate(fd, len(data))

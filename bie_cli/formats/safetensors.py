@@ -449,7 +449,7 @@ class PlacedOutput:
     has stopped)."""
 
     def __init__(self) -> None:
-        self._writer = Writer()
+        self._writer = Writer(6, threads=2)  # 24 MiB of staging: the decoders seldom wait for one
         self._files: list = []
         self._where: dict[str, tuple[object, int, int]] = {}  # tensor name -> (file, offset, nbytes)
 
