@@ -2,12 +2,12 @@
 
 A plain ``write`` copies every byte into the page cache, and on a VM whose free memory
 goes back to the host (virtio-balloon free page reporting) the kernel's copy also pays
-the first touch of those pages: 0.12-0.17 s of CPU for 545 MB into pages a file just
-freed, 1.3-1.6 s into fresh ones (docs/scale.md, "Direct writes (session 9)"). With
-``O_DIRECT`` the device reads the bytes from the process's own (warm) buffer: 0.035 s
-of CPU for the same 545 MB, at the disk's speed (2.2 GB/s here). The price is one
+the first touch of those pages: 0.12-0.14 s of CPU for 545 MB into pages a file just
+freed, 1.3-1.9 s into fresh ones (docs/scale.md, "Direct writes (session 9)"). With
+``O_DIRECT`` the device reads the bytes from the process's own (warm) buffer: 0.03-0.06 s
+of CPU for the same 545 MB, at the disk's speed (1.2-2.3 GB/s here). The price is one
 copy into an aligned staging buffer (user space, warm memory, no GIL) and waiting for
-the device instead of for the copy.
+the device, which writer threads (:class:`Writer`) take off the caller's path.
 
 ``O_DIRECT`` wants the file offset, the length and the buffer's address aligned to the
 device's block (512 bytes or 4 KiB; :data:`ALIGN` covers both). So only whole aligned
@@ -31,7 +31,7 @@ import numpy as np
 
 #: file offsets, lengths and buffer addresses of direct writes are multiples of this
 ALIGN = 4096
-#: direct writes go in pieces of at most this many bytes (each thread's staging buffer)
+#: direct writes go in pieces of at most this many bytes (a staging buffer of :class:`Writer`)
 STAGE_BYTES = 4 << 20
 #: a write with fewer aligned bytes than this goes through the page cache (one device
 #: round trip per small write would cost more than the copy it saves)

@@ -86,7 +86,7 @@ def direct_unopenable(monkeypatch):
 def _writes(rng, size, count):
     """``count`` (offset, length) pieces tiling [0, size) in a shuffled order."""
     cuts = np.unique(np.concatenate([[0, size], rng.integers(0, size, count - 1)]))
-    pieces = list(zip(cuts[:-1].tolist(), np.diff(cuts).tolist()))
+    pieces = list(zip(cuts[:-1].tolist(), np.diff(cuts).tolist(), strict=True))
     rng.shuffle(pieces)
     return pieces
 
