@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import __version__, _malloc, dtypes, executors, formats, tensorcodec
+from ._directio import append_file
 from .errors import BadInputError, BieError, CorruptContainerError, VerificationFailedError
 from .formats.base import CheckpointSource, TensorInfo
 from .formats.cai import spec
@@ -201,7 +202,7 @@ def compress_model(
             stats = _compress_to(source, stdout_stream(), choices, threads, chunk_size, progress, planner, pool,
                                  auto_summary, reuse, handoff)
         else:
-            with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
+            with atomic_output(dst) as temporary, append_file(temporary) as out:
                 stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner, pool,
                                      auto_summary, reuse, handoff)
         if handoff is not None:
@@ -222,7 +223,7 @@ def compress_source(source: CheckpointSource, dst: str | os.PathLike, *, planner
     check_output_path(dst, [], force)
     started = time.perf_counter()
     choices = [planner.choose(info) for info in source.tensors]
-    with atomic_output(dst) as temporary, open(temporary, "wb", buffering=1 << 20) as out:
+    with atomic_output(dst) as temporary, append_file(temporary) as out:
         stats = _compress_to(source, out, choices, threads, chunk_size, progress, planner)
     stats.output, stats.seconds = dst, time.perf_counter() - started
     return stats
@@ -716,6 +717,7 @@ def decompress_model(
                     done += nbytes
                     if progress:
                         progress(done, total, name)
+            output.finish()  # the direct writes still under way
         finally:
             output.close()  # after the decoders stopped (the generator's pool is shut down)
 

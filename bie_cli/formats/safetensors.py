@@ -20,6 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .. import dtypes
+from .._directio import PositionalFile, Writer
 from ..errors import BadInputError, UnsupportedDtypeError
 from ..paths import binary_output
 from .base import CheckpointSource, TensorInfo
@@ -439,36 +440,54 @@ class PlacedOutput:
     back), written chunk by chunk at their offsets by whichever thread decoded the chunk.
 
     :meth:`add_file` creates a file, writes its header and sizes it (``ftruncate``);
-    :meth:`write` (safe from any thread: ``os.pwrite`` at an offset) puts a chunk's bytes
-    at ``byte_offset`` within its tensor. The bytes are those :func:`write_data` writes
-    when every tensor's chunks are all written; :meth:`close` before the files are renamed
-    or removed (after every thread that writes has stopped)."""
+    :meth:`write` (safe from any thread: ``pwrite`` at an offset) puts a chunk's bytes
+    at ``byte_offset`` within its tensor, its aligned interior ``O_DIRECT`` where the file
+    system takes it (:class:`~bie_cli._directio.PositionalFile`: by a writer thread, while
+    the caller goes on). The bytes are those :func:`write_data` writes when every tensor's
+    chunks are all written and :meth:`finish` returned (it raises the writer's error);
+    :meth:`close` before the files are renamed or removed (after every thread that writes
+    has stopped)."""
 
     def __init__(self) -> None:
-        self._fds: list[int] = []
-        self._where: dict[str, tuple[int, int, int]] = {}  # tensor name -> (fd, offset, nbytes)
+        self._writer = Writer(6, threads=2)  # 24 MiB of staging: the decoders seldom wait for one
+        self._files: list = []
+        self._where: dict[str, tuple[object, int, int]] = {}  # tensor name -> (file, offset, nbytes)
 
     def add_file(self, path: str, header: bytes, tensors: list[TensorInfo]) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
-        self._fds.append(fd)
+        try:
+            file = PositionalFile(fd, path, self._writer)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._files.append(file)
         pwrite_all(fd, header, 0)
         offset = len(header)
         for info in tensors:
             nbytes = dtypes.nbytes(info.dtype, info.shape)
-            self._where[info.name] = (fd, offset, nbytes)
+            self._where[info.name] = (file, offset, nbytes)
             offset += nbytes
         os.ftruncate(fd, offset)  # every byte after the header is a tensor's: chunks fill it all
 
     def write(self, tensor_name: str, byte_offset: int, array: np.ndarray) -> None:
-        fd, offset, nbytes = self._where[tensor_name]
+        file, offset, nbytes = self._where[tensor_name]
         data = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
         if byte_offset + len(data) > nbytes:
             raise RuntimeError(f"chunk of tensor {tensor_name!r} ends past the tensor")
-        pwrite_all(fd, data, offset + byte_offset)
+        file.pwrite(data, offset + byte_offset)
+
+    def finish(self) -> None:
+        """Wait until every write is made; raise the first error the writer met."""
+        self._writer.finish()
 
     def close(self) -> None:
-        while self._fds:
-            os.close(self._fds.pop())
+        self._writer.close()  # drops writes not yet made: after finish(), none
+        while self._files:
+            file = self._files.pop()
+            try:
+                file.close()
+            finally:
+                os.close(file.fd)
 
 
 def pwrite_all(fd: int, data, offset: int) -> None:

@@ -1,0 +1,370 @@
+"""Output writes that skip the page cache (``O_DIRECT``), with a silent fallback to plain writes.
+
+A plain ``write`` copies every byte into the page cache, and on a VM whose free memory
+goes back to the host (virtio-balloon free page reporting) the kernel's copy also pays
+the first touch of those pages: 0.12-0.14 s of CPU for 545 MB into pages a file just
+freed, 1.3-1.9 s into fresh ones (docs/scale.md, "Direct writes (session 9)"). With
+``O_DIRECT`` the device reads the bytes from the process's own (warm) buffer: 0.03-0.06 s
+of CPU for the same 545 MB, at the disk's speed (1.2-2.3 GB/s here). The price is one
+copy into an aligned staging buffer (user space, warm memory, no GIL) and waiting for
+the device, which writer threads (:class:`Writer`) take off the caller's path.
+
+``O_DIRECT`` wants the file offset, the length and the buffer's address aligned to the
+device's block (512 bytes or 4 KiB; :data:`ALIGN` covers both). So only whole aligned
+blocks go direct; a write's unaligned edges (and small writes) go through a plain
+descriptor of the same file, whose page cache pages are other blocks than the direct
+ones. When the file system refuses ``O_DIRECT`` (tmpfs: ``EINVAL`` at open; some file
+systems at the first write) or the output is not a regular file, everything goes
+through the plain descriptor, as before. ``BIE_DIRECT_IO=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import stat
+import threading
+from collections import deque
+
+import numpy as np
+
+#: file offsets, lengths and buffer addresses of direct writes are multiples of this: the
+#: device's block (512 B or 4 KiB) and the page size, so a plain edge never shares a page-cache
+#: page with a direct block (on 64 KiB-page kernels a shared page could be written back over
+#: the direct bytes)
+ALIGN = max(4096, mmap.PAGESIZE)
+#: direct writes go in pieces of at most this many bytes (a staging buffer of :class:`Writer`)
+STAGE_BYTES = 4 << 20
+#: a write with fewer aligned bytes than this goes through the page cache (one device
+#: round trip per small write would cost more than the copy it saves)
+MIN_DIRECT = 256 << 10
+#: :class:`AppendFile`'s buffer: each time it is full it goes out in one direct write
+APPEND_BUFFER = 8 << 20
+
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+def enabled() -> bool:
+    return bool(_O_DIRECT) and os.environ.get("BIE_DIRECT_IO", "1") != "0"
+
+
+def open_direct(fd: int, path: str) -> int | None:
+    """A second, ``O_DIRECT`` descriptor of the regular file ``path`` (open as ``fd``);
+    None when it is off, not a regular file, or the file system refuses."""
+    if not enabled():
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        direct = os.open(path, os.O_WRONLY | _O_DIRECT | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:  # the same file (not one put in its place since): else no direct writes
+        same = os.path.samestat(os.fstat(direct), os.fstat(fd))
+    except OSError:
+        same = False
+    if not same:
+        os.close(direct)
+        return None
+    return direct
+
+
+class Writer:
+    """Up to ``threads`` threads (``bie-direct``) that make the direct writes handed to them,
+    so the thread that hands one over (a decoder) goes on while the device reads it (two
+    keep the decoders from waiting on a busy 2-core machine, where each write also waits
+    for its thread to be scheduled again). Its page-aligned
+    staging buffers (``count`` x :data:`STAGE_BYTES`, anonymous ``mmap``) are taken with
+    :meth:`take`, filled and handed over with :meth:`submit`; :meth:`take` waits while all
+    are in flight. :meth:`finish` waits until every write is made and raises the first
+    error one met; :meth:`close` stops the threads (without raising)."""
+
+    def __init__(self, count: int = 4, size: int | None = None, threads: int = 1) -> None:
+        self._size = STAGE_BYTES if size is None else size
+        self._free: list[np.ndarray] = []
+        self._made = 0
+        self._count = count
+        self._jobs: deque = deque()
+        self._busy = 0
+        self._cond = threading.Condition()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        self._thread_count = threads
+
+    def take(self) -> np.ndarray:
+        with self._cond:
+            while not self._free and self._made >= self._count and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            if self._free:
+                return self._free.pop()
+            self._made += 1
+        return np.frombuffer(mmap.mmap(-1, self._size), dtype=np.uint8)
+
+    def give_back(self, buffer: np.ndarray) -> None:
+        with self._cond:
+            self._free.append(buffer)
+            self._cond.notify_all()
+
+    def submit(self, file: PositionalFile, buffer: np.ndarray, length: int, offset: int) -> None:
+        with self._cond:
+            if self._error is not None:
+                self._free.append(buffer)
+                raise self._error
+            if self._closed:
+                raise RuntimeError("direct writer is closed")
+            self._jobs.append((file, buffer, length, offset))
+            if len(self._threads) < min(self._thread_count, len(self._jobs) + self._busy):
+                thread = threading.Thread(target=self._run, name="bie-direct", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closed:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                file, buffer, length, offset = self._jobs.popleft()
+                self._busy += 1
+            try:
+                if self._error is None:
+                    file._write_staged(memoryview(buffer[:length]), offset)
+            except BaseException as exc:  # raised to the threads that hand writes over
+                with self._cond:
+                    if self._error is None:
+                        self._error = exc
+            with self._cond:
+                self._busy -= 1
+                self._free.append(buffer)
+                self._cond.notify_all()
+
+    def finish(self) -> None:
+        with self._cond:
+            while (self._jobs or self._busy) and self._threads:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._jobs.clear()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+        self._free.clear()
+
+
+def pwrite_all(fd: int, data, offset: int) -> None:
+    """``os.pwrite`` until every byte is written (the GIL is released meanwhile)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[written:]
+        offset += written
+
+
+def _refused(exc: OSError) -> bool:
+    """A direct write the file system does not take (alignment it wants larger, or none)."""
+    return exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
+
+
+def _write_direct(direct: int, fd: int, view: memoryview, offset: int) -> bool:
+    """Write the aligned ``view`` at ``offset`` through ``direct``. When the file system
+    refuses (see :func:`_refused`), write it through the plain ``fd`` and return False:
+    the caller makes no more direct writes."""
+    while view:
+        try:
+            written = os.pwrite(direct, view, offset)
+        except OSError as exc:
+            if not _refused(exc):
+                raise
+            pwrite_all(fd, view, offset)
+            return False
+        if written <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        if written % ALIGN:  # a short direct write that ended off a block: finish plainly
+            pwrite_all(fd, view[written:], offset + written)
+            return True
+        view = view[written:]
+        offset += written
+    return True
+
+
+class PositionalFile:
+    """Writes at offsets into one regular file, from any thread: the aligned interior of a
+    write is copied into a staging buffer of ``writer`` (a :class:`Writer`, shared by the
+    files of one output), whose thread writes it ``O_DIRECT``; the rest goes through
+    ``fd`` at once. Does not own ``fd``; :meth:`close` closes the direct descriptor, after
+    the writer's :meth:`~Writer.finish` or :meth:`~Writer.close`."""
+
+    def __init__(self, fd: int, path: str, writer: Writer | None = None) -> None:
+        self.fd = fd
+        self._direct = open_direct(fd, path) if writer is not None else None
+        self._use_direct = self._direct is not None
+        self._writer = writer
+
+    @property
+    def direct(self) -> bool:
+        return self._use_direct
+
+    def pwrite(self, data, offset: int) -> None:
+        """Write all of ``data`` (a buffer) at ``offset`` (the aligned part when the writer
+        gets to it: see :meth:`Writer.finish`)."""
+        view = memoryview(data).cast("B")
+        start = -offset % ALIGN
+        stop = max(start, (len(view) - start) // ALIGN * ALIGN + start)
+        if not self._use_direct or stop - start < MIN_DIRECT:
+            pwrite_all(self.fd, view, offset)
+            return
+        if start:
+            pwrite_all(self.fd, view[:start], offset)
+        if stop < len(view):
+            pwrite_all(self.fd, view[stop:], offset + stop)
+        source = np.frombuffer(view, dtype=np.uint8)
+        position = start
+        while position < stop:
+            if not self._use_direct:
+                pwrite_all(self.fd, view[position:stop], offset + position)
+                return
+            stage = self._writer.take()
+            n = min(stop - position, len(stage))
+            try:
+                np.copyto(stage[:n], source[position:position + n])  # numpy copies without the GIL
+            except BaseException:
+                self._writer.give_back(stage)
+                raise
+            self._writer.submit(self, stage, n, offset + position)
+            position += n
+
+    def _write_staged(self, view: memoryview, offset: int) -> None:
+        """On the writer's thread: the aligned ``view`` at ``offset``."""
+        if not self._use_direct:
+            pwrite_all(self.fd, view, offset)
+        elif not _write_direct(self._direct, self.fd, view, offset):
+            self._use_direct = False
+
+    def close(self) -> None:
+        direct, self._direct = self._direct, None
+        self._use_direct = False
+        if direct is not None:
+            os.close(direct)
+
+
+def append_file(path: str, buffer_bytes: int | None = None):
+    """A binary file object that creates (or empties) ``path`` for appending: an
+    :class:`AppendFile` when the file takes ``O_DIRECT``, else a plain buffered file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        direct = open_direct(fd, path)
+        if direct is None:
+            return os.fdopen(fd, "wb", buffering=1 << 20)
+        return AppendFile(fd, direct, path, buffer_bytes)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class AppendFile:
+    """A write-only binary file for one thread that appends (a container). Bytes collect in
+    a page-aligned buffer of ``buffer_bytes``; each full buffer is handed to a
+    :class:`Writer` thread that writes it ``O_DIRECT`` while the next one fills (at most
+    3 buffers). At :meth:`close` the writes are waited for and the rest (less than a
+    buffer) goes plainly. Owns both descriptors (made by :func:`append_file`). Leaving a
+    ``with`` block on an error skips the last writes: the caller removes the file."""
+
+    def __init__(self, fd: int, direct: int, path: str, buffer_bytes: int | None = None) -> None:
+        buffer_bytes = APPEND_BUFFER if buffer_bytes is None else buffer_bytes
+        if buffer_bytes % ALIGN or buffer_bytes <= 0:
+            raise ValueError("buffer_bytes must be a positive multiple of ALIGN")
+        self.name = path
+        self.fd, self._direct = fd, direct
+        self._use_direct = True
+        self._writer = Writer(3, buffer_bytes)
+        self._buffer = self._writer.take()
+        self._size = buffer_bytes
+        self._filled = 0
+        self._position = 0  # file offset of the buffer's first byte (a multiple of ALIGN)
+        self.closed = False
+
+    @property
+    def direct(self) -> bool:
+        return self._use_direct
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def tell(self) -> int:
+        return self._position + self._filled
+
+    def write(self, data) -> int:
+        if self.closed:
+            raise ValueError("write to a closed file")
+        view = memoryview(data).cast("B")
+        total = len(view)
+        source = None
+        done = 0
+        while done < total:
+            n = min(total - done, self._size - self._filled)
+            if n >= 64 << 10:  # big parts: numpy copies without holding the GIL
+                if source is None:
+                    source = np.frombuffer(view, dtype=np.uint8)
+                np.copyto(self._buffer[self._filled:self._filled + n], source[done:done + n])
+            else:
+                self._buffer.data[self._filled:self._filled + n] = view[done:done + n]
+            self._filled += n
+            done += n
+            if self._filled == self._size:
+                self._writer.submit(self, self._buffer, self._filled, self._position)
+                self._position += self._filled
+                self._filled = 0
+                self._buffer = self._writer.take()
+        return total
+
+    def _write_staged(self, view: memoryview, offset: int) -> None:
+        """On the writer's thread: a full buffer at its (aligned) offset."""
+        if not self._use_direct:
+            pwrite_all(self.fd, view, offset)
+        elif not _write_direct(self._direct, self.fd, view, offset):
+            self._use_direct = False
+
+    def flush(self) -> None:
+        """Nothing: the buffer goes out when full or at :meth:`close` (until then a reader
+        of the file misses the buffered bytes)."""
+
+    def close(self, *, discard: bool = False) -> None:
+        """Wait for the writes, write what is buffered (unless ``discard``) and close."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if not discard:
+                self._writer.finish()
+                if self._filled:
+                    pwrite_all(self.fd, memoryview(self._buffer[:self._filled]), self._position)
+                    self._position += self._filled
+            self._filled = 0
+        finally:
+            self._writer.close()
+            self._buffer = None
+            if self._direct is not None:
+                os.close(self._direct)
+                self._direct = None
+            os.close(self.fd)
+
+    def __enter__(self) -> AppendFile:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(discard=kind is not None)
