@@ -39,7 +39,10 @@ I8 = ir.IntType(8)
 I16 = ir.IntType(16)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
-PTR = ir.PointerType()  # opaque: every pointer numba hands over is one to LLVM
+# Pointers are written typed (``elem.as_pointer()``, loads and geps without ``typ=`` /
+# ``source_etype=``), as numba's own code does: llvmlite 0.42 (LLVM 14, numba 0.59's floor)
+# only has typed pointers; opaque-pointer llvmlite prints them all as ``ptr`` and the
+# bitcasts between them fold away.
 
 
 def vec(element, count=LANES):
@@ -79,14 +82,14 @@ def ctpop(builder, value):
     return builder.call(fn, [value])
 
 
-def opaque(builder, pointer):
-    """``pointer`` as an opaque ``ptr`` (numba's IR still spells typed pointers)."""
-    return pointer if pointer.type == PTR else builder.bitcast(pointer, PTR)
+def cast(builder, pointer, pointee):
+    """``pointer`` as a ``pointee*`` (a no-op under opaque pointers, where every one is ``ptr``)."""
+    return builder.bitcast(pointer, pointee.as_pointer())
 
 
-def array_data(context, builder, array_type, value):
-    """The data pointer of a numba array argument, as an opaque ``ptr``."""
-    return opaque(builder, context.make_array(array_type)(context, builder, value).data)
+def array_data(context, builder, array_type, value, pointee):
+    """The data pointer of a numba array argument, as a ``pointee*``."""
+    return cast(builder, context.make_array(array_type)(context, builder, value).data, pointee)
 
 
 def variable_permute(builder, vector, indices):
@@ -206,14 +209,20 @@ def _permutations():
 PERMUTATIONS = _permutations()
 
 
+def _groups_args(element_width):
+    """The group loop's argument types (see :func:`_emit_groups`)."""
+    ptr = ir.IntType(element_width).as_pointer()
+    return [ptr, I64, I64, I8.as_pointer(), I8.as_pointer(), I16.as_pointer(), I64, I32.as_pointer(), I64]
+
+
 def _emit_groups(module, element_width):
-    """``i64 groups(ptr values, i64 mask, i64 shift, ptr records, ptr perm, ptr words, i64 pos,
-    ptr states, i64 n_groups)``: the group loop for values of ``element_width`` bits."""
+    """``i64 groups(iW* values, i64 mask, i64 shift, i8* records, i8* perm, i16* words, i64 pos,
+    i32* states, i64 n_groups)``: the group loop for values of ``element_width`` bits (W)."""
     name = f"bie.rans_vector_encode.groups.u{element_width}"
     fn = module.globals.get(name)
     if fn is not None:
         return fn
-    fnty = ir.FunctionType(I64, [PTR, I64, I64, PTR, PTR, PTR, I64, PTR, I64])
+    fnty = ir.FunctionType(I64, _groups_args(element_width))
     fn = ir.Function(module, fnty, name=name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
@@ -226,14 +235,14 @@ def _emit_groups(module, element_width):
     work = I64 if element_width > 32 else I32
     mask_w = builder.trunc(mask, work) if work is I32 else mask
     shift_w = builder.trunc(shift, work) if work is I32 else shift
-    x_in = builder.load(builder.bitcast(states, PTR), typ=v32)
+    x_in = builder.load(cast(builder, states, v32))
     x_in.align = 4
 
     def body(b, k, carried):
         x, p = carried
         # the group's eight values -> symbols -> their 16-byte records
-        at = b.gep(values, [b.mul(k, ir.Constant(I64, LANES))], source_etype=ir.IntType(element_width))
-        group = b.load(at, typ=velem)
+        at = b.gep(values, [b.mul(k, ir.Constant(I64, LANES))])
+        group = b.load(cast(b, at, velem))
         group.align = element_width // 8
         # symbols as one vector, then each lane's record (8 loads) transposed into field vectors
         wide_group = b.zext(group, vec(work)) if element_width < work.width else group
@@ -244,7 +253,7 @@ def _emit_groups(module, element_width):
         records_l = []
         for lane in range(LANES):
             offset = b.zext(b.extract_element(offsets, ir.Constant(I32, lane)), I64)
-            record = b.load(b.gep(records, [offset], source_etype=I8), typ=vec(I32, 4))
+            record = b.load(cast(b, b.gep(records, [offset]), vec(I32, 4)))
             record.align = 4
             records_l.append(record)
         a, rcp, c, _ = transpose_records(b, records_l)
@@ -259,16 +268,16 @@ def _emit_groups(module, element_width):
         # the renormalising lanes' words, in lane order, at the top of one 8-word store
         bits = b.bitcast(out, I8)
         index = b.zext(bits, I64)
-        order = b.load(b.gep(perm, [b.mul(index, ir.Constant(I64, 2 * LANES))], source_etype=I8), typ=vec(I8, 16))
+        order = b.load(cast(b, b.gep(perm, [b.mul(index, ir.Constant(I64, 2 * LANES))]), vec(I8, 16)))
         order.align = 1
         packed = variable_permute(b, b.bitcast(emitted, vec(I8, 16)), order)
-        store = b.store(packed, b.gep(words, [b.sub(p, ir.Constant(I64, LANES))], source_etype=I16))
+        store = b.store(packed, cast(b, b.gep(words, [b.sub(p, ir.Constant(I64, LANES))]), packed.type))
         store.align = 2
         p = b.sub(p, b.zext(ctpop(b, bits), I64))
         return [x, p]
 
     x_out, p_out = counted_loop(builder, n_groups, [x_in, pos], body, name="group")
-    st = builder.store(x_out, states)
+    st = builder.store(x_out, cast(builder, states, v32))
     st.align = 4
     builder.ret(p_out)
     return fn
@@ -288,17 +297,18 @@ def _groups(typingctx, values, mask, shift, records, perm, words, pos, states, n
         v, m, sh, rec, pm, w, p, st, g = args
         argtys = signature.args
         fn = _emit_groups(builder.module, width)
+        pt = _groups_args(width)
         return builder.call(
             fn,
             [
-                array_data(context, builder, argtys[0], v),
+                array_data(context, builder, argtys[0], v, pt[0].pointee),
                 m,
                 sh,
-                array_data(context, builder, argtys[3], rec),
-                array_data(context, builder, argtys[4], pm),
-                array_data(context, builder, argtys[5], w),
+                array_data(context, builder, argtys[3], rec, pt[3].pointee),
+                array_data(context, builder, argtys[4], pm, pt[4].pointee),
+                array_data(context, builder, argtys[5], w, pt[5].pointee),
                 p,
-                array_data(context, builder, argtys[7], st),
+                array_data(context, builder, argtys[7], st, pt[7].pointee),
                 g,
             ],
         )
