@@ -109,7 +109,7 @@ class Writer:
             self._free.append(buffer)
             self._cond.notify_all()
 
-    def submit(self, file: PositionalFile, buffer: np.ndarray, length: int, offset: int) -> None:
+    def submit(self, file: _StagedFile, buffer: np.ndarray, length: int, offset: int) -> None:
         with self._cond:
             if self._error is not None:
                 self._free.append(buffer)
@@ -199,7 +199,28 @@ def _write_direct(direct: int, fd: int, view: memoryview, offset: int) -> bool:
     return True
 
 
-class PositionalFile:
+class _StagedFile:
+    """What :class:`Writer`'s threads write through: ``fd`` (plain) and ``_direct`` (the
+    ``O_DIRECT`` descriptor, or None), falling back to ``fd`` for good once a direct write
+    is refused."""
+
+    fd: int
+    _direct: int | None
+    _use_direct: bool
+
+    @property
+    def direct(self) -> bool:
+        return self._use_direct
+
+    def _write_staged(self, view: memoryview, offset: int) -> None:
+        """On the writer's thread: the aligned ``view`` at ``offset``."""
+        if not self._use_direct:
+            pwrite_all(self.fd, view, offset)
+        elif not _write_direct(self._direct, self.fd, view, offset):
+            self._use_direct = False
+
+
+class PositionalFile(_StagedFile):
     """Writes at offsets into one regular file, from any thread: the aligned interior of a
     write is copied into a staging buffer of ``writer`` (a :class:`Writer`, shared by the
     files of one output), whose thread writes it ``O_DIRECT``; the rest goes through
@@ -211,10 +232,6 @@ class PositionalFile:
         self._direct = open_direct(fd, path) if writer is not None else None
         self._use_direct = self._direct is not None
         self._writer = writer
-
-    @property
-    def direct(self) -> bool:
-        return self._use_direct
 
     def pwrite(self, data, offset: int) -> None:
         """Write all of ``data`` (a buffer) at ``offset`` (the aligned part when the writer
@@ -245,13 +262,6 @@ class PositionalFile:
             self._writer.submit(self, stage, n, offset + position)
             position += n
 
-    def _write_staged(self, view: memoryview, offset: int) -> None:
-        """On the writer's thread: the aligned ``view`` at ``offset``."""
-        if not self._use_direct:
-            pwrite_all(self.fd, view, offset)
-        elif not _write_direct(self._direct, self.fd, view, offset):
-            self._use_direct = False
-
     def close(self) -> None:
         direct, self._direct = self._direct, None
         self._use_direct = False
@@ -273,7 +283,7 @@ def append_file(path: str, buffer_bytes: int | None = None):
         raise
 
 
-class AppendFile:
+class AppendFile(_StagedFile):
     """A write-only binary file for one thread that appends (a container). Bytes collect in
     a page-aligned buffer of ``buffer_bytes``; each full buffer is handed to a
     :class:`Writer` thread that writes it ``O_DIRECT`` while the next one fills (at most
@@ -294,10 +304,6 @@ class AppendFile:
         self._filled = 0
         self._position = 0  # file offset of the buffer's first byte (a multiple of ALIGN)
         self.closed = False
-
-    @property
-    def direct(self) -> bool:
-        return self._use_direct
 
     def writable(self) -> bool:
         return True
@@ -331,13 +337,6 @@ class AppendFile:
                 self._filled = 0
                 self._buffer = self._writer.take()
         return total
-
-    def _write_staged(self, view: memoryview, offset: int) -> None:
-        """On the writer's thread: a full buffer at its (aligned) offset."""
-        if not self._use_direct:
-            pwrite_all(self.fd, view, offset)
-        elif not _write_direct(self._direct, self.fd, view, offset):
-            self._use_direct = False
 
     def flush(self) -> None:
         """Nothing: the buffer goes out when full or at :meth:`close` (until then a reader
