@@ -706,9 +706,10 @@ def decompress_model(
     def placed(files: list[tuple[str, bytes, list[TensorInfo]]]) -> None:
         """Decode with every chunk written at its offset by the thread that hashed it."""
         nonlocal done
+        from ._directio import spare_core
         from .formats.safetensors import PlacedOutput
 
-        output = PlacedOutput()
+        output = PlacedOutput(direct=spare_core(threads))
         try:
             for path, file_header, infos in files:
                 output.add_file(path, file_header, infos)

@@ -446,10 +446,11 @@ class PlacedOutput:
     the caller goes on). The bytes are those :func:`write_data` writes when every tensor's
     chunks are all written and :meth:`finish` returned (it raises the writer's error);
     :meth:`close` before the files are renamed or removed (after every thread that writes
-    has stopped)."""
+    has stopped). ``direct=False``: every write goes through the page cache."""
 
-    def __init__(self) -> None:
-        self._writer = Writer(6, threads=2)  # 24 MiB of staging: the decoders seldom wait for one
+    def __init__(self, direct: bool = True) -> None:
+        # 24 MiB of staging: the decoders seldom wait for one
+        self._writer = Writer(6, threads=2) if direct else None
         self._files: list = []
         self._where: dict[str, tuple[object, int, int]] = {}  # tensor name -> (file, offset, nbytes)
 
@@ -478,10 +479,12 @@ class PlacedOutput:
 
     def finish(self) -> None:
         """Wait until every write is made; raise the first error the writer met."""
-        self._writer.finish()
+        if self._writer is not None:
+            self._writer.finish()
 
     def close(self) -> None:
-        self._writer.close()  # drops writes not yet made: after finish(), none
+        if self._writer is not None:
+            self._writer.close()  # drops writes not yet made: after finish(), none
         while self._files:
             file = self._files.pop()
             try:
