@@ -11,7 +11,8 @@ rounding edge to match numpy's (see ``_rans_numba.estimate_bounds``).
 
 These kernels call those of ``_rans_numba`` and ``_float_planes_numba`` (last touched for
 ``_rans_numba.encode_into``, the decoder's unsigned indices and the ``low_bits`` 3 joins,
-session 7; ``join32``'s two-element steps, the vector encoder of ``_rans_vector_encode`` and
+session 7; ``join32``'s two-element steps, the vector encoder of ``_rans_vector_encode`` (and its
+shared ``symbol_fields``) and
 the decoder's renormalisation as a select, session 9). numba's cache of a function is invalidated only by changes to its own file (a
 hash of its content: ``touch`` does not do it): after editing one of those kernels, change
 this file too (a comment will do) or clear ``__pycache__``. ``tests/test_float_split.py`` compares both paths.

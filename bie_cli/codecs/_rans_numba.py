@@ -79,6 +79,21 @@ def encode_step(x, s, info, words, pos):  # pragma: no cover - compiled
     return x + info[s, 3] + q * info[s, 4], pos
 
 
+@njit(inline="always")
+def symbol_fields(f, start_s, scale_bits):  # pragma: no cover - compiled
+    """An encoder's fields for a symbol of frequency ``f`` >= 1 starting at ``start_s``:
+    (x_max, reciprocal, reciprocal shift, bias, 2**scale - f), after ``RansEncSymInit``;
+    ``q = ((x * reciprocal) >> 32) >> shift`` is ``x // f`` for every state x < 2**31."""
+    total = np.int64(1) << scale_bits
+    x_max = ((RANS_L >> scale_bits) << 16) * f
+    if f < 2:
+        return x_max, (np.int64(1) << 32) - 1, np.int64(0), start_s + total - 1, total - f
+    shift_f = 0
+    while f > (np.int64(1) << shift_f):
+        shift_f += 1
+    return x_max, ((np.int64(1) << (shift_f + 31)) + f - 1) // f, np.int64(shift_f - 1), np.int64(start_s), total - f
+
+
 @njit(nogil=True, cache=True)
 def encode(symbols, freq, start, scale_bits):  # pragma: no cover - compiled
     """Returns (states[LANES], words): words are read front to back by the decoder.
@@ -101,24 +116,9 @@ def encode_into(values, mask, shift, freq, start, scale_bits, words, end):  # pr
     n_sym = freq.shape[0]
     # per symbol: x_max, reciprocal, reciprocal shift, bias, 2**scale - freq (one cache line)
     info = np.zeros((n_sym, 5), dtype=np.int64)
-    total = np.int64(1) << scale_bits
     for s in range(n_sym):
-        f = freq[s]
-        if f == 0:
-            continue
-        info[s, 0] = ((RANS_L >> scale_bits) << 16) * f
-        info[s, 4] = total - f
-        if f < 2:
-            info[s, 1] = (np.int64(1) << 32) - 1
-            info[s, 2] = 0
-            info[s, 3] = start[s] + total - 1
-        else:
-            shift_f = 0
-            while f > (np.int64(1) << shift_f):
-                shift_f += 1
-            info[s, 1] = ((np.int64(1) << (shift_f + 31)) + f - 1) // f
-            info[s, 2] = shift_f - 1
-            info[s, 3] = start[s]
+        if freq[s]:
+            info[s, 0], info[s, 1], info[s, 2], info[s, 3], info[s, 4] = symbol_fields(freq[s], start[s], scale_bits)
     n = values.shape[0]
     pos = end
     states = np.full(LANES, RANS_L, dtype=np.int64)

@@ -28,7 +28,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ._rans_numba import LANES, RANS_L
+from ._rans_numba import LANES, RANS_L, symbol_fields
 from ._rans_numba import encode_into as _scalar_encode_into
 
 # --- vector IR helpers -----------------------------------------------------------------------
@@ -334,26 +334,13 @@ def records_for(freq, start, scale_bits):  # pragma: no cover - compiled
     bias | (2**scale - freq) << 16, 0 (the fields of ``_rans_numba.encode_into``'s info)."""
     n_sym = freq.shape[0]
     rec = np.zeros(4 * n_sym, dtype=np.uint32)
-    total = np.int64(1) << scale_bits
     for s in range(n_sym):
-        f = freq[s]
-        if f == 0:
+        if freq[s] == 0:
             continue
-        x_max = ((RANS_L >> scale_bits) << 16) * f
-        if f < 2:
-            rcp = (np.int64(1) << 32) - 1
-            rcp_shift = 0
-            bias = start[s] + total - 1
-        else:
-            shift_f = 0
-            while f > (np.int64(1) << shift_f):
-                shift_f += 1
-            rcp = ((np.int64(1) << (shift_f + 31)) + f - 1) // f
-            rcp_shift = shift_f - 1
-            bias = start[s]
+        x_max, rcp, rcp_shift, bias, complement = symbol_fields(freq[s], start[s], scale_bits)
         rec[4 * s] = (x_max - 16) | rcp_shift
         rec[4 * s + 1] = rcp
-        rec[4 * s + 2] = bias | ((total - f) << 16)
+        rec[4 * s + 2] = bias | (complement << 16)
     return rec
 
 
