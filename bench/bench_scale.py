@@ -46,6 +46,9 @@ from bench.report import machine_line, markdown_table, update_section
 
 SHARDS = 4
 THREADS = (1, 2)
+#: runs the command that follows on the first CPU this process may use, and only there
+_ONE_CORE = [sys.executable, "-c",
+             "import os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); os.execv(sys.argv[1], sys.argv[1:])"]
 
 _ZIPNN = r"""
 import json, sys, time
@@ -173,7 +176,8 @@ def _time(command: list[str]) -> tuple[float, float]:
     return seconds, peak
 
 
-def bench_dtype(workdir: Path, dtype: str, size_bytes: int, rounds: int, dask: bool) -> list[list]:
+def bench_dtype(workdir: Path, dtype: str, size_bytes: int, rounds: int, dask: bool) -> tuple[list[list], str]:
+    """The table rows of one dtype, and its scaling lines (:func:`_scaling`)."""
     source = workdir / f"ckpt-{dtype}"
     original = make_checkpoint(source, size_bytes, dtype)
     bie = [sys.executable, "-m", "bie_cli"]
@@ -214,6 +218,19 @@ def bench_dtype(workdir: Path, dtype: str, size_bytes: int, rounds: int, dask: b
             for shard in shard_files:
                 if Path(shard).read_bytes() != (out / Path(shard).name).read_bytes():
                     raise SystemExit(f"decompressed shard {shard} differs from the input")
+            if threads == 1 and hasattr(os, "sched_setaffinity"):
+                # -j1 is one coding thread, not one core: the calling thread reads and hashes and
+                # the writer threads write beside it. The same command held to one core is the
+                # baseline for what a second core buys
+                cai.unlink()
+                label = "bie compress -j1, held to one core"
+                seconds, peak = _time([*_ONE_CORE, *bie, "compress", str(source), "-o", str(cai), "-q", "-f", "-j1"])
+                times.setdefault(label, []).append(seconds)
+                sizes[label] = cai.stat().st_size
+                shutil.rmtree(out)
+                label = "bie decompress -j1 (to shards), held to one core"
+                seconds, peak = _time([*_ONE_CORE, *bie, "decompress", str(cai), "-o", f"{out}/", "-q", "-j1"])
+                times.setdefault(label, []).append(seconds)
             result = subprocess.run([sys.executable, "-c", _ZIPNN, str(source), dtype, str(threads)],
                                     capture_output=True, text=True, check=True,
                                     env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
@@ -248,6 +265,8 @@ def bench_dtype(workdir: Path, dtype: str, size_bytes: int, rounds: int, dask: b
         seconds, stored = _dask_run(source, workdir / f"{dtype}-dask.cai", workdir / f"{dtype}-1.cai")
         times["bie compress --executor dask (LocalCluster, 2 workers x 1 thread)"] = [seconds]
         sizes["bie compress --executor dask (LocalCluster, 2 workers x 1 thread)"] = stored
+    scaling = _scaling(dtype, times)
+    print(scaling, flush=True)
     rows = []
     for label, samples in times.items():
         seconds = statistics.median(samples)
@@ -259,7 +278,27 @@ def bench_dtype(workdir: Path, dtype: str, size_bytes: int, rounds: int, dask: b
                      f"{seconds:.2f}", f"{size / seconds / 1e6:.0f}" if not tiny_row else "",
                      f"{peaks[label]:.0f}" if label in peaks else ""])
         print(" | ".join(rows[-1]), flush=True)
-    return rows
+    return rows, scaling
+
+
+def _scaling(dtype: str, times: dict[str, list[float]]) -> str:
+    """What a second thread and a second core buy, beside Amdahl's bound: the start-up
+    row's seconds do not shrink with threads, so with S of them in a run of T at -j1 no
+    thread count can do better than T / (S + (T - S) / 2)."""
+    median = {label: statistics.median(samples) for label, samples in times.items()}
+    lines = []
+    for what, start_label in (("compress", "bie start-up: whole-process compress of a 4 MiB checkpoint"),
+                              ("decompress", "bie start-up: whole-process decompress of its container")):
+        suffix = " (to shards)" if what == "decompress" else ""
+        one, two = median[f"bie {what} -j1{suffix}"], median[f"bie {what} -j2{suffix}"]
+        start = median[start_label]
+        line = (f"{dtype} {what}: -j1 -> -j2 {one / two:.2f}x; Amdahl's bound with {start:.2f} s of start-up "
+                f"{one / (start + (one - start) / 2):.2f}x")
+        core = median.get(f"bie {what} -j1{suffix}, held to one core")
+        if core is not None:
+            line += f"; one core -> two (-j2) {core / two:.2f}x"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _dask_run(source: Path, target: Path, local: Path) -> tuple[float, int]:
@@ -285,10 +324,12 @@ def main(argv=None) -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
-    rows = []
+    rows, scaling = [], []
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         for dtype in args.dtypes.split(","):
-            rows += bench_dtype(Path(tmp), dtype, int(args.size_gib * (1 << 30)), args.rounds, args.dask)
+            dtype_rows, dtype_scaling = bench_dtype(Path(tmp), dtype, int(args.size_gib * (1 << 30)), args.rounds, args.dask)
+            rows += dtype_rows
+            scaling.append(dtype_scaling)
     load_after = os.getloadavg()
     table = markdown_table(["dtype", "GiB", "command", "ratio", "seconds (median)", "MB/s", "peak RSS MiB"], rows)
     command = f"python -m bench.bench_scale --size-gib {args.size_gib:g} --rounds {args.rounds}" + (" --dask" if args.dask else "")
@@ -299,8 +340,12 @@ def main(argv=None) -> None:
         "bie rows: whole process (`python -m bie_cli ...`, start-up included), file to file, default lossless "
         "policy; decompress writes the shard directory back (checked byte-identical to the input). "
         "ZipNN rows: its codec on each tensor's bytes in memory (no file I/O), as its README measures. "
-        "zstd rows: the CLI over the shard files. MB/s = original bytes / seconds; medians of interleaved rounds.\n\n"
+        "zstd rows: the CLI over the shard files. MB/s = original bytes / seconds; medians of interleaved rounds. "
+        "\"held to one core\": the same -j1 command pinned to one CPU (-j1 means one coding thread; reading, "
+        "hashing and writing run on threads beside it).\n\n"
         + table
+        + "\n\nScaling (from the medians above; Amdahl's bound: the start-up row's seconds do not shrink with threads):\n\n"
+        + "\n".join(f"- {line}" for block in scaling for line in block.splitlines())
     )
     print()
     print(markdown)
