@@ -412,14 +412,6 @@ def _reads_in_workers(source: CheckpointSource) -> bool:
     return source.format in _THREAD_SAFE_READS and source.path != STDIO
 
 
-def _read_and_encode(source: CheckpointSource, plan: TensorPlan, number: int, digest: OrderedDigest,
-                     handed=None):
-    row_start, row_stop = plan.chunk_rows(number)
-    chunk = source.read(plan.info.name, row_start, row_stop)
-    tensorcodec.check_chunk(chunk, plan.info)
-    return _encode_read(chunk, plan, number, digest, handed)
-
-
 def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: OrderedDigest, handed=None):
     """Encode chunk ``number``, or with ``handed`` (its entry in a plan's handoff file, and the
     file), write the plan's payload when the chunk's bytes are those the plan encoded. ``digest``
@@ -439,15 +431,22 @@ def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: Order
 
 def _run_job(source: CheckpointSource, work: list) -> tuple[list, int]:
     """Encode a job's chunks in order: ``work`` holds ``(plan, number, digest, handed, chunk)``,
-    ``chunk`` None to read it here (and feed ``digest``). Returns the encoded chunks and their
-    payload bytes. Each entry is dropped as it is done, so its rows are freed early."""
+    ``chunk`` None to read it here and feed ``digest`` (an :class:`OrderedDigest`, or for a
+    tensor of one chunk its plain digest). Returns the encoded chunks and their payload bytes.
+    Each entry is dropped as it is done, so its rows are freed early."""
     encoded, payload = [], 0
     for index, (plan, number, digest, handed, chunk) in enumerate(work):
         work[index] = None
         if chunk is None:
-            result = _read_and_encode(source, plan, number, digest, handed)
+            row_start, row_stop = plan.chunk_rows(number)
+            chunk = source.read(plan.info.name, row_start, row_stop)
+            tensorcodec.check_chunk(chunk, plan.info)
+            if type(digest) is not OrderedDigest:
+                tensorcodec.update_digest(digest, chunk)  # the tensor's only chunk: no ordering
+                digest = None
         else:
-            result = _encode_read(chunk, plan, number, None, handed)
+            digest = None
+        result = _encode_read(chunk, plan, number, digest, handed)
         del chunk
         encoded.append(result)
         payload += _payload_size(result.payload)
@@ -562,12 +561,14 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
                 done += dtypes.nbytes(info.dtype, info.shape)
                 job = submit(job)
                 continue
-            digest = OrderedDigest()  # hashed by the encoder threads, in chunk order
+            count = plan.chunk_count
+            # hashed by the encoder threads, in chunk order; one chunk: by the thread that reads it
+            digest = OrderedDigest() if count > 1 else spec.new_digest()
             handed = handoff.lookup(plan) if handoff is not None else None
             row_bytes = dtypes.nbytes(info.dtype, info.shape[1:]) if info.shape else dtypes.nbytes(info.dtype, ())
             events = job.events
             events.append(("begin", plan))
-            for number in range(plan.chunk_count):
+            for number in range(count):
                 row_start, row_stop = plan.chunk_rows(number)
                 nbytes = (row_stop - row_start) * row_bytes if info.shape else row_bytes
                 if job.nbytes and job.nbytes + nbytes > chunk_size:
@@ -579,7 +580,11 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
                 else:
                     chunk = source.read(name, row_start, row_stop)
                     tensorcodec.check_chunk(chunk, info)
-                    digest.add(number, chunk)  # in order, before the encoder may modify it in place
+                    # in order, before the encoder may modify it in place
+                    if count > 1:
+                        digest.add(number, chunk)
+                    else:
+                        tensorcodec.update_digest(digest, chunk)
                     job.work.append((plan, number, None, from_plan, chunk))
                     del chunk
                 events.append(("chunk", _ENCODED))
