@@ -345,6 +345,10 @@ class _RecordThread:
                 for kind, value in events:
                     if kind == "chunk":
                         records.chunk(value)
+                        size = _payload_size(value.payload)
+                        if size >= _RELEASE_EACH:  # room for the next batch as soon as a big chunk is out
+                            nbytes -= size
+                            self._release(size)
                     elif kind == "begin":
                         started = handed
                         records.begin(value)
@@ -362,10 +366,18 @@ class _RecordThread:
                     self._items.clear()
                     self._cond.notify_all()
                 return
-            with self._cond:
-                self._bytes -= nbytes
-                if self._bytes <= self._max_bytes:
-                    self._cond.notify()
+            self._release(nbytes)
+
+    def _release(self, nbytes: int) -> None:
+        with self._cond:
+            self._bytes -= nbytes
+            if self._bytes <= self._max_bytes:
+                self._cond.notify()
+
+
+#: chunks of this many payload bytes or more leave the writing thread's budget one by one,
+#: smaller ones with the rest of their batch
+_RELEASE_EACH = 256 << 10
 
 
 class _InFlight:
