@@ -284,7 +284,7 @@ class _RecordThread:
     """Writes the tensors' records on a thread of its own (``bie-write``) in the order they
     are handed over: each record's checksum (xxh3-64), its JSON body (zstd) and the write to
     the file run beside the encoders, not on the thread that schedules them and hands
-    results on in order. At most ``max_bytes`` of chunk payloads (and one more chunk) wait,
+    results on in order. At most ``max_bytes`` of chunk payloads (and one more batch) wait,
     so memory stays bounded by the chunk size. Appends each tensor's :class:`TensorStats`
     to ``tensors`` as its end record is written. An error while writing is raised by the
     next :meth:`put` or by :meth:`close`."""
