@@ -258,14 +258,14 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
     records = TensorRecordWriter(writer)
     plans = (tensorcodec.plan_tensor(source, info, choice, chunk_size)
              for info, choice in zip(source.tensors, choices, strict=True))
-    if pool is None:
-        events = _encoded_in_order(source, plans, threads, total, progress, reuse, chunk_size, handoff)
-    else:
-        events = executors.encoded_in_order(executors.source_ref(source.path, source.format), plans, pool, total, progress)
     write = _RecordThread(records, stats.tensors, max(chunk_size, 1))
     try:
-        for kind, value in events:
-            write.put(kind, value, _payload_size(value.payload) if kind == "chunk" else 0)
+        if pool is None:
+            _encoded_in_order(source, plans, threads, total, progress, reuse, chunk_size, handoff, write.put_batch)
+        else:
+            for kind, value in executors.encoded_in_order(executors.source_ref(source.path, source.format), plans,
+                                                          pool, total, progress):
+                write.put(kind, value, _payload_size(value.payload) if kind == "chunk" else 0)
     except BaseException:
         write.abort()
         raise
@@ -284,14 +284,14 @@ class _RecordThread:
     """Writes the tensors' records on a thread of its own (``bie-write``) in the order they
     are handed over: each record's checksum (xxh3-64), its JSON body (zstd) and the write to
     the file run beside the encoders, not on the thread that schedules them and hands
-    results on in order. At most ``max_bytes`` of chunk payloads (and one more chunk) wait,
+    results on in order. At most ``max_bytes`` of chunk payloads (and one more batch) wait,
     so memory stays bounded by the chunk size. Appends each tensor's :class:`TensorStats`
     to ``tensors`` as its end record is written. An error while writing is raised by the
     next :meth:`put` or by :meth:`close`."""
 
     def __init__(self, records: TensorRecordWriter, tensors: list[TensorStats], max_bytes: int) -> None:
         self._records, self._tensors, self._max_bytes = records, tensors, max_bytes
-        self._items: deque = deque()  # (kind, value, nbytes, time handed over)
+        self._items: deque = deque()  # ([(kind, value), ...], nbytes, time handed over)
         self._bytes = 0
         self._cond = threading.Condition()
         self._error: BaseException | None = None
@@ -301,12 +301,17 @@ class _RecordThread:
 
     def put(self, kind: str, value, nbytes: int = 0) -> None:
         """Hand over one ``("begin", plan)``, ``("chunk", EncodedChunk)`` or ``("end", digest)``."""
+        self.put_batch([(kind, value)], nbytes)
+
+    def put_batch(self, events: list, nbytes: int) -> None:
+        """Hand over several events at once (``nbytes``: their chunks' payload bytes): one lock
+        and at most one wake-up of the writing thread for the lot."""
         with self._cond:
             while self._bytes > self._max_bytes and self._error is None:
                 self._cond.wait()
             if self._error is not None:
                 raise self._error
-            self._items.append((kind, value, nbytes, time.perf_counter()))
+            self._items.append((events, nbytes, time.perf_counter()))
             self._bytes += nbytes
             self._cond.notify()
 
@@ -335,31 +340,44 @@ class _RecordThread:
                     self._cond.wait()
                 if not self._items:
                     return
-                kind, value, nbytes, handed = self._items.popleft()
+                events, nbytes, handed = self._items.popleft()
             try:
-                if kind == "begin":
-                    started = handed
-                    records.begin(value)
-                elif kind == "chunk":
-                    records.chunk(value)
-                else:
-                    result = records.end(value)
-                    info, plan = result.plan.info, result.plan
-                    self._tensors.append(TensorStats(
-                        info.name, info.dtype, list(info.shape), plan.strategy, plan.reason,
-                        dtypes.nbytes(info.dtype, info.shape), result.stored_bytes, result.lossless, result.error,
-                        time.perf_counter() - started,
-                    ))
+                for kind, value in events:
+                    if kind == "chunk":
+                        records.chunk(value)
+                        size = _payload_size(value.payload)
+                        if size >= _RELEASE_EACH:  # room for the next batch as soon as a big chunk is out
+                            nbytes -= size
+                            self._release(size)
+                    elif kind == "begin":
+                        started = handed
+                        records.begin(value)
+                    else:
+                        result = records.end(value)
+                        info, plan = result.plan.info, result.plan
+                        self._tensors.append(TensorStats(
+                            info.name, info.dtype, list(info.shape), plan.strategy, plan.reason,
+                            dtypes.nbytes(info.dtype, info.shape), result.stored_bytes, result.lossless, result.error,
+                            time.perf_counter() - started,
+                        ))
             except BaseException as exc:  # handed to the scheduling thread
                 with self._cond:
                     self._error = exc
                     self._items.clear()
                     self._cond.notify_all()
                 return
-            with self._cond:
-                self._bytes -= nbytes
-                if self._bytes <= self._max_bytes:
-                    self._cond.notify()
+            self._release(nbytes)
+
+    def _release(self, nbytes: int) -> None:
+        with self._cond:
+            self._bytes -= nbytes
+            if self._bytes <= self._max_bytes:
+                self._cond.notify()
+
+
+#: chunks of this many payload bytes or more leave the writing thread's budget one by one,
+#: smaller ones with the rest of their batch
+_RELEASE_EACH = 256 << 10
 
 
 class _InFlight:
@@ -406,14 +424,6 @@ def _reads_in_workers(source: CheckpointSource) -> bool:
     return source.format in _THREAD_SAFE_READS and source.path != STDIO
 
 
-def _read_and_encode(source: CheckpointSource, plan: TensorPlan, number: int, digest: OrderedDigest,
-                     handed=None):
-    row_start, row_stop = plan.chunk_rows(number)
-    chunk = source.read(plan.info.name, row_start, row_stop)
-    tensorcodec.check_chunk(chunk, plan.info)
-    return _encode_read(chunk, plan, number, digest, handed)
-
-
 def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: OrderedDigest, handed=None):
     """Encode chunk ``number``, or with ``handed`` (its entry in a plan's handoff file, and the
     file), write the plan's payload when the chunk's bytes are those the plan encoded. ``digest``
@@ -431,17 +441,82 @@ def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: Order
     return tensorcodec.encode_chunk(plan, row_start, row_stop, chunk)
 
 
+def _run_job(source: CheckpointSource, work: list) -> tuple[list, int]:
+    """Encode a job's chunks in order: ``work`` holds ``(plan, number, digest, handed, chunk)``,
+    ``chunk`` None to read it here and feed ``digest`` (an :class:`OrderedDigest`, or for a
+    tensor of one chunk its plain digest). Returns the encoded chunks and their payload bytes.
+    Each entry is dropped as it is done, so its rows are freed early."""
+    encoded, payload = [], 0
+    for index, (plan, number, digest, handed, chunk) in enumerate(work):
+        work[index] = None
+        if chunk is None:
+            row_start, row_stop = plan.chunk_rows(number)
+            chunk = source.read(plan.info.name, row_start, row_stop)
+            tensorcodec.check_chunk(chunk, plan.info)
+            if type(digest) is not OrderedDigest:
+                tensorcodec.update_digest(digest, chunk)  # the tensor's only chunk: no ordering
+                digest = None
+        else:
+            digest = None
+        result = _encode_read(chunk, plan, number, digest, handed)
+        del chunk
+        encoded.append(result)
+        payload += _payload_size(result.payload)
+    return encoded, payload
+
+
+#: an encode job's events: ("begin", plan), ("chunk", _ENCODED: the job's next result, or an
+#: EncodedChunk), ("end", OrderedDigest | hex digest)
+_ENCODED = None
+
+
+class _Job:
+    """Consecutive chunks in manifest order, across tensors, encoded by one task: the thread
+    pool, its futures and this thread's bookkeeping cost per job, not per chunk, and a model
+    of small tensors (biases, norms: most of a transformer's tensors) hands its records to
+    the writing thread in batches. ``nbytes``: source bytes, for :class:`_InFlight`."""
+
+    __slots__ = ("events", "future", "nbytes", "work")
+
+    def __init__(self) -> None:
+        self.events: list = []
+        self.work: list = []
+        self.nbytes = 0
+        self.future: Future | None = None
+
+    def finished(self) -> tuple[list, int]:
+        """The job's events with its results in place, and their payload bytes (call once done)."""
+        if self.future is None:
+            encoded, payload = (), 0
+        else:
+            encoded, payload = self.future.result()
+        results = iter(encoded)
+        events = self.events
+        for index, (kind, value) in enumerate(events):
+            if kind == "chunk":
+                if value is _ENCODED:
+                    events[index] = ("chunk", next(results))
+                else:
+                    payload += _payload_size(value.payload)
+            elif kind == "end" and not isinstance(value, str):
+                events[index] = ("end", value.hexdigest())
+        return events, payload
+
+
 def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], threads: int, total: int,
                       progress: Progress | None, reuse: dict | None = None,
-                      chunk_size: int = DEFAULT_CHUNK_SIZE, handoff=None) -> Iterator[tuple[str, object]]:
-    """``("begin", plan)``, ``("chunk", EncodedChunk)``..., ``("end", digest)`` for every
-    tensor, in manifest order.
+                      chunk_size: int = DEFAULT_CHUNK_SIZE, handoff=None,
+                      deliver: Callable[[list, int], None] | None = None) -> None:
+    """Call ``deliver(events, payload bytes)`` with ``("begin", plan)``, ``("chunk",
+    EncodedChunk)``..., ``("end", digest)`` for every tensor, in manifest order, in batches.
 
     ``threads`` encoder threads read (a file read by position: safetensors) and
     encode chunks, each feeding its tensor's :class:`OrderedDigest` first; this
     thread reads the others (a stream, formats that parse in memory) and passes
     results on in order as soon as they are ready, across tensor boundaries (a model of many one-chunk
-    tensors keeps every thread busy). At most ``2 x threads x chunk_size`` bytes
+    tensors keeps every thread busy). Consecutive chunks go to the threads as jobs of at
+    least a quarter chunk (:class:`_Job`; never more than ``chunk_size`` unless one chunk is).
+    At most ``2 x threads x chunk_size`` bytes
     of chunks are in flight (:class:`_InFlight`), whatever the tensor count, so
     memory is bounded by chunk size, not model size. Tensors in ``reuse``
     (``--target-bits``: encoded whole while planning) are read back from the
@@ -451,66 +526,89 @@ def _encoded_in_order(source: CheckpointSource, plans: Iterator[TensorPlan], thr
     # one encoder: this thread (otherwise waiting on it) reads and hashes the next chunks while it
     # encodes, so only the encode is on the critical path; more: the encoders read in parallel
     in_workers = _reads_in_workers(source) and threads > 1
-    # ("begin", plan) | ("chunk", (future, nbytes)) | ("end", OrderedDigest | hex digest), in file order
-    queue: deque = deque()
+    chunk_size = max(chunk_size, 1)
+    job_bytes = max(chunk_size // 4, 1)
+    queue: deque[_Job] = deque()
     in_flight = _InFlight(threads, chunk_size)
+    room = in_flight.room
     done = 0
 
-    def ready(drain: bool = False) -> Iterator[tuple[str, object]]:
+    def pass_on(drain: bool = False) -> None:
+        """Deliver the jobs at the head that are done (all of them with ``drain``); wait for the
+        head while the window is full."""
         while queue:
-            kind, value = queue[0]
-            if kind == "chunk":
-                future, nbytes = value
-                if not drain and in_flight.room() and not future.done():
-                    return
-                value = future.result()
-                in_flight.remove(nbytes)
-            elif kind == "end" and not isinstance(value, str):
-                value = value.hexdigest()
+            job = queue[0]
+            future = job.future
+            if future is not None and not drain and room() and not future.done():
+                return
             queue.popleft()
-            yield kind, value
+            in_flight.remove(job.nbytes)
+            deliver(*job.finished())
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bie-encode") as pool:
+
+        def submit(job: _Job) -> _Job:
+            if job.work:
+                job.future = pool.submit(_run_job, source, job.work)
+                job.work = None
+            queue.append(job)
+            in_flight.add(job.nbytes)
+            if progress:
+                progress(done, total, name)
+            pass_on()
+            return _Job()
+
+        job, name = _Job(), ""
         for plan in plans:
-            queue.append(("begin", plan))
             info = plan.info
+            name = info.name
             encoded = _reused(plan, reuse)
             if encoded is not None:
+                job.events.append(("begin", plan))
                 for start, stop, meta, payload, error in encoded.stored_chunks():
-                    ready_chunk: Future = Future()
-                    ready_chunk.set_result(tensorcodec.EncodedChunk(start, stop, meta, payload, error))
-                    queue.append(("chunk", (ready_chunk, len(payload))))  # held until written
-                    in_flight.add(len(payload))
-                    yield from ready()
+                    job = submit(job)  # one chunk a job: held in the window until written
+                    job.events.append(("chunk", tensorcodec.EncodedChunk(start, stop, meta, payload, error)))
+                    job.nbytes += len(payload)
+                job.events.append(("end", encoded.digest))
                 done += dtypes.nbytes(info.dtype, info.shape)
-                if progress:
-                    progress(done, total, info.name)
-                queue.append(("end", encoded.digest))
-                yield from ready()
+                job = submit(job)
                 continue
-            digest = OrderedDigest()  # hashed by the encoder threads, in chunk order
+            count = plan.chunk_count
+            # hashed by the encoder threads, in chunk order; one chunk: by the thread that reads it
+            digest = OrderedDigest() if count > 1 else spec.new_digest()
             handed = handoff.lookup(plan) if handoff is not None else None
             row_bytes = dtypes.nbytes(info.dtype, info.shape[1:]) if info.shape else dtypes.nbytes(info.dtype, ())
-            for number in range(plan.chunk_count):
+            events = job.events
+            events.append(("begin", plan))
+            for number in range(count):
                 row_start, row_stop = plan.chunk_rows(number)
+                nbytes = (row_stop - row_start) * row_bytes if info.shape else row_bytes
+                if job.nbytes and job.nbytes + nbytes > chunk_size:
+                    job = submit(job)  # jobs stay within a chunk's bytes
+                    events = job.events
                 from_plan = None if handed is None else (handed[number], handoff)
                 if in_workers:
-                    future = pool.submit(_read_and_encode, source, plan, number, digest, from_plan)
+                    job.work.append((plan, number, digest, from_plan, None))
                 else:
-                    chunk = source.read(info.name, row_start, row_stop)
+                    chunk = source.read(name, row_start, row_stop)
                     tensorcodec.check_chunk(chunk, info)
-                    digest.add(number, chunk)  # in order, before the encoder may modify it in place
-                    future = pool.submit(_encode_read, chunk, plan, number, None, from_plan)
-                nbytes = (row_stop - row_start) * row_bytes if info.shape else row_bytes
-                queue.append(("chunk", (future, nbytes)))
-                in_flight.add(nbytes)
-                yield from ready()
+                    # in order, before the encoder may modify it in place
+                    if count > 1:
+                        digest.add(number, chunk)
+                    else:
+                        tensorcodec.update_digest(digest, chunk)
+                    job.work.append((plan, number, None, from_plan, chunk))
+                    del chunk
+                events.append(("chunk", _ENCODED))
+                job.nbytes += nbytes
                 done += nbytes
-                if progress:
-                    progress(done, total, info.name)
-            queue.append(("end", digest))
-            yield from ready()
-        yield from ready(drain=True)
+                if job.nbytes >= job_bytes:
+                    job = submit(job)
+                    events = job.events
+            events.append(("end", digest))
+        if job.events:
+            submit(job)
+        pass_on(drain=True)
 
 
 # -- decompress -------------------------------------------------------------------------

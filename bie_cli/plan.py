@@ -26,6 +26,7 @@ budget it was planned for; ``compress`` stores that table in the header.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,7 +200,11 @@ class Choice:
     candidates: tuple[Choice, ...] = ()
 
 
+@functools.cache
 def _default_choice(strategy_id: str, reason: str) -> Choice:
+    # one Choice per (strategy, reason), shared by the tensors it applies to (Choice and its
+    # config are frozen; nothing writes to config_dict): a dataclasses.asdict per tensor
+    # was most of a 2,500-tensor model's planning time
     strategy = registry.get(strategy_id)
     config = strategy.default_config()
     return Choice(strategy.id, config, strategy.config_to_dict(config), reason)
@@ -220,11 +225,13 @@ class Planner:
     def __init__(self, default: StrategySpec | str | None = None, rules: list[Rule] | tuple = ()) -> None:
         self.default = parse_strategy(default) if isinstance(default, str) else default
         self.rules = list(rules)
-        # Validate every named strategy and its options now, before any work.
+        # Validate every named strategy and its options now, before any work; each spec's
+        # (strategy, config, config dict), by the spec's id(), for every tensor it applies to.
+        self._resolved: dict[int, tuple] = {}
         if self.default is not None:
-            self._resolve(self.default, "--strategy")
+            self._resolved_spec(self.default, "--strategy")
         for rule in self.rules:
-            self._resolve(rule.spec, rule.origin)
+            self._resolved_spec(rule.spec, rule.origin)
 
     @property
     def default_name(self) -> str:
@@ -239,15 +246,22 @@ class Planner:
             raise BadInputError(f"{origin}: {exc}") from None
         return strategy, config
 
+    def _resolved_spec(self, spec: StrategySpec, origin: str) -> tuple:
+        resolved = self._resolved.get(id(spec))
+        if resolved is None:
+            strategy, config = self._resolve(spec, origin)
+            resolved = self._resolved[id(spec)] = (strategy, config, strategy.config_to_dict(config))
+        return resolved
+
     def choose(self, info: TensorInfo) -> Choice:
         for rule in self.rules:
             if rule.matches(info):
-                strategy, config = self._resolve(rule.spec, rule.origin)
+                strategy, config, config_dict = self._resolved_spec(rule.spec, rule.origin)
                 strategy.check_dtype(info.dtype, info.name)
-                return Choice(strategy.id, config, strategy.config_to_dict(config), rule.reason or rule.origin)
+                return Choice(strategy.id, config, config_dict, rule.reason or rule.origin)
         if self.default is None:
             return lossless_choice(info, "default")
-        strategy, config = self._resolve(self.default, "--strategy")
+        strategy, config, config_dict = self._resolved_spec(self.default, "--strategy")
         fallback_why = None
         if not strategy.supports(info.dtype):
             fallback_why = f"{strategy.id} does not take {info.dtype}"
@@ -259,7 +273,7 @@ class Planner:
             elif info.numel < SMALL_TENSOR_ELEMENTS:
                 fallback_why = f"fewer than {SMALL_TENSOR_ELEMENTS} elements"
         if fallback_why is None:
-            return Choice(strategy.id, config, strategy.config_to_dict(config), f"default ({self.default})")
+            return Choice(strategy.id, config, config_dict, f"default ({self.default})")
         return lossless_choice(info, f"built-in: {fallback_why}")
 
 

@@ -68,7 +68,10 @@ def _json_bytes(obj) -> bytes:
 def _json_body(obj, compressors: tuple[zstandard.ZstdCompressor, zstandard.ZstdCompressor]) -> tuple[bytes, int]:
     """A JSON record body and its flags: zstd-compressed when that is smaller
     (``compressors``: for small bodies, and for bodies of JSON_ZSTD_LARGE and more)."""
-    body = _json_bytes(obj)
+    return _packed(_json_bytes(obj), compressors)
+
+
+def _packed(body: bytes, compressors) -> tuple[bytes, int]:
     if len(body) >= spec.JSON_COMPRESS_MIN:
         packed = compressors[len(body) >= spec.JSON_ZSTD_LARGE].compress(body)
         if len(packed) < len(body):
@@ -82,6 +85,9 @@ class _TensorIndexEntry:
     record_offset: int
     chunks: list[list[int]] = field(default_factory=list)
     end: dict | None = None
+    #: the tensor's entry in the index, as JSON: serialised when the tensor ends (on the thread
+    #: writing records), so :meth:`ContainerWriter.finish` only joins them
+    index_json: bytes = b""
 
 
 class ContainerWriter:
@@ -195,22 +201,21 @@ class ContainerWriter:
         end = dict(end, id=entry.record["id"])
         self._write_json_record(spec.RecordType.TENSOR_END, end)
         entry.end = end
+        entry.index_json = _json_bytes(dict(entry.record, **{k: v for k, v in end.items() if k != "id"},
+                                            record_offset=entry.record_offset, chunks=entry.chunks))
         self._current = None
         self._state = _State.HEADER_WRITTEN
 
     def finish(self) -> None:
         """Write the index and the trailer. The file is valid only after this."""
         self._expect(_State.HEADER_WRITTEN)
-        index = {
-            "header_offset": self._header_offset,
-            "blobs": self._blobs,
-            "tensors": [
-                dict(entry.record, **{k: v for k, v in entry.end.items() if k != "id"},
-                     record_offset=entry.record_offset, chunks=entry.chunks)
-                for entry in self._tensors
-            ],
-        }
-        index_offset = self._write_json_record(spec.RecordType.INDEX, index)
+        # the bytes _json_bytes gives for {"header_offset", "blobs", "tensors": [entries]} (sorted
+        # keys), from the entries serialised as their tensors ended
+        index = b"".join((b'{"blobs":', _json_bytes(self._blobs), b',"header_offset":',
+                          _json_bytes(self._header_offset), b',"tensors":[',
+                          b",".join(entry.index_json for entry in self._tensors), b"]}"))
+        body, flags = _packed(index, self._json_compressors)
+        index_offset = self._write_record(spec.RecordType.INDEX, body, flags=flags)
         index_length = self._offset - index_offset
         file_length = self._offset + spec.TRAILER.size
         head = spec.TRAILER.pack(index_offset, index_length, file_length, 0, 0, spec.TRAILER_MAGIC)
