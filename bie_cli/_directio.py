@@ -336,26 +336,26 @@ class AppendFile(_StagedFile):
         return len(view)
 
     def writelines(self, parts) -> None:
-        """Append every buffer of ``parts`` (a container record's pieces): one call per record,
-        not one per piece, and a small piece that fits the buffer costs one slice copy."""
+        """Append ``parts`` one after the other: one call per container record, not one per
+        piece. Each part is bytes, a 1-D uint8 array or a byte memoryview (``len`` is its size
+        in bytes; another layout raises ValueError); a small one that fits the buffer costs
+        one slice copy."""
         if self.closed:
             raise ValueError("write to a closed file")
         view, filled, size = self._view, self._filled, self._size
         for part in parts:
-            if type(part) is not bytes:
-                part = memoryview(part).cast("B")
-            end = filled + len(part)
-            if end < size and len(part) < _COPY_WITHOUT_GIL:
-                view[filled:end] = part
-                filled = end
+            n = len(part)
+            if n < _COPY_WITHOUT_GIL and filled + n < size:
+                view[filled:filled + n] = part
+                filled += n
             else:
                 self._filled = filled
-                self._append(part)
+                self._append(memoryview(part).cast("B"))
                 view, filled = self._view, self._filled
         self._filled = filled
 
-    def _append(self, data) -> None:
-        """Append ``data`` (bytes or a byte memoryview), handing each buffer it fills to the writer."""
+    def _append(self, data: memoryview) -> None:
+        """Append the bytes of ``data``, handing each buffer it fills to the writer."""
         source = None
         done, total = 0, len(data)
         while done < total:
