@@ -312,7 +312,8 @@ class _RecordThread:
                 raise self._error
             self._items.append((kind, value, nbytes, time.perf_counter()))
             self._bytes += nbytes
-            self._cond.notify()
+            if len(self._items) == 1:  # the writer waits only on an empty queue
+                self._cond.notify()
 
     def close(self) -> None:
         """Wait until everything handed over is written; raise the error writing met, if any."""
@@ -354,7 +355,7 @@ class _RecordThread:
                         info, plan = result.plan.info, result.plan
                         self._tensors.append(TensorStats(
                             info.name, info.dtype, list(info.shape), plan.strategy, plan.reason,
-                            dtypes.nbytes(info.dtype, info.shape), result.stored_bytes, result.lossless,
+                            result.original_bytes, result.stored_bytes, result.lossless,
                             result.error, time.perf_counter() - started,
                         ))
                 except BaseException as exc:  # handed to the scheduling thread
