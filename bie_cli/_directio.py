@@ -337,9 +337,9 @@ class AppendFile(_StagedFile):
 
     def writelines(self, parts) -> None:
         """Append ``parts`` one after the other: one call per container record, not one per
-        piece. Each part is bytes, a 1-D uint8 array or a byte memoryview (``len`` is its size
-        in bytes; another layout raises ValueError); a small one that fits the buffer costs
-        one slice copy."""
+        piece. Parts are bytes, 1-D uint8 arrays or byte memoryviews (``len`` is the size in
+        bytes; a small part of another layout raises ValueError); a small part that fits the
+        buffer costs one slice copy."""
         if self.closed:
             raise ValueError("write to a closed file")
         view, filled, size = self._view, self._filled, self._size

@@ -103,7 +103,8 @@ class _TensorIndexEntry:
 
 
 class ContainerWriter:
-    """Write one container to ``out`` (any binary file object with ``write``)."""
+    """Write one container to ``out`` (any binary file object with ``write`` and ``writelines``:
+    each record's parts go out in one ``writelines`` call)."""
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
