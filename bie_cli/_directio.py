@@ -41,6 +41,8 @@ STAGE_BYTES = 4 << 20
 MIN_DIRECT = 256 << 10
 #: :class:`AppendFile`'s buffer: each time it is full it goes out in one direct write
 APPEND_BUFFER = 8 << 20
+#: :class:`AppendFile` copies pieces from this size on with numpy, which releases the GIL
+_COPY_WITHOUT_GIL = 64 << 10
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
@@ -313,6 +315,7 @@ class AppendFile(_StagedFile):
         self._use_direct = True
         self._writer = Writer(3, buffer_bytes)
         self._buffer = self._writer.take()
+        self._view = memoryview(self._buffer)  # kept: a new view per write would cost more than a small copy
         self._size = buffer_bytes
         self._filled = 0
         self._position = 0  # file offset of the buffer's first byte (a multiple of ALIGN)
@@ -328,20 +331,41 @@ class AppendFile(_StagedFile):
         return self._position + self._filled
 
     def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.writelines((view,))
+        return len(view)
+
+    def writelines(self, parts) -> None:
+        """Append ``parts`` one after the other: one call per container record, not one per
+        piece. Parts are bytes, 1-D uint8 arrays or byte memoryviews (``len`` is the size in
+        bytes; a small part of another layout raises ValueError); a small part that fits the
+        buffer costs one slice copy."""
         if self.closed:
             raise ValueError("write to a closed file")
-        view = memoryview(data).cast("B")
-        total = len(view)
+        view, filled, size = self._view, self._filled, self._size
+        for part in parts:
+            n = len(part)
+            if n < _COPY_WITHOUT_GIL and filled + n < size:
+                view[filled:filled + n] = part
+                filled += n
+            else:
+                self._filled = filled
+                self._append(memoryview(part).cast("B"))
+                view, filled = self._view, self._filled
+        self._filled = filled
+
+    def _append(self, data: memoryview) -> None:
+        """Append the bytes of ``data``, handing each buffer it fills to the writer."""
         source = None
-        done = 0
+        done, total = 0, len(data)
         while done < total:
             n = min(total - done, self._size - self._filled)
-            if n >= 64 << 10:  # big parts: numpy copies without holding the GIL
+            if n >= _COPY_WITHOUT_GIL:
                 if source is None:
-                    source = np.frombuffer(view, dtype=np.uint8)
+                    source = np.frombuffer(data, dtype=np.uint8)
                 np.copyto(self._buffer[self._filled:self._filled + n], source[done:done + n])
             else:
-                self._buffer.data[self._filled:self._filled + n] = view[done:done + n]
+                self._view[self._filled:self._filled + n] = data[done:done + n]
             self._filled += n
             done += n
             if self._filled == self._size:
@@ -349,7 +373,7 @@ class AppendFile(_StagedFile):
                 self._position += self._filled
                 self._filled = 0
                 self._buffer = self._writer.take()
-        return total
+                self._view = memoryview(self._buffer)
 
     def flush(self) -> None:
         """Nothing: the buffer goes out when full or at :meth:`close` (until then a reader
@@ -369,7 +393,7 @@ class AppendFile(_StagedFile):
             self._filled = 0
         finally:
             self._writer.close()
-            self._buffer = None
+            self._buffer = self._view = None
             if self._direct is not None:
                 os.close(self._direct)
                 self._direct = None

@@ -277,7 +277,7 @@ def _compress_to(source: CheckpointSource, out, choices, threads, chunk_size, pr
 
 
 def _payload_size(payload) -> int:
-    return sum(len(part) for part in payload) if isinstance(payload, tuple) else len(payload)
+    return sum(map(len, payload)) if isinstance(payload, tuple) else len(payload)
 
 
 class _RecordThread:
@@ -293,9 +293,13 @@ class _RecordThread:
         self._records, self._tensors, self._max_bytes = records, tensors, max_bytes
         self._items: deque = deque()  # ([(kind, value), ...], nbytes, time handed over)
         self._bytes = 0
-        self._cond = threading.Condition()
+        # `with self._lock` is one C call, `with self._cond` two Python ones (per record handed
+        # over); an RLock's Condition checks ownership in C too (a Lock's in Python)
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._error: BaseException | None = None
         self._closed = False
+        self._aborted = False
         self._thread = threading.Thread(target=self._run, name="bie-write", daemon=True)
         self._thread.start()
 
@@ -306,18 +310,19 @@ class _RecordThread:
     def put_batch(self, events: list, nbytes: int) -> None:
         """Hand over several events at once (``nbytes``: their chunks' payload bytes): one lock
         and at most one wake-up of the writing thread for the lot."""
-        with self._cond:
+        with self._lock:
             while self._bytes > self._max_bytes and self._error is None:
                 self._cond.wait()
             if self._error is not None:
                 raise self._error
             self._items.append((events, nbytes, time.perf_counter()))
             self._bytes += nbytes
-            self._cond.notify()
+            if len(self._items) == 1:  # the writer waits only on an empty queue
+                self._cond.notify()
 
     def close(self) -> None:
         """Wait until everything handed over is written; raise the error writing met, if any."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._cond.notify()
         self._thread.join()
@@ -326,8 +331,8 @@ class _RecordThread:
 
     def abort(self) -> None:
         """Drop what is still waiting and stop the thread (the run failed elsewhere)."""
-        with self._cond:
-            self._closed = True
+        with self._lock:
+            self._closed = self._aborted = True
             self._items.clear()
             self._cond.notify()
         self._thread.join()
@@ -335,41 +340,45 @@ class _RecordThread:
     def _run(self) -> None:
         records, started = self._records, 0.0
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._items and not self._closed:
                     self._cond.wait()
                 if not self._items:
                     return
-                events, nbytes, handed = self._items.popleft()
-            try:
-                for kind, value in events:
-                    if kind == "chunk":
-                        records.chunk(value)
-                        size = _payload_size(value.payload)
-                        if size >= _RELEASE_EACH:  # room for the next batch as soon as a big chunk is out
-                            nbytes -= size
-                            self._release(size)
-                    elif kind == "begin":
-                        started = handed
-                        records.begin(value)
-                    else:
-                        result = records.end(value)
-                        info, plan = result.plan.info, result.plan
-                        self._tensors.append(TensorStats(
-                            info.name, info.dtype, list(info.shape), plan.strategy, plan.reason,
-                            dtypes.nbytes(info.dtype, info.shape), result.stored_bytes, result.lossless, result.error,
-                            time.perf_counter() - started,
-                        ))
-            except BaseException as exc:  # handed to the scheduling thread
-                with self._cond:
-                    self._error = exc
-                    self._items.clear()
-                    self._cond.notify_all()
-                return
-            self._release(nbytes)
+                # all that waits, in one go: one round of the lock per few batches, not per record
+                batches, self._items = self._items, deque()
+            while batches and not self._aborted:
+                events, nbytes, handed = batches.popleft()
+                try:
+                    for kind, value in events:
+                        if kind == "chunk":
+                            records.chunk(value)
+                            size = _payload_size(value.payload)
+                            if size >= _RELEASE_EACH:  # room for the next batch as soon as a big chunk is out
+                                nbytes -= size
+                                self._release(size)
+                        elif kind == "begin":
+                            started = handed
+                            records.begin(value)
+                        else:
+                            result = records.end(value)
+                            info, plan = result.plan.info, result.plan
+                            self._tensors.append(TensorStats(
+                                info.name, info.dtype, list(info.shape), plan.strategy, plan.reason,
+                                result.original_bytes, result.stored_bytes, result.lossless,
+                                result.error, time.perf_counter() - started,
+                            ))
+                except BaseException as exc:  # handed to the scheduling thread
+                    with self._lock:
+                        self._error = exc
+                        self._items.clear()
+                        self._cond.notify_all()
+                    return
+                if nbytes:
+                    self._release(nbytes)
 
     def _release(self, nbytes: int) -> None:
-        with self._cond:
+        with self._lock:
             self._bytes -= nbytes
             if self._bytes <= self._max_bytes:
                 self._cond.notify()

@@ -307,6 +307,7 @@ class TensorResult:
     stored_bytes: int
     lossless: bool
     error: dict | None
+    original_bytes: int
 
 
 def end_record(plan: TensorPlan, digest: str, stored_bytes: int, lossless: bool, error: ErrorStats | None) -> dict:
@@ -340,9 +341,10 @@ class TensorRecordWriter:
     def end(self, digest: str) -> TensorResult:
         plan, error = self._plan, self._error
         stored = self.writer.bytes_written - self._start
-        self.writer.end_tensor(end_record(plan, digest, stored, self._lossless, error))
+        end = end_record(plan, digest, stored, self._lossless, error)
+        self.writer.end_tensor(end)
         self._plan = None
-        return TensorResult(plan, stored, self._lossless, error.to_dict() if error else None)
+        return TensorResult(plan, stored, self._lossless, error.to_dict() if error else None, end["original_bytes"])
 
 
 # -- decoding ----------------------------------------------------------------------------

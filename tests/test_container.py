@@ -131,6 +131,20 @@ def test_writer_rejects_calls_out_of_order():
         writer.begin_tensor({"name": "a"})
 
 
+def test_record_json_is_what_json_dumps_gives():
+    """The writer makes its JSON encoder once; its bytes (and errors) are json.dumps' with sorted keys."""
+    from bie_cli.formats.cai.writer import _json_bytes
+
+    records = [{}, "text", 3.25, {"b": 1, "a": [1.5, -0.0, 1e-300, 2**70, None, True, "é\u2028\"\\"],
+                                  "c": {"z": 1, "y": {"k": []}}}]
+    for record in records:
+        assert _json_bytes(record) == json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+    with pytest.raises(ValueError):
+        _json_bytes({"x": float("nan")})
+    with pytest.raises(TypeError):
+        _json_bytes({"x": object()})
+
+
 def test_index_and_header_are_json_with_stats(small_model, tmp_path):
     _compress(small_model, tmp_path / "m.cai")
     with ContainerReader(tmp_path / "m.cai") as reader:

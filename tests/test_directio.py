@@ -188,6 +188,19 @@ def test_appending_gives_the_same_bytes_mostly_direct(tmp_path, small_blocks, di
     assert direct_counted["bytes"] == len(data) // (2 * ALIGN) * (2 * ALIGN) > 0
 
 
+def test_appending_a_record_s_parts_in_one_call_gives_the_same_bytes(tmp_path, small_blocks, direct_counted):
+    """``writelines`` (a container record's parts): bytes, uint8 arrays and byte memoryviews, small
+    and big, across buffer ends, as ``write`` one by one gives them."""
+    parts = _parts(11)
+    mixed = [np.frombuffer(p, np.uint8) if k % 3 == 1 else memoryview(p) if k % 3 == 2 else p
+             for k, p in enumerate(parts)]
+    with _directio.append_file(str(tmp_path / "out")) as out:
+        for k in range(0, len(mixed), 4):
+            out.writelines(mixed[k:k + 4])
+        assert out.direct is True
+    assert (tmp_path / "out").read_bytes() == b"".join(parts)
+
+
 def test_appending_falls_back_when_direct_writes_are_refused(tmp_path, small_blocks, direct_refused):
     parts = _parts(7)
     assert _appended(tmp_path / "out", parts) is False

@@ -34,6 +34,8 @@ FILE_HEADER = struct.Struct("<8sHHI")
 #: type, flags, body length, xxh3-64 of the body (as stored), CRC32 of the preceding 20 bytes
 RECORD_HEADER = struct.Struct("<HHQQI")
 RECORD_HEADER_CRC_SPAN = 20
+#: the first RECORD_HEADER_CRC_SPAN bytes of a record header (what its CRC covers)
+RECORD_HEADER_SIGNED = struct.Struct("<HHQQ")
 
 #: record flag: the body of a JSON record (HEADER, TENSOR, TENSOR_END, INDEX) is
 #: one zstd frame holding the JSON. Writers set it only when that is smaller;
@@ -100,6 +102,8 @@ def new_body_hasher():
 
 
 def body_checksum(*parts) -> int:
+    if len(parts) == 1:  # a JSON record, or a body read back whole: no hasher object
+        return xxhash.xxh3_64_intdigest(parts[0])
     hasher = new_body_hasher()
     for part in parts:
         hasher.update(part)

@@ -60,9 +60,27 @@ def _write_all(fd: int, parts: list) -> None:
 
 
 
+def _json_encoder():
+    """``obj -> str`` as ``json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)``
+    (sorted keys, compact: the same input always gives the same bytes), made once: json.dumps
+    builds a new encoder and its C encoder per call, ~170 bytecodes a record. Without the
+    circular-reference check (a record is never circular)."""
+    python = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+    if json.encoder.c_make_encoder is None:  # no C accelerator
+        return python.encode
+    encode = json.encoder.c_make_encoder(
+        None, python.default, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, False
+    )
+    return lambda obj: "".join(encode(obj, 0))
+
+
+_encode_json = _json_encoder()
+#: a chunk's padding (less than spec.ALIGNMENT bytes) is a slice of this
+_ZEROS = bytes(spec.ALIGNMENT)
+
+
 def _json_bytes(obj) -> bytes:
-    # sort_keys + compact separators: the same input always gives the same bytes.
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return _encode_json(obj).encode()
 
 
 def _json_body(obj, compressors: tuple[zstandard.ZstdCompressor, zstandard.ZstdCompressor]) -> tuple[bytes, int]:
@@ -91,7 +109,8 @@ class _TensorIndexEntry:
 
 
 class ContainerWriter:
-    """Write one container to ``out`` (any binary file object with ``write``)."""
+    """Write one container to ``out`` (any binary file object with ``write`` and ``writelines``:
+    each record's parts go out in one ``writelines`` call)."""
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
@@ -121,21 +140,18 @@ class ContainerWriter:
     def _write_record(self, record_type: spec.RecordType, *body_parts, flags: int = 0) -> int:
         """Write one record; return its offset."""
         offset = self._offset
-        length = sum(len(part) for part in body_parts)
+        length = sum(map(len, body_parts))
         checksum = spec.body_checksum(*body_parts)
-        head = spec.RECORD_HEADER.pack(int(record_type), flags, length, checksum, 0)
-        crc = zlib.crc32(head[: spec.RECORD_HEADER_CRC_SPAN])
-        head = head[: spec.RECORD_HEADER_CRC_SPAN] + crc.to_bytes(4, "little")
+        signed = spec.RECORD_HEADER_SIGNED.pack(record_type, flags, length, checksum)
+        parts = (signed + zlib.crc32(signed).to_bytes(4, "little"), *body_parts)
         if self._fd is not None and length >= _DIRECT_WRITE:
             # a chunk's payload parts straight from the encoder's buffers: one writev, no copy
             # into the file object's buffer (which would hold the GIL), nothing joined
             self._out.flush()
-            _write_all(self._fd, [head, *body_parts])
-            self._offset += len(head) + length
-            return offset
-        self._write(head)
-        for part in body_parts:
-            self._write(part)
+            _write_all(self._fd, parts)
+        else:  # one call for the whole record (an AppendFile copies its parts in one loop)
+            self._out.writelines(parts)
+        self._offset += spec.RECORD_HEADER.size + length
         return offset
 
     def _write_json_record(self, record_type: spec.RecordType, obj: dict) -> int:
@@ -191,7 +207,9 @@ class ContainerWriter:
         prefix = spec.CHUNK_PREFIX.pack(
             entry.record["id"], len(entry.chunks), row_start, row_stop, len(meta_bytes), padding
         )
-        offset = self._write_record(spec.RecordType.CHUNK, prefix, meta_bytes, bytes(padding), *parts)
+        # prefix, meta and padding as one small part: fewer parts to hash and copy one by one
+        lead = prefix + meta_bytes + _ZEROS[:padding]
+        offset = self._write_record(spec.RecordType.CHUNK, lead, *parts)
         entry.chunks.append([offset, self._offset - offset, row_start, row_stop])
 
     def end_tensor(self, end: dict) -> None:
