@@ -409,18 +409,21 @@ def _reads_in_workers(source: CheckpointSource) -> bool:
 def _read_and_encode(source: CheckpointSource, plan: TensorPlan, number: int, digest: OrderedDigest,
                      handed=None):
     row_start, row_stop = plan.chunk_rows(number)
-    chunk = source.read(plan.info.name, row_start, row_stop)
+    chunk = source.read_rows(plan.info.name, row_start, row_stop)  # ``read`` without its defaults
     tensorcodec.check_chunk(chunk, plan.info)
-    return _encode_read(chunk, plan, number, digest, handed)
+    return _encode_read(chunk, plan, number, digest, handed, row_start, row_stop)
 
 
-def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: OrderedDigest, handed=None):
-    """Encode chunk ``number``, or with ``handed`` (its entry in a plan's handoff file, and the
-    file), write the plan's payload when the chunk's bytes are those the plan encoded. ``digest``
-    None: the caller hashed the chunk already."""
+def _encode_read(chunk: np.ndarray, plan: TensorPlan, number: int, digest: OrderedDigest, handed=None,
+                 row_start: int = -1, row_stop: int = -1):
+    """Encode chunk ``number`` (rows ``row_start`` to ``row_stop`` when the caller knows them), or
+    with ``handed`` (its entry in a plan's handoff file, and the file), write the plan's payload
+    when the chunk's bytes are those the plan encoded. ``digest`` None: the caller hashed the
+    chunk already."""
     if digest is not None:
         digest.add(number, chunk)  # before encoding: a strategy may modify its input in place
-    row_start, row_stop = plan.chunk_rows(number)
+    if row_start < 0:
+        row_start, row_stop = plan.chunk_rows(number)
     if handed is not None:
         from .auto.measure import chunk_digest_of
 
