@@ -164,7 +164,7 @@ def handed_chunk(plan: TensorPlan, row_start: int, row_stop: int, chunk: np.ndar
 
 
 def update_digest(digest, array: np.ndarray) -> None:
-    if not array.flags.c_contiguous:
+    if not (isinstance(array, np.ndarray) and array.flags.c_contiguous):
         array = np.ascontiguousarray(array)
     digest.update(array.reshape(-1).view(_UINT8))
 
