@@ -164,7 +164,12 @@ def handed_chunk(plan: TensorPlan, row_start: int, row_stop: int, chunk: np.ndar
 
 
 def update_digest(digest, array: np.ndarray) -> None:
-    digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+    if not (isinstance(array, np.ndarray) and array.flags.c_contiguous):
+        array = np.ascontiguousarray(array)
+    digest.update(array.reshape(-1).view(_UINT8))
+
+
+_UINT8 = np.dtype(np.uint8)
 
 
 class OrderedDigest:
@@ -187,23 +192,23 @@ class OrderedDigest:
 
     def add(self, number: int, array: np.ndarray) -> None:
         with self._lock:
-            self._waiting[number] = array
-            if self._busy:
-                return  # the thread hashing this stream will take it
-            self._busy = True
+            if self._busy or number != self._next:
+                self._waiting[number] = array  # the thread hashing this stream, or that adds chunk _next, takes it
+                return
+            self._busy = True  # the stream's next chunk: hashed now, without filing it
         while True:
-            with self._lock:
-                array = self._waiting.pop(self._next, None)
-                if array is None:
-                    self._busy = False
-                    return
             try:
                 update_digest(self.digest, array)
             except BaseException:
                 with self._lock:
                     self._busy = False
                 raise
-            self._next += 1  # only the hashing thread moves it
+            with self._lock:
+                self._next += 1  # only the hashing thread moves it
+                array = self._waiting.pop(self._next, None)
+                if array is None:
+                    self._busy = False
+                    return
 
     def hexdigest(self) -> str:
         return self.digest.hexdigest()

@@ -93,10 +93,13 @@ def heads_and_tails(data: np.ndarray, itemsize: int) -> tuple[np.ndarray, np.nda
     return _float_planes_numba.heads_tails64(words)
 
 
+_WORDS = {size: np.dtype(f"<u{size}") for size in (2, 4, 8)}  # parsing the string cost ~1.7 µs a chunk
+
+
 def element_words(data: np.ndarray, itemsize: int) -> np.ndarray:
     """Element bytes (contiguous uint8, a multiple of ``itemsize`` > 1) as little-endian unsigned
     words, aligned: numba compiles unaligned arrays separately, so those are copied."""
-    words = data.view(f"<u{itemsize}")
+    words = data.view(_WORDS[itemsize])
     if not words.flags.aligned:  # what numba looks at (cheaper than ``words.ctypes.data``)
         words = words.copy()
     return words

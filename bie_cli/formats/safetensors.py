@@ -31,6 +31,7 @@ extensions = (".safetensors",)
 INDEX_NAME = "model.safetensors.index.json"
 MAX_HEADER = 100 << 20  # the reference implementation's own limit
 _HEADER_SIZE = struct.Struct("<Q")
+_UINT8 = np.dtype(np.uint8)
 
 
 def sniff(path: str) -> bool:
@@ -153,29 +154,42 @@ class _ShardReader:
             end = begin + dtypes.nbytes(info.dtype, info.shape)
         self.tensors = [info for _, info in entries]
         self.offsets = {info.name: begin for begin, info in entries}
+        self._layouts: dict[str, tuple] = {}
 
     def read_rows(self, info: TensorInfo, row_start: int, row_stop: int) -> np.ndarray:
-        np_dtype = dtypes.get(info.dtype).numpy
-        row_elements = info.numel // info.rows if info.rows else 0
-        row_bytes = row_elements * np_dtype.itemsize
-        begin = self.data_start + self.offsets[info.name] + row_start * row_bytes
+        layout = self._layouts.get(info.name)
+        if layout is None or layout[0] is not info:
+            layout = self._layout(info)
+        _, begin, row_bytes, np_dtype, row_shape = layout
+        begin += row_start * row_bytes
         length = (row_stop - row_start) * row_bytes
         if self.fd >= 0:
             # read straight into a fresh (writable: strategies may modify in place) array: one copy, not two
-            data = np.empty(length, dtype=np.uint8)
-            view, done = memoryview(data), 0
-            while done < length:
-                count = os.preadv(self.fd, [view[done:]], begin + done)
-                if count == 0:
-                    raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
-                done += count
+            data = np.empty(length, dtype=_UINT8)
+            done = os.preadv(self.fd, [data], begin) if length else 0
+            if done < length:
+                view = memoryview(data)
+                while done < length:
+                    count = os.preadv(self.fd, [view[done:]], begin + done)
+                    if count == 0:
+                        raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
+                    done += count
         else:  # a stream reads through its own _pread
             raw = self._pread(length, begin) if length else b""
             if len(raw) != length:
                 raise BadInputError(f"{self.path}: file ended while reading tensor {info.name!r} (truncated)")
             data = np.frombuffer(bytearray(raw), dtype=np.uint8)
-        shape = info.shape if not info.shape else (row_stop - row_start, *info.shape[1:])
-        return data.view(np_dtype).reshape(shape)
+        return data.view(np_dtype).reshape((row_stop - row_start, *row_shape) if row_shape is not None else ())
+
+    def _layout(self, info: TensorInfo) -> tuple:
+        """``(info, first byte in the file, bytes a row, numpy dtype, shape of a row or None for
+        a 0-d tensor)``: what every read of the tensor's rows needs, worked out once."""
+        np_dtype = dtypes.get(info.dtype).numpy
+        row_elements = info.numel // info.rows if info.rows else 0
+        layout = (info, self.data_start + self.offsets[info.name], row_elements * np_dtype.itemsize, np_dtype,
+                  info.shape[1:] if info.shape else None)
+        self._layouts[info.name] = layout
+        return layout
 
     def close(self) -> None:
         if self.fd >= 0:

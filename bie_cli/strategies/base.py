@@ -203,7 +203,7 @@ def smaller_or_raw_parts(parts: list, elements) -> tuple[list, dict]:
     """``(parts, {})``, or the element bytes themselves with meta ``{"stored": "raw"}`` when
     coding did not make them smaller: no chunk is ever stored larger than raw. ``parts``: a
     payload given as buffers (see :meth:`Strategy.encode_parts`)."""
-    if sum(len(part) for part in parts) >= len(elements):
+    if sum(map(len, parts)) >= len(elements):
         return [bytes(elements)], {"stored": STORED_RAW}
     return parts, {}
 

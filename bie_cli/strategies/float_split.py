@@ -66,12 +66,15 @@ class FloatSplitStrategy(Strategy):
         return parts[0] if meta else b"".join(parts), meta  # the join is the only copy of the coded streams
 
     def encode_parts(self, chunk: np.ndarray, config: FloatSplitConfig) -> tuple[list, dict]:
-        itemsize = _component_size(chunk.dtype)
-        data = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
+        setup = _SETUPS.get((chunk.dtype, config))
+        if setup is None:
+            setup = _setup(chunk.dtype, config)
+        itemsize, candidates = setup[0], setup[1]
+        data = chunk.reshape(-1) if chunk.flags.c_contiguous else np.ascontiguousarray(chunk).reshape(-1)
+        data = data.view(_UINT8)
         count = data.size // itemsize
         if count == 0:
             return smaller_or_raw_parts([], data)
-        candidates = _candidates(itemsize, config)
         parts = _encode_compiled(data, itemsize, candidates, config) if itemsize > 1 else None
         if parts is None:
             parts = _encode_stepwise(data, itemsize, count, candidates, config)
@@ -90,15 +93,21 @@ class FloatSplitStrategy(Strategy):
         return from_bytes(data, shape, dtype)
 
 
-_COMPONENT_SIZE_BY_NUMPY: dict = {}
+_UINT8 = np.dtype(np.uint8)
+#: (numpy dtype, config) -> (bytes per component, low_bits candidates): what encode_parts
+#: looked up for every chunk, once per dtype and config
+_SETUPS: dict = {}
+
+
+def _setup(np_dtype: np.dtype, config: FloatSplitConfig) -> tuple[int, tuple[int, ...]]:
+    itemsize = _component_size(np_dtype)
+    setup = _SETUPS[(np_dtype, config)] = (itemsize, _candidates(itemsize, config))
+    return setup
 
 
 def _component_size(np_dtype: np.dtype) -> int:
-    """Bytes per float component of a numpy dtype (``dtypes.from_numpy`` once per dtype)."""
-    size = _COMPONENT_SIZE_BY_NUMPY.get(np_dtype)
-    if size is None:
-        size = _COMPONENT_SIZE_BY_NUMPY[np_dtype] = _COMPONENT_SIZE[dtypes.from_numpy(np_dtype).name]
-    return size
+    """Bytes per float component of a numpy dtype."""
+    return _COMPONENT_SIZE[dtypes.from_numpy(np_dtype).name]
 
 
 def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarray:
@@ -194,25 +203,34 @@ def _candidates(itemsize: int, config: FloatSplitConfig) -> tuple[int, ...]:
     return (min(max(config.low_bits, valid.start), valid.stop - 1),)
 
 
-_CANDIDATE_ARRAYS: dict = {}
+#: candidates -> (candidates as an int64 array, kernel for each element size): built once
+_COMPILED: dict = {}
 _ENCODE_KERNEL = {2: "encode16", 4: "encode32", 8: "encode64"}
+
+
+def _compiled_setup(candidates: tuple[int, ...]) -> tuple:
+    module = _jit.kernels("_float_split_numba")
+    setup = _COMPILED[candidates] = (np.array(candidates, dtype=np.int64),
+                                     {size: getattr(module, kernel) for size, kernel in _ENCODE_KERNEL.items()})
+    return setup
 
 
 def _encode_compiled(data: np.ndarray, itemsize: int, candidates: tuple[int, ...], config) -> list | None:
     """The payload's parts from one GIL-free kernel call (``codecs/_float_split_numba``) plus
     zstd; None when the kernel defers to :func:`_encode_stepwise` (same bytes either way)."""
+    setup = _COMPILED.get(candidates)
+    if setup is None:
+        setup = _compiled_setup(candidates)
     words = float_planes.element_words(data, itemsize)
-    array = _CANDIDATE_ARRAYS.get(candidates)
-    if array is None:
-        array = _CANDIDATE_ARRAYS[candidates] = np.array(candidates, dtype=np.int64)
-    kernel = getattr(_jit.kernels("_float_split_numba"), _ENCODE_KERNEL[itemsize])
-    status, low_bits, symbol_stream, residual, tails, estimates, coded, spans = kernel(words, array)
+    status, low_bits, symbol_stream, residual, tails, estimates, coded, spans = setup[1][itemsize](words, setup[0])
     if status:
         return None
-    parts = [bytes((FORMAT_VERSION, low_bits, 2 + tails.shape[0])), symbol_stream]
+    n_tails = tails.shape[0]
+    parts = [bytes((FORMAT_VERSION, low_bits, 2 + n_tails)), symbol_stream]
     compressor = _compressor(config.zstd_level)
+    estimates, spans = estimates.tolist(), spans.tolist()
     for p, plane in enumerate([residual, *tails]):
-        parts += _smallest_byte_coding(plane, compressor, (int(estimates[p]), coded[spans[2 * p]:spans[2 * p + 1]]))
+        parts += _smallest_byte_coding(plane, compressor, (estimates[p], coded[spans[2 * p]:spans[2 * p + 1]]))
     return parts
 
 
