@@ -106,8 +106,20 @@ class Writer:
         self._threads: list[threading.Thread] = []
         self._thread_count = threads
 
-    def take(self) -> np.ndarray:
+    @property
+    def size(self) -> int:
+        """Bytes of each staging buffer."""
+        return self._size
+
+    def take(self, wait: bool = True) -> np.ndarray | None:
+        """A free staging buffer; while all are in flight, wait. ``wait=False``: a buffer
+        only when another one is free too, else None at once. Such a buffer may be held
+        for long (a chunk decoded into it waits for its turn to be written): one buffer is
+        always left to the waiting takes, whose buffers go to the writer at once, so those
+        never wait for a buffer that only their own thread would hand back."""
         with self._cond:
+            if not wait and self._error is None and len(self._free) + self._count - self._made < 2:
+                return None
             while not self._free and self._made >= self._count and self._error is None:
                 self._cond.wait()
             if self._error is not None:
@@ -122,14 +134,16 @@ class Writer:
             self._free.append(buffer)
             self._cond.notify_all()
 
-    def submit(self, file: _StagedFile, buffer: np.ndarray, length: int, offset: int) -> None:
+    def submit(self, file: _StagedFile, buffer: np.ndarray, length: int, offset: int, start: int = 0) -> None:
+        """Write ``buffer[start:start + length]`` at ``offset`` of ``file``; the buffer is
+        the writer's again once written."""
         with self._cond:
             if self._error is not None:
                 self._free.append(buffer)
                 raise self._error
             if self._closed:
                 raise RuntimeError("direct writer is closed")
-            self._jobs.append((file, buffer, length, offset))
+            self._jobs.append((file, buffer, start, length, offset))
             if len(self._threads) < min(self._thread_count, len(self._jobs) + self._busy):
                 thread = threading.Thread(target=self._run, name="bie-direct", daemon=True)
                 thread.start()
@@ -143,11 +157,11 @@ class Writer:
                     self._cond.wait()
                 if not self._jobs:
                     return
-                file, buffer, length, offset = self._jobs.popleft()
+                file, buffer, start, length, offset = self._jobs.popleft()
                 self._busy += 1
             try:
                 if self._error is None:
-                    file._write_staged(memoryview(buffer[:length]), offset)
+                    file._write_staged(memoryview(buffer[start:start + length]), offset)
             except BaseException as exc:  # raised to the threads that hand writes over
                 with self._cond:
                     if self._error is None:
@@ -274,6 +288,46 @@ class PositionalFile(_StagedFile):
                 raise
             self._writer.submit(self, stage, n, offset + position)
             position += n
+
+    def stage(self, offset: int, nbytes: int) -> np.ndarray | None:
+        """A free staging buffer in which to build the ``nbytes`` bytes to be written at
+        ``offset`` in place, at ``offset % ALIGN`` (so their aligned interior is aligned in
+        the buffer too), to hand to :meth:`write_stage` (or to give back to the writer):
+        None when they would go through the page cache anyway, do not fit, or no buffer is
+        free (the caller then writes them with :meth:`pwrite`, which waits for one)."""
+        if not self._use_direct:
+            return None
+        head = offset % ALIGN
+        start = -offset % ALIGN
+        if nbytes - start < MIN_DIRECT or head + nbytes > self._writer.size:
+            return None
+        return self._writer.take(wait=False)
+
+    def write_stage(self, stage: np.ndarray, offset: int, nbytes: int) -> None:
+        """Write the ``nbytes`` built in ``stage`` (from :meth:`stage`) at ``offset``: the
+        edges at once, the aligned interior ``O_DIRECT`` by the writer's thread, which
+        then takes the buffer back (also on an error)."""
+        head = offset % ALIGN
+        view = memoryview(stage[head:head + nbytes])
+        start = -offset % ALIGN
+        stop = (nbytes - start) // ALIGN * ALIGN + start
+        try:
+            if not self._use_direct:
+                pwrite_all(self.fd, view, offset)
+                self._writer.give_back(stage)
+                return
+            if start:
+                pwrite_all(self.fd, view[:start], offset)
+            if stop < nbytes:
+                pwrite_all(self.fd, view[stop:], offset + stop)
+        except BaseException:
+            self._writer.give_back(stage)
+            raise
+        self._writer.submit(self, stage, stop - start, offset + start, head + start)
+
+    def give_back(self, stage: np.ndarray) -> None:
+        """A buffer from :meth:`stage` that will not be written."""
+        self._writer.give_back(stage)
 
     def close(self) -> None:
         direct, self._direct = self._direct, None

@@ -543,22 +543,33 @@ def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: i
     chunk it decoded, and the tensor is checked as its last chunk passes here; with
     one decoding thread, this thread hashes (and writes) while the next chunk decodes.
 
-    ``place(entry, number, array)``: writes a chunk where it belongs in the output,
+    ``place``: a :class:`_Placer`, which writes a chunk where it belongs in the output,
     called by the thread that hashes the chunk (the decoders when ``threads`` > 1, so
     the output's writes, the costliest part after decoding, run on every core instead
-    of this one); the arrays passed on are then None."""
+    of this one); the arrays passed on are then None. Chunks it can take in place are
+    decoded straight into its staging buffer (:meth:`_Placer.stage`)."""
     jobs = ((entry, number) for entry in entries for number in range(len(entry.chunks)))
     hash_here = threads == 1
 
-    def decode(entry: TensorEntry, number: int) -> np.ndarray | None:
-        array = stored.decode_chunk(entry, number, bits)
-        if not hash_here:
+    def decode(entry: TensorEntry, number: int):
+        staged = place.stage(entry, number) if place is not None else None
+        try:
+            array = stored.decode_chunk(entry, number, bits, None if staged is None else staged[1])
+        except BaseException:
+            if staged is not None:
+                place.give_back(staged)
+            raise
+        if hash_here:
+            return array, staged
+        if place is None:
             if check is not None:
                 check.feed(entry, number, array)
-            if place is not None:
-                place(entry, number, array)
-                return None
-        return array
+            return array, None
+        if check is None:
+            place(entry, number, array, staged)
+        else:  # written once hashed: a staged chunk's buffer is reused once written
+            check.feed(entry, number, array, lambda: place(entry, number, array, staged))
+        return None, None
 
     chunk_size = max((_chunk_bytes(entry, 0) for entry in entries if entry.chunks), default=1)
     in_flight = _InFlight(threads, chunk_size)
@@ -568,12 +579,12 @@ def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: i
         def passed():
             done_entry, number, nbytes, future = pending.popleft()
             in_flight.remove(nbytes)
-            array = future.result()
+            array, staged = future.result()
             if hash_here:
                 if check is not None:
                     check.update(done_entry, array)
                 if place is not None:
-                    place(done_entry, number, array)
+                    place(done_entry, number, array, staged)
                     array = None
             elif check is not None:
                 check.passed(done_entry)
@@ -617,15 +628,38 @@ def _placeable(entries: list[TensorEntry]) -> bool:
     return True
 
 
-def _placer(output) -> Callable:
+class _Placer:
     """``place`` for :func:`_decoded_in_order`: a chunk's bytes at its offset in ``output``
-    (a :class:`~bie_cli.formats.safetensors.PlacedOutput`)."""
+    (a :class:`~bie_cli.formats.safetensors.PlacedOutput`), decoded into the output's
+    staging buffer where it can (:meth:`stage`)."""
 
-    def place(entry: TensorEntry, number: int, array: np.ndarray) -> None:
+    def __init__(self, output) -> None:
+        self._output = output
+
+    @staticmethod
+    def _where(entry: TensorEntry, number: int) -> tuple[int, int, int]:
+        """(byte offset in the tensor, bytes, item size) of chunk ``number``."""
+        ref = entry.chunks[number]
         row_bytes = dtypes.nbytes(entry.dtype, entry.shape[1:]) if entry.shape else 0
-        output.write(entry.name, entry.chunks[number].row_start * row_bytes, array)
+        itemsize = dtypes.get(entry.dtype).numpy.itemsize
+        if not entry.shape:
+            return 0, itemsize, itemsize
+        return ref.row_start * row_bytes, (ref.row_stop - ref.row_start) * row_bytes, itemsize
 
-    return place
+    def stage(self, entry: TensorEntry, number: int) -> tuple | None:
+        """Where to decode the chunk in place, or None (see ``PlacedOutput.stage``)."""
+        offset, nbytes, itemsize = self._where(entry, number)
+        return self._output.stage(entry.name, offset, nbytes, itemsize)
+
+    def give_back(self, staged: tuple) -> None:
+        self._output.give_back(staged)
+
+    def __call__(self, entry: TensorEntry, number: int, array: np.ndarray, staged: tuple | None = None) -> None:
+        offset = self._where(entry, number)[0]
+        if staged is None:
+            self._output.write(entry.name, offset, array)
+        else:
+            self._output.write_stage(entry.name, offset, staged)
 
 
 def decompress_model(
@@ -709,11 +743,12 @@ def decompress_model(
         from ._directio import spare_core
         from .formats.safetensors import PlacedOutput
 
-        output = PlacedOutput(direct=spare_core(threads))
+        chunk_bytes = max((_chunk_bytes(entry, 0) for entry in entries if entry.chunks), default=0)
+        output = PlacedOutput(direct=spare_core(threads), chunk_bytes=chunk_bytes)
         try:
             for path, file_header, infos in files:
                 output.add_file(path, file_header, infos)
-            with contextlib.closing(_checked_chunks(stored, entries, bits, threads, _placer(output))) as passed:
+            with contextlib.closing(_checked_chunks(stored, entries, bits, threads, _Placer(output))) as passed:
                 for name, _, nbytes in passed:
                     done += nbytes
                     if progress:

@@ -300,3 +300,36 @@ def test_decompress_without_a_spare_core_writes_through_the_page_cache(sharded, 
     bie_cli.decompress_model(tmp_path / "m.cai", str(tmp_path / "out") + "/", threads=2)
     assert direct_counted["bytes"] == before
     assert _files(tmp_path / "out") == _files(sharded)
+
+
+def test_chunks_decoded_into_the_staging_buffers_give_the_same_bytes(sharded, tmp_path, monkeypatch, small_blocks,
+                                                                      direct_counted):
+    """Chunks are decoded straight into the writer's buffers where one is free (the rest are
+    copied there): at 1 and 2 threads, to a file and a directory, the same bytes."""
+    staged = {"chunks": 0}
+    real = _directio.PositionalFile.write_stage
+
+    def counting(self, stage, offset, nbytes):
+        staged["chunks"] += 1
+        return real(self, stage, offset, nbytes)
+
+    monkeypatch.setattr(_directio.PositionalFile, "write_stage", counting)
+    out = _round_trip(sharded, tmp_path / "staged")
+    assert staged["chunks"] > 0
+    assert out["dir1"] == out["dir2"] == _files(sharded)
+    assert out["one1"] == out["one2"]
+
+
+def test_a_buffer_taken_without_waiting_leaves_one_for_the_waiting_takes():
+    writer = _directio.Writer(3, ALIGN)
+    try:
+        first, second = writer.take(wait=False), writer.take(wait=False)
+        assert first is not None and second is not None
+        assert writer.take(wait=False) is None  # the last one is kept for take()
+        last = writer.take()
+        writer.give_back(first)
+        assert writer.take(wait=False) is None
+        writer.give_back(last)
+        assert writer.take(wait=False) is not None
+    finally:
+        writer.close()
