@@ -112,15 +112,11 @@ class Writer:
         return self._size
 
     def take(self, wait: bool = True) -> np.ndarray | None:
-        """A free staging buffer; while all are in flight, wait. ``wait=False``: a buffer
-        only when another one is free too, else None at once. Such a buffer may be held
-        for long (a chunk decoded into it waits for its turn to be written): one buffer is
-        always left to the waiting takes, whose buffers go to the writer at once, so those
-        never wait for a buffer that only their own thread would hand back."""
+        """A free staging buffer; while all are in flight, wait (``wait=False``: None at once)."""
         with self._cond:
-            if not wait and self._error is None and len(self._free) + self._count - self._made < 2:
-                return None
             while not self._free and self._made >= self._count and self._error is None:
+                if not wait:
+                    return None
                 self._cond.wait()
             if self._error is not None:
                 raise self._error
@@ -252,13 +248,20 @@ class PositionalFile(_StagedFile):
     write is copied into a staging buffer of ``writer`` (a :class:`Writer`, shared by the
     files of one output), whose thread writes it ``O_DIRECT``; the rest goes through
     ``fd`` at once. Does not own ``fd``; :meth:`close` closes the direct descriptor, after
-    the writer's :meth:`~Writer.finish` or :meth:`~Writer.close`."""
+    the writer's :meth:`~Writer.finish` or :meth:`~Writer.close`.
 
-    def __init__(self, fd: int, path: str, writer: Writer | None = None) -> None:
+    ``overflow``: when every staging buffer is in flight (the device is behind), write
+    through the page cache instead of waiting for one. The device then takes what it
+    keeps up with and the caller never waits for it: direct writes save CPU (no page-cache
+    copy into fresh pages) but a device slower than the decoders would otherwise set the
+    pace (docs/scale.md, "Decompress (session 10)")."""
+
+    def __init__(self, fd: int, path: str, writer: Writer | None = None, overflow: bool = False) -> None:
         self.fd = fd
         self._direct = open_direct(fd, path) if writer is not None else None
         self._use_direct = self._direct is not None
         self._writer = writer
+        self._overflow = overflow
 
     def pwrite(self, data, offset: int) -> None:
         """Write all of ``data`` (a buffer) at ``offset`` (the aligned part when the writer
@@ -279,7 +282,10 @@ class PositionalFile(_StagedFile):
             if not self._use_direct:
                 pwrite_all(self.fd, view[position:stop], offset + position)
                 return
-            stage = self._writer.take()
+            stage = self._writer.take(wait=not self._overflow)
+            if stage is None:  # every buffer in flight: through the page cache
+                pwrite_all(self.fd, view[position:stop], offset + position)
+                return
             n = min(stop - position, len(stage))
             try:
                 np.copyto(stage[:n], source[position:position + n])  # numpy copies without the GIL
@@ -294,7 +300,7 @@ class PositionalFile(_StagedFile):
         ``offset`` in place, at ``offset % ALIGN`` (so their aligned interior is aligned in
         the buffer too), to hand to :meth:`write_stage` (or to give back to the writer):
         None when they would go through the page cache anyway, do not fit, or no buffer is
-        free (the caller then writes them with :meth:`pwrite`, which waits for one)."""
+        free (the caller then writes them with :meth:`pwrite`)."""
         if not self._use_direct:
             return None
         head = offset % ALIGN

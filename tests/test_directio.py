@@ -320,16 +320,24 @@ def test_chunks_decoded_into_the_staging_buffers_give_the_same_bytes(sharded, tm
     assert out["one1"] == out["one2"]
 
 
-def test_a_buffer_taken_without_waiting_leaves_one_for_the_waiting_takes():
-    writer = _directio.Writer(3, ALIGN)
+def test_positional_writes_overflow_to_the_page_cache_while_every_buffer_is_in_flight(tmp_path, small_blocks,
+                                                                                       direct_counted):
+    data = np.random.default_rng(7).integers(0, 256, 8 * ALIGN, dtype=np.uint8).tobytes()
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    writer = _directio.Writer(1, threads=1)
+    file = _directio.PositionalFile(fd, str(tmp_path / "out"), writer, overflow=True)
     try:
-        first, second = writer.take(wait=False), writer.take(wait=False)
-        assert first is not None and second is not None
-        assert writer.take(wait=False) is None  # the last one is kept for take()
-        last = writer.take()
-        writer.give_back(first)
+        os.ftruncate(fd, len(data))
+        held = writer.take()  # the only buffer: held, as by a chunk decoding into it
         assert writer.take(wait=False) is None
-        writer.give_back(last)
-        assert writer.take(wait=False) is not None
+        file.pwrite(data[:4 * ALIGN], 0)  # does not wait: written plainly
+        assert direct_counted["bytes"] == 0
+        writer.give_back(held)
+        file.pwrite(data[4 * ALIGN:], 4 * ALIGN)
+        writer.finish()
+        assert direct_counted["bytes"] > 0
     finally:
         writer.close()
+        file.close()
+        os.close(fd)
+    assert (tmp_path / "out").read_bytes() == data

@@ -465,7 +465,7 @@ class PlacedOutput:
     def add_file(self, path: str, header: bytes, tensors: list[TensorInfo]) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
-            file = PositionalFile(fd, path, self._writer)
+            file = PositionalFile(fd, path, self._writer, overflow=True)
         except BaseException:
             os.close(fd)
             raise
