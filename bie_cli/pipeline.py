@@ -782,10 +782,11 @@ def decompress_model(
     def placed(files: list[tuple[str, bytes, list[TensorInfo]]]) -> None:
         """Decode with every chunk written at its offset by the thread that hashed it."""
         nonlocal done
+        from ._directio import spare_core
         from .formats.safetensors import PlacedOutput
 
         chunk_bytes = max((_chunk_bytes(entry, 0) for entry in entries if entry.chunks), default=0)
-        output = PlacedOutput(chunk_bytes=chunk_bytes)
+        output = PlacedOutput(direct=spare_core(threads), chunk_bytes=chunk_bytes)
         try:
             for path, file_header, infos in files:
                 output.add_file(path, file_header, infos)
