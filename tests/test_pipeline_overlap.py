@@ -201,3 +201,22 @@ def test_ordered_digest_calls_then_once_each_chunk_is_hashed_in_order():
     for chunk in chunks:
         expected.update(chunk)
     assert digest.hexdigest() == expected.hexdigest()
+
+
+@pytest.mark.parametrize("strategy", ["float-split", "raw", "zstd", "delta"])
+def test_decoding_into_a_buffer_gives_the_decoded_chunk_in_that_buffer(tmp_path, strategy):
+    rng = np.random.default_rng(11)
+    values = rng.standard_normal((300, 40)).astype(np.float32)
+    if strategy == "delta":
+        values = np.arange(12000, dtype=np.int64).reshape(300, 40)
+    write_safetensors(tmp_path / "m.safetensors", {"t": values})
+    pipeline.compress_model(tmp_path / "m.safetensors", tmp_path / "m.cai", strategy=strategy, chunk_size=16000)
+    with tensorcodec.StoredTensors.open(tmp_path / "m.cai") as stored:
+        entry = stored.entry("t")
+        for number in range(len(entry.chunks)):
+            expected = stored.decode_chunk(entry, number)
+            out = np.full(expected.nbytes, 0xAB, dtype=np.uint8)
+            array = stored.decode_chunk(entry, number, out=out)
+            assert np.may_share_memory(array, out)
+            assert array.dtype == expected.dtype and array.shape == expected.shape
+            assert out.tobytes() == np.ascontiguousarray(expected).tobytes()
