@@ -56,7 +56,11 @@ def spare_core(threads: int) -> bool:
     decoded chunks save the page-cache copy's CPU (most of a decompress's system time) but
     add writer threads that must be scheduled promptly to keep the device busy: with every
     core decoding they wait, and on 2 cores at ``-j2`` a 1 GiB decompress ran level or ~5 %
-    slower direct, against ~20 % faster at ``-j1`` (docs/scale.md, "Direct writes (session 9)")."""
+    slower direct, against ~20 % faster at ``-j1`` (docs/scale.md, "Direct writes (session 9)").
+    Session 10 found the rest of the cause: a direct write into the sparse output holds ext4's
+    inode lock until the device is done, and every plain write to the same file (a chunk's
+    edges, small chunks) waits for it: at ``-j2`` the decoders sat a third of the time in
+    ``ext4_buffered_write_iter`` (docs/scale.md, "Decompress (session 10)")."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -108,9 +112,17 @@ class Writer:
         self._threads: list[threading.Thread] = []
         self._thread_count = threads
 
-    def take(self) -> np.ndarray:
+    @property
+    def size(self) -> int:
+        """Bytes of each staging buffer."""
+        return self._size
+
+    def take(self, wait: bool = True) -> np.ndarray | None:
+        """A free staging buffer; while all are in flight, wait (``wait=False``: None at once)."""
         with self._cond:
             while not self._free and self._made >= self._count and self._error is None:
+                if not wait:
+                    return None
                 self._cond.wait()
             if self._error is not None:
                 raise self._error
@@ -124,14 +136,16 @@ class Writer:
             self._free.append(buffer)
             self._cond.notify_all()
 
-    def submit(self, file: _StagedFile, buffer: np.ndarray, length: int, offset: int) -> None:
+    def submit(self, file: _StagedFile, buffer: np.ndarray, length: int, offset: int, start: int = 0) -> None:
+        """Write ``buffer[start:start + length]`` at ``offset`` of ``file``; the buffer is
+        the writer's again once written."""
         with self._cond:
             if self._error is not None:
                 self._free.append(buffer)
                 raise self._error
             if self._closed:
                 raise RuntimeError("direct writer is closed")
-            self._jobs.append((file, buffer, length, offset))
+            self._jobs.append((file, buffer, start, length, offset))
             if len(self._threads) < min(self._thread_count, len(self._jobs) + self._busy):
                 thread = threading.Thread(target=self._run, name="bie-direct", daemon=True)
                 thread.start()
@@ -145,11 +159,11 @@ class Writer:
                     self._cond.wait()
                 if not self._jobs:
                     return
-                file, buffer, length, offset = self._jobs.popleft()
+                file, buffer, start, length, offset = self._jobs.popleft()
                 self._busy += 1
             try:
                 if self._error is None:
-                    file._write_staged(memoryview(buffer[:length]), offset)
+                    file._write_staged(memoryview(buffer[start:start + length]), offset)
             except BaseException as exc:  # raised to the threads that hand writes over
                 with self._cond:
                     if self._error is None:
@@ -240,13 +254,20 @@ class PositionalFile(_StagedFile):
     write is copied into a staging buffer of ``writer`` (a :class:`Writer`, shared by the
     files of one output), whose thread writes it ``O_DIRECT``; the rest goes through
     ``fd`` at once. Does not own ``fd``; :meth:`close` closes the direct descriptor, after
-    the writer's :meth:`~Writer.finish` or :meth:`~Writer.close`."""
+    the writer's :meth:`~Writer.finish` or :meth:`~Writer.close`.
 
-    def __init__(self, fd: int, path: str, writer: Writer | None = None) -> None:
+    ``overflow``: when every staging buffer is in flight (the device is behind), write
+    through the page cache instead of waiting for one. The device then takes what it
+    keeps up with and the caller never waits for it: direct writes save CPU (no page-cache
+    copy into fresh pages) but a device slower than the decoders would otherwise set the
+    pace (docs/scale.md, "Decompress (session 10)")."""
+
+    def __init__(self, fd: int, path: str, writer: Writer | None = None, overflow: bool = False) -> None:
         self.fd = fd
         self._direct = open_direct(fd, path) if writer is not None else None
         self._use_direct = self._direct is not None
         self._writer = writer
+        self._overflow = overflow
 
     def pwrite(self, data, offset: int) -> None:
         """Write all of ``data`` (a buffer) at ``offset`` (the aligned part when the writer
@@ -267,7 +288,10 @@ class PositionalFile(_StagedFile):
             if not self._use_direct:
                 pwrite_all(self.fd, view[position:stop], offset + position)
                 return
-            stage = self._writer.take()
+            stage = self._writer.take(wait=not self._overflow)
+            if stage is None:  # every buffer in flight: through the page cache
+                pwrite_all(self.fd, view[position:stop], offset + position)
+                return
             n = min(stop - position, len(stage))
             try:
                 np.copyto(stage[:n], source[position:position + n])  # numpy copies without the GIL
@@ -276,6 +300,46 @@ class PositionalFile(_StagedFile):
                 raise
             self._writer.submit(self, stage, n, offset + position)
             position += n
+
+    def stage(self, offset: int, nbytes: int) -> np.ndarray | None:
+        """A free staging buffer in which to build the ``nbytes`` bytes to be written at
+        ``offset`` in place, at ``offset % ALIGN`` (so their aligned interior is aligned in
+        the buffer too), to hand to :meth:`write_stage` (or to give back to the writer):
+        None when they would go through the page cache anyway, do not fit, or no buffer is
+        free (the caller then writes them with :meth:`pwrite`)."""
+        if not self._use_direct:
+            return None
+        head = offset % ALIGN
+        start = -offset % ALIGN
+        if nbytes - start < MIN_DIRECT or head + nbytes > self._writer.size:
+            return None
+        return self._writer.take(wait=False)
+
+    def write_stage(self, stage: np.ndarray, offset: int, nbytes: int) -> None:
+        """Write the ``nbytes`` built in ``stage`` (from :meth:`stage`) at ``offset``: the
+        edges at once, the aligned interior ``O_DIRECT`` by the writer's thread, which
+        then takes the buffer back (also on an error)."""
+        head = offset % ALIGN
+        view = memoryview(stage[head:head + nbytes])
+        start = -offset % ALIGN
+        stop = (nbytes - start) // ALIGN * ALIGN + start
+        try:
+            if not self._use_direct:
+                pwrite_all(self.fd, view, offset)
+                self._writer.give_back(stage)
+                return
+            if start:
+                pwrite_all(self.fd, view[:start], offset)
+            if stop < nbytes:
+                pwrite_all(self.fd, view[stop:], offset + stop)
+        except BaseException:
+            self._writer.give_back(stage)
+            raise
+        self._writer.submit(self, stage, stop - start, offset + start, head + start)
+
+    def give_back(self, stage: np.ndarray) -> None:
+        """A buffer from :meth:`stage` that will not be written."""
+        self._writer.give_back(stage)
 
     def close(self) -> None:
         direct, self._direct = self._direct, None

@@ -641,31 +641,77 @@ def _chunk_bytes(entry: TensorEntry, number: int) -> int:
     return dtypes.nbytes(entry.dtype, entry.chunk_shape(ref.row_start, ref.row_stop))
 
 
+#: small chunks (bias vectors, norms) are decoded in jobs of consecutive chunks up to this
+#: many bytes: one thread-pool job, future and wake-up for many chunks instead of one each
+SMALL_JOB_BYTES = 256 << 10
+#: and at most this many chunks
+SMALL_JOB_CHUNKS = 64
+
+
+def _jobs(entries: list[TensorEntry]) -> Iterator[tuple[list, int]]:
+    """The chunks in file order as ``([(entry, number, nbytes), ...], nbytes)`` jobs: a chunk of
+    :data:`SMALL_JOB_BYTES` or more alone, smaller consecutive ones together."""
+    job: list = []
+    job_bytes = 0
+    for entry in entries:
+        for number in range(len(entry.chunks)):
+            nbytes = _chunk_bytes(entry, number)
+            if job and (job_bytes + nbytes > SMALL_JOB_BYTES or len(job) >= SMALL_JOB_CHUNKS):
+                yield job, job_bytes
+                job, job_bytes = [], 0
+            job.append((entry, number, nbytes))
+            job_bytes += nbytes
+    if job:
+        yield job, job_bytes
+
+
 def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: int | None, threads: int,
-                      check: DigestCheck | None = None, place: Callable | None = None):
+                      check: DigestCheck | None = None, place: _Placer | None = None):
     """``(entry, array, nbytes)`` for every chunk in file order, decoded ``threads`` at a time
     (decoders release the GIL) with at most ``2 x threads`` full-size chunks' worth of
-    bytes held (:class:`_InFlight`), across tensor boundaries. ``check``: with
+    bytes held (:class:`_InFlight`), across tensor boundaries; small chunks in jobs of
+    several (:func:`_jobs`). ``check``: with
     ``threads`` > 1 (an ordered :class:`DigestCheck`) each decoding thread hashes the
     chunk it decoded, and the tensor is checked as its last chunk passes here; with
     one decoding thread, this thread hashes (and writes) while the next chunk decodes.
 
-    ``place(entry, number, array)``: writes a chunk where it belongs in the output,
+    ``place``: a :class:`_Placer`, which writes a chunk where it belongs in the output,
     called by the thread that hashes the chunk (the decoders when ``threads`` > 1, so
     the output's writes, the costliest part after decoding, run on every core instead
-    of this one); the arrays passed on are then None."""
-    jobs = ((entry, number) for entry in entries for number in range(len(entry.chunks)))
+    of this one); the arrays passed on are then None. Chunks it can take in place are
+    decoded straight into its staging buffer (:meth:`_Placer.stage`)."""
     hash_here = threads == 1
 
-    def decode(entry: TensorEntry, number: int) -> np.ndarray | None:
-        array = stored.decode_chunk(entry, number, bits)
-        if not hash_here:
+    def decode(entry: TensorEntry, number: int, nbytes: int):
+        staged = place.stage(entry, number, nbytes) if place is not None else None
+        try:
+            array = stored.decode_chunk(entry, number, bits, None if staged is None else staged[1])
+        except BaseException:
+            if staged is not None:
+                place.give_back(staged)
+            raise
+        if hash_here:
+            return array, staged
+        if place is None:
             if check is not None:
                 check.feed(entry, number, array)
-            if place is not None:
-                place(entry, number, array)
-                return None
-        return array
+            return array, None
+        if check is None:
+            place(entry, number, array, staged)
+        else:  # written once hashed: a staged chunk's buffer is reused once written
+            check.feed(entry, number, array, lambda: place(entry, number, array, staged))
+        return None, None
+
+    def decode_job(job: list) -> tuple[list, BaseException | None]:
+        """The job's ``(array, staged)`` in order, and the error that stopped it (the chunks
+        before it pass on first)."""
+        results = []
+        try:
+            for entry, number, nbytes in job:
+                results.append(decode(entry, number, nbytes))
+        except Exception as exc:
+            return results, exc
+        return results, None
 
     chunk_size = max((_chunk_bytes(entry, 0) for entry in entries if entry.chunks), default=1)
     in_flight = _InFlight(threads, chunk_size)
@@ -673,35 +719,37 @@ def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: i
         pending: deque = deque()
 
         def passed():
-            done_entry, number, nbytes, future = pending.popleft()
-            in_flight.remove(nbytes)
-            array = future.result()
-            if hash_here:
-                if check is not None:
-                    check.update(done_entry, array)
-                if place is not None:
-                    place(done_entry, number, array)
-                    array = None
-            elif check is not None:
-                check.passed(done_entry)
-            return done_entry, array, nbytes
+            job, job_bytes, future = pending.popleft()
+            in_flight.remove(job_bytes)
+            results, error = future.result()
+            for (done_entry, number, nbytes), (array, staged) in zip(job, results, strict=False):
+                if hash_here:
+                    if check is not None:
+                        check.update(done_entry, array)
+                    if place is not None:
+                        place(done_entry, number, array, staged)
+                        array = None
+                elif check is not None:
+                    check.passed(done_entry)
+                yield done_entry, array, nbytes
+            if error is not None:
+                raise error
 
         try:
-            for entry, number in jobs:
-                nbytes = _chunk_bytes(entry, number)
-                pending.append((entry, number, nbytes, pool.submit(decode, entry, number)))
-                in_flight.add(nbytes)
-                while pending and (not in_flight.room() or pending[0][3].done()):
-                    yield passed()
+            for job, job_bytes in _jobs(entries):
+                pending.append((job, job_bytes, pool.submit(decode_job, job)))
+                in_flight.add(job_bytes)
+                while pending and (not in_flight.room() or pending[0][2].done()):
+                    yield from passed()
             while pending:
-                yield passed()
+                yield from passed()
         finally:
             for *_, future in pending:  # on an error, start no more decodes (nor their writes)
                 future.cancel()
 
 
 def _checked_chunks(stored: StoredTensors, entries: list[TensorEntry], bits: int | None = None,
-                    threads: int = 1, place: Callable | None = None) -> Iterator[tuple[str, np.ndarray | None, int]]:
+                    threads: int = 1, place: _Placer | None = None) -> Iterator[tuple[str, np.ndarray | None, int]]:
     """``(name, array, nbytes)`` of the decoded chunks in order; each lossless tensor's bytes
     are checked against its digest. With ``place`` (see :func:`_decoded_in_order`) the
     arrays passed on are None."""
@@ -724,15 +772,43 @@ def _placeable(entries: list[TensorEntry]) -> bool:
     return True
 
 
-def _placer(output) -> Callable:
+class _Placer:
     """``place`` for :func:`_decoded_in_order`: a chunk's bytes at its offset in ``output``
-    (a :class:`~bie_cli.formats.safetensors.PlacedOutput`)."""
+    (a :class:`~bie_cli.formats.safetensors.PlacedOutput`), decoded into the output's
+    staging buffer where it can (:meth:`stage`)."""
 
-    def place(entry: TensorEntry, number: int, array: np.ndarray) -> None:
+    def __init__(self, output) -> None:
+        from . import _directio
+
+        self._output = output
+        self._min_direct = _directio.MIN_DIRECT  # smaller chunks are not written direct
+
+    @staticmethod
+    def _where(entry: TensorEntry, number: int) -> tuple[int, int, int]:
+        """(byte offset in the tensor, bytes, item size) of chunk ``number``."""
+        ref = entry.chunks[number]
         row_bytes = dtypes.nbytes(entry.dtype, entry.shape[1:]) if entry.shape else 0
-        output.write(entry.name, entry.chunks[number].row_start * row_bytes, array)
+        itemsize = dtypes.get(entry.dtype).numpy.itemsize
+        if not entry.shape:
+            return 0, itemsize, itemsize
+        return ref.row_start * row_bytes, (ref.row_stop - ref.row_start) * row_bytes, itemsize
 
-    return place
+    def stage(self, entry: TensorEntry, number: int, nbytes: int) -> tuple | None:
+        """Where to decode the chunk (of ``nbytes``) in place, or None (see ``PlacedOutput.stage``)."""
+        if nbytes < self._min_direct:
+            return None
+        offset, nbytes, itemsize = self._where(entry, number)
+        return self._output.stage(entry.name, offset, nbytes, itemsize)
+
+    def give_back(self, staged: tuple) -> None:
+        self._output.give_back(staged)
+
+    def __call__(self, entry: TensorEntry, number: int, array: np.ndarray, staged: tuple | None = None) -> None:
+        offset = self._where(entry, number)[0]
+        if staged is None:
+            self._output.write(entry.name, offset, array)
+        else:
+            self._output.write_stage(entry.name, offset, staged)
 
 
 def decompress_model(
@@ -816,11 +892,12 @@ def decompress_model(
         from ._directio import spare_core
         from .formats.safetensors import PlacedOutput
 
-        output = PlacedOutput(direct=spare_core(threads))
+        chunk_bytes = max((_chunk_bytes(entry, 0) for entry in entries if entry.chunks), default=0)
+        output = PlacedOutput(direct=spare_core(threads), chunk_bytes=chunk_bytes)
         try:
             for path, file_header, infos in files:
                 output.add_file(path, file_header, infos)
-            with contextlib.closing(_checked_chunks(stored, entries, bits, threads, _placer(output))) as passed:
+            with contextlib.closing(_checked_chunks(stored, entries, bits, threads, _Placer(output))) as passed:
                 for name, _, nbytes in passed:
                     done += nbytes
                     if progress:

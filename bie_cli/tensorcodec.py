@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -186,26 +186,31 @@ class OrderedDigest:
     def __init__(self) -> None:
         self.digest = spec.new_digest()
         self._lock = threading.Lock()
-        self._waiting: dict[int, np.ndarray] = {}
+        self._waiting: dict[int, tuple] = {}  # number -> (array, then)
         self._next = 0
         self._busy = False
 
-    def add(self, number: int, array: np.ndarray) -> None:
+    def add(self, number: int, array: np.ndarray, then: Callable[[], None] | None = None) -> None:
+        """File chunk ``number``; ``then``: called once it is hashed, by the thread that
+        hashes it (e.g. to hand its memory on: until then it must not change)."""
         with self._lock:
             if self._busy or number != self._next:
-                self._waiting[number] = array  # the thread hashing this stream, or that adds chunk _next, takes it
+                # the thread hashing this stream, or the one that adds chunk _next, takes it
+                self._waiting[number] = (array, then)
                 return
             self._busy = True  # the stream's next chunk: hashed now, without filing it
         while True:
             try:
                 update_digest(self.digest, array)
+                if then is not None:
+                    then()
             except BaseException:
                 with self._lock:
                     self._busy = False
                 raise
             with self._lock:
                 self._next += 1  # only the hashing thread moves it
-                array = self._waiting.pop(self._next, None)
+                array, then = self._waiting.pop(self._next, (None, None))
                 if array is None:
                     self._busy = False
                     return
@@ -366,16 +371,21 @@ def is_progressive(entry: TensorEntry, bits: int | None) -> bool:
     return bits is not None and registry.get(entry.strategy).progressive
 
 
-def decode_chunk(entry: TensorEntry, chunk: Chunk, bits: int | None = None) -> np.ndarray:
+def decode_chunk(entry: TensorEntry, chunk: Chunk, bits: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Decode one chunk to an array of the tensor's dtype (names the chunk on failure).
 
     With ``bits`` and a progressive strategy, only the top ``bits`` planes are
-    decoded; the strategy checksums exactly the bytes it reads."""
+    decoded; the strategy checksums exactly the bytes it reads. ``out``: a writable
+    uint8 array of exactly the chunk's bytes, aligned for its dtype; the chunk is
+    decoded into it (:meth:`Strategy.decode_into <bie_cli.strategies.base.Strategy.decode_into>`)
+    and the array returned is a view of it."""
     strategy = registry.get(entry.strategy)
     shape = entry.chunk_shape(chunk.row_start, chunk.row_stop)
     try:
         if bits is not None and strategy.progressive:
             array = strategy.decode_planes(chunk.payload, chunk.meta, shape, entry.dtype, bits)
+        elif out is not None:
+            array = strategy.decode_into(chunk.payload, chunk.meta, shape, entry.dtype, out)
         else:
             array = strategy.decode(chunk.payload, chunk.meta, shape, entry.dtype)
     except BieError as exc:
@@ -391,6 +401,10 @@ def decode_chunk(entry: TensorEntry, chunk: Chunk, bits: int | None = None) -> n
             f"tensor {entry.name!r} chunk {chunk.number}: decoded {array.dtype}{array.shape}, "
             f"expected {expected_dtype}{shape}"
         )
+    if out is not None and not np.may_share_memory(array, out):
+        target = out.view(expected_dtype).reshape(shape)  # a decoder that could not write there
+        np.copyto(target, array)
+        array = target
     return array
 
 
@@ -421,11 +435,16 @@ class DigestCheck:
         update_digest(digest, array)
         self.passed(entry)
 
-    def feed(self, entry: TensorEntry, number: int, array: np.ndarray) -> None:
-        """(``ordered``) Hash chunk ``number`` of ``entry``; safe from any thread."""
+    def feed(self, entry: TensorEntry, number: int, array: np.ndarray,
+             then: Callable[[], None] | None = None) -> None:
+        """(``ordered``) Hash chunk ``number`` of ``entry``; safe from any thread. ``then``:
+        called once the chunk is hashed (at once when its tensor is not checked), by this
+        thread or the one that hashes it (:meth:`OrderedDigest.add`)."""
         digest = self._digests.get(entry.id)
         if digest is not None:
-            digest.add(number, array)
+            digest.add(number, array, then)
+        elif then is not None:
+            then()
 
     def passed(self, entry: TensorEntry) -> None:
         """One more chunk of ``entry`` passed in order (its bytes hashed already)."""
@@ -484,12 +503,14 @@ class StoredTensors:
             yield StoredChunk(number, chunk.row_start, chunk.row_stop,
                               entry.chunk_shape(chunk.row_start, chunk.row_stop), chunk.meta, chunk.payload)
 
-    def decode_chunk(self, entry: TensorEntry, number: int, bits: int | None = None) -> np.ndarray:
-        """Read, check and decode chunk ``number`` of a tensor (safe to call from threads)."""
+    def decode_chunk(self, entry: TensorEntry, number: int, bits: int | None = None,
+                     out: np.ndarray | None = None) -> np.ndarray:
+        """Read, check and decode chunk ``number`` of a tensor (safe to call from threads);
+        ``out``: see :func:`decode_chunk`."""
         partial = is_progressive(entry, bits)
         # a progressive read skips the whole-record checksum: the strategy checks what it reads
         chunk = self.reader.read_chunk(entry, number, verify=not partial)
-        array = decode_chunk(entry, chunk, bits if partial else None)
+        array = decode_chunk(entry, chunk, bits if partial else None, out)
         ref = entry.chunks[number]
         self.reader.release(ref.offset, ref.length)
         return array

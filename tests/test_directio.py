@@ -313,3 +313,44 @@ def test_decompress_without_a_spare_core_writes_through_the_page_cache(sharded, 
     bie_cli.decompress_model(tmp_path / "m.cai", str(tmp_path / "out") + "/", threads=2)
     assert direct_counted["bytes"] == before
     assert _files(tmp_path / "out") == _files(sharded)
+
+
+def test_chunks_decoded_into_the_staging_buffers_give_the_same_bytes(sharded, tmp_path, monkeypatch, small_blocks,
+                                                                      direct_counted):
+    """Chunks are decoded straight into the writer's buffers where one is free (the rest are
+    copied there): at 1 and 2 threads, to a file and a directory, the same bytes."""
+    staged = {"chunks": 0}
+    real = _directio.PositionalFile.write_stage
+
+    def counting(self, stage, offset, nbytes):
+        staged["chunks"] += 1
+        return real(self, stage, offset, nbytes)
+
+    monkeypatch.setattr(_directio.PositionalFile, "write_stage", counting)
+    out = _round_trip(sharded, tmp_path / "staged")
+    assert staged["chunks"] > 0
+    assert out["dir1"] == out["dir2"] == _files(sharded)
+    assert out["one1"] == out["one2"]
+
+
+def test_positional_writes_overflow_to_the_page_cache_while_every_buffer_is_in_flight(tmp_path, small_blocks,
+                                                                                       direct_counted):
+    data = np.random.default_rng(7).integers(0, 256, 8 * ALIGN, dtype=np.uint8).tobytes()
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    writer = _directio.Writer(1, threads=1)
+    file = _directio.PositionalFile(fd, str(tmp_path / "out"), writer, overflow=True)
+    try:
+        os.ftruncate(fd, len(data))
+        held = writer.take()  # the only buffer: held, as by a chunk decoding into it
+        assert writer.take(wait=False) is None
+        file.pwrite(data[:4 * ALIGN], 0)  # does not wait: written plainly
+        assert direct_counted["bytes"] == 0
+        writer.give_back(held)
+        file.pwrite(data[4 * ALIGN:], 4 * ALIGN)
+        writer.finish()
+        assert direct_counted["bytes"] > 0
+    finally:
+        writer.close()
+        file.close()
+        os.close(fd)
+    assert (tmp_path / "out").read_bytes() == data

@@ -182,3 +182,41 @@ def test_decompress_checks_digests_at_any_threads(many_small, tmp_path, request,
     with pytest.raises(CorruptContainerError, match="do not match the stored digest"):
         bie_cli.decompress_model(container, tmp_path / "out.safetensors", threads=threads)
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_ordered_digest_calls_then_once_each_chunk_is_hashed_in_order():
+    import numpy as np
+
+    from bie_cli.formats.cai import spec
+    from bie_cli.tensorcodec import OrderedDigest
+
+    chunks = [np.full(10, k, dtype=np.uint8) for k in range(4)]
+    digest, done = OrderedDigest(), []
+    for number in (2, 1, 3):  # waiting for chunk 0: hashed later, by the thread that files it
+        digest.add(number, chunks[number], lambda number=number: done.append(number))
+    assert done == []
+    digest.add(0, chunks[0], lambda: done.append(0))
+    assert done == [0, 1, 2, 3]
+    expected = spec.new_digest()
+    for chunk in chunks:
+        expected.update(chunk)
+    assert digest.hexdigest() == expected.hexdigest()
+
+
+@pytest.mark.parametrize("strategy", ["float-split", "raw", "zstd", "delta"])
+def test_decoding_into_a_buffer_gives_the_decoded_chunk_in_that_buffer(tmp_path, strategy):
+    rng = np.random.default_rng(11)
+    values = rng.standard_normal((300, 40)).astype(np.float32)
+    if strategy == "delta":
+        values = np.arange(12000, dtype=np.int64).reshape(300, 40)
+    write_safetensors(tmp_path / "m.safetensors", {"t": values})
+    pipeline.compress_model(tmp_path / "m.safetensors", tmp_path / "m.cai", strategy=strategy, chunk_size=16000)
+    with tensorcodec.StoredTensors.open(tmp_path / "m.cai") as stored:
+        entry = stored.entry("t")
+        for number in range(len(entry.chunks)):
+            expected = stored.decode_chunk(entry, number)
+            out = np.full(expected.nbytes, 0xAB, dtype=np.uint8)
+            array = stored.decode_chunk(entry, number, out=out)
+            assert np.may_share_memory(array, out)
+            assert array.dtype == expected.dtype and array.shape == expected.shape
+            assert out.tobytes() == np.ascontiguousarray(expected).tobytes()

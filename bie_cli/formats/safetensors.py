@@ -19,8 +19,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .. import dtypes
-from .._directio import PositionalFile, Writer
+from .. import _directio, dtypes
+from .._directio import ALIGN, PositionalFile, Writer
 from ..errors import BadInputError, UnsupportedDtypeError
 from ..paths import binary_output
 from .base import CheckpointSource, TensorInfo
@@ -460,18 +460,26 @@ class PlacedOutput:
     the caller goes on). The bytes are those :func:`write_data` writes when every tensor's
     chunks are all written and :meth:`finish` returned (it raises the writer's error);
     :meth:`close` before the files are renamed or removed (after every thread that writes
-    has stopped). ``direct=False``: every write goes through the page cache."""
+    has stopped). ``direct=False``: every write goes through the page cache.
 
-    def __init__(self, direct: bool = True) -> None:
-        # 24 MiB of staging: the decoders seldom wait for one
-        self._writer = Writer(6, threads=2) if direct else None
+    A chunk may also be decoded straight into a staging buffer (:meth:`stage`, then
+    :meth:`write_stage`): no copy of its bytes. ``chunk_bytes``: the largest chunk, so a
+    staging buffer holds one (up to :data:`MAX_STAGE` bytes)."""
+
+    #: staging buffers grow to hold a chunk up to this size; larger chunks are copied in pieces
+    MAX_STAGE = 16 << 20
+
+    def __init__(self, direct: bool = True, chunk_bytes: int = 0) -> None:
+        # 6 buffers (24 MiB for the default 4 MiB chunks): the decoders seldom wait for one
+        size = max(_directio.STAGE_BYTES, min(chunk_bytes, self.MAX_STAGE) + 2 * ALIGN) // ALIGN * ALIGN
+        self._writer = Writer(6, size, threads=2) if direct else None
         self._files: list = []
         self._where: dict[str, tuple[object, int, int]] = {}  # tensor name -> (file, offset, nbytes)
 
     def add_file(self, path: str, header: bytes, tensors: list[TensorInfo]) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
-            file = PositionalFile(fd, path, self._writer)
+            file = PositionalFile(fd, path, self._writer, overflow=True)
         except BaseException:
             os.close(fd)
             raise
@@ -490,6 +498,33 @@ class PlacedOutput:
         if byte_offset + len(data) > nbytes:
             raise RuntimeError(f"chunk of tensor {tensor_name!r} ends past the tensor")
         file.pwrite(data, offset + byte_offset)
+
+    def stage(self, tensor_name: str, byte_offset: int, nbytes: int, itemsize: int) -> tuple | None:
+        """A staging buffer for the ``nbytes`` at ``byte_offset`` within a tensor, to decode
+        them into: ``(buffer, view)``, ``view`` the writable uint8 array of those bytes;
+        None when they are not to be written direct, the view would not be aligned for
+        ``itemsize``, or no buffer is free now. Then :meth:`write_stage` (or :meth:`give_back`)."""
+        if self._writer is None:
+            return None
+        file, offset, total = self._where[tensor_name]
+        at = offset + byte_offset
+        if at % itemsize or byte_offset + nbytes > total:
+            return None
+        buffer = file.stage(at, nbytes)
+        if buffer is None:
+            return None
+        head = at % ALIGN
+        return buffer, buffer[head:head + nbytes]
+
+    def write_stage(self, tensor_name: str, byte_offset: int, staged: tuple) -> None:
+        """Write a chunk decoded into ``staged`` (from :meth:`stage`); the buffer is the
+        writer's again."""
+        file, offset, _ = self._where[tensor_name]
+        file.write_stage(staged[0], offset + byte_offset, len(staged[1]))
+
+    def give_back(self, staged: tuple) -> None:
+        """A buffer from :meth:`stage` whose bytes will not be written."""
+        self._writer.give_back(staged[0])
 
     def finish(self) -> None:
         """Wait until every write is made; raise the first error the writer met."""

@@ -60,6 +60,20 @@ class Strategy:
         payload, meta = self.encode(chunk, config)
         return [payload], meta
 
+    def decode_into(self, payload: bytes | memoryview, meta: dict, shape: tuple[int, ...], dtype: str,
+                    out: np.ndarray) -> np.ndarray:
+        """:meth:`decode` into ``out`` (a writable uint8 array of exactly the chunk's bytes,
+        aligned for ``dtype``): the chunk as an array over ``out``'s memory, or, when the
+        payload decodes to another shape or dtype, that array (the caller reports it). By
+        default :meth:`decode` and a copy (numpy copies without the GIL); a strategy whose
+        decoder can write its output where it is told overrides it and saves the copy."""
+        array = self.decode(payload, meta, shape, dtype)
+        target = from_bytes(out, shape, dtype)
+        if array.shape != target.shape or array.dtype != target.dtype:
+            return array
+        np.copyto(target, array)
+        return target
+
     #: the strategy's matmul kernels (``bie_cli.kernels``): a dotted module name,
     #: imported on first use, or an object with the same functions
     #: (``from_chunk``, ``reference_matvec``, ``reference_matmul``, optionally

@@ -84,12 +84,27 @@ class FloatSplitStrategy(Strategy):
         raw = decode_if_raw(payload, meta, shape, dtype)
         if raw is not None:
             return raw
+        return self._decode(payload, meta, shape, dtype, None)
+
+    def decode_into(self, payload, meta, shape, dtype, out: np.ndarray) -> np.ndarray:
+        """The compiled decoder writes the elements straight into ``out`` (no copy); other
+        paths copy their result there."""
+        if meta:  # stored raw (or unknown keys: decode raises)
+            return super().decode_into(payload, meta, shape, dtype, out)
+        return self._decode(payload, meta, shape, dtype, out)
+
+    def _decode(self, payload, meta, shape, dtype, out: np.ndarray | None) -> np.ndarray:
         if meta:
             raise ValueError(f"float-split meta has unknown keys {sorted(meta)}")
         itemsize = _COMPONENT_SIZE[dtype]
         total = dtypes.nbytes(dtype, tuple(shape))
         count = total // itemsize
-        data = _decode_elements(memoryview(payload).cast("B"), count, itemsize)
+        data = _decode_elements(memoryview(payload).cast("B"), count, itemsize, out)
+        if out is not None and data is not out:
+            if len(data) != len(out):
+                return from_bytes(data, shape, dtype)  # raises: the wrong length
+            np.copyto(out, np.frombuffer(data, dtype=np.uint8))
+            data = out
         return from_bytes(data, shape, dtype)
 
 
@@ -110,7 +125,9 @@ def _component_size(np_dtype: np.dtype) -> int:
     return _COMPONENT_SIZE[dtypes.from_numpy(np_dtype).name]
 
 
-def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarray:
+def _decode_elements(payload: memoryview, count: int, itemsize: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The element bytes; the compiled decoder writes them into ``out`` when given (uint8 of
+    ``count * itemsize``), other paths into arrays of their own."""
     head_bytes = float_planes.head_bytes_for(itemsize)
     n_tails = itemsize - head_bytes
     if len(payload) < 3:
@@ -141,7 +158,7 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
     if symbol_coding != CODING_RANS:
         raise ValueError("float-split symbol stream must be rANS-coded")
     if head_bytes == 2 and not _jit.prefer_numpy(count):
-        data = _decode_compiled(payload, positions, streams, count, itemsize, low_bits)
+        data = _decode_compiled(payload, positions, streams, count, itemsize, low_bits, out)
         if data is not None:
             return data
     residual = _decode_byte_plane(*streams[1], float_planes.residual_size(count, low_bits))
@@ -161,7 +178,7 @@ def _decode_elements(payload: memoryview, count: int, itemsize: int) -> np.ndarr
 
 
 def _decode_compiled(payload: memoryview, positions: list, streams: list, count: int, itemsize: int,
-                     low_bits: int) -> np.ndarray | None:
+                     low_bits: int, out: np.ndarray | None = None) -> np.ndarray | None:
     """The element bytes from one GIL-free kernel call (``codecs/_float_split_numba.decode_split``)
     after zstd; None when a stream is wrong in any way (the stepwise decoder then raises the error)."""
     zstarts = np.zeros(len(positions), dtype=np.int64)
@@ -172,7 +189,7 @@ def _decode_compiled(payload: memoryview, positions: list, streams: list, count:
         if coding == CODING_ZSTD and k:
             size = float_planes.residual_size(count, low_bits) if k == 1 else count
             try:
-                plane = zstandard.ZstdDecompressor().decompress(body, max_output_size=max(size, 1))
+                plane = _decompressor().decompress(body, max_output_size=max(size, 1))
             except zstandard.ZstdError:
                 return None
             if len(plane) != size:
@@ -185,7 +202,8 @@ def _decode_compiled(payload: memoryview, positions: list, streams: list, count:
     array = np.frombuffer(payload, dtype=np.uint8)
     array.flags.writeable = False  # one compiled signature, whatever buffer the payload came in
     codings, starts, lengths = np.array(positions, dtype=np.int64).T.copy()  # three C-contiguous rows
-    out = np.empty(count * itemsize, dtype=np.uint8)
+    if out is None:
+        out = np.empty(count * itemsize, dtype=np.uint8)
     status = _jit.kernels("_float_split_numba").decode_split(array, codings, starts, lengths, zdata, zstarts,
                                                               count, itemsize, low_bits, out)
     return None if status else out
@@ -261,6 +279,15 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     if compressor is None:
         compressor = compressors[level] = zstandard.ZstdCompressor(level=level)
     return compressor
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """A zstd decompressor for this thread, reused: making one (its context) costs ~40 us,
+    ten times the decode of a small chunk (a bias vector) that has a zstd-coded plane."""
+    decompressor = getattr(_LOCAL, "decompressor", None)
+    if decompressor is None:
+        decompressor = _LOCAL.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
 
 
 def _choose_low_bits(heads: np.ndarray, itemsize: int, count: int, candidates) -> tuple[int, np.ndarray]:
@@ -343,7 +370,7 @@ def _decode_byte_plane(coding: int, body: memoryview, size: int) -> np.ndarray:
         plane = np.frombuffer(body, dtype=np.uint8)
     elif coding == CODING_ZSTD:
         # max_output_size bounds the allocation to what the shape says
-        plane = np.frombuffer(zstandard.ZstdDecompressor().decompress(body, max_output_size=max(size, 1)), dtype=np.uint8)
+        plane = np.frombuffer(_decompressor().decompress(body, max_output_size=max(size, 1)), dtype=np.uint8)
     elif coding == CODING_RANS:
         plane = rans.decode_symbols(body, size, np.uint8)
     else:
