@@ -20,12 +20,16 @@ through the plain descriptor, as before. ``BIE_DIRECT_IO=0`` turns it off.
 
 from __future__ import annotations
 
+import bisect
 import errno
+import itertools
 import mmap
 import os
 import stat
 import threading
+import time
 from collections import deque
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -37,6 +41,11 @@ ALIGN = max(4096, mmap.PAGESIZE)
 #: the aligned windows of :class:`WindowedFile` (a staging buffer of :class:`Writer` each):
 #: each goes out in one direct write once every byte of it is in
 WINDOW_BYTES = 8 << 20
+#: threads that write the windows of one output (:class:`Writer`)
+WINDOW_WRITERS = 2
+#: window buffers beyond two per decoding thread (the pool grows past them only when
+#: every buffer is held by an open window)
+WINDOW_SPARE = 2
 #: :class:`AppendFile`'s buffer: each time it is full it goes out in one direct write
 APPEND_BUFFER = 8 << 20
 #: :class:`AppendFile` copies pieces from this size on with numpy, which releases the GIL
@@ -109,6 +118,10 @@ class Writer:
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._thread_count = threads
+        #: seconds callers of :meth:`take` waited for a buffer, in all
+        self.waited = 0.0
+        #: seconds the threads spent in writes, in all
+        self.writing = 0.0
 
     @property
     def size(self) -> int:
@@ -125,12 +138,17 @@ class Writer:
         ``grow``: wait only while a write is in flight (it brings its buffer back); when
         every buffer is held by a caller, make one more instead."""
         with self._cond:
+            waited = None
             while not self._free and self._made >= self._count and self._error is None:
                 if grow and not self._jobs and not self._busy:
                     break
                 if not wait:
                     return None
+                if waited is None:
+                    waited = time.perf_counter()
                 self._cond.wait()
+            if waited is not None:
+                self.waited += time.perf_counter() - waited
             if self._error is not None:
                 raise self._error
             if self._free:
@@ -170,7 +188,9 @@ class Writer:
                 self._busy += 1
             try:
                 if self._error is None:
+                    began = time.perf_counter()
                     file._write_staged(memoryview(buffer[start:start + length]), offset)
+                    self.writing += time.perf_counter() - began
             except BaseException as exc:  # raised to the threads that hand writes over
                 with self._cond:
                     if self._error is None:
@@ -256,14 +276,36 @@ class _StagedFile:
             self._use_direct = False
 
 
+def window_bounds(size: int, window: int, cuts: Iterable[int] = ()) -> list[int]:
+    """Where the windows of a file of ``size`` bytes start, and ``size``: each window at most
+    ``window`` bytes and, from half of that on, ending at the block boundary just before one
+    of ``cuts`` (file offsets where chunks end) where there is one, so that a chunk crosses
+    into the next window by less than a block (its spill is copied, the rest decoded in
+    place: :meth:`WindowedFile.stage`). Every start but the first is a multiple of :data:`ALIGN`."""
+    if window % ALIGN or window <= 0:
+        raise ValueError("the window must be a positive multiple of ALIGN")
+    ends = sorted({cut // ALIGN * ALIGN for cut in cuts if 0 < cut < size})
+    bounds = [0]
+    start = 0
+    while size - start > window:
+        limit = start + window
+        at = bisect.bisect_right(ends, limit) - 1
+        stop = ends[at] if at >= 0 and ends[at] - start >= window // 2 else limit
+        bounds.append(stop)
+        start = stop
+    bounds.append(size)
+    return bounds
+
+
 class WindowedFile(_StagedFile):
     """Writes at offsets into one regular file of ``size`` bytes, from any thread, with no
-    plain write into it at all: the file is cut into aligned windows of ``writer.size``
-    bytes (file offsets ``k * W`` to ``(k + 1) * W``), each collected in a staging buffer of
-    ``writer`` (a :class:`Writer`, shared by the files of one output) and handed to its
-    threads as one ``O_DIRECT`` write once every byte of it is in. The last window, which
-    ends off a block, goes out padded to a whole block; :meth:`finish` cuts the file back
-    to ``size`` (``ftruncate``). Does not own ``fd``; owns ``direct``.
+    plain write into it at all: the file is cut into aligned windows (``bounds``, from
+    :func:`window_bounds`), each collected in a staging buffer of ``writer`` (a
+    :class:`Writer`, shared by the files of one output, whose buffers are at least a block
+    longer than the longest window) and handed to its threads as one ``O_DIRECT`` write once
+    every byte of it is in. The last window, which ends off a block, goes out padded to a
+    whole block; :meth:`finish` cuts the file back to ``size`` (``ftruncate``). Does not own
+    ``fd``; owns ``direct``.
 
     Why no plain writes: on ext4 a direct write into a sparse file allocates blocks and
     holds the inode lock until the device is done, and every plain write to the file (a
@@ -277,23 +319,29 @@ class WindowedFile(_StagedFile):
     for ever. Memory is then bounded by the windows open at once (about the chunks in
     flight) plus the writes queued."""
 
-    def __init__(self, fd: int, direct: int, size: int, writer: Writer) -> None:
-        if writer.size % ALIGN or writer.size <= 0:
-            raise ValueError("the window must be a positive multiple of ALIGN")
+    def __init__(self, fd: int, direct: int, size: int, writer: Writer, bounds: list[int]) -> None:
+        if bounds[0] != 0 or bounds[-1] != size or any(b % ALIGN for b in bounds[1:-1]):
+            raise ValueError("windows must start at 0 and on blocks, and end at the file's size")
+        longest = max((b - a for a, b in itertools.pairwise(bounds)), default=0)
+        if writer.size < -(-longest // ALIGN) * ALIGN:
+            raise ValueError("the writer's buffers are shorter than a window")
         self.fd = fd
         self._direct = direct
         self._use_direct = True
         self._writer = writer
-        self._window = writer.size
+        self._bounds = bounds
+        self._slack = writer.size - longest  # a staged chunk may run this far past its window
         self.size = size
         self._open: dict[int, list] = {}  # window index -> [buffer, bytes filled]
         self._lock = threading.Lock()
-        #: the most windows open at once, and how many were written
+        #: the most windows open at once, how many were written, bytes copied in (:meth:`pwrite`;
+        #: counted without a lock, for statistics)
         self.max_open = 0
         self.written = 0
+        self.copied = 0
 
-    def _length(self, index: int) -> int:
-        return min(self._window, self.size - index * self._window)
+    def _index(self, offset: int) -> int:
+        return bisect.bisect_right(self._bounds, offset) - 1
 
     def _buffer(self, index: int) -> np.ndarray:
         """Window ``index``'s buffer (taken now if the window was not open)."""
@@ -313,7 +361,8 @@ class WindowedFile(_StagedFile):
 
     def _filled(self, index: int, nbytes: int) -> None:
         """``nbytes`` more of window ``index`` are in; a full window goes to the writer."""
-        length = self._length(index)
+        start, stop = self._bounds[index], self._bounds[index + 1]
+        length = stop - start
         with self._lock:
             entry = self._open[index]
             entry[1] += nbytes
@@ -327,21 +376,28 @@ class WindowedFile(_StagedFile):
         padded = -(-length // ALIGN) * ALIGN
         if padded > length:  # the file's last window: a whole last block, cut back by finish()
             buffer[length:padded] = 0
-        self._writer.submit(self, buffer, padded, index * self._window)
+        self._writer.submit(self, buffer, padded, start)
 
     def stage(self, offset: int, nbytes: int) -> np.ndarray | None:
-        """The window buffer's bytes for the ``nbytes`` at ``offset``, to build them in place
-        and then call :meth:`placed`; None when they straddle two windows (the caller then
-        writes them with :meth:`pwrite`)."""
-        index = offset // self._window
-        if nbytes <= 0 or offset + nbytes > self.size or (offset + nbytes - 1) // self._window != index:
+        """Where to build the ``nbytes`` at ``offset`` in place (then :meth:`placed`): their
+        window's buffer, which they may overrun by the buffer's slack (the spill is copied to
+        the next window); None when they run further (the caller then uses :meth:`pwrite`)."""
+        index = self._index(offset)
+        start = self._bounds[index]
+        if nbytes <= 0 or offset + nbytes > min(self.size, self._bounds[index + 1] + self._slack):
             return None
-        start = offset - index * self._window
-        return self._buffer(index)[start:start + nbytes]
+        return self._buffer(index)[offset - start:offset - start + nbytes]
 
     def placed(self, offset: int, nbytes: int) -> None:
         """The ``nbytes`` at ``offset`` (from :meth:`stage`) are built."""
-        self._filled(offset // self._window, nbytes)
+        index = self._index(offset)
+        start, stop = self._bounds[index], self._bounds[index + 1]
+        if offset + nbytes > stop:  # the spill into the next window, before this one may go out
+            with self._lock:
+                buffer = self._open[index][0]
+            self.pwrite(buffer[stop - start:offset + nbytes - start], stop)
+            nbytes = stop - offset
+        self._filled(index, nbytes)
 
     def pwrite(self, data, offset: int) -> None:
         """Copy all of ``data`` (a buffer) into the windows at ``offset``."""
@@ -350,18 +406,22 @@ class WindowedFile(_StagedFile):
             raise ValueError("write past the end of the file")
         source = None
         position, total = 0, len(view)
+        index = self._index(offset)
         while position < total:
-            index, start = divmod(offset + position, self._window)
-            n = min(total - position, self._window - start)
+            start, stop = self._bounds[index], self._bounds[index + 1]
+            at = offset + position - start
+            n = min(total - position, stop - start - at)
             buffer = self._buffer(index)
             if n >= _COPY_WITHOUT_GIL:
                 if source is None:
                     source = np.frombuffer(view, dtype=np.uint8)
-                np.copyto(buffer[start:start + n], source[position:position + n])  # without the GIL
+                np.copyto(buffer[at:at + n], source[position:position + n])  # without the GIL
             else:
-                buffer[start:start + n] = np.frombuffer(view[position:position + n], dtype=np.uint8)
+                buffer[at:at + n] = np.frombuffer(view[position:position + n], dtype=np.uint8)
             self._filled(index, n)
             position += n
+            index += 1
+        self.copied += total
 
     def finish(self) -> None:
         """After the writer's :meth:`~Writer.finish`: every window must have been written;

@@ -776,7 +776,7 @@ class _Placer:
         self._output = output
 
     @staticmethod
-    def _where(entry: TensorEntry, number: int) -> tuple[int, int, int]:
+    def where(entry: TensorEntry, number: int) -> tuple[int, int, int]:
         """(byte offset in the tensor, bytes, item size) of chunk ``number``."""
         ref = entry.chunks[number]
         row_bytes = dtypes.nbytes(entry.dtype, entry.shape[1:]) if entry.shape else 0
@@ -787,11 +787,11 @@ class _Placer:
 
     def stage(self, entry: TensorEntry, number: int, nbytes: int) -> np.ndarray | None:
         """Where to decode the chunk in place, or None (see ``PlacedOutput.stage``)."""
-        offset, nbytes, itemsize = self._where(entry, number)
+        offset, nbytes, itemsize = self.where(entry, number)
         return self._output.stage(entry.name, offset, nbytes, itemsize)
 
     def __call__(self, entry: TensorEntry, number: int, array: np.ndarray, staged: np.ndarray | None = None) -> None:
-        offset = self._where(entry, number)[0]
+        offset = self.where(entry, number)[0]
         if staged is None:
             self._output.write(entry.name, offset, array)
         else:
@@ -880,9 +880,11 @@ def decompress_model(
         from .formats.safetensors import PlacedOutput
 
         output = PlacedOutput(direct=spare_core(threads), threads=threads)
+        ends = {entry.name: [sum(_Placer.where(entry, number)[:2]) for number in range(len(entry.chunks))]
+                for entry in entries}  # where chunks end: windows end there
         try:
             for path, file_header, infos in files:
-                output.add_file(path, file_header, infos)
+                output.add_file(path, file_header, infos, ends)
             with contextlib.closing(_checked_chunks(stored, entries, bits, threads, _Placer(output))) as passed:
                 for name, _, nbytes in passed:
                     done += nbytes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import threading
 
@@ -104,14 +105,16 @@ def _writes(rng, size, count):
     return pieces
 
 
-def _windowed(path, data, pieces, threads=3, buffers=3):
-    """Write ``pieces`` of ``data`` through a :class:`WindowedFile` from ``threads`` threads,
-    every other piece built in place (``stage``); (direct still, buffers made, the file)."""
+def _windowed(path, data, pieces, threads=3, buffers=3, cuts=(), every=2):
+    """Write ``pieces`` of ``data`` through a :class:`WindowedFile` of 3-block windows (buffers
+    of 4: a block of slack) from ``threads`` threads, every other piece built in place
+    (``stage``) where it may be; (direct still, buffers made, the file)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     direct = _directio.open_direct(fd, str(path))
     assert direct is not None
-    writer = _directio.Writer(buffers, 3 * ALIGN, threads=2)
-    file = _directio.WindowedFile(fd, direct, len(data), writer)
+    writer = _directio.Writer(buffers, 4 * ALIGN, threads=2)
+    bounds = _directio.window_bounds(len(data), 3 * ALIGN, cuts)
+    file = _directio.WindowedFile(fd, direct, len(data), writer, bounds)
     try:
         os.ftruncate(fd, len(data))
         view = memoryview(data)
@@ -119,7 +122,7 @@ def _windowed(path, data, pieces, threads=3, buffers=3):
 
         def run(share):
             for k, (offset, length) in enumerate(share):
-                staged = file.stage(offset, length) if k % 2 else None
+                staged = file.stage(offset, length) if k % every == every - 1 else None
                 if staged is None:
                     file.pwrite(view[offset:offset + length], offset)
                 else:
@@ -138,6 +141,42 @@ def _windowed(path, data, pieces, threads=3, buffers=3):
         writer.close()
         file.close()
         os.close(fd)
+
+
+def test_window_bounds_end_just_before_chunk_ends():
+    B = ALIGN
+    assert _directio.window_bounds(10 * B + 5, 3 * B) == [0, 3 * B, 6 * B, 9 * B, 10 * B + 5]
+    # cuts at 2.5 and 4.2 blocks: windows end at their blocks (from half a window on), else full
+    bounds = _directio.window_bounds(10 * B, 3 * B, [5 * B // 2, 4 * B + 800, 9 * B + 1])
+    assert bounds == [0, 2 * B, 4 * B, 7 * B, 10 * B]  # the last window holds the rest
+    assert _directio.window_bounds(100, 3 * B) == [0, 100]
+    assert _directio.window_bounds(3 * B, 3 * B, [B]) == [0, 3 * B]
+
+
+def test_a_chunk_built_in_place_across_a_window_end_spills_into_the_next(tmp_path, direct_counted):
+    """Windows end at the block before each chunk's end: chunks are built in place, and only
+    the part past the window (less than a block) is copied into the next window."""
+    rng = np.random.default_rng(8)
+    data = rng.integers(0, 256, 20 * ALIGN + 99, dtype=np.uint8).tobytes()
+    cuts = [0, 2 * ALIGN + 100, 5 * ALIGN + 3000, 7 * ALIGN + 1, 10 * ALIGN + 17, 12 * ALIGN + 5, 15 * ALIGN + 64,
+            17 * ALIGN + 2, len(data)]
+    pieces = [(a, b - a) for a, b in itertools.pairwise(cuts)][::-1]
+    staged = {"bytes": 0}
+    real_stage = _directio.WindowedFile.stage
+
+    def counting(self, offset, nbytes):
+        view = real_stage(self, offset, nbytes)
+        staged["bytes"] += 0 if view is None else nbytes
+        return view
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_directio.WindowedFile, "stage", counting)
+        direct, _, file = _windowed(tmp_path / "out", data, pieces, threads=1, cuts=cuts, every=1)
+    assert direct is True
+    assert (tmp_path / "out").read_bytes() == data
+    assert direct_counted["plain"] == 0
+    assert 0 < file.copied < 8 * ALIGN  # the spills only
+    assert staged["bytes"] > 0
 
 
 @pytest.mark.parametrize("seed", range(4))

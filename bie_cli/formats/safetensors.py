@@ -488,11 +488,16 @@ class PlacedOutput:
 
     def __init__(self, direct: bool = True, threads: int = 1) -> None:
         # windows in flight to the device plus about one open per chunk being decoded
-        self._writer = Writer(2 * threads + 2, _directio.WINDOW_BYTES, threads=2) if direct else None
+        # a block of slack past the window: a chunk may run into the next window by that much
+        self._writer = Writer(2 * threads + _directio.WINDOW_SPARE, _directio.WINDOW_BYTES + _directio.ALIGN, threads=_directio.WINDOW_WRITERS) if direct else None
         self._files: list = []
         self._where: dict[str, tuple[object, int, int]] = {}  # tensor name -> (file, offset, nbytes)
 
-    def add_file(self, path: str, header: bytes, tensors: list[TensorInfo]) -> None:
+    def add_file(self, path: str, header: bytes, tensors: list[TensorInfo],
+                 chunk_ends: dict[str, Iterable[int]] | None = None) -> None:
+        """``chunk_ends``: tensor name -> the byte offsets within it where its chunks end
+        (windows end just before them, so few chunks are copied: see
+        :func:`~bie_cli._directio.window_bounds`)."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
             direct = _directio.open_direct(fd, path) if self._writer is not None else None
@@ -500,7 +505,18 @@ class PlacedOutput:
             os.close(fd)
             raise
         size = len(header) + sum(dtypes.nbytes(info.dtype, info.shape) for info in tensors)
-        file = _PlainFile(fd) if direct is None else WindowedFile(fd, direct, size, self._writer)
+        cuts = []
+        offset = len(header)
+        for info in tensors:
+            nbytes = dtypes.nbytes(info.dtype, info.shape)
+            cuts.extend(offset + end for end in (chunk_ends or {}).get(info.name, ()))
+            offset += nbytes
+            cuts.append(offset)
+        if direct is None:
+            file = _PlainFile(fd)
+        else:
+            bounds = _directio.window_bounds(size, _directio.WINDOW_BYTES, cuts)
+            file = WindowedFile(fd, direct, size, self._writer, bounds)
         self._files.append(file)
         os.ftruncate(fd, size)  # every byte after the header is a tensor's: chunks fill it all
         file.pwrite(header, 0)
@@ -538,7 +554,10 @@ class PlacedOutput:
         windowed = [file for file in self._files if isinstance(file, WindowedFile)]
         return {"windows": sum(file.written for file in windowed),
                 "max_open": max((file.max_open for file in windowed), default=0),
-                "buffers": self._writer.made if self._writer is not None else 0}
+                "copied": sum(file.copied for file in windowed),
+                "buffers": self._writer.made if self._writer is not None else 0,
+                "waited": round(self._writer.waited, 3) if self._writer is not None else 0.0,
+                "writing": round(self._writer.writing, 3) if self._writer is not None else 0.0}
 
     def finish(self) -> None:
         """Wait until every write is made; raise the first error the writer met (or a
