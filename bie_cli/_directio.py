@@ -58,23 +58,6 @@ def enabled() -> bool:
     return bool(_O_DIRECT) and os.environ.get("BIE_DIRECT_IO", "1") != "0"
 
 
-def spare_core(threads: int) -> bool:
-    """True when this process may run on more cores than ``threads``. Direct writes of
-    decoded chunks save the page-cache copy's CPU (most of a decompress's system time) but
-    add writer threads that must be scheduled promptly to keep the device busy: with every
-    core decoding they wait, and on 2 cores at ``-j2`` a 1 GiB decompress ran level or ~5 %
-    slower direct, against ~20 % faster at ``-j1`` (docs/scale.md, "Direct writes (session 9)").
-    Session 10 found the rest of the cause: a direct write into the sparse output holds ext4's
-    inode lock until the device is done, and every plain write to the same file (a chunk's
-    edges, small chunks) waits for it: at ``-j2`` the decoders sat a third of the time in
-    ``ext4_buffered_write_iter`` (docs/scale.md, "Decompress (session 10)")."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return cores > threads
-
-
 def open_direct(fd: int, path: str) -> int | None:
     """A second, ``O_DIRECT`` descriptor of the regular file ``path`` (open as ``fd``);
     None when it is off, not a regular file, or the file system refuses."""

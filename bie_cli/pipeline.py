@@ -679,7 +679,7 @@ def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: i
     called by the thread that hashes the chunk (the decoders when ``threads`` > 1, so
     the output's writes, the costliest part after decoding, run on every core instead
     of this one); the arrays passed on are then None. Chunks it can take in place are
-    decoded straight into its staging buffer (:meth:`_Placer.stage`)."""
+    decoded straight into their window of the output (:meth:`_Placer.stage`)."""
     hash_here = threads == 1
 
     def decode(entry: TensorEntry, number: int, nbytes: int):
@@ -876,10 +876,9 @@ def decompress_model(
     def placed(files: list[tuple[str, bytes, list[TensorInfo]]]) -> None:
         """Decode with every chunk written at its offset by the thread that hashed it."""
         nonlocal done
-        from ._directio import spare_core
         from .formats.safetensors import PlacedOutput
 
-        output = PlacedOutput(direct=spare_core(threads), threads=threads)
+        output = PlacedOutput(threads=threads)
         ends = {entry.name: [sum(_Placer.where(entry, number)[:2]) for number in range(len(entry.chunks))]
                 for entry in entries}  # where chunks end: windows end there
         try:

@@ -18,21 +18,6 @@ from tests.conftest import write_safetensors
 ALIGN = _directio.ALIGN
 
 
-@pytest.fixture(autouse=True)
-def cores_to_spare(monkeypatch):
-    """Decompress writes direct only with a core to spare for the writer threads; here there
-    always is, so every test takes the direct path at any thread count (the rule has its own test)."""
-    monkeypatch.setattr(_directio, "spare_core", lambda threads: True)
-
-
-def test_spare_core_counts_the_cores_this_process_may_use(monkeypatch):
-    monkeypatch.undo()  # the real rule, not the autouse fixture's
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert _directio.spare_core(1)
-    assert not _directio.spare_core(2)
-    assert not _directio.spare_core(3)
-
-
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Windows and append buffers of a few blocks, so small test files take every path
@@ -462,16 +447,6 @@ def test_a_failed_direct_write_fails_the_run_and_leaves_no_output(sharded, tmp_p
         with pytest.raises(OSError, match="No space left"):
             bie_cli.compress_model(sharded, tmp_path / "again.cai", chunk_size=12000, threads=threads)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.cai"]
-
-
-def test_decompress_without_a_spare_core_writes_through_the_page_cache(sharded, tmp_path, monkeypatch, small_blocks,
-                                                                      direct_counted):
-    bie_cli.compress_model(sharded, tmp_path / "m.cai", chunk_size=12000)
-    monkeypatch.setattr(_directio, "spare_core", lambda threads: False)
-    before = direct_counted["bytes"]
-    bie_cli.decompress_model(tmp_path / "m.cai", str(tmp_path / "out") + "/", threads=2)
-    assert direct_counted["bytes"] == before
-    assert _files(tmp_path / "out") == _files(sharded)
 
 
 def test_chunks_decoded_into_their_windows_give_the_same_bytes(sharded, tmp_path, monkeypatch, small_blocks,

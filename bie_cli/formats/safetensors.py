@@ -487,9 +487,12 @@ class PlacedOutput:
     sizes the pool of window buffers (it grows when every buffer is held by an open window)."""
 
     def __init__(self, direct: bool = True, threads: int = 1) -> None:
-        # windows in flight to the device plus about one open per chunk being decoded
-        # a block of slack past the window: a chunk may run into the next window by that much
-        self._writer = Writer(2 * threads + _directio.WINDOW_SPARE, _directio.WINDOW_BYTES + _directio.ALIGN, threads=_directio.WINDOW_WRITERS) if direct else None
+        # buffers: windows in flight to the device plus about one open per chunk being decoded;
+        # each a block longer than a window, so a chunk may run into the next window by that much
+        self._writer = None
+        if direct:
+            self._writer = Writer(2 * threads + _directio.WINDOW_SPARE, _directio.WINDOW_BYTES + _directio.ALIGN,
+                                  threads=_directio.WINDOW_WRITERS)
         self._files: list = []
         self._where: dict[str, tuple[object, int, int]] = {}  # tensor name -> (file, offset, nbytes)
 
@@ -536,7 +539,8 @@ class PlacedOutput:
     def stage(self, tensor_name: str, byte_offset: int, nbytes: int, itemsize: int) -> np.ndarray | None:
         """Where to decode the ``nbytes`` at ``byte_offset`` within a tensor in place: a
         writable uint8 array of its window's buffer; None when the file is written plainly,
-        the bytes straddle two windows, or they would not be aligned for ``itemsize``. Then
+        the bytes run further into the next window than the buffer's slack, or they would not
+        be aligned for ``itemsize``. Then
         :meth:`write_stage` (or nothing, on an error: the window is then never written)."""
         file, offset, total = self._where[tensor_name]
         at = offset + byte_offset
