@@ -10,22 +10,26 @@ copy into an aligned staging buffer (user space, warm memory, no GIL) and waitin
 the device, which writer threads (:class:`Writer`) take off the caller's path.
 
 ``O_DIRECT`` wants the file offset, the length and the buffer's address aligned to the
-device's block (512 bytes or 4 KiB; :data:`ALIGN` covers both). So only whole aligned
-blocks go direct; a write's unaligned edges (and small writes) go through a plain
-descriptor of the same file, whose page cache pages are other blocks than the direct
-ones. When the file system refuses ``O_DIRECT`` (tmpfs: ``EINVAL`` at open; some file
+device's block (512 bytes or 4 KiB; :data:`ALIGN` covers both). Writes at offsets
+(decompress) collect in aligned windows that go out whole (:class:`WindowedFile`), so a
+file gets no plain write while its direct ones run; an appended file (a container) goes
+out in aligned buffers and its tail plainly at the end (:class:`AppendFile`). When the file system refuses ``O_DIRECT`` (tmpfs: ``EINVAL`` at open; some file
 systems at the first write) or the output is not a regular file, everything goes
 through the plain descriptor, as before. ``BIE_DIRECT_IO=0`` turns it off.
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
+import itertools
 import mmap
 import os
 import stat
 import threading
+import time
 from collections import deque
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -34,11 +38,14 @@ import numpy as np
 #: page with a direct block (on 64 KiB-page kernels a shared page could be written back over
 #: the direct bytes)
 ALIGN = max(4096, mmap.PAGESIZE)
-#: direct writes go in pieces of at most this many bytes (a staging buffer of :class:`Writer`)
-STAGE_BYTES = 4 << 20
-#: a write with fewer aligned bytes than this goes through the page cache (one device
-#: round trip per small write would cost more than the copy it saves)
-MIN_DIRECT = 256 << 10
+#: the aligned windows of :class:`WindowedFile` (a staging buffer of :class:`Writer` each):
+#: each goes out in one direct write once every byte of it is in
+WINDOW_BYTES = 8 << 20
+#: threads that write the windows of one output (:class:`Writer`)
+WINDOW_WRITERS = 2
+#: window buffers beyond two per decoding thread (the pool grows past them only when
+#: every buffer is held by an open window)
+WINDOW_SPARE = 2
 #: :class:`AppendFile`'s buffer: each time it is full it goes out in one direct write
 APPEND_BUFFER = 8 << 20
 #: :class:`AppendFile` copies pieces from this size on with numpy, which releases the GIL
@@ -49,23 +56,6 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 def enabled() -> bool:
     return bool(_O_DIRECT) and os.environ.get("BIE_DIRECT_IO", "1") != "0"
-
-
-def spare_core(threads: int) -> bool:
-    """True when this process may run on more cores than ``threads``. Direct writes of
-    decoded chunks save the page-cache copy's CPU (most of a decompress's system time) but
-    add writer threads that must be scheduled promptly to keep the device busy: with every
-    core decoding they wait, and on 2 cores at ``-j2`` a 1 GiB decompress ran level or ~5 %
-    slower direct, against ~20 % faster at ``-j1`` (docs/scale.md, "Direct writes (session 9)").
-    Session 10 found the rest of the cause: a direct write into the sparse output holds ext4's
-    inode lock until the device is done, and every plain write to the same file (a chunk's
-    edges, small chunks) waits for it: at ``-j2`` the decoders sat a third of the time in
-    ``ext4_buffered_write_iter`` (docs/scale.md, "Decompress (session 10)")."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return cores > threads
 
 
 def open_direct(fd: int, path: str) -> int | None:
@@ -94,13 +84,13 @@ class Writer:
     so the thread that hands one over (a decoder) goes on while the device reads it (two
     keep the decoders from waiting on a busy 2-core machine, where each write also waits
     for its thread to be scheduled again). Its page-aligned
-    staging buffers (``count`` x :data:`STAGE_BYTES`, anonymous ``mmap``) are taken with
+    staging buffers (``count`` x ``size``, anonymous ``mmap``) are taken with
     :meth:`take`, filled and handed over with :meth:`submit`; :meth:`take` waits while all
-    are in flight. :meth:`finish` waits until every write is made and raises the first
+    are in flight (or makes more: ``grow``). :meth:`finish` waits until every write is made and raises the first
     error one met; :meth:`close` stops the threads (without raising)."""
 
     def __init__(self, count: int = 4, size: int | None = None, threads: int = 1) -> None:
-        self._size = STAGE_BYTES if size is None else size
+        self._size = WINDOW_BYTES if size is None else size
         self._free: list[np.ndarray] = []
         self._made = 0
         self._count = count
@@ -111,19 +101,37 @@ class Writer:
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._thread_count = threads
+        #: seconds callers of :meth:`take` waited for a buffer, in all
+        self.waited = 0.0
+        #: seconds the threads spent in writes, in all
+        self.writing = 0.0
 
     @property
     def size(self) -> int:
         """Bytes of each staging buffer."""
         return self._size
 
-    def take(self, wait: bool = True) -> np.ndarray | None:
-        """A free staging buffer; while all are in flight, wait (``wait=False``: None at once)."""
+    @property
+    def made(self) -> int:
+        """Staging buffers made so far (the most held at once)."""
+        return self._made
+
+    def take(self, wait: bool = True, grow: bool = False) -> np.ndarray | None:
+        """A free staging buffer; while all are taken, wait (``wait=False``: None at once).
+        ``grow``: wait only while a write is in flight (it brings its buffer back); when
+        every buffer is held by a caller, make one more instead."""
         with self._cond:
+            waited = None
             while not self._free and self._made >= self._count and self._error is None:
+                if grow and not self._jobs and not self._busy:
+                    break
                 if not wait:
                     return None
+                if waited is None:
+                    waited = time.perf_counter()
                 self._cond.wait()
+            if waited is not None:
+                self.waited += time.perf_counter() - waited
             if self._error is not None:
                 raise self._error
             if self._free:
@@ -163,7 +171,9 @@ class Writer:
                 self._busy += 1
             try:
                 if self._error is None:
+                    began = time.perf_counter()
                     file._write_staged(memoryview(buffer[start:start + length]), offset)
+                    self.writing += time.perf_counter() - began
             except BaseException as exc:  # raised to the threads that hand writes over
                 with self._cond:
                     if self._error is None:
@@ -249,101 +259,164 @@ class _StagedFile:
             self._use_direct = False
 
 
-class PositionalFile(_StagedFile):
-    """Writes at offsets into one regular file, from any thread: the aligned interior of a
-    write is copied into a staging buffer of ``writer`` (a :class:`Writer`, shared by the
-    files of one output), whose thread writes it ``O_DIRECT``; the rest goes through
-    ``fd`` at once. Does not own ``fd``; :meth:`close` closes the direct descriptor, after
-    the writer's :meth:`~Writer.finish` or :meth:`~Writer.close`.
+def window_bounds(size: int, window: int, cuts: Iterable[int] = ()) -> list[int]:
+    """Where the windows of a file of ``size`` bytes start, and ``size``: each window at most
+    ``window`` bytes and, from half of that on, ending at the block boundary just before one
+    of ``cuts`` (file offsets where chunks end) where there is one, so that a chunk crosses
+    into the next window by less than a block (its spill is copied, the rest decoded in
+    place: :meth:`WindowedFile.stage`). Every start but the first is a multiple of :data:`ALIGN`."""
+    if window % ALIGN or window <= 0:
+        raise ValueError("the window must be a positive multiple of ALIGN")
+    ends = sorted({cut // ALIGN * ALIGN for cut in cuts if 0 < cut < size})
+    bounds = [0]
+    start = 0
+    while size - start > window:
+        limit = start + window
+        at = bisect.bisect_right(ends, limit) - 1
+        stop = ends[at] if at >= 0 and ends[at] - start >= window // 2 else limit
+        bounds.append(stop)
+        start = stop
+    bounds.append(size)
+    return bounds
 
-    ``overflow``: when every staging buffer is in flight (the device is behind), write
-    through the page cache instead of waiting for one. The device then takes what it
-    keeps up with and the caller never waits for it: direct writes save CPU (no page-cache
-    copy into fresh pages) but a device slower than the decoders would otherwise set the
-    pace (docs/scale.md, "Decompress (session 10)")."""
 
-    def __init__(self, fd: int, path: str, writer: Writer | None = None, overflow: bool = False) -> None:
+class WindowedFile(_StagedFile):
+    """Writes at offsets into one regular file of ``size`` bytes, from any thread, with no
+    plain write into it at all: the file is cut into aligned windows (``bounds``, from
+    :func:`window_bounds`), each collected in a staging buffer of ``writer`` (a
+    :class:`Writer`, shared by the files of one output, whose buffers are at least a block
+    longer than the longest window) and handed to its threads as one ``O_DIRECT`` write once
+    every byte of it is in. The last window, which ends off a block, goes out padded to a
+    whole block; :meth:`finish` cuts the file back to ``size`` (``ftruncate``). Does not own
+    ``fd``; owns ``direct``.
+
+    Why no plain writes: on ext4 a direct write into a sparse file allocates blocks and
+    holds the inode lock until the device is done, and every plain write to the file (a
+    chunk's unaligned edges, small chunks) waits for it (docs/scale.md, "Decompress
+    (session 10)" and "Aligned direct windows (session 11)").
+
+    A window's buffer is taken from the writer when the window is first touched; while none
+    is free the caller waits if a write is in flight (it brings one back), else the writer
+    makes one more (:meth:`Writer.take` with ``grow``): windows complete only as the chunks
+    that fill them come in, so waiting with every buffer held by an open window could wait
+    for ever. Memory is then bounded by the windows open at once (about the chunks in
+    flight) plus the writes queued."""
+
+    def __init__(self, fd: int, direct: int, size: int, writer: Writer, bounds: list[int]) -> None:
+        if bounds[0] != 0 or bounds[-1] != size or any(b % ALIGN for b in bounds[1:-1]):
+            raise ValueError("windows must start at 0 and on blocks, and end at the file's size")
+        longest = max((b - a for a, b in itertools.pairwise(bounds)), default=0)
+        if writer.size < -(-longest // ALIGN) * ALIGN:
+            raise ValueError("the writer's buffers are shorter than a window")
         self.fd = fd
-        self._direct = open_direct(fd, path) if writer is not None else None
-        self._use_direct = self._direct is not None
+        self._direct = direct
+        self._use_direct = True
         self._writer = writer
-        self._overflow = overflow
+        self._bounds = bounds
+        self._slack = writer.size - longest  # a staged chunk may run this far past its window
+        self.size = size
+        self._open: dict[int, list] = {}  # window index -> [buffer, bytes filled]
+        self._lock = threading.Lock()
+        #: the most windows open at once, how many were written, bytes copied in (:meth:`pwrite`;
+        #: counted without a lock, for statistics)
+        self.max_open = 0
+        self.written = 0
+        self.copied = 0
 
-    def pwrite(self, data, offset: int) -> None:
-        """Write all of ``data`` (a buffer) at ``offset`` (the aligned part when the writer
-        gets to it: see :meth:`Writer.finish`)."""
-        view = memoryview(data).cast("B")
-        start = -offset % ALIGN
-        stop = max(start, (len(view) - start) // ALIGN * ALIGN + start)
-        if not self._use_direct or stop - start < MIN_DIRECT:
-            pwrite_all(self.fd, view, offset)
-            return
-        if start:
-            pwrite_all(self.fd, view[:start], offset)
-        if stop < len(view):
-            pwrite_all(self.fd, view[stop:], offset + stop)
-        source = np.frombuffer(view, dtype=np.uint8)
-        position = start
-        while position < stop:
-            if not self._use_direct:
-                pwrite_all(self.fd, view[position:stop], offset + position)
+    def _index(self, offset: int) -> int:
+        return bisect.bisect_right(self._bounds, offset) - 1
+
+    def _buffer(self, index: int) -> np.ndarray:
+        """Window ``index``'s buffer (taken now if the window was not open)."""
+        with self._lock:
+            entry = self._open.get(index)
+        if entry is not None:
+            return entry[0]
+        buffer = self._writer.take(grow=True)
+        with self._lock:
+            entry = self._open.get(index)
+            if entry is None:
+                self._open[index] = [buffer, 0]
+                self.max_open = max(self.max_open, len(self._open))
+                return buffer
+        self._writer.give_back(buffer)  # another thread opened it meanwhile
+        return entry[0]
+
+    def _filled(self, index: int, nbytes: int) -> None:
+        """``nbytes`` more of window ``index`` are in; a full window goes to the writer."""
+        start, stop = self._bounds[index], self._bounds[index + 1]
+        length = stop - start
+        with self._lock:
+            entry = self._open[index]
+            entry[1] += nbytes
+            if entry[1] < length:
                 return
-            stage = self._writer.take(wait=not self._overflow)
-            if stage is None:  # every buffer in flight: through the page cache
-                pwrite_all(self.fd, view[position:stop], offset + position)
-                return
-            n = min(stop - position, len(stage))
-            try:
-                np.copyto(stage[:n], source[position:position + n])  # numpy copies without the GIL
-            except BaseException:
-                self._writer.give_back(stage)
-                raise
-            self._writer.submit(self, stage, n, offset + position)
-            position += n
+            if entry[1] > length:
+                raise RuntimeError(f"window {index} of the output got {entry[1]} bytes for {length}")
+            del self._open[index]
+            self.written += 1
+        buffer = entry[0]
+        padded = -(-length // ALIGN) * ALIGN
+        if padded > length:  # the file's last window: a whole last block, cut back by finish()
+            buffer[length:padded] = 0
+        self._writer.submit(self, buffer, padded, start)
 
     def stage(self, offset: int, nbytes: int) -> np.ndarray | None:
-        """A free staging buffer in which to build the ``nbytes`` bytes to be written at
-        ``offset`` in place, at ``offset % ALIGN`` (so their aligned interior is aligned in
-        the buffer too), to hand to :meth:`write_stage` (or to give back to the writer):
-        None when they would go through the page cache anyway, do not fit, or no buffer is
-        free (the caller then writes them with :meth:`pwrite`)."""
-        if not self._use_direct:
+        """Where to build the ``nbytes`` at ``offset`` in place (then :meth:`placed`): their
+        window's buffer, which they may overrun by the buffer's slack (the spill is copied to
+        the next window); None when they run further (the caller then uses :meth:`pwrite`)."""
+        index = self._index(offset)
+        start = self._bounds[index]
+        if nbytes <= 0 or offset + nbytes > min(self.size, self._bounds[index + 1] + self._slack):
             return None
-        head = offset % ALIGN
-        start = -offset % ALIGN
-        if nbytes - start < MIN_DIRECT or head + nbytes > self._writer.size:
-            return None
-        return self._writer.take(wait=False)
+        return self._buffer(index)[offset - start:offset - start + nbytes]
 
-    def write_stage(self, stage: np.ndarray, offset: int, nbytes: int) -> None:
-        """Write the ``nbytes`` built in ``stage`` (from :meth:`stage`) at ``offset``: the
-        edges at once, the aligned interior ``O_DIRECT`` by the writer's thread, which
-        then takes the buffer back (also on an error)."""
-        head = offset % ALIGN
-        view = memoryview(stage[head:head + nbytes])
-        start = -offset % ALIGN
-        stop = (nbytes - start) // ALIGN * ALIGN + start
-        try:
-            if not self._use_direct:
-                pwrite_all(self.fd, view, offset)
-                self._writer.give_back(stage)
-                return
-            if start:
-                pwrite_all(self.fd, view[:start], offset)
-            if stop < nbytes:
-                pwrite_all(self.fd, view[stop:], offset + stop)
-        except BaseException:
-            self._writer.give_back(stage)
-            raise
-        self._writer.submit(self, stage, stop - start, offset + start, head + start)
+    def placed(self, offset: int, nbytes: int) -> None:
+        """The ``nbytes`` at ``offset`` (from :meth:`stage`) are built."""
+        index = self._index(offset)
+        start, stop = self._bounds[index], self._bounds[index + 1]
+        if offset + nbytes > stop:  # the spill into the next window, before this one may go out
+            with self._lock:
+                buffer = self._open[index][0]
+            self.pwrite(buffer[stop - start:offset + nbytes - start], stop)
+            nbytes = stop - offset
+        self._filled(index, nbytes)
 
-    def give_back(self, stage: np.ndarray) -> None:
-        """A buffer from :meth:`stage` that will not be written."""
-        self._writer.give_back(stage)
+    def pwrite(self, data, offset: int) -> None:
+        """Copy all of ``data`` (a buffer) into the windows at ``offset``."""
+        view = memoryview(data).cast("B")
+        if offset + len(view) > self.size:
+            raise ValueError("write past the end of the file")
+        source = None
+        position, total = 0, len(view)
+        index = self._index(offset)
+        while position < total:
+            start, stop = self._bounds[index], self._bounds[index + 1]
+            at = offset + position - start
+            n = min(total - position, stop - start - at)
+            buffer = self._buffer(index)
+            if n >= _COPY_WITHOUT_GIL:
+                if source is None:
+                    source = np.frombuffer(view, dtype=np.uint8)
+                np.copyto(buffer[at:at + n], source[position:position + n])  # without the GIL
+            else:
+                buffer[at:at + n] = np.frombuffer(view[position:position + n], dtype=np.uint8)
+            self._filled(index, n)
+            position += n
+            index += 1
+        self.copied += total
+
+    def finish(self) -> None:
+        """After the writer's :meth:`~Writer.finish`: every window must have been written;
+        cut the padding of the last one."""
+        if self._open:
+            raise RuntimeError(f"{len(self._open)} window(s) of the output were never filled")
+        os.ftruncate(self.fd, self.size)
 
     def close(self) -> None:
         direct, self._direct = self._direct, None
         self._use_direct = False
+        self._open.clear()
         if direct is not None:
             os.close(direct)
 

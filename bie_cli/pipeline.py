@@ -679,17 +679,12 @@ def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: i
     called by the thread that hashes the chunk (the decoders when ``threads`` > 1, so
     the output's writes, the costliest part after decoding, run on every core instead
     of this one); the arrays passed on are then None. Chunks it can take in place are
-    decoded straight into its staging buffer (:meth:`_Placer.stage`)."""
+    decoded straight into their window of the output (:meth:`_Placer.stage`)."""
     hash_here = threads == 1
 
     def decode(entry: TensorEntry, number: int, nbytes: int):
         staged = place.stage(entry, number, nbytes) if place is not None else None
-        try:
-            array = stored.decode_chunk(entry, number, bits, None if staged is None else staged[1])
-        except BaseException:
-            if staged is not None:
-                place.give_back(staged)
-            raise
+        array = stored.decode_chunk(entry, number, bits, staged)
         if hash_here:
             return array, staged
         if place is None:
@@ -698,7 +693,7 @@ def _decoded_in_order(stored: StoredTensors, entries: list[TensorEntry], bits: i
             return array, None
         if check is None:
             place(entry, number, array, staged)
-        else:  # written once hashed: a staged chunk's buffer is reused once written
+        else:  # written once hashed: a staged chunk's window may go out once it is written
             check.feed(entry, number, array, lambda: place(entry, number, array, staged))
         return None, None
 
@@ -775,16 +770,13 @@ def _placeable(entries: list[TensorEntry]) -> bool:
 class _Placer:
     """``place`` for :func:`_decoded_in_order`: a chunk's bytes at its offset in ``output``
     (a :class:`~bie_cli.formats.safetensors.PlacedOutput`), decoded into the output's
-    staging buffer where it can (:meth:`stage`)."""
+    window where it can (:meth:`stage`)."""
 
     def __init__(self, output) -> None:
-        from . import _directio
-
         self._output = output
-        self._min_direct = _directio.MIN_DIRECT  # smaller chunks are not written direct
 
     @staticmethod
-    def _where(entry: TensorEntry, number: int) -> tuple[int, int, int]:
+    def where(entry: TensorEntry, number: int) -> tuple[int, int, int]:
         """(byte offset in the tensor, bytes, item size) of chunk ``number``."""
         ref = entry.chunks[number]
         row_bytes = dtypes.nbytes(entry.dtype, entry.shape[1:]) if entry.shape else 0
@@ -793,18 +785,13 @@ class _Placer:
             return 0, itemsize, itemsize
         return ref.row_start * row_bytes, (ref.row_stop - ref.row_start) * row_bytes, itemsize
 
-    def stage(self, entry: TensorEntry, number: int, nbytes: int) -> tuple | None:
-        """Where to decode the chunk (of ``nbytes``) in place, or None (see ``PlacedOutput.stage``)."""
-        if nbytes < self._min_direct:
-            return None
-        offset, nbytes, itemsize = self._where(entry, number)
+    def stage(self, entry: TensorEntry, number: int, nbytes: int) -> np.ndarray | None:
+        """Where to decode the chunk in place, or None (see ``PlacedOutput.stage``)."""
+        offset, nbytes, itemsize = self.where(entry, number)
         return self._output.stage(entry.name, offset, nbytes, itemsize)
 
-    def give_back(self, staged: tuple) -> None:
-        self._output.give_back(staged)
-
-    def __call__(self, entry: TensorEntry, number: int, array: np.ndarray, staged: tuple | None = None) -> None:
-        offset = self._where(entry, number)[0]
+    def __call__(self, entry: TensorEntry, number: int, array: np.ndarray, staged: np.ndarray | None = None) -> None:
+        offset = self.where(entry, number)[0]
         if staged is None:
             self._output.write(entry.name, offset, array)
         else:
@@ -889,20 +876,22 @@ def decompress_model(
     def placed(files: list[tuple[str, bytes, list[TensorInfo]]]) -> None:
         """Decode with every chunk written at its offset by the thread that hashed it."""
         nonlocal done
-        from ._directio import spare_core
         from .formats.safetensors import PlacedOutput
 
-        chunk_bytes = max((_chunk_bytes(entry, 0) for entry in entries if entry.chunks), default=0)
-        output = PlacedOutput(direct=spare_core(threads), chunk_bytes=chunk_bytes)
+        output = PlacedOutput(threads=threads)
+        ends = {entry.name: [sum(_Placer.where(entry, number)[:2]) for number in range(len(entry.chunks))]
+                for entry in entries}  # where chunks end: windows end there
         try:
             for path, file_header, infos in files:
-                output.add_file(path, file_header, infos)
+                output.add_file(path, file_header, infos, ends)
             with contextlib.closing(_checked_chunks(stored, entries, bits, threads, _Placer(output))) as passed:
                 for name, _, nbytes in passed:
                     done += nbytes
                     if progress:
                         progress(done, total, name)
             output.finish()  # the direct writes still under way
+            if os.environ.get("BIE_WINDOW_STATS"):
+                print("windows:", output.stats(), file=sys.stderr)
         finally:
             output.close()  # after the decoders stopped (the generator's pool is shut down)
 

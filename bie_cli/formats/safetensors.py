@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .. import _directio, dtypes
-from .._directio import ALIGN, PositionalFile, Writer
+from .._directio import WindowedFile, Writer, pwrite_all
 from ..errors import BadInputError, UnsupportedDtypeError
 from ..paths import binary_output
 from .base import CheckpointSource, TensorInfo
@@ -449,48 +449,85 @@ def file_header(tensors: list[TensorInfo], metadata: dict) -> bytes:
     return build_header(tensors, st_metadata)
 
 
+class _PlainFile:
+    """A file of :class:`PlacedOutput` written through the page cache, by the caller."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def pwrite(self, data, offset: int) -> None:
+        pwrite_all(self.fd, data, offset)
+
+    def stage(self, offset: int, nbytes: int) -> None:
+        return None
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class PlacedOutput:
     """Safetensors files whose layout is known up front (a header, then the tensors back to
     back), written chunk by chunk at their offsets by whichever thread decoded the chunk.
 
     :meth:`add_file` creates a file, writes its header and sizes it (``ftruncate``);
-    :meth:`write` (safe from any thread: ``pwrite`` at an offset) puts a chunk's bytes
-    at ``byte_offset`` within its tensor, its aligned interior ``O_DIRECT`` where the file
-    system takes it (:class:`~bie_cli._directio.PositionalFile`: by a writer thread, while
-    the caller goes on). The bytes are those :func:`write_data` writes when every tensor's
-    chunks are all written and :meth:`finish` returned (it raises the writer's error);
-    :meth:`close` before the files are renamed or removed (after every thread that writes
-    has stopped). ``direct=False``: every write goes through the page cache.
+    :meth:`write` (safe from any thread) puts a chunk's bytes at ``byte_offset`` within its
+    tensor. Where the file system takes ``O_DIRECT`` (and ``direct``), a file's bytes collect
+    in aligned windows that writer threads write whole
+    (:class:`~bie_cli._directio.WindowedFile`); else every write goes through the page
+    cache at once. The bytes are those :func:`write_data` writes when every tensor's chunks
+    are all written and :meth:`finish` returned (it raises the writer's error, or a window
+    never filled); :meth:`close` before the files are renamed or removed (after every thread
+    that writes has stopped).
 
-    A chunk may also be decoded straight into a staging buffer (:meth:`stage`, then
-    :meth:`write_stage`): no copy of its bytes. ``chunk_bytes``: the largest chunk, so a
-    staging buffer holds one (up to :data:`MAX_STAGE` bytes)."""
+    A chunk may also be decoded straight into its window (:meth:`stage`, then
+    :meth:`write_stage`): no copy of its bytes. ``threads``: the decoding threads, which
+    sizes the pool of window buffers (it grows when every buffer is held by an open window)."""
 
-    #: staging buffers grow to hold a chunk up to this size; larger chunks are copied in pieces
-    MAX_STAGE = 16 << 20
-
-    def __init__(self, direct: bool = True, chunk_bytes: int = 0) -> None:
-        # 6 buffers (24 MiB for the default 4 MiB chunks): the decoders seldom wait for one
-        size = max(_directio.STAGE_BYTES, min(chunk_bytes, self.MAX_STAGE) + 2 * ALIGN) // ALIGN * ALIGN
-        self._writer = Writer(6, size, threads=2) if direct else None
+    def __init__(self, direct: bool = True, threads: int = 1) -> None:
+        # buffers: windows in flight to the device plus about one open per chunk being decoded;
+        # each a block longer than a window, so a chunk may run into the next window by that much
+        self._writer = None
+        if direct:
+            self._writer = Writer(2 * threads + _directio.WINDOW_SPARE, _directio.WINDOW_BYTES + _directio.ALIGN,
+                                  threads=_directio.WINDOW_WRITERS)
         self._files: list = []
         self._where: dict[str, tuple[object, int, int]] = {}  # tensor name -> (file, offset, nbytes)
 
-    def add_file(self, path: str, header: bytes, tensors: list[TensorInfo]) -> None:
+    def add_file(self, path: str, header: bytes, tensors: list[TensorInfo],
+                 chunk_ends: dict[str, Iterable[int]] | None = None) -> None:
+        """``chunk_ends``: tensor name -> the byte offsets within it where its chunks end
+        (windows end just before them, so few chunks are copied: see
+        :func:`~bie_cli._directio.window_bounds`)."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
-            file = PositionalFile(fd, path, self._writer, overflow=True)
+            direct = _directio.open_direct(fd, path) if self._writer is not None else None
         except BaseException:
             os.close(fd)
             raise
+        size = len(header) + sum(dtypes.nbytes(info.dtype, info.shape) for info in tensors)
+        cuts = []
+        offset = len(header)
+        for info in tensors:
+            nbytes = dtypes.nbytes(info.dtype, info.shape)
+            cuts.extend(offset + end for end in (chunk_ends or {}).get(info.name, ()))
+            offset += nbytes
+            cuts.append(offset)
+        if direct is None:
+            file = _PlainFile(fd)
+        else:
+            bounds = _directio.window_bounds(size, _directio.WINDOW_BYTES, cuts)
+            file = WindowedFile(fd, direct, size, self._writer, bounds)
         self._files.append(file)
-        pwrite_all(fd, header, 0)
+        os.ftruncate(fd, size)  # every byte after the header is a tensor's: chunks fill it all
+        file.pwrite(header, 0)
         offset = len(header)
         for info in tensors:
             nbytes = dtypes.nbytes(info.dtype, info.shape)
             self._where[info.name] = (file, offset, nbytes)
             offset += nbytes
-        os.ftruncate(fd, offset)  # every byte after the header is a tensor's: chunks fill it all
 
     def write(self, tensor_name: str, byte_offset: int, array: np.ndarray) -> None:
         file, offset, nbytes = self._where[tensor_name]
@@ -499,37 +536,40 @@ class PlacedOutput:
             raise RuntimeError(f"chunk of tensor {tensor_name!r} ends past the tensor")
         file.pwrite(data, offset + byte_offset)
 
-    def stage(self, tensor_name: str, byte_offset: int, nbytes: int, itemsize: int) -> tuple | None:
-        """A staging buffer for the ``nbytes`` at ``byte_offset`` within a tensor, to decode
-        them into: ``(buffer, view)``, ``view`` the writable uint8 array of those bytes;
-        None when they are not to be written direct, the view would not be aligned for
-        ``itemsize``, or no buffer is free now. Then :meth:`write_stage` (or :meth:`give_back`)."""
-        if self._writer is None:
-            return None
+    def stage(self, tensor_name: str, byte_offset: int, nbytes: int, itemsize: int) -> np.ndarray | None:
+        """Where to decode the ``nbytes`` at ``byte_offset`` within a tensor in place: a
+        writable uint8 array of its window's buffer; None when the file is written plainly,
+        the bytes run further into the next window than the buffer's slack, or they would not
+        be aligned for ``itemsize``. Then
+        :meth:`write_stage` (or nothing, on an error: the window is then never written)."""
         file, offset, total = self._where[tensor_name]
         at = offset + byte_offset
         if at % itemsize or byte_offset + nbytes > total:
             return None
-        buffer = file.stage(at, nbytes)
-        if buffer is None:
-            return None
-        head = at % ALIGN
-        return buffer, buffer[head:head + nbytes]
+        return file.stage(at, nbytes)
 
-    def write_stage(self, tensor_name: str, byte_offset: int, staged: tuple) -> None:
-        """Write a chunk decoded into ``staged`` (from :meth:`stage`); the buffer is the
-        writer's again."""
+    def write_stage(self, tensor_name: str, byte_offset: int, staged: np.ndarray) -> None:
+        """The chunk decoded into ``staged`` (from :meth:`stage`) is complete."""
         file, offset, _ = self._where[tensor_name]
-        file.write_stage(staged[0], offset + byte_offset, len(staged[1]))
+        file.placed(offset + byte_offset, len(staged))
 
-    def give_back(self, staged: tuple) -> None:
-        """A buffer from :meth:`stage` whose bytes will not be written."""
-        self._writer.give_back(staged[0])
+    def stats(self) -> dict:
+        """Window counts: written, the most open at once in a file, buffers made."""
+        windowed = [file for file in self._files if isinstance(file, WindowedFile)]
+        return {"windows": sum(file.written for file in windowed),
+                "max_open": max((file.max_open for file in windowed), default=0),
+                "copied": sum(file.copied for file in windowed),
+                "buffers": self._writer.made if self._writer is not None else 0,
+                "waited": round(self._writer.waited, 3) if self._writer is not None else 0.0,
+                "writing": round(self._writer.writing, 3) if self._writer is not None else 0.0}
 
     def finish(self) -> None:
-        """Wait until every write is made; raise the first error the writer met."""
+        """Wait until every write is made; raise the first error the writer met (or a
+        window not filled); cut each file's padding."""
         if self._writer is not None:
             self._writer.finish()
+        for file in self._files:
+            file.finish()
 
     def close(self) -> None:
         if self._writer is not None:
@@ -540,15 +580,6 @@ class PlacedOutput:
                 file.close()
             finally:
                 os.close(file.fd)
-
-
-def pwrite_all(fd: int, data, offset: int) -> None:
-    """``os.pwrite`` until every byte is written (the GIL is released meanwhile)."""
-    view = memoryview(data).cast("B")
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 def write_data(path: str, header: bytes, tensors: list[TensorInfo], chunks: Iterable[tuple[str, np.ndarray]]) -> None:
