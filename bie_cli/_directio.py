@@ -27,7 +27,6 @@ import mmap
 import os
 import stat
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -101,10 +100,6 @@ class Writer:
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._thread_count = threads
-        #: seconds callers of :meth:`take` waited for a buffer, in all
-        self.waited = 0.0
-        #: seconds the threads spent in writes, in all
-        self.writing = 0.0
 
     @property
     def size(self) -> int:
@@ -121,17 +116,12 @@ class Writer:
         ``grow``: wait only while a write is in flight (it brings its buffer back); when
         every buffer is held by a caller, make one more instead."""
         with self._cond:
-            waited = None
             while not self._free and self._made >= self._count and self._error is None:
                 if grow and not self._jobs and not self._busy:
                     break
                 if not wait:
                     return None
-                if waited is None:
-                    waited = time.perf_counter()
                 self._cond.wait()
-            if waited is not None:
-                self.waited += time.perf_counter() - waited
             if self._error is not None:
                 raise self._error
             if self._free:
@@ -171,9 +161,7 @@ class Writer:
                 self._busy += 1
             try:
                 if self._error is None:
-                    began = time.perf_counter()
                     file._write_staged(memoryview(buffer[start:start + length]), offset)
-                    self.writing += time.perf_counter() - began
             except BaseException as exc:  # raised to the threads that hand writes over
                 with self._cond:
                     if self._error is None:

@@ -890,8 +890,6 @@ def decompress_model(
                     if progress:
                         progress(done, total, name)
             output.finish()  # the direct writes still under way
-            if os.environ.get("BIE_WINDOW_STATS"):
-                print("windows:", output.stats(), file=sys.stderr)
         finally:
             output.close()  # after the decoders stopped (the generator's pool is shut down)
 

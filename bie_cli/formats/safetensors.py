@@ -559,9 +559,7 @@ class PlacedOutput:
         return {"windows": sum(file.written for file in windowed),
                 "max_open": max((file.max_open for file in windowed), default=0),
                 "copied": sum(file.copied for file in windowed),
-                "buffers": self._writer.made if self._writer is not None else 0,
-                "waited": round(self._writer.waited, 3) if self._writer is not None else 0.0,
-                "writing": round(self._writer.writing, 3) if self._writer is not None else 0.0}
+                "buffers": self._writer.made if self._writer is not None else 0}
 
     def finish(self) -> None:
         """Wait until every write is made; raise the first error the writer met (or a
