@@ -507,14 +507,16 @@ class PlacedOutput:
         except BaseException:
             os.close(fd)
             raise
-        size = len(header) + sum(dtypes.nbytes(info.dtype, info.shape) for info in tensors)
-        cuts = []
+        layout = []  # (tensor name, file offset, bytes)
+        cuts = []  # file offsets where chunks end
         offset = len(header)
         for info in tensors:
             nbytes = dtypes.nbytes(info.dtype, info.shape)
+            layout.append((info.name, offset, nbytes))
             cuts.extend(offset + end for end in (chunk_ends or {}).get(info.name, ()))
             offset += nbytes
             cuts.append(offset)
+        size = offset
         if direct is None:
             file = _PlainFile(fd)
         else:
@@ -523,11 +525,8 @@ class PlacedOutput:
         self._files.append(file)
         os.ftruncate(fd, size)  # every byte after the header is a tensor's: chunks fill it all
         file.pwrite(header, 0)
-        offset = len(header)
-        for info in tensors:
-            nbytes = dtypes.nbytes(info.dtype, info.shape)
-            self._where[info.name] = (file, offset, nbytes)
-            offset += nbytes
+        for name, start, nbytes in layout:
+            self._where[name] = (file, start, nbytes)
 
     def write(self, tensor_name: str, byte_offset: int, array: np.ndarray) -> None:
         file, offset, nbytes = self._where[tensor_name]
