@@ -291,6 +291,24 @@ def test_placed_output_header_in_window_0_chunks_out_of_order(tmp_path, small_bl
     assert stats["windows"] == -(-len(expected) // (3 * ALIGN))
 
 
+def test_a_failed_file_setup_closes_both_descriptors(tmp_path, small_blocks, direct_counted, monkeypatch):
+    from bie_cli.formats.base import TensorInfo
+    from bie_cli.formats.safetensors import PlacedOutput
+
+    def broken_bounds(*args):
+        raise RuntimeError("window layout")
+
+    monkeypatch.setattr(_directio, "window_bounds", broken_bounds)
+    before = set(os.listdir("/proc/self/fd"))
+    output = PlacedOutput(threads=1)
+    try:
+        with pytest.raises(RuntimeError, match="window layout"):
+            output.add_file(str(tmp_path / "out"), b"h" * 8, [TensorInfo("a", "F32", [4, 3])])
+    finally:
+        output.close()
+    assert set(os.listdir("/proc/self/fd")) <= before  # the file's plain and O_DIRECT descriptors closed
+
+
 def test_placed_output_without_o_direct_writes_plainly(tmp_path, small_blocks, direct_unopenable):
     arrays = {"a": np.arange(3000, dtype=np.float32).reshape(1000, 3)}
     order = [("a", start, start + 100) for start in range(900, -1, -100)]

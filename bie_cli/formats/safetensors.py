@@ -501,12 +501,6 @@ class PlacedOutput:
         """``chunk_ends``: tensor name -> the byte offsets within it where its chunks end
         (windows end just before them, so few chunks are copied: see
         :func:`~bie_cli._directio.window_bounds`)."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
-        try:
-            direct = _directio.open_direct(fd, path) if self._writer is not None else None
-        except BaseException:
-            os.close(fd)
-            raise
         layout = []  # (tensor name, file offset, bytes)
         cuts = []  # file offsets where chunks end
         offset = len(header)
@@ -517,11 +511,20 @@ class PlacedOutput:
             offset += nbytes
             cuts.append(offset)
         size = offset
-        if direct is None:
-            file = _PlainFile(fd)
-        else:
-            bounds = _directio.window_bounds(size, _directio.WINDOW_BYTES, cuts)
-            file = WindowedFile(fd, direct, size, self._writer, bounds)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+        direct = None
+        try:  # until the file is in self._files (closed by close()), its descriptors are ours to close
+            direct = _directio.open_direct(fd, path) if self._writer is not None else None
+            if direct is None:
+                file = _PlainFile(fd)
+            else:
+                bounds = _directio.window_bounds(size, _directio.WINDOW_BYTES, cuts)
+                file = WindowedFile(fd, direct, size, self._writer, bounds)
+        except BaseException:
+            for descriptor in (fd, direct):
+                if descriptor is not None:
+                    os.close(descriptor)
+            raise
         self._files.append(file)
         os.ftruncate(fd, size)  # every byte after the header is a tensor's: chunks fill it all
         file.pwrite(header, 0)
