@@ -298,7 +298,48 @@ def _scaling(dtype: str, times: dict[str, list[float]]) -> str:
         if core is not None:
             line += f"; one core -> two (-j2) {core / two:.2f}x"
         lines.append(line)
+    pairs = [(f"bie float-split {what} in memory", f"bie float-split {what} threads=1 (in memory)",
+              f"bie float-split {what} threads=2 (in memory)") for what in ("compress", "decompress")]
+    pairs += [(f"ZipNN {what} in memory", f"ZipNN {what} threads=1 (in memory)", f"ZipNN {what} threads=2 (in memory)")
+              for what in ("compress", "decompress")]
+    pairs += [("zstd -3 files", "zstd -3 -T1 (files)", "zstd -3 -T2 (files)"),
+              ("zstd -d files", "zstd -d -T1 (files)", "zstd -d -T2 (files)")]
+    others = [f"{what} {median[one] / median[two]:.2f}x" for what, one, two in pairs if one in median and two in median]
+    lines.append(f"{dtype} 1 -> 2 threads of the other rows: " + "; ".join(others))
     return "\n".join(lines)
+
+
+_CEILING = r"""
+import sys, time
+import numpy as np
+start = time.perf_counter()
+if sys.argv[1] == "compute":
+    x = 1
+    for _ in range(12_000_000):
+        x = (x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+else:
+    a, b = np.ones(64 << 20, np.uint8), np.zeros(64 << 20, np.uint8)
+    for _ in range(60):
+        np.copyto(b, a)
+print(time.perf_counter() - start)
+"""
+
+
+def machine_ceiling() -> str:
+    """What a second core buys this machine at best: a CPU-bound loop and a memory copy run
+    in one process, then in two at once (each process single-threaded: no GIL, no locks
+    shared). A virtual machine's two cores can be one physical core's two hyperthreads, or
+    share it with a neighbour: then no program gets 2x, and bie's scaling should be read
+    against this line."""
+    lines = []
+    for what in ("compute", "copy"):
+        command = [sys.executable, "-c", _CEILING, what]
+        alone = statistics.median(float(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+                                  for _ in range(3))
+        pair = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        together = max(float(process.communicate()[0]) for process in pair)
+        lines.append(f"{what} {2 * alone / together:.2f}x")
+    return "two processes at once against one (the machine's ceiling): " + ", ".join(lines)
 
 
 def _dask_run(source: Path, target: Path, local: Path) -> tuple[float, int]:
@@ -330,6 +371,7 @@ def main(argv=None) -> None:
             dtype_rows, dtype_scaling = bench_dtype(Path(tmp), dtype, int(args.size_gib * (1 << 30)), args.rounds, args.dask)
             rows += dtype_rows
             scaling.append(dtype_scaling)
+    ceiling = machine_ceiling()
     load_after = os.getloadavg()
     table = markdown_table(["dtype", "GiB", "command", "ratio", "seconds (median)", "MB/s", "peak RSS MiB"], rows)
     command = f"python -m bench.bench_scale --size-gib {args.size_gib:g} --rounds {args.rounds}" + (" --dask" if args.dask else "")
@@ -345,7 +387,7 @@ def main(argv=None) -> None:
         "hashing and writing run on threads beside it).\n\n"
         + table
         + "\n\nScaling (from the medians above; Amdahl's bound: the start-up row's seconds do not shrink with threads):\n\n"
-        + "\n".join(f"- {line}" for block in scaling for line in block.splitlines())
+        + "\n".join(f"- {line}" for block in [*scaling, ceiling] for line in block.splitlines())
     )
     print()
     print(markdown)
