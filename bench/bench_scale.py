@@ -22,6 +22,11 @@ that holds the tensors), and the ``bie start-up`` rows are a whole-process ``bie
 compress`` of a 4 MiB checkpoint and ``bie decompress`` of its container
 (interpreter, imports, numba's cached kernels: the fixed cost of every run).
 
+Under the table, the scaling lines put bie's -j1 -> -j2 beside Amdahl's bound, the same
+command held to one core, and the other rows' 1 -> 2 threads; the last line is the machine's
+ceiling (a compute loop and a memory copy in two processes at once against one, at the start
+and at the end) and the CPU steal during the run: a VM's second core is not always a whole one.
+
 ``--dask``: also compress through a 2-worker ``LocalCluster`` on this machine
 (bytes checked identical to the local output).
 """
@@ -325,6 +330,23 @@ print(time.perf_counter() - start)
 """
 
 
+def _cpu_times() -> list[int]:
+    """The machine's CPU time so far (``/proc/stat``, all cores, in ticks); [] where there is none."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(field) for field in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
+def _steal_share(before: list[int], after: list[int]) -> str:
+    """The share of CPU time the hypervisor gave to other guests between two readings (steal
+    is the 8th field): time this VM's cores wanted to run and could not."""
+    if len(before) < 8 or len(after) < 8 or sum(after) <= sum(before):
+        return ""
+    return f"; CPU steal {100 * (after[7] - before[7]) / (sum(after) - sum(before)):.1f} % of the run"
+
+
 def machine_ceiling() -> str:
     """What a second core buys this machine at best: a CPU-bound loop and a memory copy run
     in one process, then in two at once (each process single-threaded: no GIL, no locks
@@ -339,7 +361,7 @@ def machine_ceiling() -> str:
         pair = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
         together = max(float(process.communicate()[0]) for process in pair)
         lines.append(f"{what} {2 * alone / together:.2f}x")
-    return "two processes at once against one (the machine's ceiling): " + ", ".join(lines)
+    return ", ".join(lines)
 
 
 def _dask_run(source: Path, target: Path, local: Path) -> tuple[float, int]:
@@ -365,13 +387,16 @@ def main(argv=None) -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
+    cpu_before = _cpu_times()
+    ceiling_before = machine_ceiling()
     rows, scaling = [], []
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         for dtype in args.dtypes.split(","):
             dtype_rows, dtype_scaling = bench_dtype(Path(tmp), dtype, int(args.size_gib * (1 << 30)), args.rounds, args.dask)
             rows += dtype_rows
             scaling.append(dtype_scaling)
-    ceiling = machine_ceiling()
+    ceiling = (f"the machine's ceiling, two processes at once against one: {ceiling_before} before, "
+               f"{machine_ceiling()} after{_steal_share(cpu_before, _cpu_times())}")
     load_after = os.getloadavg()
     table = markdown_table(["dtype", "GiB", "command", "ratio", "seconds (median)", "MB/s", "peak RSS MiB"], rows)
     command = f"python -m bench.bench_scale --size-gib {args.size_gib:g} --rounds {args.rounds}" + (" --dask" if args.dask else "")
