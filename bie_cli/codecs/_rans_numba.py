@@ -366,20 +366,31 @@ def normalise(counts, scale_bits):  # pragma: no cover - compiled
     freq = np.zeros(n, dtype=np.int64)
     if total == 0:
         return freq
+    # only present symbols divide: a float's 4,096-symbol alphabet holds a few hundred, and the
+    # divisions of the absent ones (each 0) and a sort of the whole table were most of a small
+    # tensor's encode (~200 us of ~250 for 384 BF16 elements)
     fsum = np.int64(0)
+    givers = 0  # frequencies of 2 or more: the only ones the excess can be taken from
     for s in range(n):
-        f = (counts[s] * target + total // 2) // total
-        if counts[s] > 0 and f == 0:
-            f = 1
-        freq[s] = f
-        fsum += f
+        if counts[s] > 0:
+            f = max((counts[s] * target + total // 2) // total, np.int64(1))
+            freq[s] = f
+            fsum += f
+            givers += f > 1
     diff = target - fsum
     if diff > 0:
         freq[np.argmax(counts)] += diff
     elif diff < 0:
-        # take the excess from the largest frequencies, never below 1 (a stable order)
-        order = np.argsort(-freq, kind="mergesort")
-        for k in range(n):
+        # take the excess from the largest frequencies, never below 1, in the order of a stable
+        # sort of all of them: sorting only those that can give keeps that order among them
+        index = np.empty(givers, dtype=np.int64)
+        k = 0
+        for s in range(n):
+            if freq[s] > 1:
+                index[k] = s
+                k += 1
+        order = index[np.argsort(-freq[index], kind="mergesort")]
+        for k in range(givers):
             s = order[k]
             take = min(-diff, freq[s] - 1)
             if take > 0:
