@@ -41,7 +41,7 @@ demo: install
 	$(BIN)/bie verify $(DEMO_DIR)/minilm-4bit.cai --against "$(MODEL)" --max-error 0.01 --quiet
 	@echo "demo: lossy - about 4.4 bits per weight, error recomputed against the original and within --max-error"
 
-test: install
+test: install lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 -q
 
 # The CLI tests again, on the lowest Typer/Click/rich/numpy/... that pyproject.toml allows.
